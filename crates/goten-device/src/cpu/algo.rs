@@ -1,0 +1,245 @@
+//! The bilinear ops as im2col / col2im around one GEMM, generic over the arithmetic.
+//!
+//! The same code runs the modular products on shares ([`super::RingArith`]: centered residues
+//! lifted to f64, exact chunked GEMM, wrapping integer accumulation) and the plain float
+//! references of the benchmarks (`float_ref`), so a benchmark ratio compares arithmetic, not
+//! two different algorithms. No Winograd or FFT: only exact sums of products.
+
+use goten_field::ops::ConvDims;
+use rayon::prelude::*;
+
+use super::gemm::{PAR_CHUNK, View};
+
+/// The arithmetic an algorithm runs in.
+pub(crate) trait Arith: Sync {
+    /// Storage element of operands and results.
+    type Elem: Copy + Send + Sync + Default + 'static;
+    /// GEMM element the operands are lifted to.
+    type F: Copy + Send + Sync + Default + 'static;
+    /// Lifts one operand element.
+    fn lift(&self, x: Self::Elem) -> Self::F;
+    /// `lhs (m x k) * rhs (k x n)`, row-major m x n.
+    fn gemm(
+        &self,
+        mnk: (usize, usize, usize),
+        lhs: View<'_, Self::F>,
+        rhs: View<'_, Self::F>,
+    ) -> Vec<Self::Elem>;
+    /// Accumulates two results (for the ring: wrapping, reduced later by `finish`).
+    fn acc(&self, a: Self::Elem, b: Self::Elem) -> Self::Elem;
+    /// Final normalisation of accumulated results.
+    fn finish(&self, a: Self::Elem) -> Self::Elem;
+}
+
+fn lift_all<A: Arith>(a: &A, x: &[A::Elem]) -> Vec<A::F> {
+    let mut out = vec![A::F::default(); x.len()];
+    out.par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK))
+        .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &s)| *o = a.lift(s)));
+    out
+}
+
+fn finish_all<A: Arith>(a: &A, x: &mut [A::Elem]) {
+    x.par_chunks_mut(PAR_CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = a.finish(*v)));
+}
+
+/// `y = x W^T`: x `[m, k]`, w `[n, k]`.
+pub(crate) fn matmul_forward<A: Arith>(
+    a: &A,
+    (m, n, k): (usize, usize, usize),
+    x: &[A::Elem],
+    w: &[A::Elem],
+) -> Vec<A::Elem> {
+    let (xf, wf) = (lift_all(a, x), lift_all(a, w));
+    a.gemm((m, n, k), View::rows(&xf, k), View::transposed(&wf, k))
+}
+
+/// `dx = dy W`: dy `[m, n]`, w `[n, k]`.
+pub(crate) fn matmul_input_grad<A: Arith>(
+    a: &A,
+    (m, n, k): (usize, usize, usize),
+    dy: &[A::Elem],
+    w: &[A::Elem],
+) -> Vec<A::Elem> {
+    let (df, wf) = (lift_all(a, dy), lift_all(a, w));
+    a.gemm((m, k, n), View::rows(&df, n), View::rows(&wf, k))
+}
+
+/// `dW = dy^T x`: dy `[m, n]`, x `[m, k]`.
+pub(crate) fn matmul_weight_grad<A: Arith>(
+    a: &A,
+    (m, n, k): (usize, usize, usize),
+    dy: &[A::Elem],
+    x: &[A::Elem],
+) -> Vec<A::Elem> {
+    let (df, xf) = (lift_all(a, dy), lift_all(a, x));
+    a.gemm((n, k, m), View::transposed(&df, n), View::rows(&xf, k))
+}
+
+/// Lifted elements of one im2col buffer at most (32 MiB of f64): bounds memory at any batch.
+const COLS_BUDGET: usize = 1 << 22;
+
+/// Splits the batch into groups of images whose im2col buffer fits the budget.
+fn groups(n: usize, per_image: usize) -> impl Iterator<Item = (usize, usize)> {
+    let g = (COLS_BUDGET / per_image.max(1)).clamp(1, n.max(1));
+    (0..n).step_by(g).map(move |g0| (g0, g.min(n - g0)))
+}
+
+/// im2col of images `g0 .. g0 + gn`: row `(ci, ki, kj)`, column `(g, oh, ow)`.
+fn im2col<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], g0: usize, gn: usize) -> Vec<A::F> {
+    let p = d.ho * d.wo;
+    let (sh, sw) = d.params.stride;
+    let (ph, pw) = d.params.padding;
+    let mut cols = vec![A::F::default(); d.c * d.kh * d.kw * gn * p];
+    cols.par_chunks_mut(gn * p)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
+            for g in 0..gn {
+                let plane = &x[((g0 + g) * d.c + ci) * d.h * d.w..][..d.h * d.w];
+                for oh in 0..d.ho {
+                    let dst = &mut row[g * p + oh * d.wo..][..d.wo];
+                    let ih = (oh * sh + ki).wrapping_sub(ph);
+                    if ih >= d.h {
+                        continue; // zero padding (the buffer starts zeroed)
+                    }
+                    let src = &plane[ih * d.w..][..d.w];
+                    for (ow, o) in dst.iter_mut().enumerate() {
+                        let iw = (ow * sw + kj).wrapping_sub(pw);
+                        if iw < d.w {
+                            *o = a.lift(src[iw]);
+                        }
+                    }
+                }
+            }
+        });
+    cols
+}
+
+/// dy of images `g0 .. g0 + gn` as `[o, (g, oh, ow)]`.
+fn gather_dy<A: Arith>(a: &A, d: &ConvDims, dy: &[A::Elem], g0: usize, gn: usize) -> Vec<A::F> {
+    let p = d.ho * d.wo;
+    let mut out = vec![A::F::default(); d.o * gn * p];
+    out.par_chunks_mut(gn * p)
+        .enumerate()
+        .for_each(|(oc, row)| {
+            for g in 0..gn {
+                let src = &dy[((g0 + g) * d.o + oc) * p..][..p];
+                row[g * p..(g + 1) * p]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &s)| *o = a.lift(s));
+            }
+        });
+    out
+}
+
+/// Convolution forward: x `[n, c, h, w]`, w `[o, c, kh, kw]` -> y `[n, o, ho, wo]`.
+pub(crate) fn conv_forward<A: Arith>(
+    a: &A,
+    d: &ConvDims,
+    x: &[A::Elem],
+    w: &[A::Elem],
+) -> Vec<A::Elem> {
+    let kk = d.c * d.kh * d.kw;
+    let p = d.ho * d.wo;
+    let wf = lift_all(a, w);
+    let mut y = vec![A::Elem::default(); d.n * d.o * p];
+    for (g0, gn) in groups(d.n, kk * p) {
+        let cols = im2col(a, d, x, g0, gn);
+        let out = a.gemm(
+            (d.o, gn * p, kk),
+            View::rows(&wf, kk),
+            View::rows(&cols, gn * p),
+        );
+        y[g0 * d.o * p..(g0 + gn) * d.o * p]
+            .par_chunks_mut(d.o * p)
+            .enumerate()
+            .for_each(|(g, img)| {
+                for oc in 0..d.o {
+                    img[oc * p..(oc + 1) * p].copy_from_slice(&out[oc * gn * p + g * p..][..p]);
+                }
+            });
+    }
+    y
+}
+
+/// Input gradient (transposed convolution): dy `[n, o, ho, wo]`, w `[o, c, kh, kw]` ->
+/// dx `[n, c, h, w]`.
+pub(crate) fn conv_input_grad<A: Arith>(
+    a: &A,
+    d: &ConvDims,
+    dy: &[A::Elem],
+    w: &[A::Elem],
+) -> Vec<A::Elem> {
+    let kk = d.c * d.kh * d.kw;
+    let p = d.ho * d.wo;
+    let (sh, sw) = d.params.stride;
+    let (ph, pw) = d.params.padding;
+    let wf = lift_all(a, w);
+    let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
+    for (g0, gn) in groups(d.n, kk * p) {
+        let dyt = gather_dy(a, d, dy, g0, gn);
+        let colg = a.gemm(
+            (kk, gn * p, d.o),
+            View::transposed(&wf, kk),
+            View::rows(&dyt, gn * p),
+        );
+        // col2im: each (image, channel) plane is written only by its own rows, so planes are
+        // independent parallel tasks and the accumulation order is fixed.
+        dx[g0 * d.c * d.h * d.w..(g0 + gn) * d.c * d.h * d.w]
+            .par_chunks_mut(d.h * d.w)
+            .enumerate()
+            .for_each(|(idx, plane)| {
+                let (g, ci) = (idx / d.c, idx % d.c);
+                for ki in 0..d.kh {
+                    for kj in 0..d.kw {
+                        let r = (ci * d.kh + ki) * d.kw + kj;
+                        let row = &colg[r * gn * p + g * p..][..p];
+                        for oh in 0..d.ho {
+                            let ih = (oh * sh + ki).wrapping_sub(ph);
+                            if ih >= d.h {
+                                continue;
+                            }
+                            for ow in 0..d.wo {
+                                let iw = (ow * sw + kj).wrapping_sub(pw);
+                                if iw < d.w {
+                                    let t = &mut plane[ih * d.w + iw];
+                                    *t = a.acc(*t, row[oh * d.wo + ow]);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+    finish_all(a, &mut dx);
+    dx
+}
+
+/// Weight gradient: dy `[n, o, ho, wo]`, x `[n, c, h, w]` -> dW `[o, c, kh, kw]`.
+pub(crate) fn conv_weight_grad<A: Arith>(
+    a: &A,
+    d: &ConvDims,
+    dy: &[A::Elem],
+    x: &[A::Elem],
+) -> Vec<A::Elem> {
+    let kk = d.c * d.kh * d.kw;
+    let p = d.ho * d.wo;
+    let mut dw = vec![A::Elem::default(); d.o * kk];
+    for (g0, gn) in groups(d.n, kk * p) {
+        let dyt = gather_dy(a, d, dy, g0, gn);
+        let cols = im2col(a, d, x, g0, gn);
+        let part = a.gemm(
+            (d.o, kk, gn * p),
+            View::rows(&dyt, gn * p),
+            View::transposed(&cols, gn * p),
+        );
+        dw.iter_mut()
+            .zip(&part)
+            .for_each(|(t, &v)| *t = a.acc(*t, v));
+    }
+    finish_all(a, &mut dw);
+    dw
+}

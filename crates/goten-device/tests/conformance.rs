@@ -1,0 +1,310 @@
+//! Conformance suite of the device seam: every backend must agree bit for bit with the naive
+//! i128 reference, on random shapes and on worst-case inputs. `device_suite!` instantiates the
+//! whole suite for one backend constructor; a future backend adds one line.
+
+use goten_device::{CpuDevice, Device, naive};
+use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Residues from a simple deterministic generator (the suite must not depend on the PRG it
+/// also tests elsewhere).
+fn random_tensor(ring: Ring, shape: &[usize], seed: u64) -> RingTensor {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ring.reduce_u32((s >> 11) as u32)
+        })
+        .collect();
+    RingTensor::from_residues(ring, shape, data).unwrap()
+}
+
+fn filled(ring: Ring, shape: &[usize], f: impl Fn(usize) -> i32) -> RingTensor {
+    let n: usize = shape.iter().product();
+    RingTensor::from_residues(ring, shape, (0..n).map(f).collect()).unwrap()
+}
+
+/// Operand shapes `(a, b)` of `op` for the given dims.
+#[derive(Debug, Clone)]
+struct Case {
+    op: BilinearOp,
+    a: Vec<usize>,
+    b: Vec<usize>,
+}
+
+fn matmul_case(kind: u8, m: usize, n: usize, k: usize) -> Case {
+    match kind % 3 {
+        0 => Case {
+            op: BilinearOp::MatmulForward,
+            a: vec![m, k],
+            b: vec![n, k],
+        },
+        1 => Case {
+            op: BilinearOp::MatmulInputGrad,
+            a: vec![m, n],
+            b: vec![n, k],
+        },
+        _ => Case {
+            op: BilinearOp::MatmulWeightGrad,
+            a: vec![m, n],
+            b: vec![m, k],
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_case(
+    kind: u8,
+    n: usize,
+    c: usize,
+    o: usize,
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    params: Conv2dParams,
+) -> Option<Case> {
+    let (ho, wo) = params.output_hw((h, w), (kh, kw)).ok()?;
+    Some(match kind % 3 {
+        0 => Case {
+            op: BilinearOp::Conv2dForward(params),
+            a: vec![n, c, h, w],
+            b: vec![o, c, kh, kw],
+        },
+        1 => Case {
+            op: BilinearOp::Conv2dInputGrad {
+                params,
+                input_hw: (h, w),
+            },
+            a: vec![n, o, ho, wo],
+            b: vec![o, c, kh, kw],
+        },
+        _ => Case {
+            op: BilinearOp::Conv2dWeightGrad {
+                params,
+                kernel_hw: (kh, kw),
+            },
+            a: vec![n, o, ho, wo],
+            b: vec![n, c, h, w],
+        },
+    })
+}
+
+fn check(dev: &dyn Device, case: &Case, a: &RingTensor, b: &RingTensor) {
+    let got = dev.bilinear(&case.op, a, b).unwrap();
+    let want = naive::bilinear(&case.op, a, b).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{case:?}");
+    if got.data() != want.data() {
+        let i = got
+            .data()
+            .iter()
+            .zip(want.data())
+            .position(|(x, y)| x != y)
+            .unwrap();
+        panic!(
+            "{} on {case:?} differs at {i}: got {} want {}",
+            dev.name(),
+            got.data()[i],
+            want.data()[i]
+        );
+    }
+}
+
+fn ring_strategy() -> impl Strategy<Value = Ring> {
+    prop::sample::select(vec![2u32, 8, 13, 21, 22, 24, 26]).prop_map(|b| Ring::new(b).unwrap())
+}
+
+fn random_matmul(dev: &dyn Device) {
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        ..Config::default()
+    });
+    let strat = (
+        any::<u8>(),
+        1usize..40,
+        1usize..40,
+        1usize..300,
+        ring_strategy(),
+        any::<u64>(),
+    );
+    runner
+        .run(&strat, |(kind, m, n, k, ring, seed)| {
+            let case = matmul_case(kind, m, n, k);
+            let a = random_tensor(ring, &case.a, seed);
+            let b = random_tensor(ring, &case.b, seed ^ 1);
+            check(dev, &case, &a, &b);
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn random_conv(dev: &dyn Device) {
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        ..Config::default()
+    });
+    let dims = (
+        1usize..4,
+        1usize..6,
+        1usize..7,
+        1usize..12,
+        1usize..12,
+        1usize..5,
+        1usize..5,
+    );
+    let strat = (
+        any::<u8>(),
+        dims,
+        1usize..3,
+        0usize..3,
+        ring_strategy(),
+        any::<u64>(),
+    );
+    runner
+        .run(
+            &strat,
+            |(kind, (n, c, o, h, w, kh, kw), stride, pad, ring, seed)| {
+                let params = Conv2dParams {
+                    stride: (stride, 3 - stride),
+                    padding: (pad.min(kh - 1), pad.min(kw - 1)),
+                };
+                let Some(case) = conv_case(kind, n, c, o, (h, w), (kh, kw), params) else {
+                    return Ok(()); // kernel larger than the padded input: not a valid layer
+                };
+                let a = random_tensor(ring, &case.a, seed);
+                let b = random_tensor(ring, &case.b, seed ^ 1);
+                check(dev, &case, &a, &b);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// Cases whose reductions cross the f64 chunk boundary (8191 terms at 21 bits) and 2^17.
+fn long_cases() -> Vec<Case> {
+    let p1 = Conv2dParams::new(1, 1);
+    let p2 = Conv2dParams::new(2, 2);
+    vec![
+        matmul_case(0, 2, 3, 8193),
+        matmul_case(0, 1, 2, (1 << 17) + 5),
+        matmul_case(1, 3, 9000, 2),
+        matmul_case(2, (1 << 17) + 3, 2, 2),
+        conv_case(0, 1, 1000, 2, (3, 3), (3, 3), Conv2dParams::new(1, 0)).unwrap(),
+        conv_case(1, 1, 2, 1000, (5, 5), (3, 3), p1).unwrap(),
+        conv_case(2, 2, 1, 2, (260, 260), (3, 3), p1).unwrap(),
+        conv_case(2, 1, 1, 1, (1024, 300), (1, 1), Conv2dParams::new(1, 0)).unwrap(),
+        conv_case(2, 3, 2, 2, (101, 99), (5, 5), p2).unwrap(),
+    ]
+}
+
+fn worst_case(dev: &dyn Device) {
+    for bits in [21u32, 24, 26] {
+        let ring = Ring::new(bits).unwrap();
+        let (lo, hi) = (ring.min_centered(), ring.max_centered());
+        for case in long_cases() {
+            // All at the most negative residue: every product is +2^(2k-2), the largest
+            // magnitude, so every chunk sits exactly at its exactness limit.
+            let a = filled(ring, &case.a, |_| lo);
+            let b = filled(ring, &case.b, |_| lo);
+            check(dev, &case, &a, &b);
+            // Extremes of both signs, in a pattern that does not cancel in a simple way.
+            let a = filled(ring, &case.a, |i| if i % 3 == 0 { hi } else { lo });
+            let b = filled(ring, &case.b, |i| if i % 7 < 4 { lo } else { hi });
+            check(dev, &case, &a, &b);
+        }
+    }
+    // And random residues on the same long reductions.
+    for (i, case) in long_cases().iter().enumerate() {
+        let ring = Ring::DEFAULT;
+        check(
+            dev,
+            case,
+            &random_tensor(ring, &case.a, 7 + i as u64),
+            &random_tensor(ring, &case.b, 99 + i as u64),
+        );
+    }
+}
+
+fn errors_not_panics(dev: &dyn Device) {
+    let r = Ring::DEFAULT;
+    let a = RingTensor::zeros(r, &[2, 3]).unwrap();
+    let b = RingTensor::zeros(r, &[4, 5]).unwrap();
+    let e = dev
+        .bilinear(&BilinearOp::MatmulForward, &a, &b)
+        .unwrap_err();
+    assert!(e.to_string().contains("matmul_fwd"), "{e}");
+    let other = RingTensor::zeros(Ring::new(20).unwrap(), &[4, 3]).unwrap();
+    assert!(
+        dev.bilinear(&BilinearOp::MatmulForward, &a, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("different rings")
+    );
+    let x = RingTensor::zeros(r, &[1, 3, 8, 8]).unwrap();
+    let w = RingTensor::zeros(r, &[4, 2, 3, 3]).unwrap();
+    assert!(
+        dev.bilinear(&BilinearOp::Conv2dForward(Conv2dParams::new(1, 1)), &x, &w)
+            .is_err()
+    );
+    assert!(dev.combine(&BilinearOp::MatmulForward, &[], None).is_err());
+}
+
+fn combine_is_sum_minus_pad(dev: &dyn Device) {
+    let r = Ring::DEFAULT;
+    let op = BilinearOp::Conv2dForward(Conv2dParams::new(1, 1));
+    let (x1, w1) = (
+        random_tensor(r, &[2, 3, 6, 6], 1),
+        random_tensor(r, &[4, 3, 3, 3], 2),
+    );
+    let (x2, w2) = (
+        random_tensor(r, &[2, 3, 6, 6], 3),
+        random_tensor(r, &[4, 3, 3, 3], 4),
+    );
+    let pad = random_tensor(r, &[2, 4, 6, 6], 5);
+    let got = dev
+        .combine(&op, &[(&x1, &w1), (&x2, &w2)], Some(&pad))
+        .unwrap();
+    let want = naive::bilinear(&op, &x1, &w1)
+        .unwrap()
+        .add(&naive::bilinear(&op, &x2, &w2).unwrap())
+        .unwrap()
+        .sub(&pad)
+        .unwrap();
+    assert_eq!(got, want);
+}
+
+macro_rules! device_suite {
+    ($name:ident, $ctor:expr) => {
+        mod $name {
+            use super::*;
+            fn dev() -> Box<dyn Device> {
+                Box::new($ctor)
+            }
+            #[test]
+            fn random_matmul_matches_naive() {
+                random_matmul(&*dev());
+            }
+            #[test]
+            fn random_conv_matches_naive() {
+                random_conv(&*dev());
+            }
+            #[test]
+            fn worst_case_long_reductions_are_exact() {
+                worst_case(&*dev());
+            }
+            #[test]
+            fn bad_shapes_are_errors() {
+                errors_not_panics(&*dev());
+            }
+            #[test]
+            fn combine_matches_reference() {
+                combine_is_sum_minus_pad(&*dev());
+            }
+        }
+    };
+}
+
+device_suite!(cpu_one_thread, CpuDevice::new(1).unwrap());
+device_suite!(cpu_two_threads, CpuDevice::new(2).unwrap());

@@ -1,0 +1,222 @@
+//! [`RingTensor`]: a row-major tensor of centered ring residues with its shape.
+//!
+//! This is the unit of work handed to a device and, once protected by a one-time pad, the unit
+//! that crosses from the enclave to its host. It carries its [`Ring`] so that mixing operands of
+//! different rings is caught as an error instead of producing wrong residues.
+
+use crate::ops::ShapeError;
+use crate::ring::Ring;
+
+/// A dense row-major tensor of residues of one ring.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RingTensor {
+    ring: Ring,
+    shape: Vec<usize>,
+    data: Vec<i32>,
+}
+
+impl std::fmt::Debug for RingTensor {
+    // Shape only: a tensor may hold shares whose contents have no business in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RingTensor({}, shape {:?})", self.ring, self.shape)
+    }
+}
+
+/// Number of elements of a shape, or an error when it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Result<usize, ShapeError> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| ShapeError::new(format!("shape {shape:?} has too many elements")))
+}
+
+impl RingTensor {
+    /// A tensor of zeros.
+    pub fn zeros(ring: Ring, shape: &[usize]) -> Result<Self, ShapeError> {
+        let n = checked_numel(shape)?;
+        Ok(RingTensor {
+            ring,
+            shape: shape.to_vec(),
+            data: vec![0; n],
+        })
+    }
+
+    /// Wraps residues; fails when the length does not match the shape or a value is not a
+    /// centered residue of `ring`.
+    pub fn from_residues(ring: Ring, shape: &[usize], data: Vec<i32>) -> Result<Self, ShapeError> {
+        let n = checked_numel(shape)?;
+        if n != data.len() {
+            return Err(ShapeError::new(format!(
+                "shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            )));
+        }
+        if let Some(pos) = data.iter().position(|&x| !ring.contains(x)) {
+            return Err(ShapeError::new(format!(
+                "element {pos} = {} is not a centered residue of {ring}",
+                data[pos]
+            )));
+        }
+        Ok(RingTensor {
+            ring,
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Builds a tensor by reducing arbitrary integers into the ring.
+    pub fn from_i64(ring: Ring, shape: &[usize], values: &[i64]) -> Result<Self, ShapeError> {
+        let data = values.iter().map(|&v| ring.reduce_i64(v)).collect();
+        Self::from_residues(ring, shape, data)
+    }
+
+    /// The ring of the elements.
+    pub fn ring(&self) -> Ring {
+        self.ring
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The residues, row-major.
+    pub fn data(&self) -> &[i32] {
+        &self.data
+    }
+
+    /// Mutable residues. Writers must store centered residues (use [`Ring::reduce_u32`]).
+    pub fn data_mut(&mut self) -> &mut [i32] {
+        &mut self.data
+    }
+
+    /// Takes the residues out.
+    pub fn into_data(self) -> Vec<i32> {
+        self.data
+    }
+
+    /// Same elements under a new shape with the same number of elements.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self, ShapeError> {
+        if checked_numel(shape)? != self.data.len() {
+            return Err(ShapeError::new(format!(
+                "cannot reshape {:?} to {shape:?}",
+                self.shape
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    fn check_same(&self, other: &RingTensor, what: &str) -> Result<(), ShapeError> {
+        if self.ring != other.ring {
+            return Err(ShapeError::new(format!(
+                "{what}: operands live in different rings ({} and {})",
+                self.ring, other.ring
+            )));
+        }
+        if self.shape != other.shape {
+            return Err(ShapeError::new(format!(
+                "{what}: shapes differ ({:?} and {:?})",
+                self.shape, other.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// `self + other`, elementwise.
+    pub fn add(&self, other: &RingTensor) -> Result<RingTensor, ShapeError> {
+        self.zip(other, "add", |r, a, b| r.add(a, b))
+    }
+
+    /// `self - other`, elementwise.
+    pub fn sub(&self, other: &RingTensor) -> Result<RingTensor, ShapeError> {
+        self.zip(other, "sub", |r, a, b| r.sub(a, b))
+    }
+
+    /// `-self`, elementwise.
+    pub fn neg(&self) -> RingTensor {
+        let r = self.ring;
+        RingTensor {
+            ring: r,
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&a| r.neg(a)).collect(),
+        }
+    }
+
+    /// `self += other`, elementwise.
+    pub fn add_assign(&mut self, other: &RingTensor) -> Result<(), ShapeError> {
+        self.check_same(other, "add")?;
+        let r = self.ring;
+        for (a, &b) in self.data.iter_mut().zip(&other.data) {
+            *a = r.add(*a, b);
+        }
+        Ok(())
+    }
+
+    /// `self -= other`, elementwise.
+    pub fn sub_assign(&mut self, other: &RingTensor) -> Result<(), ShapeError> {
+        self.check_same(other, "sub")?;
+        let r = self.ring;
+        for (a, &b) in self.data.iter_mut().zip(&other.data) {
+            *a = r.sub(*a, b);
+        }
+        Ok(())
+    }
+
+    fn zip(
+        &self,
+        other: &RingTensor,
+        what: &str,
+        f: impl Fn(Ring, i32, i32) -> i32,
+    ) -> Result<RingTensor, ShapeError> {
+        self.check_same(other, what)?;
+        let r = self.ring;
+        Ok(RingTensor {
+            ring: r,
+            shape: self.shape.clone(),
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(&a, &b)| f(r, a, b))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn construction_checks_length_and_range() {
+        let r = Ring::new(8).unwrap();
+        assert!(RingTensor::from_residues(r, &[2, 2], vec![0; 3]).is_err());
+        assert!(RingTensor::from_residues(r, &[2], vec![0, 128]).is_err());
+        assert!(RingTensor::from_residues(r, &[2], vec![-128, 127]).is_ok());
+        assert!(RingTensor::zeros(r, &[usize::MAX, 2]).is_err());
+    }
+
+    #[test]
+    fn elementwise_ops_check_operands() {
+        let r8 = Ring::new(8).unwrap();
+        let r9 = Ring::new(9).unwrap();
+        let a = RingTensor::from_i64(r8, &[3], &[100, -100, 5]).unwrap();
+        let b = RingTensor::from_i64(r8, &[3], &[100, -100, -5]).unwrap();
+        assert_eq!(a.add(&b).unwrap().data(), &[-56, 56, 0]);
+        assert_eq!(a.sub(&b).unwrap().data(), &[0, 0, 10]);
+        assert!(a.add(&RingTensor::zeros(r8, &[4]).unwrap()).is_err());
+        assert!(a.add(&RingTensor::zeros(r9, &[3]).unwrap()).is_err());
+        assert_eq!(format!("{a:?}"), "RingTensor(Z_2^8, shape [3])");
+    }
+}

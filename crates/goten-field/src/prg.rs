@@ -53,8 +53,10 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
-/// Blocks encrypted per batch: enough for AES-NI's 8-way pipelining, small enough for the stack.
-const BATCH_BLOCKS: usize = 64;
+/// Blocks encrypted per call: each `encrypt_blocks` call has a fixed cost (backend dispatch,
+/// round-key loads), so batches of 16 KiB measured fastest (1024 blocks: ~745 M elements/s
+/// against ~550 M at 64 or 256 blocks and ~650 M at 4096, on the 2-core build machine).
+const BATCH_BLOCKS: usize = 1024;
 const WORDS_PER_BLOCK: usize = 4;
 
 /// An AES-128-CTR stream for one (key, purpose, op id). Contents never printed.
@@ -87,58 +89,57 @@ impl Prg {
     }
 
     /// Calls `sink(first_word_index, words)` over the keystream words `[offset, offset + len)`
-    /// of `iteration`, in order, in batches.
+    /// of `iteration`, in order, in batches. Words are little-endian lanes of the AES output,
+    /// so `words` is a byte slice a multiple of 4 long.
     fn for_each_batch(
         &self,
         iteration: u64,
         offset: u64,
         len: usize,
-        mut sink: impl FnMut(usize, &[u32]),
+        mut sink: impl FnMut(usize, &[u8]),
     ) {
         let mut blocks = [Array::<u8, _>::default(); BATCH_BLOCKS];
-        let mut words = [0u32; BATCH_BLOCKS * WORDS_PER_BLOCK];
+        let mut bytes = [0u8; BATCH_BLOCKS * 16];
+        let iter_bytes = iteration.to_le_bytes();
         let mut done = 0usize;
         let mut block = offset / WORDS_PER_BLOCK as u64;
         let mut skip = (offset % WORDS_PER_BLOCK as u64) as usize;
-        let iter_bytes = iteration.to_le_bytes();
         while done < len {
-            let need_words = len - done + skip;
-            let nb = need_words.div_ceil(WORDS_PER_BLOCK).min(BATCH_BLOCKS);
+            let nb = (len - done + skip)
+                .div_ceil(WORDS_PER_BLOCK)
+                .min(BATCH_BLOCKS);
             for (i, b) in blocks[..nb].iter_mut().enumerate() {
                 b[..8].copy_from_slice(&iter_bytes);
-                b[8..].copy_from_slice(&(block + i as u64).to_le_bytes());
+                b[8..].copy_from_slice(&block.wrapping_add(i as u64).to_le_bytes());
             }
             self.cipher.encrypt_blocks(&mut blocks[..nb]);
-            for (i, b) in blocks[..nb].iter().enumerate() {
-                for lane in 0..WORDS_PER_BLOCK {
-                    let o = lane * 4;
-                    words[i * WORDS_PER_BLOCK + lane] =
-                        u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-                }
+            for (dst, b) in bytes.chunks_exact_mut(16).zip(&blocks[..nb]) {
+                dst.copy_from_slice(b);
             }
-            let avail = nb * WORDS_PER_BLOCK - skip;
-            let take = avail.min(len - done);
-            sink(done, &words[skip..skip + take]);
+            let take = (nb * WORDS_PER_BLOCK - skip).min(len - done);
+            sink(done, &bytes[skip * 4..(skip + take) * 4]);
             done += take;
-            block += nb as u64;
+            block = block.wrapping_add(nb as u64);
             skip = 0;
         }
         blocks.iter_mut().for_each(|b| b.as_mut_slice().zeroize());
-        words.zeroize();
+        bytes.zeroize();
     }
 
     /// Fills `out` with the raw words `[offset, offset + out.len())` of `iteration`.
     pub fn fill_u32(&self, iteration: u64, offset: u64, out: &mut [u32]) {
         self.for_each_batch(iteration, offset, out.len(), |at, w| {
-            out[at..at + w.len()].copy_from_slice(w);
+            for (o, c) in out[at..].iter_mut().zip(w.chunks_exact(4)) {
+                *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
         });
     }
 
     /// Fills `out` with uniform ring elements `[offset, offset + out.len())` of `iteration`.
     pub fn fill_ring(&self, ring: Ring, iteration: u64, offset: u64, out: &mut [i32]) {
         self.for_each_batch(iteration, offset, out.len(), |at, w| {
-            for (o, &x) in out[at..at + w.len()].iter_mut().zip(w) {
-                *o = ring.reduce_u32(x);
+            for (o, c) in out[at..].iter_mut().zip(w.chunks_exact(4)) {
+                *o = ring.reduce_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             }
         });
     }
@@ -147,8 +148,9 @@ impl Prg {
     /// rounding.
     pub fn fill_unit_f32(&self, iteration: u64, offset: u64, out: &mut [f32]) {
         self.for_each_batch(iteration, offset, out.len(), |at, w| {
-            for (o, &x) in out[at..at + w.len()].iter_mut().zip(w) {
-                *o = (x >> 8) as f32 * (1.0 / 16_777_216.0);
+            for (o, c) in out[at..].iter_mut().zip(w.chunks_exact(4)) {
+                *o = (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8) as f32
+                    * (1.0 / 16_777_216.0);
             }
         });
     }

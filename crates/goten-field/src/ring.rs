@@ -101,6 +101,14 @@ impl Ring {
         self.reduce_u32(v as u32)
     }
 
+    /// Largest magnitude an integer result may have and still be recovered exactly from its
+    /// residue: 2^(k-1) - 1. A bilinear result `c` with `|c| <= headroom()` reconstructs to
+    /// itself; anything larger wraps, which the protocol must rule out (DESIGN.md).
+    #[inline]
+    pub fn headroom(self) -> u64 {
+        (1u64 << (self.bits - 1)) - 1
+    }
+
     /// Whether `x` is a valid centered residue.
     #[inline]
     pub fn contains(self, x: i32) -> bool {
@@ -210,6 +218,12 @@ mod tests {
         assert!(Ring::new(1).is_err());
         assert!(Ring::new(27).is_err());
         assert_eq!(r.f64_exact_chunk(), 8191);
+        assert_eq!(r.headroom(), (1 << 20) - 1);
+        assert_eq!(r.reduce_i64(r.headroom() as i64), r.headroom() as i32);
+        assert_ne!(
+            r.reduce_i64(r.headroom() as i64 + 1),
+            r.headroom() as i32 + 1
+        );
         assert_eq!(Ring::new(24).unwrap().f64_exact_chunk(), 127);
     }
 

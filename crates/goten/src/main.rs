@@ -1,1 +1,43 @@
-fn main() {}
+//! The `goten` command line: a thin binary over the libraries.
+//!
+//! Where it sits: outermost layer. It parses arguments, builds devices and runs jobs; all
+//! protocol and arithmetic live in the library crates. Errors from libraries are mapped to a
+//! plain-language message and a non-zero exit status here and only here.
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// goten: privacy-preserving neural-network training on trusted enclaves and untrusted
+/// accelerators (a re-implementation of Goten, AAAI-21).
+#[derive(Parser, Debug)]
+#[command(name = "goten", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure goten's building blocks against plain floating point on this machine.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { what } => bench::run(what),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! `goten bench`: measurements that print a table, or JSON lines with `--json`.
+//!
+//! Every modular-kernel line carries its float references (f32 and f64 products of the same
+//! shape, same algorithm, same run, same threads), so ratios stay meaningful on noisy machines.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use goten_device::float_ref::{Float, FloatRef};
+use goten_device::{CpuDevice, Device};
+use goten_field::{BilinearOp, Conv2dParams, Prg, Ring, RingTensor, SecretKey};
+use serde_json::json;
+
+/// What to measure.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Exact modular kernels (VGG-11 conv and fc shapes) against f32/f64 products, and the PRG.
+    Kernels(KernelArgs),
+}
+
+/// Options of `goten bench kernels`.
+#[derive(Args, Debug)]
+pub struct KernelArgs {
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Batch size of the VGG-11 shapes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch: u32,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Timed repetitions per kernel (the fastest is reported), after one warm-up run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+    /// Width k of the share ring Z_2^k.
+    #[arg(long, default_value_t = Ring::DEFAULT_BITS)]
+    ring_bits: u32,
+    /// Only kernels whose name or layer contains this text (e.g. `conv4`, `dw`, `prg`).
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Kernels(a) => kernels(a),
+    }
+}
+
+/// The eight conv layers of VGG-11 for 32x32 inputs: (name, in, out, spatial size).
+const VGG11_CONVS: [(&str, usize, usize, usize); 8] = [
+    ("conv1", 3, 64, 32),
+    ("conv2", 64, 128, 16),
+    ("conv3", 128, 256, 8),
+    ("conv4", 256, 256, 8),
+    ("conv5", 256, 512, 4),
+    ("conv6", 512, 512, 4),
+    ("conv7", 512, 512, 2),
+    ("conv8", 512, 512, 2),
+];
+
+/// The three fc layers: (name, in, out).
+const VGG11_FCS: [(&str, usize, usize); 3] =
+    [("fc1", 512, 512), ("fc2", 512, 512), ("fc3", 512, 10)];
+
+struct Job {
+    layer: &'static str,
+    op: BilinearOp,
+    a: Vec<usize>,
+    b: Vec<usize>,
+}
+
+fn vgg_jobs(n: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let p = Conv2dParams::new(1, 1);
+    for (layer, c, o, s) in VGG11_CONVS {
+        let x = vec![n, c, s, s];
+        let y = vec![n, o, s, s];
+        let w = vec![o, c, 3, 3];
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::Conv2dForward(p),
+            a: x.clone(),
+            b: w.clone(),
+        });
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::Conv2dInputGrad {
+                params: p,
+                input_hw: (s, s),
+            },
+            a: y.clone(),
+            b: w,
+        });
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::Conv2dWeightGrad {
+                params: p,
+                kernel_hw: (3, 3),
+            },
+            a: y,
+            b: x,
+        });
+    }
+    for (layer, i, o) in VGG11_FCS {
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::MatmulForward,
+            a: vec![n, i],
+            b: vec![o, i],
+        });
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::MatmulInputGrad,
+            a: vec![n, o],
+            b: vec![o, i],
+        });
+        jobs.push(Job {
+            layer,
+            op: BilinearOp::MatmulWeightGrad,
+            a: vec![n, o],
+            b: vec![n, i],
+        });
+    }
+    jobs
+}
+
+/// Fastest of `reps` timed runs after one warm-up.
+fn time_best(reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn bench_key() -> SecretKey {
+    // Benchmark data only: a fixed key keeps runs reproducible. Never used for real shares.
+    SecretKey::from_bytes([0x5A; 32])
+}
+
+fn random_ring(ring: Ring, shape: &[usize], op_id: u64) -> Result<RingTensor> {
+    let mut t = RingTensor::zeros(ring, shape)?;
+    Prg::new(&bench_key(), "bench/operand", op_id).fill_ring(ring, 0, 0, t.data_mut());
+    Ok(t)
+}
+
+fn random_float<T: Float>(shape: &[usize], op_id: u64, conv: impl Fn(f32) -> T) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let mut v = vec![0f32; n];
+    Prg::new(&bench_key(), "bench/float", op_id).fill_unit_f32(0, 0, &mut v);
+    v.into_iter().map(|x| conv(x - 0.5)).collect()
+}
+
+fn shape_str(j: &Job) -> String {
+    let d = |s: &[usize]| {
+        s.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    format!("{} * {}", d(&j.a), d(&j.b))
+}
+
+fn kernels(args: KernelArgs) -> Result<()> {
+    let ring = Ring::new(args.ring_bits).context("--ring-bits")?;
+    let dev = CpuDevice::new(args.threads)?;
+    let fref = FloatRef::new(args.threads)?;
+    let threads = dev.threads();
+    let matches = |s: &str| args.filter.as_deref().is_none_or(|f| s.contains(f));
+    let jobs: Vec<Job> = vgg_jobs(args.batch as usize)
+        .into_iter()
+        .filter(|j| matches(&format!("{} {}", j.layer, j.op.name())))
+        .collect();
+    let prg_selected = matches("prg");
+    if jobs.is_empty() && !prg_selected {
+        bail!(
+            "--filter {:?} selects no kernel",
+            args.filter.unwrap_or_default()
+        );
+    }
+    if !args.json && !jobs.is_empty() {
+        println!(
+            "goten bench kernels: ring {ring}, batch {}, {} threads on {}, best of {}",
+            args.batch,
+            threads,
+            dev.name(),
+            args.reps
+        );
+        println!(
+            "{:<6} {:<11} {:<28} {:>9} {:>10} {:>10} {:>10} {:>7}",
+            "layer", "kernel", "shape", "secs", "mod GMAC/s", "f32 GMAC/s", "f64 GMAC/s", "mod/f64"
+        );
+    }
+    let mut ratios = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let macs = j.op.macs(&j.a, &j.b)? as f64;
+        let (ra, rb) = (
+            random_ring(ring, &j.a, 2 * i as u64)?,
+            random_ring(ring, &j.b, 2 * i as u64 + 1)?,
+        );
+        let secs = time_best(args.reps, || {
+            std::hint::black_box(dev.bilinear(&j.op, &ra, &rb)?);
+            Ok(())
+        })?;
+        let (fa, fb) = (random_float(&j.a, 1, |x| x), random_float(&j.b, 2, |x| x));
+        let f32s = time_best(args.reps, || {
+            std::hint::black_box(fref.bilinear::<f32>(&j.op, (&j.a, &fa), (&j.b, &fb))?);
+            Ok(())
+        })?;
+        drop((fa, fb));
+        let (da, db) = (
+            random_float(&j.a, 1, f64::from),
+            random_float(&j.b, 2, f64::from),
+        );
+        let f64s = time_best(args.reps, || {
+            std::hint::black_box(fref.bilinear::<f64>(&j.op, (&j.a, &da), (&j.b, &db))?);
+            Ok(())
+        })?;
+        let ratio = f64s / secs;
+        ratios.push(ratio);
+        let shape = shape_str(j);
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "kernel": j.op.name(), "layer": j.layer, "shape": shape, "macs": macs as u64,
+                    "reduction_len": j.op.reduction_len(&j.a, &j.b)?, "secs": secs,
+                    "mod_macs_per_s": macs / secs, "ref_f32_macs_per_s": macs / f32s,
+                    "ref_f64_macs_per_s": macs / f64s, "ratio_mod_f64": ratio,
+                    "ring_bits": ring.bits(), "threads": threads, "batch": args.batch,
+                })
+            );
+        } else {
+            println!(
+                "{:<6} {:<11} {:<28} {:>9.5} {:>10.2} {:>10.2} {:>10.2} {:>7.2}",
+                j.layer,
+                j.op.name(),
+                shape,
+                secs,
+                macs / secs / 1e9,
+                macs / f32s / 1e9,
+                macs / f64s / 1e9,
+                ratio
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        if args.json {
+            println!(
+                "{}",
+                json!({"kernel": "summary", "kernels": ratios.len(), "median_ratio_mod_f64": median, "min_ratio_mod_f64": ratios[0], "ring_bits": ring.bits(), "threads": threads})
+            );
+        } else {
+            println!(
+                "median mod/f64 over {} kernels: {median:.3} (min {:.3})",
+                ratios.len(),
+                ratios[0]
+            );
+        }
+    }
+    if prg_selected {
+        prg_line(ring, args.json, args.reps)?;
+    }
+    Ok(())
+}
+
+/// Single-thread PRG throughput: uniform ring elements per second.
+fn prg_line(ring: Ring, json_out: bool, reps: u32) -> Result<()> {
+    let prg = Prg::new(&bench_key(), "bench/prg", 0);
+    let n = 1usize << 24;
+    let mut out = vec![0i32; n];
+    let mut it = 0u64;
+    let secs = time_best(reps, || {
+        prg.fill_ring(ring, it, 0, &mut out);
+        it += 1;
+        std::hint::black_box(&out);
+        Ok(())
+    })?;
+    let rate = n as f64 / secs;
+    if json_out {
+        println!(
+            "{}",
+            json!({"kernel": "prg", "cipher": "aes128-ctr", "elems": n, "secs": secs, "elems_per_s": rate, "bytes_per_s": rate * 4.0, "threads": 1, "ring_bits": ring.bits()})
+        );
+    } else {
+        println!(
+            "prg (AES-128-CTR, 1 thread): {:.0} M ring elements/s ({:.2} GB/s of keystream)",
+            rate / 1e6,
+            rate * 4.0 / 1e9
+        );
+    }
+    Ok(())
+}

@@ -251,6 +251,25 @@ fn errors_not_panics(dev: &dyn Device) {
     assert!(dev.combine(&BilinearOp::MatmulForward, &[], None).is_err());
 }
 
+fn empty_dimensions_give_empty_sums(dev: &dyn Device) {
+    let r = Ring::DEFAULT;
+    let p = Conv2dParams::new(1, 1);
+    let cases = [
+        matmul_case(0, 0, 3, 4),
+        matmul_case(0, 2, 3, 0),
+        matmul_case(1, 2, 0, 4),
+        matmul_case(2, 0, 3, 4),
+        conv_case(0, 0, 2, 3, (4, 4), (3, 3), p).unwrap(),
+        conv_case(0, 2, 0, 3, (4, 4), (3, 3), p).unwrap(),
+        conv_case(1, 2, 2, 0, (4, 4), (3, 3), p).unwrap(),
+        conv_case(2, 0, 2, 3, (4, 4), (3, 3), p).unwrap(),
+    ];
+    for case in cases {
+        let (a, b) = (random_tensor(r, &case.a, 1), random_tensor(r, &case.b, 2));
+        check(dev, &case, &a, &b);
+    }
+}
+
 fn combine_is_sum_minus_pad(dev: &dyn Device) {
     let r = Ring::DEFAULT;
     let op = BilinearOp::Conv2dForward(Conv2dParams::new(1, 1));
@@ -297,6 +316,10 @@ macro_rules! device_suite {
             #[test]
             fn bad_shapes_are_errors() {
                 errors_not_panics(&*dev());
+            }
+            #[test]
+            fn empty_dimensions_are_fine() {
+                empty_dimensions_give_empty_sums(&*dev());
             }
             #[test]
             fn combine_matches_reference() {

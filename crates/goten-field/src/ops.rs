@@ -53,14 +53,6 @@ impl Conv2dParams {
         if kh == 0 || kw == 0 {
             return Err(ShapeError::new("conv2d kernel must be at least 1x1"));
         }
-        if ph >= kh || pw >= kw {
-            // Padding of a kernel's size or more produces outputs that see only zeros.
-            return Err(ShapeError::new(format!(
-                "conv2d padding {:?} must be smaller than the kernel {:?}",
-                self.padding,
-                (kh, kw)
-            )));
-        }
         let eh = h + 2 * ph;
         let ew = w + 2 * pw;
         if eh < kh || ew < kw {

@@ -2,11 +2,29 @@
 //!
 //! Where it sits: between the data owner's sealed batches and the untrusted host. It owns every
 //! secret and every plaintext tensor; it talks to its host only through an explicit command
-//! interface, does no I/O of its own and contains no `unsafe`. Its dependency list is short on
+//! interface ([`Enclave`], the "ecalls") and one host-services trait ([`HostServices`], the
+//! "ocalls"), does no I/O of its own and contains no `unsafe`. Its dependency list is short on
 //! purpose: this folder is the trusted computing base.
 //!
-//! So far it holds the seed book (which key expands which tensor of an op); quantization,
-//! the share/mask steps, the ecall/ocall surface and the layers follow in later issues.
+//! - [`attest`]: evidence and verifiers (simulated on machines without TEE hardware);
+//! - [`keys`]: the authenticated X25519 + HKDF key exchange between E0, E1 and S2;
+//! - [`seeds`]: which key expands which random tensor;
+//! - [`quant`]: dynamic quantization and dequantization;
+//! - [`bound`]: the magnitude bound and split plan that rule out silent wraparound;
+//! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction);
+//! - [`secret`]: the plaintext tensor type that never leaves.
 #![forbid(unsafe_code)]
 
+pub mod attest;
+pub mod bound;
+mod enclave;
+pub mod keys;
+pub mod linear;
+pub mod quant;
+pub mod secret;
 pub mod seeds;
+
+pub use enclave::{Enclave, EnclaveConfig, EnclaveError};
+pub use keys::Role;
+pub use linear::{DeviceJob, HostServices, JobReply, OpHeader, Share};
+pub use secret::SecretTensor;

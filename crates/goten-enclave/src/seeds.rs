@@ -55,6 +55,12 @@ impl DealerPurpose {
     }
 }
 
+/// The stream of a dealer tensor from the dealer key alone: what S2's host derives (it holds
+/// the dealer key and nothing else).
+pub fn dealer_stream(dealer_key: &SecretKey, purpose: DealerPurpose, op_id: u64) -> Prg {
+    Prg::new(dealer_key, purpose.label(), op_id)
+}
+
 /// The two session keys of an enclave and the PRGs they expand. Debug output is redacted.
 #[derive(Debug)]
 pub struct SeedBook {
@@ -75,7 +81,7 @@ impl SeedBook {
 
     /// The stream of a dealer tensor of op `op_id` (S2 derives the same from its copy).
     pub fn dealer(&self, purpose: DealerPurpose, op_id: u64) -> Prg {
-        Prg::new(&self.dealer, purpose.label(), op_id)
+        dealer_stream(&self.dealer, purpose, op_id)
     }
 }
 

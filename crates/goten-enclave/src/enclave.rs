@@ -1,0 +1,229 @@
+//! [`Enclave`]: the command ("ecall") surface of E0 / E1.
+//!
+//! Where it sits: the host creates one per server, runs the key exchange through it, then
+//! calls [`Enclave::linear`] for every outsourced op. The host never gets a plaintext value
+//! back from any of these calls: results stay in [`SecretTensor`]s inside the enclave (a later
+//! training loop consumes them there).
+
+use goten_field::{BilinearOp, Ring};
+
+use crate::attest::Evidence;
+use crate::keys::{Hello, KeyError, KeyExchange, Role, Trust, WrappedKey};
+use crate::linear::{self, HostServices, LinearError};
+use crate::quant::{self, QuantConfig, QuantError};
+use crate::secret::SecretTensor;
+use crate::seeds::{PairPurpose, SeedBook};
+
+/// Configuration both enclaves must share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnclaveConfig {
+    /// The share ring.
+    pub ring: Ring,
+    /// The quantizer.
+    pub quant: QuantConfig,
+}
+
+impl Default for EnclaveConfig {
+    fn default() -> Self {
+        EnclaveConfig {
+            ring: Ring::DEFAULT,
+            quant: QuantConfig::default(),
+        }
+    }
+}
+
+/// Errors of the ecall surface.
+#[derive(Debug, thiserror::Error)]
+pub enum EnclaveError {
+    /// Invalid configuration.
+    #[error("enclave configuration: {0}")]
+    Config(String),
+    /// Key exchange failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Quantization failed.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// The op failed.
+    #[error(transparent)]
+    Linear(#[from] LinearError),
+    /// Called out of order.
+    #[error("{0}")]
+    State(&'static str),
+}
+
+/// One enclave (E0 or E1). Debug output is redacted.
+pub struct Enclave {
+    role: Role,
+    cfg: EnclaveConfig,
+    kx: Option<KeyExchange>,
+    seeds: Option<SeedBook>,
+}
+
+impl std::fmt::Debug for Enclave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Enclave(E{}, {}, keys {})",
+            self.role.index(),
+            self.cfg.ring,
+            if self.seeds.is_some() {
+                "established"
+            } else {
+                "pending"
+            }
+        )
+    }
+}
+
+impl Enclave {
+    /// A new enclave for S0 or S1 with a fresh ephemeral key.
+    pub fn new(role: Role, cfg: EnclaveConfig) -> Result<Self, EnclaveError> {
+        Self::with_key_exchange(KeyExchange::new(role)?, cfg)
+    }
+
+    /// A new enclave around a given key exchange (deterministic tests).
+    pub fn with_key_exchange(kx: KeyExchange, cfg: EnclaveConfig) -> Result<Self, EnclaveError> {
+        let role = kx.role();
+        if role == Role::S2 {
+            return Err(EnclaveError::Config("S2 runs no enclave".into()));
+        }
+        cfg.quant.validate()?;
+        // One product of two quantized entries must fit, or no split can make an op exact.
+        let one = (cfg.quant.max_abs() as u128).pow(2);
+        if one > u128::from(cfg.ring.headroom()) {
+            return Err(EnclaveError::Config(format!(
+                "{}-bit quantization needs products up to {one}, beyond {}'s headroom {}",
+                cfg.quant.bits,
+                cfg.ring,
+                cfg.ring.headroom()
+            )));
+        }
+        Ok(Enclave {
+            role,
+            cfg,
+            kx: Some(kx),
+            seeds: None,
+        })
+    }
+
+    /// This enclave's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EnclaveConfig {
+        &self.cfg
+    }
+
+    /// What this enclave's attestation evidence must bind.
+    pub fn report_data(&self) -> Result<[u8; 32], EnclaveError> {
+        Ok(self
+            .kx
+            .as_ref()
+            .ok_or(EnclaveError::State("key exchange already finished"))?
+            .report_data())
+    }
+
+    /// The hello to send, carrying `evidence` for [`Self::report_data`].
+    pub fn hello(&self, evidence: Evidence) -> Result<Hello, EnclaveError> {
+        Ok(self
+            .kx
+            .as_ref()
+            .ok_or(EnclaveError::State("key exchange already finished"))?
+            .hello(evidence))
+    }
+
+    /// E0: finishes the key exchange; returns the wrapped dealer key for E1.
+    pub fn finish_e0(
+        &mut self,
+        hellos: &[Hello; 3],
+        trust: &Trust,
+    ) -> Result<WrappedKey, EnclaveError> {
+        let kx = self
+            .kx
+            .take()
+            .ok_or(EnclaveError::State("key exchange already finished"))?;
+        let (seeds, wrapped) = kx.finish_e0(hellos, trust)?;
+        self.seeds = Some(seeds);
+        Ok(wrapped)
+    }
+
+    /// E1: finishes the key exchange with E0's wrapped dealer key.
+    pub fn finish_e1(
+        &mut self,
+        hellos: &[Hello; 3],
+        trust: &Trust,
+        wrapped: &WrappedKey,
+    ) -> Result<(), EnclaveError> {
+        let kx = self
+            .kx
+            .take()
+            .ok_or(EnclaveError::State("key exchange already finished"))?;
+        self.seeds = Some(kx.finish_e1(hellos, trust, wrapped)?);
+        Ok(())
+    }
+
+    fn seeds(&self) -> Result<&SeedBook, EnclaveError> {
+        self.seeds.as_ref().ok_or(EnclaveError::State(
+            "keys are not established: run the key exchange first",
+        ))
+    }
+
+    /// `f(a, b)` through the protocol: quantize, outsource, reconstruct, dequantize.
+    pub fn linear(
+        &self,
+        host: &mut dyn HostServices,
+        (op_id, iteration): (u64, u64),
+        op: &BilinearOp,
+        a: &SecretTensor,
+        b: &SecretTensor,
+    ) -> Result<SecretTensor, EnclaveError> {
+        let seeds = self.seeds()?;
+        let out_shape = op
+            .output_shape(a.shape(), b.shape())
+            .map_err(LinearError::from)?;
+        let (na, nb) = (a.expose().len(), b.expose().len());
+        let mut noise = vec![0f32; na + nb];
+        if self.cfg.quant.rounding == quant::Rounding::Stochastic {
+            seeds
+                .pair(PairPurpose::RoundingNoise, op_id)
+                .fill_unit_f32(iteration, 0, &mut noise);
+        }
+        let qa = self.cfg.quant.quantize(a.expose(), &noise[..na])?;
+        let qb = self.cfg.quant.quantize(b.expose(), &noise[na..])?;
+        let c = self.linear_quantized(
+            host,
+            (op_id, iteration),
+            op,
+            (a.shape(), &qa),
+            (b.shape(), &qb),
+        )?;
+        let data = quant::dequantize(&c, qa.shift, qb.shift);
+        Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
+    }
+
+    /// The exact integer `aQ (x) bQ` for already-quantized operands.
+    pub fn linear_quantized(
+        &self,
+        host: &mut dyn HostServices,
+        ids: (u64, u64),
+        op: &BilinearOp,
+        a: (&[usize], &quant::Quantized),
+        b: (&[usize], &quant::Quantized),
+    ) -> Result<Vec<i64>, EnclaveError> {
+        let seeds = self.seeds()?;
+        Ok(linear::run(
+            self.role,
+            self.cfg.ring,
+            seeds,
+            host,
+            ids,
+            op,
+            a,
+            b,
+            self.cfg.quant.max_abs(),
+        )?)
+    }
+}

@@ -1,0 +1,314 @@
+//! One outsourced bilinear op on the enclave side (PROTOCOL.md section 2, steps 1-3 and 6).
+//!
+//! Where it sits: called by the training program inside E0/E1 for every linear layer. It
+//! quantizes, plans the split that rules out wraparound ([`crate::bound`]), derives every mask
+//! from the session seeds, hands each part's shares to the host through [`HostServices`] (the
+//! ocall boundary), and reconstructs the exact integer result from what comes back.
+//!
+//! What crosses the boundary is typed: [`Share`] can only be built here, from a value that
+//! carries a fresh one-time pad (E = aQ - U, F = bQ - V, A0, A1 = aQ - A0, ...) or a pad itself.
+
+use goten_field::{BilinearOp, Ring, RingTensor, ShapeError};
+
+use crate::bound::{self, PlanError, reduction_axes};
+use crate::keys::Role;
+use crate::quant::Quantized;
+use crate::seeds::{DealerPurpose, PairPurpose, SeedBook};
+
+/// Public description of one part of an op: all a host or S2 needs, nothing secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpHeader {
+    /// Caller-chosen id, unique per op within an iteration (below 2^47).
+    pub op_id: u64,
+    /// Training iteration (PRG position).
+    pub iteration: u64,
+    /// This part's index.
+    pub part: u32,
+    /// Number of parts the reduction was split into.
+    pub parts: u32,
+    /// The op.
+    pub op: BilinearOp,
+    /// Shape of this part's first operand.
+    pub a_shape: Vec<usize>,
+    /// Shape of this part's second operand.
+    pub b_shape: Vec<usize>,
+}
+
+/// Largest op id: leaves 16 bits for the part index in the PRG stream id.
+pub const MAX_OP_ID: u64 = (1 << 47) - 1;
+
+impl OpHeader {
+    /// PRG stream id of this part: op id and part index, never shared by two parts.
+    pub fn stream_id(&self) -> u64 {
+        (self.op_id << 16) | u64::from(self.part)
+    }
+
+    /// Shape of this part's result.
+    pub fn output_shape(&self) -> Result<Vec<usize>, ShapeError> {
+        self.op.output_shape(&self.a_shape, &self.b_shape)
+    }
+}
+
+/// A one-time-padded ring tensor released to an untrusted host. Only this crate constructs
+/// one, which keeps plaintext from reaching a host by accident.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share(RingTensor);
+
+impl Share {
+    /// The padded values.
+    pub fn tensor(&self) -> &RingTensor {
+        &self.0
+    }
+
+    /// Takes the padded values.
+    pub fn into_tensor(self) -> RingTensor {
+        self.0
+    }
+}
+
+/// The device work for one part: `sum_i f(terms_i) - pad` (step 4 of the protocol).
+#[derive(Clone, Debug)]
+pub struct DeviceJob {
+    /// What to compute.
+    pub header: OpHeader,
+    /// The products to sum.
+    pub terms: Vec<(Share, Share)>,
+    /// The output pad to subtract.
+    pub pad: Share,
+}
+
+/// What the host brings back for a part: its own product, the peer's, and S2's.
+#[derive(Clone, Debug)]
+pub struct JobReply {
+    /// This server's product (C0 at S0, C1 at S1).
+    pub own: RingTensor,
+    /// The other server's product, received over the network.
+    pub peer: RingTensor,
+    /// Z' from S2.
+    pub dealer: RingTensor,
+}
+
+/// The host-services ("ocall") boundary of the enclave.
+pub trait HostServices {
+    /// Runs a device job, exchanges products with the peer and S2, and returns all three.
+    fn run_job(
+        &mut self,
+        job: DeviceJob,
+    ) -> Result<JobReply, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Why an op failed inside the enclave.
+#[derive(Debug, thiserror::Error)]
+pub enum LinearError {
+    /// Operand shapes do not fit the op (caller error).
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// No exact plan exists.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A quantized operand is outside the configured width (caller error).
+    #[error("quantized operand out of range: entry {index} = {value}, limit {limit}")]
+    Range {
+        /// Position.
+        index: usize,
+        /// Value.
+        value: i32,
+        /// Largest magnitude allowed.
+        limit: i64,
+    },
+    /// The host failed (device error, peer gone, timeout).
+    #[error("host failed during op {op_id} part {part}: {source}")]
+    Host {
+        /// Op.
+        op_id: u64,
+        /// Part.
+        part: u32,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A returned product has the wrong ring or shape (faulty host, device or peer).
+    #[error("{which} product for op {op_id} part {part} is malformed: {detail}")]
+    BadReply {
+        /// Which product: own, peer or dealer.
+        which: &'static str,
+        /// Op.
+        op_id: u64,
+        /// Part.
+        part: u32,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Op id outside the allowed range, or keys not established.
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn expand(
+    prg: &goten_field::Prg,
+    ring: Ring,
+    shape: &[usize],
+    iteration: u64,
+) -> Result<RingTensor, ShapeError> {
+    let mut t = RingTensor::zeros(ring, shape)?;
+    prg.fill_ring(ring, iteration, 0, t.data_mut());
+    Ok(t)
+}
+
+fn embed(ring: Ring, shape: &[usize], v: Vec<i32>) -> Result<RingTensor, ShapeError> {
+    // Quantized values are small (checked against the ring's headroom at configuration).
+    RingTensor::from_residues(ring, shape, v)
+}
+
+/// Runs `op` on quantized operands through the three-party protocol and returns the exact
+/// integer result `aQ (x) bQ` (row-major, output shape of the op).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    role: Role,
+    ring: Ring,
+    seeds: &SeedBook,
+    host: &mut dyn HostServices,
+    (op_id, iteration): (u64, u64),
+    op: &BilinearOp,
+    (sa, qa): (&[usize], &Quantized),
+    (sb, qb): (&[usize], &Quantized),
+    max_abs: i64,
+) -> Result<Vec<i64>, LinearError> {
+    if op_id > MAX_OP_ID {
+        return Err(LinearError::Usage(format!(
+            "op id {op_id} exceeds {MAX_OP_ID}"
+        )));
+    }
+    let out_shape = op.output_shape(sa, sb)?;
+    for v in [&qa.values, &qb.values] {
+        if let Some(index) = v.iter().position(|&x| i64::from(x).abs() > max_abs) {
+            return Err(LinearError::Range {
+                index,
+                value: v[index],
+                limit: max_abs,
+            });
+        }
+    }
+    if qa.values.len() != sa.iter().product::<usize>()
+        || qb.values.len() != sb.iter().product::<usize>()
+    {
+        return Err(ShapeError::new("quantized operand length does not match its shape").into());
+    }
+    let ranges = bound::plan(op, (sa, &qa.values), (sb, &qb.values), ring.headroom())?;
+    let (ax_a, ax_b) = reduction_axes(op);
+    let mut acc = vec![0i64; out_shape.iter().product()];
+    let parts = ranges.len() as u32;
+    for (part, &(s, e)) in ranges.iter().enumerate() {
+        let (pa, psa) = if parts == 1 {
+            (qa.values.clone(), sa.to_vec())
+        } else {
+            bound::slice_axis(&qa.values, sa, ax_a, s, e)
+        };
+        let (pb, psb) = if parts == 1 {
+            (qb.values.clone(), sb.to_vec())
+        } else {
+            bound::slice_axis(&qb.values, sb, ax_b, s, e)
+        };
+        let header = OpHeader {
+            op_id,
+            iteration,
+            part: part as u32,
+            parts,
+            op: *op,
+            a_shape: psa,
+            b_shape: psb,
+        };
+        let c = run_part(role, ring, seeds, host, &header, pa, pb)?;
+        acc.iter_mut()
+            .zip(c.data())
+            .for_each(|(t, &v)| *t += i64::from(v));
+    }
+    Ok(acc)
+}
+
+/// One part: shares and masks, the ocall, reconstruction.
+fn run_part(
+    role: Role,
+    ring: Ring,
+    seeds: &SeedBook,
+    host: &mut dyn HostServices,
+    h: &OpHeader,
+    a: Vec<i32>,
+    b: Vec<i32>,
+) -> Result<RingTensor, LinearError> {
+    let id = h.stream_id();
+    let it = h.iteration;
+    let out = h.output_shape()?;
+    let aq = embed(ring, &h.a_shape, a)?;
+    let bq = embed(ring, &h.b_shape, b)?;
+    let u = expand(
+        &seeds.dealer(DealerPurpose::MaskU, id),
+        ring,
+        &h.a_shape,
+        it,
+    )?;
+    let v = expand(
+        &seeds.dealer(DealerPurpose::MaskV, id),
+        ring,
+        &h.b_shape,
+        it,
+    )?;
+    let e = aq.sub(&u)?;
+    let f = bq.sub(&v)?;
+    drop((u, v));
+    let a0 = expand(&seeds.pair(PairPurpose::ShareA0, id), ring, &h.a_shape, it)?;
+    let b0 = expand(&seeds.pair(PairPurpose::ShareB0, id), ring, &h.b_shape, it)?;
+    let cm0 = expand(&seeds.pair(PairPurpose::PadC0, id), ring, &out, it)?;
+    let cm1 = expand(&seeds.pair(PairPurpose::PadC1, id), ring, &out, it)?;
+    let cmz = expand(&seeds.dealer(DealerPurpose::PadZ, id), ring, &out, it)?;
+    // S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1 - CM1.
+    let (terms, pad) = match role {
+        Role::S0 => {
+            let b0f = b0.sub(&f)?;
+            (
+                vec![(Share(a0), Share(f.clone())), (Share(e), Share(b0f))],
+                Share(cm0.clone()),
+            )
+        }
+        Role::S1 => {
+            let a1 = aq.sub(&a0)?;
+            let b1 = bq.sub(&b0)?;
+            (
+                vec![(Share(a1), Share(f.clone())), (Share(e), Share(b1))],
+                Share(cm1.clone()),
+            )
+        }
+        Role::S2 => return Err(LinearError::Usage("S2 has no enclave".into())),
+    };
+    drop((aq, bq));
+    let job = DeviceJob {
+        header: h.clone(),
+        terms,
+        pad,
+    };
+    let reply = host.run_job(job).map_err(|source| LinearError::Host {
+        op_id: h.op_id,
+        part: h.part,
+        source,
+    })?;
+    for (which, t) in [
+        ("own", &reply.own),
+        ("peer", &reply.peer),
+        ("dealer", &reply.dealer),
+    ] {
+        if t.ring() != ring || t.shape() != out.as_slice() {
+            return Err(LinearError::BadReply {
+                which,
+                op_id: h.op_id,
+                part: h.part,
+                detail: format!("got {t:?}, expected {ring} shape {out:?}"),
+            });
+        }
+    }
+    // c = C0' + C1' + Z' + CM0 + CM1 + CMZ = aQ (x) bQ, exactly, by the plan's bound.
+    let mut c = reply.own;
+    for t in [&reply.peer, &reply.dealer, &cm0, &cm1, &cmz] {
+        c.add_assign(t)?;
+    }
+    Ok(c)
+}

@@ -1,0 +1,39 @@
+//! [`SecretTensor`]: plaintext float data that lives only inside an enclave.
+//!
+//! It cannot be serialized, its `Debug` shows the shape only, and its memory is zeroized on drop.
+//! Reading the values requires an explicit call whose name says what it is.
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// A plaintext float32 tensor of the enclave (row-major).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretTensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl std::fmt::Debug for SecretTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretTensor(shape {:?}, <redacted>)", self.shape)
+    }
+}
+
+impl SecretTensor {
+    /// Wraps values; `None` when the length does not match the shape.
+    pub fn new(shape: &[usize], data: Vec<f32>) -> Option<Self> {
+        (shape.iter().product::<usize>() == data.len()).then(|| SecretTensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The plaintext values, for trusted code only.
+    pub fn expose(&self) -> &[f32] {
+        &self.data
+    }
+}

@@ -1,0 +1,409 @@
+//! The key exchange between the three servers and a runner that puts them in one process.
+//!
+//! Where it sits: session setup. [`run_local`] starts S0, S1 and S2 as threads, each with its own
+//! device and transport endpoint, runs the authenticated key exchange, then runs the caller's
+//! body on S0 and S1 while S2 serves dealer requests. Any party's failure ends the others with
+//! an error naming who failed (a dropped endpoint disconnects its peers), never a hang.
+//!
+//! Attestation here is **simulated** (no TEE hardware): [`Trusts::generate`] makes a simulated
+//! platform key; [`SIMULATION_NOTICE`] is what every run must tell its user.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use goten_device::{Device, DeviceError};
+use goten_enclave::attest::{
+    DealerIdentity, DealerVerifier, Measurement, SimulatedAttester, SimulatedVerifier,
+    enclave_measurement,
+};
+use goten_enclave::keys::{Hello, KeyError, KeyExchange, Trust};
+use goten_enclave::quant::Quantized;
+use goten_enclave::{Enclave, EnclaveConfig, EnclaveError, Role, SecretTensor};
+use goten_field::{BilinearOp, ShapeError};
+use thiserror::Error;
+
+use crate::dealer;
+use crate::host::EnclaveHost;
+use crate::transport::{Message, NetError, Transport};
+
+/// What every run prints while enclaves are software and attestation is simulated.
+pub const SIMULATION_NOTICE: &str = "SIMULATION: enclaves run as ordinary code and attestation evidence is simulated; \
+this run demonstrates the protocol but gives no hardware guarantee against a malicious host";
+
+/// Settings of a local cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterConfig {
+    /// Enclave settings (ring, quantization), identical for E0 and E1.
+    pub enclave: EnclaveConfig,
+    /// Receive timeout of every message.
+    pub timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enclave: EnclaveConfig::default(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Errors of a party, naming the cause.
+#[derive(Debug, Error)]
+pub enum PartyError {
+    /// The enclave refused or failed.
+    #[error(transparent)]
+    Enclave(#[from] EnclaveError),
+    /// Key exchange failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Network failure.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Device failure.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// Malformed op description.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// S0 and S1 asked S2 for different work.
+    #[error("S0 and S1 disagree: {0}")]
+    Disagree(String),
+    /// A party failed; `role` says which.
+    #[error("{role}: {source}")]
+    At {
+        /// The failing party.
+        role: Role,
+        /// Why.
+        #[source]
+        source: Box<PartyError>,
+    },
+    /// A party thread panicked (a bug).
+    #[error("{0} panicked")]
+    Panic(Role),
+}
+
+/// Key material of a simulated deployment.
+pub struct Trusts {
+    /// Platform keys that sign E0's and E1's evidence.
+    pub platforms: [Arc<SimulatedAttester>; 2],
+    /// Platform public key every party trusts.
+    pub trusted_platform: [u8; 32],
+    /// Measurement every party expects.
+    pub expected_measurement: Measurement,
+    /// Measurement E0 and E1 actually report.
+    pub measurements: [Measurement; 2],
+    /// S2's identity key.
+    pub dealer: Arc<DealerIdentity>,
+    /// S2 public key pinned by the others.
+    pub pinned_dealer: [u8; 32],
+    /// Derive the ephemeral X25519 keys from this seed instead of fresh entropy: reproducible
+    /// masks for tests and benchmarks only. Never set in a deployment.
+    pub danger_fixed_ephemeral: Option<[u8; 32]>,
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("OS entropy");
+    b
+}
+
+impl Trusts {
+    /// A consistent simulated deployment with fresh random keys.
+    pub fn generate() -> Self {
+        let platform = Arc::new(SimulatedAttester::from_secret(random32()));
+        let dealer = Arc::new(DealerIdentity::from_secret(random32()));
+        Trusts {
+            trusted_platform: platform.public_key(),
+            platforms: [platform.clone(), platform],
+            expected_measurement: enclave_measurement(),
+            measurements: [enclave_measurement(); 2],
+            pinned_dealer: dealer.public_key(),
+            dealer,
+            danger_fixed_ephemeral: None,
+        }
+    }
+
+    /// A deployment whose keys (platform, dealer identity and ephemeral keys) all derive from
+    /// `seed`: every run with the same seed uses the same masks. Tests only.
+    pub fn danger_deterministic(seed: u64) -> Self {
+        let derive = |label: &str| -> [u8; 32] {
+            use goten_field::SecretKey;
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            *SecretKey::from_bytes(s).derive(label.as_bytes()).expose()
+        };
+        let platform = Arc::new(SimulatedAttester::from_secret(derive("platform")));
+        let dealer = Arc::new(DealerIdentity::from_secret(derive("dealer")));
+        Trusts {
+            trusted_platform: platform.public_key(),
+            platforms: [platform.clone(), platform],
+            expected_measurement: enclave_measurement(),
+            measurements: [enclave_measurement(); 2],
+            pinned_dealer: dealer.public_key(),
+            dealer,
+            danger_fixed_ephemeral: Some(derive("ephemeral")),
+        }
+    }
+
+    fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {
+        match self.danger_fixed_ephemeral {
+            None => KeyExchange::new(role),
+            Some(seed) => {
+                let k = goten_field::SecretKey::from_bytes(seed).derive(&[role.index() as u8]);
+                Ok(KeyExchange::from_secret(role, *k.expose()))
+            }
+        }
+    }
+
+    fn trust(&self) -> Result<Trust, PartyError> {
+        let enclave = SimulatedVerifier::new(self.trusted_platform, self.expected_measurement)
+            .map_err(|e| KeyError::Attest {
+                peer: Role::S0,
+                source: e,
+            })?;
+        let dealer = DealerVerifier::new(self.pinned_dealer).map_err(|e| KeyError::Attest {
+            peer: Role::S2,
+            source: e,
+        })?;
+        Ok(Trust {
+            enclave: Box::new(enclave),
+            dealer: Box::new(dealer),
+        })
+    }
+}
+
+/// S0 or S1 during a run: its enclave and its host.
+pub struct Party {
+    /// The enclave.
+    pub enclave: Enclave,
+    /// The host.
+    pub host: EnclaveHost,
+}
+
+impl Party {
+    /// This party's role.
+    pub fn role(&self) -> Role {
+        self.enclave.role()
+    }
+
+    /// `f(a, b)` through the protocol (float in, float out, inside the enclave).
+    pub fn linear(
+        &mut self,
+        ids: (u64, u64),
+        op: &BilinearOp,
+        a: &SecretTensor,
+        b: &SecretTensor,
+    ) -> Result<SecretTensor, PartyError> {
+        Ok(self.enclave.linear(&mut self.host, ids, op, a, b)?)
+    }
+
+    /// The exact integer result for quantized operands.
+    pub fn linear_quantized(
+        &mut self,
+        ids: (u64, u64),
+        op: &BilinearOp,
+        a: (&[usize], &Quantized),
+        b: (&[usize], &Quantized),
+    ) -> Result<Vec<i64>, PartyError> {
+        Ok(self
+            .enclave
+            .linear_quantized(&mut self.host, ids, op, a, b)?)
+    }
+}
+
+/// Where a party's time went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PartyReport {
+    /// Wall time of the party's thread after the key exchange.
+    pub total_secs: f64,
+    /// In device calls.
+    pub device_secs: f64,
+    /// Sending and waiting for messages.
+    pub transport_secs: f64,
+    /// The rest: enclave work (quantization, PRG, masks, reconstruction) and host glue.
+    pub enclave_secs: f64,
+    /// Ring elements sent.
+    pub elements_sent: u64,
+}
+
+/// Results of a local run.
+pub struct LocalRun<R> {
+    /// What the body returned on S0 and S1.
+    pub results: (R, R),
+    /// Time breakdown of S0, S1, S2.
+    pub reports: [PartyReport; 3],
+}
+
+fn recv_hello(t: &mut dyn Transport, from: Role) -> Result<Hello, PartyError> {
+    match t.recv(from)? {
+        Message::Hello(h) => Ok(h),
+        m => Err(NetError::Unexpected {
+            peer: from,
+            expected: "hello".into(),
+            got: m.kind().into(),
+        }
+        .into()),
+    }
+}
+
+/// Exchanges hellos: sends ours to the other two, returns all three in role order.
+fn exchange_hellos(t: &mut dyn Transport, mine: Hello) -> Result<[Hello; 3], PartyError> {
+    let me = t.me();
+    for to in Role::ALL.into_iter().filter(|&r| r != me) {
+        t.send(to, Message::Hello(mine.clone()))?;
+    }
+    let mut out = [None, None, None];
+    for from in Role::ALL {
+        out[from.index()] = Some(if from == me {
+            mine.clone()
+        } else {
+            recv_hello(t, from)?
+        });
+    }
+    Ok(out.map(|h| h.expect("all three filled")))
+}
+
+fn enclave_party(
+    role: Role,
+    cfg: &ClusterConfig,
+    trusts: &Trusts,
+    device: Box<dyn Device>,
+    transport: Box<dyn Transport>,
+) -> Result<Party, PartyError> {
+    let trust = trusts.trust()?;
+    let enclave = Enclave::with_key_exchange(trusts.key_exchange(role)?, cfg.enclave)?;
+    let i = role.index();
+    let evidence = trusts.platforms[i].attest(trusts.measurements[i], enclave.report_data()?);
+    let mut host = EnclaveHost::new(device, transport);
+    let hellos = exchange_hellos(host.transport(), enclave.hello(evidence)?)?;
+    let mut party = Party { enclave, host };
+    if role == Role::S0 {
+        let wrapped = party.enclave.finish_e0(&hellos, &trust)?;
+        party
+            .host
+            .transport()
+            .send(Role::S1, Message::WrappedKey(wrapped))?;
+    } else {
+        let wrapped = match party.host.transport().recv(Role::S0)? {
+            Message::WrappedKey(w) => w,
+            m => {
+                return Err(NetError::Unexpected {
+                    peer: Role::S0,
+                    expected: "wrapped key".into(),
+                    got: m.kind().into(),
+                }
+                .into());
+            }
+        };
+        party.enclave.finish_e1(&hellos, &trust, &wrapped)?;
+    }
+    Ok(party)
+}
+
+fn run_enclave_side<R>(
+    role: Role,
+    cfg: &ClusterConfig,
+    trusts: &Trusts,
+    device: Box<dyn Device>,
+    transport: Box<dyn Transport>,
+    body: &(dyn Fn(&mut Party) -> Result<R, PartyError> + Sync),
+) -> Result<(R, PartyReport), PartyError> {
+    let mut party = enclave_party(role, cfg, trusts, device, transport)?;
+    let (t0, d0, n0) = (
+        Instant::now(),
+        party.host.device_secs(),
+        party.host.transport_secs(),
+    );
+    let r = body(&mut party)?;
+    party.host.transport().send(Role::S2, Message::Done)?;
+    let total = t0.elapsed().as_secs_f64();
+    let device = party.host.device_secs() - d0;
+    let net = party.host.transport_secs() - n0;
+    Ok((
+        r,
+        PartyReport {
+            total_secs: total,
+            device_secs: device,
+            transport_secs: net,
+            enclave_secs: (total - device - net).max(0.0),
+            elements_sent: party.host.elements_sent(),
+        },
+    ))
+}
+
+fn run_dealer(
+    cfg: &ClusterConfig,
+    trusts: &Trusts,
+    device: Box<dyn Device>,
+    mut t: Box<dyn Transport>,
+) -> Result<PartyReport, PartyError> {
+    let trust = trusts.trust()?;
+    let kx = trusts.key_exchange(Role::S2)?;
+    let hello = kx.hello(trusts.dealer.sign(kx.report_data()));
+    let hellos = exchange_hellos(&mut *t, hello)?;
+    let key = kx.finish_dealer(&hellos, &trust)?;
+    let (t0, n0) = (Instant::now(), t.busy_secs());
+    let device_secs = dealer::serve(cfg.enclave.ring, &key, &*device, &mut *t)?;
+    let total = t0.elapsed().as_secs_f64();
+    let net = t.busy_secs() - n0;
+    Ok(PartyReport {
+        total_secs: total,
+        device_secs,
+        transport_secs: net,
+        enclave_secs: 0.0,
+        elements_sent: t.elements_sent(),
+    })
+}
+
+/// Runs S0, S1 and S2 as threads of this process and `body` on S0 and S1.
+pub fn run_local<R: Send>(
+    cfg: &ClusterConfig,
+    trusts: &Trusts,
+    devices: [Box<dyn Device>; 3],
+    transports: [Box<dyn Transport>; 3],
+    body: &(dyn Fn(&mut Party) -> Result<R, PartyError> + Sync),
+) -> Result<LocalRun<R>, PartyError> {
+    let [d0, d1, d2] = devices;
+    let [t0, t1, t2] = transports;
+    let (r0, r1, r2) = std::thread::scope(|s| {
+        let h0 = s.spawn(|| run_enclave_side(Role::S0, cfg, trusts, d0, t0, body));
+        let h1 = s.spawn(|| run_enclave_side(Role::S1, cfg, trusts, d1, t1, body));
+        let h2 = s.spawn(|| run_dealer(cfg, trusts, d2, t2));
+        (
+            h0.join().unwrap_or(Err(PartyError::Panic(Role::S0))),
+            h1.join().unwrap_or(Err(PartyError::Panic(Role::S1))),
+            h2.join().unwrap_or(Err(PartyError::Panic(Role::S2))),
+        )
+    });
+    match (r0, r1, r2) {
+        (Ok((a, ra)), Ok((b, rb)), Ok(rz)) => Ok(LocalRun {
+            results: (a, b),
+            reports: [ra, rb, rz],
+        }),
+        (r0, r1, r2) => {
+            // Report the root cause: a party that failed for its own reason, not because a peer
+            // it waited on went away.
+            let errs: Vec<(Role, PartyError)> = [
+                (Role::S0, r0.err()),
+                (Role::S1, r1.err()),
+                (Role::S2, r2.err()),
+            ]
+            .into_iter()
+            .filter_map(|(r, e)| e.map(|e| (r, e)))
+            .collect();
+            let idx = errs
+                .iter()
+                .position(|(_, e)| !matches!(e, PartyError::Net(NetError::PeerGone { .. })))
+                .unwrap_or(0);
+            let (role, e) = errs
+                .into_iter()
+                .nth(idx)
+                .expect("at least one party failed");
+            Err(PartyError::At {
+                role,
+                source: Box::new(e),
+            })
+        }
+    }
+}

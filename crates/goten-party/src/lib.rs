@@ -1,0 +1,20 @@
+//! Untrusted host runtimes of goten's three servers.
+//!
+//! Where it sits: around the enclave. S0 and S1 each host an enclave (`goten-enclave`) and a
+//! device (`goten-device`); S2 hosts only a device and the dealer key. Hosts move shares
+//! between enclave, device and peers and never see plaintext.
+//!
+//! - [`transport`]: typed messages and the transport trait, with an in-process implementation;
+//! - [`host`]: the S0/S1 host, implementing the enclave's ocall trait;
+//! - [`dealer`]: the S2 loop;
+//! - [`cluster`]: the key exchange and a three-threads-in-one-process runner;
+//! - [`record`]: recording wrappers for privacy audits.
+
+pub mod cluster;
+pub mod dealer;
+pub mod host;
+pub mod record;
+pub mod transport;
+
+pub use cluster::{ClusterConfig, Party, PartyError, PartyReport, Trusts, run_local};
+pub use transport::{Message, NetError, Transport, in_process_mesh};

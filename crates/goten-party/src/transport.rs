@@ -1,0 +1,177 @@
+//! Typed messages between the servers, the [`Transport`] seam, and the in-process transport.
+//!
+//! Where it sits: under the hosts. Every receive has a timeout, and a peer that disappears is an
+//! error naming it, so no party ever hangs on a dead one.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use goten_enclave::keys::{Hello, WrappedKey};
+use goten_enclave::{OpHeader, Role};
+use goten_field::RingTensor;
+use thiserror::Error;
+
+/// Everything servers say to each other.
+#[derive(Clone, Debug)]
+pub enum Message {
+    /// Key exchange opening.
+    Hello(Hello),
+    /// E0's dealer key for E1.
+    WrappedKey(WrappedKey),
+    /// S0/S1 to S2: compute Z for this part.
+    DealerRequest(OpHeader),
+    /// A padded product (C0', C1' or Z').
+    Product {
+        /// Which op part.
+        header: OpHeader,
+        /// The padded product.
+        tensor: RingTensor,
+    },
+    /// The sender has no more work.
+    Done,
+}
+
+impl Message {
+    /// Short name for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::WrappedKey(_) => "wrapped key",
+            Message::DealerRequest(_) => "dealer request",
+            Message::Product { .. } => "product",
+            Message::Done => "done",
+        }
+    }
+
+    /// Ring elements carried (for traffic accounting).
+    pub fn elements(&self) -> usize {
+        match self {
+            Message::Product { tensor, .. } => tensor.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Transport failures, each naming the peer.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// Nothing arrived in time.
+    #[error("timed out after {secs:.1} s waiting for {peer}")]
+    Timeout {
+        /// Peer.
+        peer: Role,
+        /// Timeout.
+        secs: f64,
+    },
+    /// The peer's end is gone (crashed or exited).
+    #[error("{peer} disconnected")]
+    PeerGone {
+        /// Peer.
+        peer: Role,
+    },
+    /// A message of the wrong kind or for the wrong op.
+    #[error("{peer} sent {got}, expected {expected}")]
+    Unexpected {
+        /// Peer.
+        peer: Role,
+        /// What was expected.
+        expected: String,
+        /// What came.
+        got: String,
+    },
+    /// No route to that party.
+    #[error("no channel from {from} to {to}")]
+    NoRoute {
+        /// Sender.
+        from: Role,
+        /// Receiver.
+        to: Role,
+    },
+}
+
+/// Sends and receives typed messages between servers.
+pub trait Transport: Send {
+    /// Who this endpoint belongs to.
+    fn me(&self) -> Role;
+    /// Sends `msg` to `to`.
+    fn send(&mut self, to: Role, msg: Message) -> Result<(), NetError>;
+    /// Receives the next message from `from`, within the transport's timeout.
+    fn recv(&mut self, from: Role) -> Result<Message, NetError>;
+    /// Seconds spent sending and waiting so far.
+    fn busy_secs(&self) -> f64;
+    /// Ring elements sent so far.
+    fn elements_sent(&self) -> u64;
+}
+
+/// One endpoint of the in-process mesh.
+pub struct InProcess {
+    me: Role,
+    tx: [Option<Sender<Message>>; 3],
+    rx: [Option<Receiver<Message>>; 3],
+    timeout: Duration,
+    busy: f64,
+    sent: u64,
+}
+
+/// Three connected endpoints (index = role), one channel per ordered pair.
+pub fn in_process_mesh(timeout: Duration) -> [InProcess; 3] {
+    let mut ends: [InProcess; 3] = Role::ALL.map(|me| InProcess {
+        me,
+        tx: [None, None, None],
+        rx: [None, None, None],
+        timeout,
+        busy: 0.0,
+        sent: 0,
+    });
+    for from in Role::ALL {
+        for to in Role::ALL {
+            if from != to {
+                let (tx, rx) = channel();
+                ends[from.index()].tx[to.index()] = Some(tx);
+                ends[to.index()].rx[from.index()] = Some(rx);
+            }
+        }
+    }
+    ends
+}
+
+impl Transport for InProcess {
+    fn me(&self) -> Role {
+        self.me
+    }
+
+    fn send(&mut self, to: Role, msg: Message) -> Result<(), NetError> {
+        let t = Instant::now();
+        self.sent += msg.elements() as u64;
+        let tx = self.tx[to.index()]
+            .as_ref()
+            .ok_or(NetError::NoRoute { from: self.me, to })?;
+        let r = tx.send(msg).map_err(|_| NetError::PeerGone { peer: to });
+        self.busy += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn recv(&mut self, from: Role) -> Result<Message, NetError> {
+        let t = Instant::now();
+        let rx = self.rx[from.index()]
+            .as_ref()
+            .ok_or(NetError::NoRoute { from, to: self.me })?;
+        let r = rx.recv_timeout(self.timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => NetError::Timeout {
+                peer: from,
+                secs: self.timeout.as_secs_f64(),
+            },
+            RecvTimeoutError::Disconnected => NetError::PeerGone { peer: from },
+        });
+        self.busy += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn busy_secs(&self) -> f64 {
+        self.busy
+    }
+
+    fn elements_sent(&self) -> u64 {
+        self.sent
+    }
+}

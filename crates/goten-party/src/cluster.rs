@@ -356,6 +356,22 @@ fn run_dealer(
     })
 }
 
+/// Whether `e` (anywhere in its chain of causes) is a peer disconnecting: a consequence of
+/// another party's failure rather than a cause.
+fn lost_peer(e: &PartyError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if matches!(
+            x.downcast_ref::<NetError>(),
+            Some(NetError::PeerGone { .. })
+        ) {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
 /// Runs S0, S1 and S2 as threads of this process and `body` on S0 and S1.
 pub fn run_local<R: Send>(
     cfg: &ClusterConfig,
@@ -392,10 +408,7 @@ pub fn run_local<R: Send>(
             .into_iter()
             .filter_map(|(r, e)| e.map(|e| (r, e)))
             .collect();
-            let idx = errs
-                .iter()
-                .position(|(_, e)| !matches!(e, PartyError::Net(NetError::PeerGone { .. })))
-                .unwrap_or(0);
+            let idx = errs.iter().position(|(_, e)| !lost_peer(e)).unwrap_or(0);
             let (role, e) = errs
                 .into_iter()
                 .nth(idx)

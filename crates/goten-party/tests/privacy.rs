@@ -35,7 +35,7 @@ fn hosts_and_devices_see_only_uniform_shares() {
     let ring = Ring::DEFAULT;
     let p = Conv2dParams::new(1, 1);
     // Operands with obvious structure (constants and small ramps), so any leak shows.
-    let x: Vec<i32> = (0..2 * 8 * 16 * 16).map(|i| (i % 7) as i32 - 3).collect();
+    let x: Vec<i32> = (0..2 * 8 * 16 * 16).map(|i| (i % 7) - 3).collect();
     let w = vec![5i32; 16 * 8 * 9];
     let dy = values(32 * 64, 3, -2, 2);
     let xm = vec![-1i32; 32 * 128];

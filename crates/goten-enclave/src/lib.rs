@@ -11,12 +11,14 @@
 //! - [`seeds`]: which key expands which random tensor;
 //! - [`quant`]: dynamic quantization and dequantization;
 //! - [`bound`]: the magnitude bound and split plan that rule out silent wraparound;
+//! - [`check`]: the Freivalds-style integrity check of every reconstructed result;
 //! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction);
 //! - [`secret`]: the plaintext tensor type that never leaves.
 #![forbid(unsafe_code)]
 
 pub mod attest;
 pub mod bound;
+pub mod check;
 mod enclave;
 pub mod keys;
 pub mod linear;

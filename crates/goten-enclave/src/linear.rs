@@ -11,6 +11,7 @@
 use goten_field::{BilinearOp, Ring, RingTensor, ShapeError};
 
 use crate::bound::{self, PlanError, reduction_axes};
+use crate::check;
 use crate::keys::Role;
 use crate::quant::Quantized;
 use crate::seeds::{DealerPurpose, PairPurpose, SeedBook};
@@ -22,6 +23,8 @@ pub struct OpHeader {
     pub op_id: u64,
     /// Training iteration (PRG position).
     pub iteration: u64,
+    /// 0 for the first computation of the op, 1 for the recomputation after a failed check.
+    pub attempt: u8,
     /// This part's index.
     pub part: u32,
     /// Number of parts the reduction was split into.
@@ -34,13 +37,14 @@ pub struct OpHeader {
     pub b_shape: Vec<usize>,
 }
 
-/// Largest op id: leaves 16 bits for the part index in the PRG stream id.
-pub const MAX_OP_ID: u64 = (1 << 47) - 1;
+/// Largest op id: leaves 1 bit for the attempt and 16 for the part index in PRG stream ids.
+pub const MAX_OP_ID: u64 = (1 << 46) - 1;
 
 impl OpHeader {
-    /// PRG stream id of this part: op id and part index, never shared by two parts.
+    /// PRG stream id of this part: op id, attempt and part index, never shared by two parts,
+    /// so no mask is ever used twice (a recomputation draws fresh masks).
     pub fn stream_id(&self) -> u64 {
-        (self.op_id << 16) | u64::from(self.part)
+        (self.op_id << 17) | (u64::from(self.attempt & 1) << 16) | u64::from(self.part)
     }
 
     /// Shape of this part's result.
@@ -139,6 +143,17 @@ pub enum LinearError {
         /// What is wrong.
         detail: String,
     },
+    /// The reconstructed result fails the integrity check although no wraparound was possible
+    /// (or persists after recomputation): a device, host or peer returned a wrong share.
+    #[error(
+        "op {op_id} (iteration {iteration}): the reconstructed result fails the integrity check; a device, host or peer returned a wrong share"
+    )]
+    Integrity {
+        /// Op.
+        op_id: u64,
+        /// Iteration.
+        iteration: u64,
+    },
     /// Op id outside the allowed range, or keys not established.
     #[error("{0}")]
     Usage(String),
@@ -179,7 +194,7 @@ pub fn run(
             "op id {op_id} exceeds {MAX_OP_ID}"
         )));
     }
-    let out_shape = op.output_shape(sa, sb)?;
+    op.output_shape(sa, sb)?;
     for v in [&qa.values, &qb.values] {
         if let Some(index) = v.iter().position(|&x| i64::from(x).abs() > max_abs) {
             return Err(LinearError::Range {
@@ -194,31 +209,86 @@ pub fn run(
     {
         return Err(ShapeError::new("quantized operand length does not match its shape").into());
     }
-    let ranges = bound::plan(op, (sa, &qa.values), (sb, &qb.values), ring.headroom())?;
-    let (ax_a, ax_b) = reduction_axes(op);
-    let mut acc = vec![0i64; out_shape.iter().product()];
+    let limit = u128::from(ring.headroom()).pow(2);
+    let fits = bound::bound_sq(op, (sa, &qa.values), (sb, &qb.values))? <= limit;
+    let mut r = vec![0u32; check::challenge_len(op, sa, sb)?];
+    seeds
+        .pair(PairPurpose::Check, op_id)
+        .fill_u32(iteration, 0, &mut r);
+    let ctx = Ctx {
+        role,
+        ring,
+        seeds,
+        op,
+        ids: (op_id, iteration),
+        a: (sa, &qa.values),
+        b: (sb, &qb.values),
+    };
+    // First attempt: the whole op in one part. When the Cauchy-Schwarz bound fits, it cannot
+    // wrap; when it does not, actual results are usually still far below the headroom (the bound
+    // assumes perfectly aligned operands), so try, and let the check decide.
+    let len = sa[reduction_axes(op).0];
+    let c = execute(&ctx, host, 0, &[(0, len)])?;
+    if check::verify(op, ctx.a, ctx.b, &c, &r)? {
+        return Ok(c);
+    }
+    if fits {
+        return Err(LinearError::Integrity { op_id, iteration });
+    }
+    // A reduction wrapped (or a share was wrong): recompute, split so that no part can wrap.
+    let ranges = bound::plan(op, ctx.a, ctx.b, ring.headroom())?;
+    let c = execute(&ctx, host, 1, &ranges)?;
+    if check::verify(op, ctx.a, ctx.b, &c, &r)? {
+        Ok(c)
+    } else {
+        Err(LinearError::Integrity { op_id, iteration })
+    }
+}
+
+/// What every part of one op shares.
+struct Ctx<'a> {
+    role: Role,
+    ring: Ring,
+    seeds: &'a SeedBook,
+    op: &'a BilinearOp,
+    ids: (u64, u64),
+    a: (&'a [usize], &'a [i32]),
+    b: (&'a [usize], &'a [i32]),
+}
+
+/// Runs the op as the given slices of its reduction axis and sums the parts in i64.
+fn execute(
+    ctx: &Ctx<'_>,
+    host: &mut dyn HostServices,
+    attempt: u8,
+    ranges: &[(usize, usize)],
+) -> Result<Vec<i64>, LinearError> {
+    let (ax_a, ax_b) = reduction_axes(ctx.op);
+    let out_len: usize = ctx.op.output_shape(ctx.a.0, ctx.b.0)?.iter().product();
+    let mut acc = vec![0i64; out_len];
     let parts = ranges.len() as u32;
     for (part, &(s, e)) in ranges.iter().enumerate() {
         let (pa, psa) = if parts == 1 {
-            (qa.values.clone(), sa.to_vec())
+            (ctx.a.1.to_vec(), ctx.a.0.to_vec())
         } else {
-            bound::slice_axis(&qa.values, sa, ax_a, s, e)
+            bound::slice_axis(ctx.a.1, ctx.a.0, ax_a, s, e)
         };
         let (pb, psb) = if parts == 1 {
-            (qb.values.clone(), sb.to_vec())
+            (ctx.b.1.to_vec(), ctx.b.0.to_vec())
         } else {
-            bound::slice_axis(&qb.values, sb, ax_b, s, e)
+            bound::slice_axis(ctx.b.1, ctx.b.0, ax_b, s, e)
         };
         let header = OpHeader {
-            op_id,
-            iteration,
+            op_id: ctx.ids.0,
+            iteration: ctx.ids.1,
+            attempt,
             part: part as u32,
             parts,
-            op: *op,
+            op: *ctx.op,
             a_shape: psa,
             b_shape: psb,
         };
-        let c = run_part(role, ring, seeds, host, &header, pa, pb)?;
+        let c = run_part(ctx.role, ctx.ring, ctx.seeds, host, &header, pa, pb)?;
         acc.iter_mut()
             .zip(c.data())
             .for_each(|(t, &v)| *t += i64::from(v));

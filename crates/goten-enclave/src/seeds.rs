@@ -20,6 +20,8 @@ pub enum PairPurpose {
     PadC1,
     /// Noise for stochastic rounding of the quantizer (never derived from a mask stream).
     RoundingNoise,
+    /// The secret challenge of the integrity check (hosts must not know it).
+    Check,
 }
 
 /// Random tensors derived from the key E0, E1 and S2 share.
@@ -41,6 +43,7 @@ impl PairPurpose {
             PairPurpose::PadC0 => "pair/CM0",
             PairPurpose::PadC1 => "pair/CM1",
             PairPurpose::RoundingNoise => "pair/round",
+            PairPurpose::Check => "pair/check",
         }
     }
 }
@@ -102,6 +105,7 @@ mod tests {
             PairPurpose::PadC0,
             PairPurpose::PadC1,
             PairPurpose::RoundingNoise,
+            PairPurpose::Check,
         ];
         for op in 0..3 {
             for p in pairs {

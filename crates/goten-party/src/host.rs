@@ -17,6 +17,7 @@ pub struct EnclaveHost {
     device: Box<dyn Device>,
     transport: Box<dyn Transport>,
     device_secs: f64,
+    jobs: u64,
 }
 
 impl EnclaveHost {
@@ -27,6 +28,7 @@ impl EnclaveHost {
             device,
             transport,
             device_secs: 0.0,
+            jobs: 0,
         }
     }
 
@@ -52,6 +54,16 @@ impl EnclaveHost {
     /// Seconds spent sending and waiting on the network.
     pub fn transport_secs(&self) -> f64 {
         self.transport.busy_secs()
+    }
+
+    /// Device jobs (op parts) run since the last reset.
+    pub fn jobs_run(&self) -> u64 {
+        self.jobs
+    }
+
+    /// Resets the job counter.
+    pub fn reset_jobs_run(&mut self) {
+        self.jobs = 0;
     }
 
     /// Ring elements sent.
@@ -92,6 +104,7 @@ impl HostServices for EnclaveHost {
         &mut self,
         job: DeviceJob,
     ) -> Result<JobReply, Box<dyn std::error::Error + Send + Sync>> {
+        self.jobs += 1;
         // Ask S2 first so that Z is computed while this device works.
         self.transport
             .send(Role::S2, Message::DealerRequest(job.header.clone()))?;

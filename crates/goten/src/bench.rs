@@ -9,14 +9,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use goten_device::float_ref::{Float, FloatRef};
 use goten_device::{CpuDevice, Device};
-use goten_field::{BilinearOp, Conv2dParams, Prg, Ring, RingTensor, SecretKey};
+use goten_field::{Prg, Ring, RingTensor, SecretKey};
 use serde_json::json;
+
+use crate::bench_op::{self, OpArgs};
+use crate::shapes::{Job, vgg_jobs};
 
 /// What to measure.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Exact modular kernels (VGG-11 conv and fc shapes) against f32/f64 products, and the PRG.
     Kernels(KernelArgs),
+    /// One secure op end to end (three parties in this process) against plain float products.
+    Op(OpArgs),
 }
 
 /// Options of `goten bench kernels`.
@@ -45,89 +50,12 @@ pub struct KernelArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
+        BenchCommand::Op(a) => bench_op::run(a),
     }
-}
-
-/// The eight conv layers of VGG-11 for 32x32 inputs: (name, in, out, spatial size).
-const VGG11_CONVS: [(&str, usize, usize, usize); 8] = [
-    ("conv1", 3, 64, 32),
-    ("conv2", 64, 128, 16),
-    ("conv3", 128, 256, 8),
-    ("conv4", 256, 256, 8),
-    ("conv5", 256, 512, 4),
-    ("conv6", 512, 512, 4),
-    ("conv7", 512, 512, 2),
-    ("conv8", 512, 512, 2),
-];
-
-/// The three fc layers: (name, in, out).
-const VGG11_FCS: [(&str, usize, usize); 3] =
-    [("fc1", 512, 512), ("fc2", 512, 512), ("fc3", 512, 10)];
-
-struct Job {
-    layer: &'static str,
-    op: BilinearOp,
-    a: Vec<usize>,
-    b: Vec<usize>,
-}
-
-fn vgg_jobs(n: usize) -> Vec<Job> {
-    let mut jobs = Vec::new();
-    let p = Conv2dParams::new(1, 1);
-    for (layer, c, o, s) in VGG11_CONVS {
-        let x = vec![n, c, s, s];
-        let y = vec![n, o, s, s];
-        let w = vec![o, c, 3, 3];
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::Conv2dForward(p),
-            a: x.clone(),
-            b: w.clone(),
-        });
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::Conv2dInputGrad {
-                params: p,
-                input_hw: (s, s),
-            },
-            a: y.clone(),
-            b: w,
-        });
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::Conv2dWeightGrad {
-                params: p,
-                kernel_hw: (3, 3),
-            },
-            a: y,
-            b: x,
-        });
-    }
-    for (layer, i, o) in VGG11_FCS {
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::MatmulForward,
-            a: vec![n, i],
-            b: vec![o, i],
-        });
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::MatmulInputGrad,
-            a: vec![n, o],
-            b: vec![o, i],
-        });
-        jobs.push(Job {
-            layer,
-            op: BilinearOp::MatmulWeightGrad,
-            a: vec![n, o],
-            b: vec![n, i],
-        });
-    }
-    jobs
 }
 
 /// Fastest of `reps` timed runs after one warm-up.
-fn time_best(reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn time_best(reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut best = f64::INFINITY;
     for _ in 0..reps {
@@ -138,7 +66,7 @@ fn time_best(reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
-fn bench_key() -> SecretKey {
+pub(crate) fn bench_key() -> SecretKey {
     // Benchmark data only: a fixed key keeps runs reproducible. Never used for real shares.
     SecretKey::from_bytes([0x5A; 32])
 }
@@ -156,7 +84,7 @@ fn random_float<T: Float>(shape: &[usize], op_id: u64, conv: impl Fn(f32) -> T) 
     v.into_iter().map(|x| conv(x - 0.5)).collect()
 }
 
-fn shape_str(j: &Job) -> String {
+pub(crate) fn shape_str(j: &Job) -> String {
     let d = |s: &[usize]| {
         s.iter()
             .map(|x| x.to_string())

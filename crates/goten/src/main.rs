@@ -5,6 +5,8 @@
 //! plain-language message and a non-zero exit status here and only here.
 
 mod bench;
+mod bench_op;
+mod shapes;
 
 use std::process::ExitCode;
 

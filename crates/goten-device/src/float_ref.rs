@@ -66,6 +66,11 @@ impl FloatRef {
         })
     }
 
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// `f(a, b)` in plain floating point; shapes are validated as for shares.
     pub fn bilinear<T: Float>(
         &self,

@@ -127,6 +127,30 @@ pub fn verify(
     Ok(lhs == rhs)
 }
 
+/// Visits every (output position, tap, input position) triple of a convolution, rows outermost.
+#[inline]
+fn taps_of(d: &goten_field::ops::ConvDims, mut f: impl FnMut(usize, usize, usize)) {
+    let (sh, sw) = d.params.stride;
+    let (ph, pw) = d.params.padding;
+    for oh in 0..d.ho {
+        for ki in 0..d.kh {
+            let ih = (oh * sh + ki).wrapping_sub(ph);
+            if ih >= d.h {
+                continue;
+            }
+            for ow in 0..d.wo {
+                let p = oh * d.wo + ow;
+                for kj in 0..d.kw {
+                    let iw = (ow * sw + kj).wrapping_sub(pw);
+                    if iw < d.w {
+                        f(p, ki * d.kw + kj, ih * d.w + iw);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn conv_sides(
     op: &BilinearOp,
     (sa, a): (&[usize], &[i32]),
@@ -135,29 +159,8 @@ fn conv_sides(
     r: &[i128],
 ) -> Result<(Vec<i128>, Vec<i128>), ShapeError> {
     let d = op.conv_dims(sa, sb)?;
-    let (sh, sw) = d.params.stride;
-    let (ph, pw) = d.params.padding;
     let (hw, howo, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
     let w = |v: i32| i128::from(v);
-    // Visits every (output position, tap) -> input position pair.
-    let for_each_tap = |f: &mut dyn FnMut(usize, usize, usize)| {
-        for oh in 0..d.ho {
-            for ki in 0..d.kh {
-                let ih = (oh * sh + ki).wrapping_sub(ph);
-                if ih >= d.h {
-                    continue;
-                }
-                for ow in 0..d.wo {
-                    for kj in 0..d.kw {
-                        let iw = (ow * sw + kj).wrapping_sub(pw);
-                        if iw < d.w {
-                            f(oh * d.wo + ow, ki * d.kw + kj, ih * d.w + iw);
-                        }
-                    }
-                }
-            }
-        }
-    };
     Ok(match op {
         BilinearOp::Conv2dForward(_) => {
             // lhs[n, p] = sum_o r_o y[n, o, p]; rhs = conv(x, wr), wr[c, t] = sum_o r_o W[o, c, t].
@@ -184,7 +187,7 @@ fn conv_sides(
                     let plane = &a[(n * d.c + ch) * hw..][..hw];
                     let wk = &wr[ch * taps..(ch + 1) * taps];
                     let out = &mut rhs[n * howo..(n + 1) * howo];
-                    for_each_tap(&mut |p, t, i| out[p] += wk[t] * w(plane[i]));
+                    taps_of(&d, |p, t, i| out[p] += wk[t] * w(plane[i]));
                 }
             }
             (lhs, rhs)
@@ -216,7 +219,7 @@ fn conv_sides(
                     let plane = &a[(n * d.o + o) * howo..][..howo];
                     let wk = &wr[o * taps..(o + 1) * taps];
                     let out = &mut rhs[n * hw..(n + 1) * hw];
-                    for_each_tap(&mut |p, t, i| out[i] += wk[t] * w(plane[p]));
+                    taps_of(&d, |p, t, i| out[i] += wk[t] * w(plane[p]));
                 }
             }
             (lhs, rhs)
@@ -246,7 +249,7 @@ fn conv_sides(
                 for ch in 0..d.c {
                     let plane = &b[(n * d.c + ch) * hw..][..hw];
                     let out = &mut rhs[ch * taps..(ch + 1) * taps];
-                    for_each_tap(&mut |p, t, i| out[t] += g[p] * w(plane[i]));
+                    taps_of(&d, |p, t, i| out[t] += g[p] * w(plane[i]));
                 }
             }
             (lhs, rhs)

@@ -94,6 +94,15 @@ pub struct JobReply {
 
 /// The host-services ("ocall") boundary of the enclave.
 pub trait HostServices {
+    /// Announces a part before its shares are ready, so that S2 (which needs only the public
+    /// header) can compute Z while the enclave prepares shares. Optional.
+    fn announce(
+        &mut self,
+        _header: &OpHeader,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+
     /// Runs a device job, exchanges products with the peer and S2, and returns all three.
     fn run_job(
         &mut self,
@@ -309,6 +318,11 @@ fn run_part(
     let id = h.stream_id();
     let it = h.iteration;
     let out = h.output_shape()?;
+    host.announce(h).map_err(|source| LinearError::Host {
+        op_id: h.op_id,
+        part: h.part,
+        source,
+    })?;
     let aq = embed(ring, &h.a_shape, a)?;
     let bq = embed(ring, &h.b_shape, b)?;
     let u = expand(

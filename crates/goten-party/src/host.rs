@@ -100,14 +100,21 @@ pub(crate) fn expect_product(
 }
 
 impl HostServices for EnclaveHost {
+    fn announce(
+        &mut self,
+        header: &goten_enclave::OpHeader,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // S2 needs only the header: it starts on Z while the enclave prepares shares.
+        Ok(self
+            .transport
+            .send(Role::S2, Message::DealerRequest(header.clone()))?)
+    }
+
     fn run_job(
         &mut self,
         job: DeviceJob,
     ) -> Result<JobReply, Box<dyn std::error::Error + Send + Sync>> {
         self.jobs += 1;
-        // Ask S2 first so that Z is computed while this device works.
-        self.transport
-            .send(Role::S2, Message::DealerRequest(job.header.clone()))?;
         let t = Instant::now();
         let terms: Vec<_> = job
             .terms

@@ -35,9 +35,13 @@ pub struct OpArgs {
     /// Batch size of the VGG-11 shapes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
-    /// Device worker threads per party (0: one per core).
+    /// Worker threads of the float reference (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device worker threads of each of the three parties (0: a third of the cores, at least
+    /// one, so the parties share the machine instead of oversubscribing it).
+    #[arg(long, default_value_t = 0)]
+    party_threads: usize,
     /// Timed repetitions per op (the fastest is reported), after one warm-up run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -130,8 +134,14 @@ pub fn run(args: OpArgs) -> Result<()> {
         .map(|(i, j)| (operand(&j.a, 2 * i as u64), operand(&j.b, 2 * i as u64 + 1)))
         .collect();
     let mut devices: Vec<Box<dyn Device>> = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let party_threads = if args.party_threads == 0 {
+        (cores / 3).max(1)
+    } else {
+        args.party_threads
+    };
     for _ in 0..3 {
-        devices.push(Box::new(CpuDevice::new(args.threads)?));
+        devices.push(Box::new(CpuDevice::new(party_threads)?));
     }
     let devices: [Box<dyn Device>; 3] = devices
         .try_into()
@@ -196,7 +206,7 @@ pub fn run(args: OpArgs) -> Result<()> {
                     "overhead": overhead,
                     "s0": {"enclave_secs": encl(s0), "device_secs": s0.device, "transport_secs": s0.transport},
                     "s1": {"enclave_secs": encl(s1), "device_secs": s1.device, "transport_secs": s1.transport},
-                    "ring_bits": ring.bits(), "quant_bits": quant.bits, "batch": args.batch, "simulated_attestation": true,
+                    "ring_bits": ring.bits(), "quant_bits": quant.bits, "batch": args.batch, "party_threads": party_threads, "ref_threads": fref.threads(), "simulated_attestation": true,
                 })
             );
         } else {

@@ -75,3 +75,48 @@ fn kernel_bench_json_has_the_promised_fields() {
     assert_eq!(v["kernel"], "prg");
     assert!(v["elems_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn op_bench_json_has_the_promised_fields_and_says_simulation() {
+    let out = goten(&[
+        "bench", "op", "--json", "--batch", "2", "--reps", "1", "--filter", "fc3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SIMULATION"),
+        "runs must say they are simulated"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<&serde_json::Value> = lines.iter().filter(|v| v["op"] != "summary").collect();
+    assert_eq!(ops.len(), 3);
+    for v in ops {
+        for f in [
+            "op",
+            "shape",
+            "secure_secs",
+            "device_products",
+            "ref_f64_product_secs",
+            "ref_f32_secs",
+            "overhead",
+        ] {
+            assert!(v.get(f).is_some(), "missing {f} in {v}");
+        }
+        let want = v["secure_secs"].as_f64().unwrap()
+            / (v["device_products"].as_f64().unwrap()
+                * v["ref_f64_product_secs"].as_f64().unwrap());
+        assert!((v["overhead"].as_f64().unwrap() - want).abs() < 1e-9 * want.max(1.0));
+        assert!(v["s0"]["device_secs"].as_f64().unwrap() > 0.0);
+    }
+    let summary = lines
+        .iter()
+        .find(|v| v["op"] == "summary")
+        .expect("summary line");
+    assert_eq!(summary["parties"].as_array().unwrap().len(), 3);
+}

@@ -200,6 +200,57 @@ pub fn slice_axis(
     (out, s)
 }
 
+/// Rewrites a conv weight gradient over a batch of one-output-row bands: band (image i, row oh)
+/// holds dy[i, :, oh, :] and the kh input rows that row reads (zero-padded explicitly, so the new
+/// op has padding 0). The result is the same dW, but the batch axis now splits down to single
+/// output rows instead of whole images: the finer split exact results may need when one image
+/// alone can exceed the headroom.
+pub type Operands = (BilinearOp, Vec<usize>, Vec<i32>, Vec<usize>, Vec<i32>);
+
+/// See [`Operands`]; other ops are returned unchanged.
+pub fn conv_dw_bands(
+    op: &BilinearOp,
+    (sa, a): (&[usize], &[i32]),
+    (sb, b): (&[usize], &[i32]),
+) -> Result<Operands, ShapeError> {
+    let BilinearOp::Conv2dWeightGrad { params, kernel_hw } = *op else {
+        return Ok((*op, sa.to_vec(), a.to_vec(), sb.to_vec(), b.to_vec()));
+    };
+    let d = op.conv_dims(sa, sb)?;
+    let (sh, _) = params.stride;
+    let (ph, pw) = params.padding;
+    let wp = d.w + 2 * pw;
+    let bands = d.n * d.ho;
+    let mut dy = vec![0i32; bands * d.o * d.wo];
+    let mut x = vec![0i32; bands * d.c * d.kh * wp];
+    for i in 0..d.n {
+        for oh in 0..d.ho {
+            let band = i * d.ho + oh;
+            for o in 0..d.o {
+                dy[(band * d.o + o) * d.wo..][..d.wo]
+                    .copy_from_slice(&a[((i * d.o + o) * d.ho + oh) * d.wo..][..d.wo]);
+            }
+            for ch in 0..d.c {
+                for ki in 0..d.kh {
+                    let ih = (oh * sh + ki).wrapping_sub(ph);
+                    if ih < d.h {
+                        let dst = &mut x[((band * d.c + ch) * d.kh + ki) * wp + pw..][..d.w];
+                        dst.copy_from_slice(&b[((i * d.c + ch) * d.h + ih) * d.w..][..d.w]);
+                    }
+                }
+            }
+        }
+    }
+    let params = goten_field::Conv2dParams {
+        stride: params.stride,
+        padding: (0, 0),
+    };
+    let op = BilinearOp::Conv2dWeightGrad { params, kernel_hw };
+    let (sa, sb) = (vec![bands, d.o, 1, d.wo], vec![bands, d.c, d.kh, wp]);
+    op.output_shape(&sa, &sb)?;
+    Ok((op, sa, dy, sb, x))
+}
+
 /// Splits `0..len` into `parts` near-equal ranges.
 fn ranges(len: usize, parts: usize) -> Vec<(usize, usize)> {
     (0..parts)
@@ -377,6 +428,38 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn bands_compute_the_same_weight_gradient() {
+        for p in [
+            goten_field::Conv2dParams::new(1, 1),
+            goten_field::Conv2dParams::new(2, 0),
+            goten_field::Conv2dParams {
+                stride: (2, 1),
+                padding: (2, 1),
+            },
+        ] {
+            let op = BilinearOp::Conv2dWeightGrad {
+                params: p,
+                kernel_hw: (3, 3),
+            };
+            let sb = vec![2, 3, 7, 6];
+            let (ho, wo) = p.output_hw((7, 6), (3, 3)).unwrap();
+            let sa = vec![2, 4, ho, wo];
+            let a: Vec<i32> = (0..sa.iter().product::<usize>())
+                .map(|i| (i as i32 * 7) % 11 - 5)
+                .collect();
+            let b: Vec<i32> = (0..sb.iter().product::<usize>())
+                .map(|i| (i as i32 * 5) % 13 - 6)
+                .collect();
+            let (op2, sa2, a2, sb2, b2) = conv_dw_bands(&op, (&sa, &a), (&sb, &b)).unwrap();
+            assert_eq!(
+                direct(&op, &sa, &a, &sb, &b),
+                direct(&op2, &sa2, &a2, &sb2, &b2),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

@@ -245,8 +245,16 @@ pub fn run(
         return Err(LinearError::Integrity { op_id, iteration });
     }
     // A reduction wrapped (or a share was wrong): recompute, split so that no part can wrap.
-    let ranges = bound::plan(op, ctx.a, ctx.b, ring.headroom())?;
-    let c = execute(&ctx, host, 1, &ranges)?;
+    // Weight gradients are first cut into one-output-row bands so they can split below one image.
+    let (op2, sa2, a2, sb2, b2) = bound::conv_dw_bands(op, ctx.a, ctx.b)?;
+    let ranges = bound::plan(&op2, (&sa2, &a2), (&sb2, &b2), ring.headroom())?;
+    let ctx2 = Ctx {
+        op: &op2,
+        a: (&sa2, &a2),
+        b: (&sb2, &b2),
+        ..ctx
+    };
+    let c = execute(&ctx2, host, 1, &ranges)?;
     if check::verify(op, ctx.a, ctx.b, &c, &r)? {
         Ok(c)
     } else {
@@ -255,6 +263,7 @@ pub fn run(
 }
 
 /// What every part of one op shares.
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     role: Role,
     ring: Ring,

@@ -109,10 +109,11 @@ fn random32() -> [u8; 32] {
 }
 
 impl Trusts {
-    /// A consistent simulated deployment with fresh random keys.
-    pub fn generate() -> Self {
-        let platform = Arc::new(SimulatedAttester::from_secret(random32()));
-        let dealer = Arc::new(DealerIdentity::from_secret(random32()));
+    /// A consistent simulated deployment from a platform key, S2's identity key and, for tests
+    /// only, a seed for the ephemeral keys.
+    fn from_secrets(platform: [u8; 32], dealer: [u8; 32], ephemeral: Option<[u8; 32]>) -> Self {
+        let platform = Arc::new(SimulatedAttester::from_secret(platform));
+        let dealer = Arc::new(DealerIdentity::from_secret(dealer));
         Trusts {
             trusted_platform: platform.public_key(),
             platforms: [platform.clone(), platform],
@@ -120,30 +121,27 @@ impl Trusts {
             measurements: [enclave_measurement(); 2],
             pinned_dealer: dealer.public_key(),
             dealer,
-            danger_fixed_ephemeral: None,
+            danger_fixed_ephemeral: ephemeral,
         }
+    }
+
+    /// A consistent simulated deployment with fresh random keys.
+    pub fn generate() -> Self {
+        Self::from_secrets(random32(), random32(), None)
     }
 
     /// A deployment whose keys (platform, dealer identity and ephemeral keys) all derive from
     /// `seed`: every run with the same seed uses the same masks. Tests only.
     pub fn danger_deterministic(seed: u64) -> Self {
-        let derive = |label: &str| -> [u8; 32] {
-            use goten_field::SecretKey;
-            let mut s = [0u8; 32];
-            s[..8].copy_from_slice(&seed.to_le_bytes());
-            *SecretKey::from_bytes(s).derive(label.as_bytes()).expose()
-        };
-        let platform = Arc::new(SimulatedAttester::from_secret(derive("platform")));
-        let dealer = Arc::new(DealerIdentity::from_secret(derive("dealer")));
-        Trusts {
-            trusted_platform: platform.public_key(),
-            platforms: [platform.clone(), platform],
-            expected_measurement: enclave_measurement(),
-            measurements: [enclave_measurement(); 2],
-            pinned_dealer: dealer.public_key(),
-            dealer,
-            danger_fixed_ephemeral: Some(derive("ephemeral")),
-        }
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        let root = goten_field::SecretKey::from_bytes(s);
+        let derive = |label: &str| *root.derive(label.as_bytes()).expose();
+        Self::from_secrets(
+            derive("platform"),
+            derive("dealer"),
+            Some(derive("ephemeral")),
+        )
     }
 
     fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {

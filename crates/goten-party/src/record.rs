@@ -126,3 +126,40 @@ impl Transport for RecordingTransport {
         self.inner.elements_sent()
     }
 }
+
+/// A transport that lets a test alter every message it sends (tampering and man-in-the-middle
+/// tests). Recording counters pass through.
+pub struct Tamper<F: FnMut(&mut Message) + Send> {
+    inner: Box<dyn Transport>,
+    alter: F,
+}
+
+impl<F: FnMut(&mut Message) + Send> Tamper<F> {
+    /// Wraps `inner`; `alter` sees each outgoing message before it is sent.
+    pub fn new(inner: Box<dyn Transport>, alter: F) -> Self {
+        Tamper { inner, alter }
+    }
+}
+
+impl<F: FnMut(&mut Message) + Send> Transport for Tamper<F> {
+    fn me(&self) -> Role {
+        self.inner.me()
+    }
+
+    fn send(&mut self, to: Role, mut msg: Message) -> Result<(), NetError> {
+        (self.alter)(&mut msg);
+        self.inner.send(to, msg)
+    }
+
+    fn recv(&mut self, from: Role) -> Result<Message, NetError> {
+        self.inner.recv(from)
+    }
+
+    fn busy_secs(&self) -> f64 {
+        self.inner.busy_secs()
+    }
+
+    fn elements_sent(&self) -> u64 {
+        self.inner.elements_sent()
+    }
+}

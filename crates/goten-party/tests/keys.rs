@@ -10,10 +10,8 @@ use goten_enclave::attest::{DealerIdentity, SimulatedAttester};
 use goten_enclave::keys::KeyExchange;
 use goten_enclave::{Enclave, EnclaveConfig, Role};
 use goten_field::{BilinearOp, RingTensor, SecretKey};
-use goten_party::record::{Recorder, RecordingTransport};
-use goten_party::{
-    ClusterConfig, Message, NetError, Party, PartyError, Transport, Trusts, run_local,
-};
+use goten_party::record::{Recorder, RecordingTransport, Tamper};
+use goten_party::{ClusterConfig, Message, Party, PartyError, Transport, Trusts, run_local};
 
 fn one_op(p: &mut Party) -> Result<Vec<i64>, PartyError> {
     let a = quantized((0..64).map(|i| i % 9 - 4).collect());
@@ -103,34 +101,16 @@ fn unpinned_dealer_is_refused() {
     expect_failure(t, "S2 failed authentication");
 }
 
-/// A transport that corrupts the wrapped dealer key in flight.
-struct FlipWrappedKey(Box<dyn Transport>);
-
-impl Transport for FlipWrappedKey {
-    fn me(&self) -> Role {
-        self.0.me()
-    }
-    fn send(&mut self, to: Role, mut msg: Message) -> Result<(), NetError> {
-        if let Message::WrappedKey(w) = &mut msg {
-            w.ciphertext[0] ^= 1;
-        }
-        self.0.send(to, msg)
-    }
-    fn recv(&mut self, from: Role) -> Result<Message, NetError> {
-        self.0.recv(from)
-    }
-    fn busy_secs(&self) -> f64 {
-        0.0
-    }
-    fn elements_sent(&self) -> u64 {
-        0
-    }
-}
-
 #[test]
 fn tampered_dealer_key_is_refused() {
     let [t0, t1, t2] = mesh();
-    let nets: [Box<dyn Transport>; 3] = [Box::new(FlipWrappedKey(t0)), t1, t2];
+    // S0's host corrupts the wrapped dealer key in flight.
+    let flip = Tamper::new(t0, |m: &mut Message| {
+        if let Message::WrappedKey(w) = m {
+            w.ciphertext[0] ^= 1;
+        }
+    });
+    let nets: [Box<dyn Transport>; 3] = [Box::new(flip), t1, t2];
     let err = run_local(
         &ClusterConfig::default(),
         &Trusts::generate(),

@@ -8,7 +8,8 @@ use goten_device::{CpuDevice, Device, DeviceError, naive};
 use goten_enclave::Role;
 use goten_enclave::check::{challenge_len, verify};
 use goten_field::{BilinearOp, Conv2dParams, RingTensor};
-use goten_party::{ClusterConfig, Message, NetError, Transport, Trusts, run_local};
+use goten_party::record::Tamper;
+use goten_party::{ClusterConfig, Message, Transport, Trusts, run_local};
 
 fn cases() -> Vec<(BilinearOp, Vec<usize>, Vec<usize>)> {
     let p = Conv2dParams::new(2, 1);
@@ -129,45 +130,20 @@ fn a_lying_device_is_detected_on_every_server() {
     }
 }
 
-/// A host that alters the product it forwards to its peer.
-struct AlterProduct(Box<dyn Transport>);
-
-impl Transport for AlterProduct {
-    fn me(&self) -> Role {
-        self.0.me()
-    }
-    fn send(&mut self, to: Role, mut msg: Message) -> Result<(), NetError> {
-        if let Message::Product { tensor, .. } = &mut msg {
-            let r = tensor.ring();
-            tensor.data_mut()[0] = r.sub(tensor.data()[0], 5);
-        }
-        self.0.send(to, msg)
-    }
-    fn recv(&mut self, from: Role) -> Result<Message, NetError> {
-        self.0.recv(from)
-    }
-    fn busy_secs(&self) -> f64 {
-        0.0
-    }
-    fn elements_sent(&self) -> u64 {
-        0
-    }
-}
-
 #[test]
 fn a_peer_that_alters_its_product_is_detected() {
     for liar in [Role::S1, Role::S2] {
-        let mut nets = mesh();
-        let t = std::mem::replace(
-            &mut nets[liar.index()],
-            Box::new(
-                goten_party::in_process_mesh(std::time::Duration::from_secs(1))
-                    .into_iter()
-                    .next()
-                    .unwrap(),
-            ),
-        );
-        nets[liar.index()] = Box::new(AlterProduct(t));
+        let mut nets: Vec<Box<dyn Transport>> = mesh().into_iter().collect();
+        let honest = nets.remove(liar.index());
+        // The liar's host alters the first entry of every product it sends.
+        let lying = Tamper::new(honest, |m: &mut Message| {
+            if let Message::Product { tensor, .. } = m {
+                let r = tensor.ring();
+                tensor.data_mut()[0] = r.sub(tensor.data()[0], 5);
+            }
+        });
+        nets.insert(liar.index(), Box::new(lying));
+        let nets: [Box<dyn Transport>; 3] = nets.try_into().ok().expect("three endpoints");
         let err = run_local(
             &ClusterConfig::default(),
             &Trusts::generate(),

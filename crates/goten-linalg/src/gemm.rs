@@ -13,10 +13,14 @@ use rayon::prelude::*;
 
 /// A strided read-only matrix view: element (i, j) is `data[off + i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct View<'a, T> {
+pub struct View<'a, T> {
+    /// The buffer.
     pub data: &'a [T],
+    /// Offset of element (0, 0).
     pub off: usize,
+    /// Row stride.
     pub rs: usize,
+    /// Column stride.
     pub cs: usize,
 }
 
@@ -67,7 +71,7 @@ impl<'a, T> View<'a, T> {
     }
 }
 
-pub(crate) fn parallelism(threads: usize) -> Parallelism {
+pub fn parallelism(threads: usize) -> Parallelism {
     if threads <= 1 {
         Parallelism::None
     } else {
@@ -76,7 +80,7 @@ pub(crate) fn parallelism(threads: usize) -> Parallelism {
 }
 
 /// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)` in plain floating point.
-pub(crate) fn gemm_into<T: Copy + 'static>(
+pub fn gemm_into<T: Copy + 'static>(
     dst: &mut [T],
     (m, n, k): (usize, usize, usize),
     lhs: View<'_, T>,
@@ -119,11 +123,11 @@ pub(crate) fn gemm_into<T: Copy + 'static>(
 }
 
 /// Elements per parallel task in the elementwise passes.
-pub(crate) const PAR_CHUNK: usize = 1 << 14;
+pub const PAR_CHUNK: usize = 1 << 14;
 
 /// `lhs (m x k) * rhs (k x n)` modulo 2^bits, exactly, as centered residues (row-major m x n).
 /// Operands hold centered residues of `ring` as f64.
-pub(crate) fn mod_gemm(
+pub fn mod_gemm(
     ring: Ring,
     (m, n, k): (usize, usize, usize),
     lhs: View<'_, f64>,

@@ -1,6 +1,6 @@
 //! The bilinear ops as im2col / col2im around one GEMM, generic over the arithmetic.
 //!
-//! The same code runs the modular products on shares ([`super::RingArith`]: centered residues
+//! The same code runs the modular products on shares ([`crate::RingArith`]: centered residues
 //! lifted to f64, exact chunked GEMM, wrapping integer accumulation) and the plain float
 //! references of the benchmarks (`float_ref`), so a benchmark ratio compares arithmetic, not
 //! two different algorithms. No Winograd or FFT: only exact sums of products.
@@ -8,10 +8,10 @@
 use goten_field::ops::ConvDims;
 use rayon::prelude::*;
 
-use super::gemm::{PAR_CHUNK, View};
+use crate::gemm::{PAR_CHUNK, View};
 
 /// The arithmetic an algorithm runs in.
-pub(crate) trait Arith: Sync {
+pub trait Arith: Sync {
     /// Storage element of operands and results.
     type Elem: Copy + Send + Sync + Default + 'static;
     /// GEMM element the operands are lifted to.
@@ -45,7 +45,7 @@ fn finish_all<A: Arith>(a: &A, x: &mut [A::Elem]) {
 }
 
 /// `y = x W^T`: x `[m, k]`, w `[n, k]`.
-pub(crate) fn matmul_forward<A: Arith>(
+pub fn matmul_forward<A: Arith>(
     a: &A,
     (m, n, k): (usize, usize, usize),
     x: &[A::Elem],
@@ -56,7 +56,7 @@ pub(crate) fn matmul_forward<A: Arith>(
 }
 
 /// `dx = dy W`: dy `[m, n]`, w `[n, k]`.
-pub(crate) fn matmul_input_grad<A: Arith>(
+pub fn matmul_input_grad<A: Arith>(
     a: &A,
     (m, n, k): (usize, usize, usize),
     dy: &[A::Elem],
@@ -67,7 +67,7 @@ pub(crate) fn matmul_input_grad<A: Arith>(
 }
 
 /// `dW = dy^T x`: dy `[m, n]`, x `[m, k]`.
-pub(crate) fn matmul_weight_grad<A: Arith>(
+pub fn matmul_weight_grad<A: Arith>(
     a: &A,
     (m, n, k): (usize, usize, usize),
     dy: &[A::Elem],
@@ -136,12 +136,7 @@ fn gather_dy<A: Arith>(a: &A, d: &ConvDims, dy: &[A::Elem], g0: usize, gn: usize
 }
 
 /// Convolution forward: x `[n, c, h, w]`, w `[o, c, kh, kw]` -> y `[n, o, ho, wo]`.
-pub(crate) fn conv_forward<A: Arith>(
-    a: &A,
-    d: &ConvDims,
-    x: &[A::Elem],
-    w: &[A::Elem],
-) -> Vec<A::Elem> {
+pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem]) -> Vec<A::Elem> {
     let kk = d.c * d.kh * d.kw;
     let p = d.ho * d.wo;
     let wf = lift_all(a, w);
@@ -167,7 +162,7 @@ pub(crate) fn conv_forward<A: Arith>(
 
 /// Input gradient (transposed convolution): dy `[n, o, ho, wo]`, w `[o, c, kh, kw]` ->
 /// dx `[n, c, h, w]`.
-pub(crate) fn conv_input_grad<A: Arith>(
+pub fn conv_input_grad<A: Arith>(
     a: &A,
     d: &ConvDims,
     dy: &[A::Elem],
@@ -219,7 +214,7 @@ pub(crate) fn conv_input_grad<A: Arith>(
 }
 
 /// Weight gradient: dy `[n, o, ho, wo]`, x `[n, c, h, w]` -> dW `[o, c, kh, kw]`.
-pub(crate) fn conv_weight_grad<A: Arith>(
+pub fn conv_weight_grad<A: Arith>(
     a: &A,
     d: &ConvDims,
     dy: &[A::Elem],

@@ -1,0 +1,127 @@
+//! Dense linear algebra shared by the device backends and the enclave's float layers: the six
+//! bilinear ops as im2col / col2im around one GEMM, generic over the arithmetic.
+//!
+//! Where it sits: under `goten-device` (exact modular products on shares, [`RingArith`]) and
+//! under the enclave's plain and enclave modes (float32 products inside the trust boundary,
+//! [`FloatArith`]). It holds no secrets and keeps no state; its one `unsafe` block is the call
+//! into the `gemm` crate, behind a bounds-checked wrapper.
+
+pub mod algo;
+pub mod gemm;
+
+use goten_field::{BilinearOp, Ring};
+
+pub use algo::Arith;
+use gemm::View;
+
+/// Modular arithmetic on centered residues: lifted to f64, exact chunked GEMM.
+pub struct RingArith {
+    /// The ring.
+    pub ring: Ring,
+    /// Worker threads the GEMM may use.
+    pub threads: usize,
+}
+
+impl Arith for RingArith {
+    type Elem = i32;
+    type F = f64;
+
+    #[inline(always)]
+    fn lift(&self, x: i32) -> f64 {
+        f64::from(x)
+    }
+
+    fn gemm(&self, mnk: (usize, usize, usize), lhs: View<'_, f64>, rhs: View<'_, f64>) -> Vec<i32> {
+        crate::gemm::mod_gemm(self.ring, mnk, lhs, rhs, self.threads)
+    }
+
+    #[inline(always)]
+    fn acc(&self, a: i32, b: i32) -> i32 {
+        // Wrapping in 32 bits is exact modulo 2^k because 2^k divides 2^32.
+        a.wrapping_add(b)
+    }
+
+    #[inline(always)]
+    fn finish(&self, a: i32) -> i32 {
+        self.ring.reduce_u32(a as u32)
+    }
+}
+
+/// Runs `op` with arithmetic `a` on raw operand slices whose shapes were validated.
+pub fn dispatch<A: Arith>(
+    a: &A,
+    op: &BilinearOp,
+    (sa, xa): (&[usize], &[A::Elem]),
+    (sb, xb): (&[usize], &[A::Elem]),
+) -> Result<Vec<A::Elem>, goten_field::ShapeError> {
+    Ok(match op {
+        BilinearOp::MatmulForward => algo::matmul_forward(a, op.matmul_dims(sa, sb)?, xa, xb),
+        BilinearOp::MatmulInputGrad => algo::matmul_input_grad(a, op.matmul_dims(sa, sb)?, xa, xb),
+        BilinearOp::MatmulWeightGrad => {
+            algo::matmul_weight_grad(a, op.matmul_dims(sa, sb)?, xa, xb)
+        }
+        BilinearOp::Conv2dForward(_) => algo::conv_forward(a, &op.conv_dims(sa, sb)?, xa, xb),
+        BilinearOp::Conv2dInputGrad { .. } => {
+            algo::conv_input_grad(a, &op.conv_dims(sa, sb)?, xa, xb)
+        }
+        BilinearOp::Conv2dWeightGrad { .. } => {
+            algo::conv_weight_grad(a, &op.conv_dims(sa, sb)?, xa, xb)
+        }
+    })
+}
+
+/// f32 or f64.
+pub trait Float: Copy + Send + Sync + Default + 'static + std::ops::Add<Output = Self> {
+    /// The multiplicative identity.
+    const ONE: Self;
+}
+
+impl Float for f32 {
+    const ONE: f32 = 1.0;
+}
+
+impl Float for f64 {
+    const ONE: f64 = 1.0;
+}
+
+/// Plain floating-point arithmetic (no modular reduction).
+pub struct FloatArith<T> {
+    threads: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T> FloatArith<T> {
+    /// Arithmetic whose GEMM may use `threads` workers of the current rayon pool.
+    pub fn new(threads: usize) -> Self {
+        FloatArith {
+            threads,
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Float> Arith for FloatArith<T> {
+    type Elem = T;
+    type F = T;
+
+    #[inline(always)]
+    fn lift(&self, x: T) -> T {
+        x
+    }
+
+    fn gemm(&self, (m, n, k): (usize, usize, usize), lhs: View<'_, T>, rhs: View<'_, T>) -> Vec<T> {
+        let mut out = vec![T::default(); m * n];
+        crate::gemm::gemm_into(&mut out, (m, n, k), lhs, rhs, false, T::ONE, self.threads);
+        out
+    }
+
+    #[inline(always)]
+    fn acc(&self, a: T, b: T) -> T {
+        a + b
+    }
+
+    #[inline(always)]
+    fn finish(&self, a: T) -> T {
+        a
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`bound`]: the magnitude bound and split plan that rule out silent wraparound;
 //! - [`check`]: the Freivalds-style integrity check of every reconstructed result;
 //! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction);
+//! - [`nn`]: layers, models, loss and optimizer of the training program;
 //! - [`secret`]: the plaintext tensor type that never leaves.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod check;
 mod enclave;
 pub mod keys;
 pub mod linear;
+pub mod nn;
 pub mod quant;
 pub mod secret;
 pub mod seeds;

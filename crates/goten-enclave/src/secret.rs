@@ -32,8 +32,40 @@ impl SecretTensor {
         &self.shape
     }
 
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        SecretTensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+
     /// The plaintext values, for trusted code only.
     pub fn expose(&self) -> &[f32] {
         &self.data
+    }
+
+    /// Mutable plaintext values, for trusted code only.
+    pub fn expose_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The same values under another shape with as many elements; `None` otherwise.
+    pub fn reshaped(mut self, shape: &[usize]) -> Option<Self> {
+        if shape.iter().product::<usize>() != self.data.len() {
+            return None;
+        }
+        self.shape = shape.to_vec();
+        Some(self)
     }
 }

@@ -1,0 +1,429 @@
+//! The layers: conv and dense (linear, through a [`LinearBackend`]), ReLU, MaxPool2d,
+//! BatchNorm2d and Flatten (non-linear, float32 inside the enclave, PyTorch semantics).
+//!
+//! Each layer caches what its backward pass needs during a training forward pass. Reductions
+//! run in a fixed order (f64 accumulators where sums are long), so results are deterministic.
+
+use goten_field::{BilinearOp, Conv2dParams};
+
+use super::{LinearBackend, NnError};
+use crate::SecretTensor;
+
+/// A trainable tensor with its gradient and momentum buffer.
+#[derive(Debug)]
+pub struct Param {
+    /// Current value.
+    pub value: SecretTensor,
+    /// Gradient of the last backward pass.
+    pub grad: SecretTensor,
+    /// SGD momentum buffer (created at the first update).
+    pub momentum: Option<SecretTensor>,
+}
+
+impl Param {
+    /// A parameter with the given value.
+    pub fn new(value: SecretTensor) -> Self {
+        let grad = SecretTensor::zeros(value.shape());
+        Param {
+            value,
+            grad,
+            momentum: None,
+        }
+    }
+}
+
+/// Batch-norm statistics cached by a training forward pass.
+#[derive(Debug)]
+pub struct BnCache {
+    xhat: SecretTensor,
+    inv_std: Vec<f32>,
+}
+
+/// One layer of a sequential model.
+#[derive(Debug)]
+pub enum Layer {
+    /// 2-D convolution without bias: weight `[out, in, k, k]`.
+    Conv {
+        /// Weight.
+        w: Param,
+        /// Stride and padding.
+        params: Conv2dParams,
+        /// False for the first layer: nobody needs the gradient of the input images.
+        input_grad: bool,
+        /// Input of the last training forward pass.
+        cache: Option<SecretTensor>,
+    },
+    /// Fully connected without bias: weight `[out, in]`.
+    Dense {
+        /// Weight.
+        w: Param,
+        /// Whether to compute the input gradient.
+        input_grad: bool,
+        /// Input of the last training forward pass.
+        cache: Option<SecretTensor>,
+    },
+    /// max(x, 0).
+    Relu {
+        /// Which inputs were positive.
+        mask: Option<Vec<bool>>,
+    },
+    /// Max pooling with a square window and stride, no padding.
+    MaxPool {
+        /// Window size.
+        k: usize,
+        /// Stride.
+        s: usize,
+        /// Input shape and the flat input index of each output's maximum.
+        cache: Option<(Vec<usize>, Vec<usize>)>,
+    },
+    /// BatchNorm2d (eps 1e-5, momentum 0.1).
+    BatchNorm {
+        /// Scale.
+        gamma: Param,
+        /// Shift.
+        beta: Param,
+        /// Running mean (evaluation).
+        running_mean: Vec<f32>,
+        /// Running unbiased variance (evaluation).
+        running_var: Vec<f32>,
+        /// Cache of the last training forward pass.
+        cache: Option<BnCache>,
+    },
+    /// `[n, ...] -> [n, prod(...)]`.
+    Flatten {
+        /// Input shape of the last forward pass.
+        in_shape: Option<Vec<usize>>,
+    },
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f32 = 0.1;
+
+impl Layer {
+    /// Short name (for state descriptions and errors).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layer::Conv { .. } => "conv",
+            Layer::Dense { .. } => "dense",
+            Layer::Relu { .. } => "relu",
+            Layer::MaxPool { .. } => "maxpool",
+            Layer::BatchNorm { .. } => "batchnorm",
+            Layer::Flatten { .. } => "flatten",
+        }
+    }
+
+    /// Trainable parameters.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        match self {
+            Layer::Conv { w, .. } | Layer::Dense { w, .. } => vec![w],
+            Layer::BatchNorm { gamma, beta, .. } => vec![gamma, beta],
+            _ => vec![],
+        }
+    }
+
+    /// Forward pass; `train` selects batch statistics and caching. `op` numbers this layer's
+    /// linear ops (forward `op`, input gradient `op + 1`, weight gradient `op + 2`).
+    pub fn forward(
+        &mut self,
+        x: SecretTensor,
+        train: bool,
+        be: &mut dyn LinearBackend,
+        op: u64,
+    ) -> Result<SecretTensor, NnError> {
+        match self {
+            Layer::Conv {
+                w, params, cache, ..
+            } => {
+                let y = be.bilinear(op, &BilinearOp::Conv2dForward(*params), &x, &w.value)?;
+                *cache = train.then_some(x);
+                Ok(y)
+            }
+            Layer::Dense { w, cache, .. } => {
+                let y = be.bilinear(op, &BilinearOp::MatmulForward, &x, &w.value)?;
+                *cache = train.then_some(x);
+                Ok(y)
+            }
+            Layer::Relu { mask } => {
+                let mut y = x;
+                let m: Vec<bool> = y.expose().iter().map(|&v| v > 0.0).collect();
+                y.expose_mut()
+                    .iter_mut()
+                    .zip(&m)
+                    .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
+                *mask = train.then_some(m);
+                Ok(y)
+            }
+            Layer::MaxPool { k, s, cache } => {
+                let (y, arg) = maxpool(&x, *k, *s)?;
+                *cache = train.then(|| (x.shape().to_vec(), arg));
+                Ok(y)
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                cache,
+            } => {
+                let (y, c) = batchnorm_forward(&x, gamma, beta, running_mean, running_var, train)?;
+                *cache = c;
+                Ok(y)
+            }
+            Layer::Flatten { in_shape } => {
+                let s = x.shape().to_vec();
+                let n = s.first().copied().unwrap_or(0);
+                let rest = s[1..].iter().product::<usize>();
+                *in_shape = Some(s);
+                Ok(x.reshaped(&[n, rest]).expect("same element count"))
+            }
+        }
+    }
+
+    /// Backward pass: stores parameter gradients, returns the input gradient (`None` where no
+    /// one needs it).
+    pub fn backward(
+        &mut self,
+        dy: SecretTensor,
+        be: &mut dyn LinearBackend,
+        op: u64,
+        index: usize,
+    ) -> Result<Option<SecretTensor>, NnError> {
+        match self {
+            Layer::Conv {
+                w,
+                params,
+                input_grad,
+                cache,
+            } => {
+                let x = cache.take().ok_or(NnError::NoCache(index))?;
+                let ks = (w.value.shape()[2], w.value.shape()[3]);
+                w.grad = be.bilinear(
+                    op + 2,
+                    &BilinearOp::Conv2dWeightGrad {
+                        params: *params,
+                        kernel_hw: ks,
+                    },
+                    &dy,
+                    &x,
+                )?;
+                if !*input_grad {
+                    return Ok(None);
+                }
+                let hw = (x.shape()[2], x.shape()[3]);
+                Ok(Some(be.bilinear(
+                    op + 1,
+                    &BilinearOp::Conv2dInputGrad {
+                        params: *params,
+                        input_hw: hw,
+                    },
+                    &dy,
+                    &w.value,
+                )?))
+            }
+            Layer::Dense {
+                w,
+                input_grad,
+                cache,
+            } => {
+                let x = cache.take().ok_or(NnError::NoCache(index))?;
+                w.grad = be.bilinear(op + 2, &BilinearOp::MatmulWeightGrad, &dy, &x)?;
+                if !*input_grad {
+                    return Ok(None);
+                }
+                Ok(Some(be.bilinear(
+                    op + 1,
+                    &BilinearOp::MatmulInputGrad,
+                    &dy,
+                    &w.value,
+                )?))
+            }
+            Layer::Relu { mask } => {
+                let m = mask.take().ok_or(NnError::NoCache(index))?;
+                let mut dx = dy;
+                dx.expose_mut()
+                    .iter_mut()
+                    .zip(&m)
+                    .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
+                Ok(Some(dx))
+            }
+            Layer::MaxPool { cache, .. } => {
+                let (shape, arg) = cache.take().ok_or(NnError::NoCache(index))?;
+                let mut dx = SecretTensor::zeros(&shape);
+                let d = dx.expose_mut();
+                for (&i, &g) in arg.iter().zip(dy.expose()) {
+                    d[i] += g;
+                }
+                Ok(Some(dx))
+            }
+            Layer::BatchNorm {
+                gamma, beta, cache, ..
+            } => {
+                let c = cache.take().ok_or(NnError::NoCache(index))?;
+                Ok(Some(batchnorm_backward(&dy, &c, gamma, beta)))
+            }
+            Layer::Flatten { in_shape } => {
+                let s = in_shape.take().ok_or(NnError::NoCache(index))?;
+                Ok(Some(dy.reshaped(&s).expect("same element count")))
+            }
+        }
+    }
+}
+
+fn nchw(x: &SecretTensor, what: &str) -> Result<(usize, usize, usize, usize), NnError> {
+    match *x.shape() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => Err(goten_field::ShapeError::new(format!(
+            "{what} needs an NCHW input, got {:?}",
+            x.shape()
+        ))
+        .into()),
+    }
+}
+
+/// Max pooling; returns the output and, per output, the flat index of the chosen input (the
+/// first maximum in scan order).
+fn maxpool(x: &SecretTensor, k: usize, s: usize) -> Result<(SecretTensor, Vec<usize>), NnError> {
+    let (n, c, h, w) = nchw(x, "maxpool")?;
+    if k == 0 || s == 0 || h < k || w < k {
+        return Err(goten_field::ShapeError::new(format!(
+            "maxpool {k}x{k}/{s} does not fit {h}x{w}"
+        ))
+        .into());
+    }
+    let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
+    let mut y = SecretTensor::zeros(&[n, c, ho, wo]);
+    let mut arg = vec![0usize; n * c * ho * wo];
+    let xs = x.expose();
+    let ys = y.expose_mut();
+    for plane in 0..n * c {
+        let base = plane * h * w;
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let mut best = base + oh * s * w + ow * s;
+                for i in 0..k {
+                    for j in 0..k {
+                        let idx = base + (oh * s + i) * w + ow * s + j;
+                        if xs[idx] > xs[best] {
+                            best = idx;
+                        }
+                    }
+                }
+                let o = (plane * ho + oh) * wo + ow;
+                ys[o] = xs[best];
+                arg[o] = best;
+            }
+        }
+    }
+    Ok((y, arg))
+}
+
+fn batchnorm_forward(
+    x: &SecretTensor,
+    gamma: &Param,
+    beta: &Param,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    train: bool,
+) -> Result<(SecretTensor, Option<BnCache>), NnError> {
+    let (n, c, h, w) = nchw(x, "batchnorm")?;
+    if gamma.value.len() != c {
+        return Err(goten_field::ShapeError::new(format!(
+            "batchnorm over {} channels got {c}",
+            gamma.value.len()
+        ))
+        .into());
+    }
+    let hw = h * w;
+    let count = n * hw;
+    let xs = x.expose();
+    let (g, b) = (gamma.value.expose(), beta.value.expose());
+    let mut y = SecretTensor::zeros(x.shape());
+    let ys = y.expose_mut();
+    if !train {
+        for i in 0..n {
+            for ch in 0..c {
+                let inv = 1.0 / (f64::from(running_var[ch]) + BN_EPS).sqrt();
+                let (scale, shift) = (
+                    (f64::from(g[ch]) * inv) as f32,
+                    (f64::from(b[ch]) - f64::from(g[ch]) * f64::from(running_mean[ch]) * inv)
+                        as f32,
+                );
+                let o = (i * c + ch) * hw;
+                for t in o..o + hw {
+                    ys[t] = xs[t] * scale + shift;
+                }
+            }
+        }
+        return Ok((y, None));
+    }
+    let mut xhat = SecretTensor::zeros(x.shape());
+    let xh = xhat.expose_mut();
+    let mut inv_std = vec![0f32; c];
+    for ch in 0..c {
+        let (mut sum, mut sq) = (0f64, 0f64);
+        for i in 0..n {
+            for &v in &xs[(i * c + ch) * hw..][..hw] {
+                sum += f64::from(v);
+                sq += f64::from(v) * f64::from(v);
+            }
+        }
+        let mean = sum / count as f64;
+        let var = (sq / count as f64 - mean * mean).max(0.0);
+        let inv = 1.0 / (var + BN_EPS).sqrt();
+        inv_std[ch] = inv as f32;
+        for i in 0..n {
+            let o = (i * c + ch) * hw;
+            for t in o..o + hw {
+                let v = ((f64::from(xs[t]) - mean) * inv) as f32;
+                xh[t] = v;
+                ys[t] = g[ch] * v + b[ch];
+            }
+        }
+        // Running statistics use the unbiased variance, as PyTorch does.
+        let unbiased = if count > 1 {
+            var * count as f64 / (count - 1) as f64
+        } else {
+            var
+        };
+        running_mean[ch] = (1.0 - BN_MOMENTUM) * running_mean[ch] + BN_MOMENTUM * mean as f32;
+        running_var[ch] = (1.0 - BN_MOMENTUM) * running_var[ch] + BN_MOMENTUM * unbiased as f32;
+    }
+    Ok((y, Some(BnCache { xhat, inv_std })))
+}
+
+fn batchnorm_backward(
+    dy: &SecretTensor,
+    cache: &BnCache,
+    gamma: &mut Param,
+    beta: &mut Param,
+) -> SecretTensor {
+    let s = dy.shape().to_vec();
+    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+    let count = (n * hw) as f64;
+    let (d, xh) = (dy.expose(), cache.xhat.expose());
+    let g = gamma.value.expose().to_vec();
+    let mut dx = SecretTensor::zeros(&s);
+    let dxs = dx.expose_mut();
+    let (dg, db) = (gamma.grad.expose_mut(), beta.grad.expose_mut());
+    for ch in 0..c {
+        let (mut sum_d, mut sum_dx) = (0f64, 0f64);
+        for i in 0..n {
+            let o = (i * c + ch) * hw;
+            for t in o..o + hw {
+                sum_d += f64::from(d[t]);
+                sum_dx += f64::from(d[t]) * f64::from(xh[t]);
+            }
+        }
+        dg[ch] = sum_dx as f32;
+        db[ch] = sum_d as f32;
+        // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
+        let k = f64::from(g[ch]) * f64::from(cache.inv_std[ch]) / count;
+        for i in 0..n {
+            let o = (i * c + ch) * hw;
+            for t in o..o + hw {
+                dxs[t] = (k * (count * f64::from(d[t]) - sum_d - f64::from(xh[t]) * sum_dx)) as f32;
+            }
+        }
+    }
+    dx
+}

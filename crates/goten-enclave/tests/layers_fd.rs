@@ -1,0 +1,267 @@
+//! Every float layer's backward pass against central finite differences of its forward pass
+//! (loss = sum(y * r) for a fixed random r, so dL/dy = r), and a whole model through the
+//! cross-entropy loss.
+
+use goten_enclave::SecretTensor;
+use goten_enclave::nn::init::normal;
+use goten_enclave::nn::layers::{Layer, Param};
+use goten_enclave::nn::loss::cross_entropy;
+use goten_enclave::nn::model::{Builder, ModelKind};
+use goten_enclave::nn::{FloatBackend, LinearBackend};
+use goten_field::Conv2dParams;
+
+fn rand(shape: &[usize], seed: u64, std: f32) -> SecretTensor {
+    let mut t = SecretTensor::zeros(shape);
+    normal(seed, 0, t.expose_mut(), std);
+    t
+}
+
+fn dot(a: &SecretTensor, b: &SecretTensor) -> f64 {
+    a.expose()
+        .iter()
+        .zip(b.expose())
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum()
+}
+
+/// Checks d(sum(layer(x) * r))/dx and /dparams of a layer against finite differences.
+fn check_layer(make: &dyn Fn() -> Layer, x: &SecretTensor, eps: f32, tol: f64) {
+    let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
+    let mut layer = make();
+    let y = layer.forward(x.clone(), true, be, 0).unwrap();
+    let r = rand(y.shape(), 99, 1.0);
+    let dx = layer
+        .backward(r.clone(), be, 0, 0)
+        .unwrap()
+        .expect("input gradient");
+    let mut loss = |layer: &mut Layer, x: &SecretTensor| {
+        dot(&layer.forward(x.clone(), true, be, 0).unwrap(), &r)
+    };
+    let n = x.len();
+    for i in (0..n).step_by((n / 17).max(1)) {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp.expose_mut()[i] += eps;
+        xm.expose_mut()[i] -= eps;
+        let fd = (loss(&mut make(), &xp) - loss(&mut make(), &xm)) / (2.0 * f64::from(eps));
+        let an = f64::from(dx.expose()[i]);
+        assert!(
+            (fd - an).abs() <= tol * (1.0 + fd.abs()),
+            "{} dx[{i}]: analytic {an} vs numeric {fd}",
+            layer.name()
+        );
+    }
+    // Parameter gradients.
+    let grads: Vec<Vec<f32>> = layer
+        .params_mut()
+        .iter()
+        .map(|p| p.grad.expose().to_vec())
+        .collect();
+    for (pi, g) in grads.iter().enumerate() {
+        for j in (0..g.len()).step_by((g.len() / 11).max(1)) {
+            let mut bump = |d: f32| {
+                let mut l = make();
+                l.params_mut()[pi].value.expose_mut()[j] += d;
+                let y = l.forward(x.clone(), true, be, 0).unwrap();
+                dot(&y, &r)
+            };
+            let fd = (bump(eps) - bump(-eps)) / (2.0 * f64::from(eps));
+            let an = f64::from(g[j]);
+            assert!(
+                (fd - an).abs() <= tol * (1.0 + fd.abs()),
+                "{} param {pi}[{j}]: analytic {an} vs numeric {fd}",
+                layer.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_stride_and_padding() {
+    let x = rand(&[2, 3, 7, 6], 1, 1.0);
+    for p in [
+        Conv2dParams::new(1, 1),
+        Conv2dParams::new(2, 0),
+        Conv2dParams {
+            stride: (2, 1),
+            padding: (1, 2),
+        },
+    ] {
+        let make = || Layer::Conv {
+            w: Param::new(rand(&[4, 3, 3, 3], 2, 0.3)),
+            params: p,
+            input_grad: true,
+            cache: None,
+        };
+        check_layer(&make, &x, 1e-2, 2e-2);
+    }
+}
+
+#[test]
+fn dense() {
+    let x = rand(&[5, 12], 3, 1.0);
+    let make = || Layer::Dense {
+        w: Param::new(rand(&[7, 12], 4, 0.3)),
+        input_grad: true,
+        cache: None,
+    };
+    check_layer(&make, &x, 1e-2, 2e-2);
+}
+
+#[test]
+fn relu_away_from_the_kink() {
+    let mut x = rand(&[3, 40], 5, 1.0);
+    x.expose_mut()
+        .iter_mut()
+        .for_each(|v| *v += v.signum() * 0.1);
+    check_layer(&|| Layer::Relu { mask: None }, &x, 1e-2, 1e-3);
+}
+
+#[test]
+fn maxpool_without_ties() {
+    let x = rand(&[2, 3, 6, 7], 6, 1.0);
+    check_layer(
+        &|| Layer::MaxPool {
+            k: 2,
+            s: 2,
+            cache: None,
+        },
+        &x,
+        1e-3,
+        1e-2,
+    );
+    check_layer(
+        &|| Layer::MaxPool {
+            k: 3,
+            s: 2,
+            cache: None,
+        },
+        &x,
+        1e-3,
+        1e-2,
+    );
+}
+
+#[test]
+fn batchnorm_training_mode() {
+    let mut x = rand(&[4, 3, 5, 5], 7, 2.0);
+    x.expose_mut()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v += (i % 3) as f32);
+    let make = || {
+        let mut gamma = rand(&[3], 8, 0.5);
+        gamma.expose_mut().iter_mut().for_each(|v| *v += 1.0);
+        Layer::BatchNorm {
+            gamma: Param::new(gamma),
+            beta: Param::new(rand(&[3], 9, 0.5)),
+            running_mean: vec![0.0; 3],
+            running_var: vec![1.0; 3],
+            cache: None,
+        }
+    };
+    check_layer(&make, &x, 1e-2, 3e-2);
+}
+
+#[test]
+fn batchnorm_running_statistics_follow_pytorch() {
+    // One training pass over a batch with known statistics: mean 2, unbiased variance.
+    let vals: Vec<f32> = (0..8).map(|i| i as f32 - 1.5).collect(); // mean 2.0
+    let x = SecretTensor::new(&[2, 1, 2, 2], vals.clone()).unwrap();
+    let mut l = Layer::BatchNorm {
+        gamma: Param::new(SecretTensor::new(&[1], vec![1.0]).unwrap()),
+        beta: Param::new(SecretTensor::zeros(&[1])),
+        running_mean: vec![0.0],
+        running_var: vec![1.0],
+        cache: None,
+    };
+    l.forward(x, true, &mut FloatBackend::new(1), 0).unwrap();
+    let Layer::BatchNorm {
+        running_mean,
+        running_var,
+        ..
+    } = &l
+    else {
+        unreachable!()
+    };
+    let mean = 2.0f64;
+    let unbiased = vals
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / 7.0;
+    assert!((f64::from(running_mean[0]) - 0.1 * mean).abs() < 1e-6);
+    assert!((f64::from(running_var[0]) - (0.9 + 0.1 * unbiased)).abs() < 1e-5);
+}
+
+#[test]
+fn flatten_round_trips() {
+    let x = rand(&[2, 3, 2, 2], 10, 1.0);
+    check_layer(&|| Layer::Flatten { in_shape: None }, &x, 1e-2, 1e-3);
+}
+
+/// Which branch every ReLU and max-pool took in the last training forward pass: finite
+/// differences are only meaningful where a perturbation does not cross a kink.
+fn branches(m: &goten_enclave::nn::Model) -> Vec<usize> {
+    let mut v = Vec::new();
+    for l in m.layers() {
+        match l {
+            Layer::Relu { mask: Some(mk) } => v.extend(mk.iter().map(|&b| usize::from(b))),
+            Layer::MaxPool {
+                cache: Some((_, arg)),
+                ..
+            } => v.extend_from_slice(arg),
+            _ => {}
+        }
+    }
+    v
+}
+
+#[test]
+fn whole_model_through_cross_entropy() {
+    let build = || {
+        Builder::new([3, 8, 8], 11)
+            .conv(4)
+            .bn()
+            .relu()
+            .pool()
+            .flatten()
+            .dense(5)
+            .build(ModelKind::Small)
+            .unwrap()
+    };
+    let x = rand(&[3, 3, 8, 8], 12, 1.0);
+    let labels = [0u8, 3, 4];
+    let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
+    let mut m = build();
+    let logits = m.forward(x.clone(), true, be).unwrap();
+    let base = branches(&m);
+    let (_, _, d) = cross_entropy(&logits, &labels).unwrap();
+    m.backward(d, be).unwrap();
+    // Loss with one weight moved, or None when the move switches a ReLU or pooling branch.
+    let loss_with = |li: usize, j: usize, delta: f32| -> Option<f64> {
+        let mut m2 = build();
+        m2.layers_mut()[li].params_mut()[0].value.expose_mut()[j] += delta;
+        let logits = m2
+            .forward(x.clone(), true, &mut FloatBackend::new(1))
+            .unwrap();
+        (branches(&m2) == base).then(|| f64::from(cross_entropy(&logits, &labels).unwrap().0))
+    };
+    let mut checked = 0;
+    for li in [0usize, 5] {
+        let g = m.layers_mut()[li].params_mut()[0].grad.expose().to_vec();
+        for j in (0..g.len()).step_by(3) {
+            let (Some(lp), Some(lm)) = (loss_with(li, j, 1e-3), loss_with(li, j, -1e-3)) else {
+                continue;
+            };
+            let fd = (lp - lm) / 2e-3;
+            // f32 loss resolution near 1.6 is about 1.2e-7, i.e. 6e-5 in the difference quotient.
+            assert!(
+                (fd - f64::from(g[j])).abs() <= 1e-2 * fd.abs() + 3e-4,
+                "layer {li} w[{j}]: {} vs {fd}",
+                g[j]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} weights were away from kinks");
+}

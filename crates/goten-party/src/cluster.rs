@@ -78,6 +78,9 @@ pub enum PartyError {
         #[source]
         source: Box<PartyError>,
     },
+    /// E0 and E1 no longer hold the same training state.
+    #[error("E0 and E1 diverged at step {0}: their training states differ (non-deterministic code or a corrupted party); stopping")]
+    Diverged(u64),
     /// A party thread panicked (a bug).
     #[error("{0} panicked")]
     Panic(Role),
@@ -207,6 +210,25 @@ impl Party {
         Ok(self
             .enclave
             .linear_quantized(&mut self.host, ids, op, a, b)?)
+    }
+}
+
+impl Party {
+    /// Exchanges state digests with the peer enclave's host and fails unless they agree.
+    pub fn compare_state(&mut self, step: u64, digest: [u8; 32]) -> Result<(), PartyError> {
+        let peer = self.host.peer();
+        let t = self.host.transport();
+        t.send(peer, Message::StateDigest { step, digest })?;
+        match t.recv(peer)? {
+            Message::StateDigest { step: s, digest: d } if s == step => {
+                if d == digest {
+                    Ok(())
+                } else {
+                    Err(PartyError::Diverged(step))
+                }
+            }
+            m => Err(NetError::Unexpected { peer, expected: format!("state digest of step {step}"), got: m.kind().into() }.into()),
+        }
     }
 }
 

@@ -27,6 +27,13 @@ pub enum Message {
         /// The padded product.
         tensor: RingTensor,
     },
+    /// E0/E1 state digest at a training step (divergence check).
+    StateDigest {
+        /// Step.
+        step: u64,
+        /// SHA-256 of the training state.
+        digest: [u8; 32],
+    },
     /// The sender has no more work.
     Done,
 }
@@ -39,6 +46,7 @@ impl Message {
             Message::WrappedKey(_) => "wrapped key",
             Message::DealerRequest(_) => "dealer request",
             Message::Product { .. } => "product",
+            Message::StateDigest { .. } => "state digest",
             Message::Done => "done",
         }
     }

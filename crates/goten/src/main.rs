@@ -7,6 +7,7 @@
 mod bench;
 mod bench_op;
 mod shapes;
+mod train;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a model (plain, enclave or goten mode) and report its test accuracy.
+    Train(train::TrainArgs),
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { what } => bench::run(what),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

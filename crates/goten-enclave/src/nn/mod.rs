@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod init;
+pub mod input;
 pub mod layers;
 pub mod loss;
 pub mod model;

@@ -1,0 +1,374 @@
+//! `goten train`: trains a model in plain, enclave or goten mode and reports progress, metrics
+//! and the final accuracy.
+//!
+//! Where it sits: host-side orchestration. The data owner's reader (`goten-data`) supplies raw
+//! images; everything that touches their values (normalisation, augmentation, the model,
+//! the loss, evaluation) runs in enclave code (`goten_enclave::nn`). In goten mode the three
+//! parties run as threads of this process and E0/E1 compare state digests at every evaluation.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use goten_data::Dataset;
+use goten_device::{CpuDevice, Device};
+use goten_enclave::nn::model::StepStats;
+use goten_enclave::nn::optim::{Schedule, Sgd};
+use goten_enclave::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend, input};
+use goten_enclave::quant::QuantConfig;
+use goten_enclave::{EnclaveConfig, Role, SecretTensor};
+use goten_field::Ring;
+use goten_party::cluster::SIMULATION_NOTICE;
+use goten_party::{ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+/// Execution mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Float32, no protection: the accuracy and cost reference.
+    Plain,
+    /// Everything inside one enclave on the CPU, linear layers in float32 (the pure-TEE baseline).
+    Enclave,
+    /// Three parties: linear layers outsourced on secret shares.
+    Goten,
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Sched {
+    /// Constant rate.
+    Constant,
+    /// Halve every `--step-epochs` epochs.
+    Step,
+    /// Cosine decay to zero over the run.
+    Cosine,
+}
+
+/// Options of `goten train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model: `small` (two conv blocks, quick) or `vgg11` (VGG-11-BN).
+    #[arg(long, default_value = "small")]
+    model: String,
+    /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.
+    #[arg(long, default_value = "synthetic")]
+    data: String,
+    /// Execution mode.
+    #[arg(long, value_enum, default_value_t = Mode::Goten)]
+    mode: Mode,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Stop after this many steps (default: all steps of all epochs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Batch size.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch: u32,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = Sched::Cosine)]
+    schedule: Sched,
+    /// Epochs between halvings for `--schedule step`.
+    #[arg(long, default_value_t = 30)]
+    step_epochs: usize,
+    /// Seed of weights, data order and augmentation (and of the synthetic data).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Evaluate every N steps (0: at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Use at most this many training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use at most this many test images.
+    #[arg(long, default_value_t = 1000)]
+    test_limit: usize,
+    /// Images of the synthetic training set.
+    #[arg(long, default_value_t = 1024)]
+    synthetic_train: usize,
+    /// Folder for metrics.jsonl (created if needed).
+    #[arg(long, default_value = "goten-run")]
+    out: PathBuf,
+    /// CPU threads for float products and for each party's device (0: automatic).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Width k of the share ring Z_2^k (goten mode).
+    #[arg(long, default_value_t = Ring::DEFAULT_BITS)]
+    ring_bits: u32,
+    /// Quantization width in bits (goten mode).
+    #[arg(long, default_value_t = 8)]
+    quant_bits: u32,
+    /// Print one JSON object with the results as the last stdout line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a finished run reports.
+struct Summary {
+    steps: u64,
+    images: u64,
+    secs: f64,
+    train_loss: f32,
+    test_accuracy: f64,
+}
+
+/// Progress bar, metrics file and running numbers; only E0's thread (or the single plain /
+/// enclave run) reports.
+struct Reporter {
+    bar: ProgressBar,
+    metrics: std::fs::File,
+    start: Instant,
+    images: u64,
+}
+
+impl Reporter {
+    fn new(total: u64, out: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+        let path = out.join("metrics.jsonl");
+        let metrics = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+        let bar = ProgressBar::with_draw_target(Some(total), if hidden { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"));
+        Ok(Reporter { bar, metrics, start: Instant::now(), images: 0 })
+    }
+
+    fn line(&mut self, v: serde_json::Value) {
+        // Metrics are best effort: a full disk must not kill a training run.
+        let _ = writeln!(self.metrics, "{v}");
+    }
+
+    fn step(&mut self, step: u64, epoch: usize, lr: f32, batch: usize, s: &StepStats) {
+        self.images += batch as u64;
+        let ips = self.images as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_position(step);
+        self.bar.set_message(format!("loss {:.3}  {:.1} img/s", s.loss, ips));
+        self.line(json!({"step": step, "epoch": epoch, "loss": s.loss, "lr": lr, "img_per_s": ips}));
+    }
+
+    fn eval(&mut self, step: u64, epoch: usize, loss: f32, acc: f64) {
+        self.bar.println(format!("step {step} (epoch {epoch}): test accuracy {:.2} %, test loss {loss:.3}", 100.0 * acc));
+        self.line(json!({"step": step, "epoch": epoch, "test_loss": loss, "test_accuracy": acc}));
+    }
+}
+
+/// How one mode runs a step; the loop is shared by all modes.
+trait Exec {
+    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError>;
+    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError>;
+    fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
+        Ok(())
+    }
+}
+
+fn nn(e: NnError) -> PartyError {
+    match e {
+        NnError::Enclave(e) => PartyError::Enclave(e),
+        other => PartyError::Enclave(goten_enclave::EnclaveError::Config(other.to_string())),
+    }
+}
+
+struct FloatExec(FloatBackend, Sgd);
+
+impl Exec for FloatExec {
+    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError> {
+        m.train_step(&mut self.0, x, labels, &self.1, lr).map_err(nn)
+    }
+    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError> {
+        m.evaluate(&mut self.0, x, labels).map_err(nn)
+    }
+}
+
+struct PartyExec<'a> {
+    party: &'a mut Party,
+    counter: u64,
+    sgd: Sgd,
+}
+
+impl Exec for PartyExec<'_> {
+    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError> {
+        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
+        let r = m.train_step(&mut be, x, labels, &self.sgd, lr).map_err(nn);
+        self.counter = be.step();
+        r
+    }
+    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError> {
+        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
+        let r = m.evaluate(&mut be, x, labels).map_err(nn);
+        self.counter = be.step();
+        r
+    }
+    fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
+        self.party.compare_state(step, m.state_digest())
+    }
+}
+
+struct Job<'a> {
+    args: &'a TrainArgs,
+    kind: ModelKind,
+    train: &'a Dataset,
+    test: &'a Dataset,
+    schedule: Schedule,
+    total_steps: u64,
+}
+
+/// A permutation of 0..n for `epoch`, from the seed.
+fn order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut r = vec![0u32; n];
+    goten_field::Prg::new(&goten_field::SecretKey::from_bytes(k), "train/order", epoch as u64).fill_u32(0, 0, &mut r);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        p.swap(i, (r[i] as usize) % (i + 1));
+    }
+    p
+}
+
+fn evaluate(exec: &mut dyn Exec, m: &mut Model, job: &Job<'_>) -> Result<(f32, f64), PartyError> {
+    let (mut loss, mut correct) = (0f64, 0usize);
+    let b = job.args.batch as usize;
+    let n = job.test.len();
+    for start in (0..n).step_by(b) {
+        let idx: Vec<usize> = (start..(start + b).min(n)).collect();
+        let imgs: Vec<&[u8]> = idx.iter().map(|&i| job.test.image(i)).collect();
+        let labels: Vec<u8> = idx.iter().map(|&i| job.test.labels[i]).collect();
+        let (l, c) = exec.eval(m, input::batch(&imgs, None), &labels)?;
+        loss += f64::from(l) * idx.len() as f64;
+        correct += c;
+    }
+    Ok(((loss / n.max(1) as f64) as f32, correct as f64 / n.max(1) as f64))
+}
+
+/// The training loop every mode shares.
+fn train_loop(exec: &mut dyn Exec, job: &Job<'_>, reporter: Option<&Mutex<Reporter>>) -> Result<Summary, PartyError> {
+    let a = job.args;
+    let mut model = job.kind.build(a.seed, goten_data::CLASSES).map_err(nn)?;
+    let b = a.batch as usize;
+    let (mut step, mut images, mut last_loss) = (0u64, 0u64, f32::NAN);
+    let mut acc = f64::NAN;
+    let start = Instant::now();
+    let report = |f: &mut dyn FnMut(&mut Reporter)| {
+        if let Some(r) = reporter {
+            f(&mut r.lock().expect("reporter lock"));
+        }
+    };
+    'epochs: for epoch in 0..a.epochs {
+        let ord = order(job.train.len(), a.seed, epoch);
+        for chunk in ord.chunks(b) {
+            if step >= job.total_steps {
+                break 'epochs;
+            }
+            let imgs: Vec<&[u8]> = chunk.iter().map(|&i| job.train.image(i)).collect();
+            let labels: Vec<u8> = chunk.iter().map(|&i| job.train.labels[i]).collect();
+            let lr = job.schedule.lr(a.lr, step, epoch);
+            let s = exec.step(&mut model, input::batch(&imgs, Some((a.seed, step))), &labels, lr)?;
+            step += 1;
+            images += chunk.len() as u64;
+            last_loss = s.loss;
+            report(&mut |r| r.step(step, epoch, lr, chunk.len(), &s));
+            if a.eval_every > 0 && step % a.eval_every == 0 && step < job.total_steps {
+                let (l, ac) = evaluate(exec, &mut model, job)?;
+                exec.sync(step, &model)?;
+                acc = ac;
+                report(&mut |r| r.eval(step, epoch, l, ac));
+            }
+        }
+        if a.eval_every == 0 && epoch + 1 < a.epochs && step < job.total_steps {
+            let (l, ac) = evaluate(exec, &mut model, job)?;
+            exec.sync(step, &model)?;
+            acc = ac;
+            report(&mut |r| r.eval(step, epoch, l, ac));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (l, ac) = evaluate(exec, &mut model, job)?;
+    exec.sync(step, &model)?;
+    let _ = acc;
+    report(&mut |r| r.eval(step, a.epochs.saturating_sub(1), l, ac));
+    Ok(Summary { steps: step, images, secs, train_loss: last_loss, test_accuracy: ac })
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let kind = ModelKind::parse(&a.model).with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+    let ring = Ring::new(a.ring_bits).context("--ring-bits")?;
+    let quant = QuantConfig { bits: a.quant_bits, ..QuantConfig::default() };
+    quant.validate().context("--quant-bits")?;
+    if a.epochs == 0 || a.steps == Some(0) {
+        bail!("nothing to train: --epochs and --steps must be at least 1");
+    }
+    let synthetic = a.data == "synthetic";
+    let (mut train, mut test) = if synthetic {
+        goten_data::synthetic(a.synthetic_train, a.test_limit.min(10_000), a.seed)
+    } else {
+        goten_data::load_cifar_dir(std::path::Path::new(&a.data)).context("cannot load the dataset")?
+    };
+    if let Some(n) = a.train_limit {
+        train.truncate(n);
+    }
+    test.truncate(a.test_limit);
+    if train.is_empty() || test.is_empty() {
+        bail!("the dataset is empty after --train-limit / --test-limit");
+    }
+    if synthetic {
+        eprintln!("note: training on SYNTHETIC data ({} images generated in memory); pass --data DIR for CIFAR-10", train.len());
+    }
+    if a.mode == Mode::Goten {
+        eprintln!("note: {SIMULATION_NOTICE}");
+    }
+    let per_epoch = train.len().div_ceil(a.batch as usize) as u64;
+    let total_steps = a.steps.unwrap_or(u64::MAX).min(per_epoch * a.epochs as u64);
+    let schedule = match a.schedule {
+        Sched::Constant => Schedule::Constant,
+        Sched::Step => Schedule::Step { every: a.step_epochs, gamma: 0.5 },
+        Sched::Cosine => Schedule::Cosine { total: total_steps },
+    };
+    let job = Job { args: &a, kind, train: &train, test: &test, schedule, total_steps };
+    let reporter = Mutex::new(Reporter::new(total_steps, &a.out)?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary = match a.mode {
+        Mode::Plain | Mode::Enclave => {
+            let threads = if a.threads == 0 { cores } else { a.threads };
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("worker threads")?;
+            pool.install(|| train_loop(&mut FloatExec(FloatBackend::new(threads), Sgd::default()), &job, Some(&reporter)))?
+        }
+        Mode::Goten => {
+            let threads = if a.threads == 0 { (cores / 3).max(1) } else { a.threads };
+            let cfg = ClusterConfig { enclave: EnclaveConfig { ring, quant }, timeout: Duration::from_secs(600) };
+            let mut devices: Vec<Box<dyn Device>> = Vec::new();
+            for _ in 0..3 {
+                devices.push(Box::new(CpuDevice::new(threads)?));
+            }
+            let devices: [Box<dyn Device>; 3] = devices.try_into().map_err(|_| anyhow::anyhow!("three devices"))?;
+            let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+            let body = |p: &mut Party| {
+                let rep = (p.role() == Role::S0).then_some(&reporter);
+                train_loop(&mut PartyExec { party: p, counter: 0, sgd: Sgd::default() }, &job, rep)
+            };
+            run_local(&cfg, &Trusts::generate(), devices, nets, &body).context("secure training failed")?.results.0
+        }
+    };
+    let rep = reporter.into_inner().expect("reporter lock");
+    rep.bar.finish_and_clear();
+    let mode = format!("{:?}", a.mode).to_lowercase();
+    let ips = summary.images as f64 / summary.secs.max(1e-9);
+    eprintln!(
+        "{mode} {}: {} steps, {} images in {:.1} s ({ips:.1} img/s), final train loss {:.3}, test accuracy {:.2} % on {} images; metrics in {}",
+        kind.name(), summary.steps, summary.images, summary.secs, summary.train_loss, 100.0 * summary.test_accuracy, test.len(), a.out.join("metrics.jsonl").display()
+    );
+    if a.json {
+        println!(
+            "{}",
+            json!({"mode": mode, "model": kind.name(), "steps": summary.steps, "images": summary.images, "img_per_s": ips,
+                   "train_loss": summary.train_loss, "test_accuracy": summary.test_accuracy, "synthetic_data": synthetic,
+                   "simulated_attestation": a.mode == Mode::Goten})
+        );
+    }
+    Ok(())
+}

@@ -42,7 +42,9 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A file is not a whole number of records.
-    #[error("{path} is truncated or corrupt: {len} bytes is not a whole number of {RECORD_BYTES}-byte records (the last record starts at offset {last_start})")]
+    #[error(
+        "{path} is truncated or corrupt: {len} bytes is not a whole number of {RECORD_BYTES}-byte records (the last record starts at offset {last_start})"
+    )]
     Truncated {
         /// Path.
         path: PathBuf,
@@ -52,7 +54,9 @@ pub enum DataError {
         last_start: usize,
     },
     /// A label byte outside 0..10.
-    #[error("{path} is corrupt: record {record} (offset {offset}) has label {label}, not a CIFAR-10 class (0-9)")]
+    #[error(
+        "{path} is corrupt: record {record} (offset {offset}) has label {label}, not a CIFAR-10 class (0-9)"
+    )]
     BadLabel {
         /// Path.
         path: PathBuf,
@@ -99,11 +103,20 @@ impl Dataset {
 
     fn append_records(&mut self, path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         if bytes.len() % RECORD_BYTES != 0 || bytes.is_empty() {
-            return Err(DataError::Truncated { path: path.into(), len: bytes.len(), last_start: bytes.len() / RECORD_BYTES * RECORD_BYTES });
+            return Err(DataError::Truncated {
+                path: path.into(),
+                len: bytes.len(),
+                last_start: bytes.len() / RECORD_BYTES * RECORD_BYTES,
+            });
         }
         for (record, r) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
             if usize::from(r[0]) >= CLASSES {
-                return Err(DataError::BadLabel { path: path.into(), record, offset: record * RECORD_BYTES, label: r[0] });
+                return Err(DataError::BadLabel {
+                    path: path.into(),
+                    record,
+                    offset: record * RECORD_BYTES,
+                    label: r[0],
+                });
             }
             self.labels.push(r[0]);
             self.images.extend_from_slice(&r[1..]);
@@ -113,7 +126,10 @@ impl Dataset {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })
+    std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Reads a CIFAR-10 binary folder: every `data_batch_{1..5}.bin` present (at least one) for
@@ -132,11 +148,17 @@ pub fn load_cifar_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
         }
     }
     if found == 0 {
-        return Err(DataError::Missing { path: dir.into(), reason: "holds no data_batch_1.bin .. data_batch_5.bin".into() });
+        return Err(DataError::Missing {
+            path: dir.into(),
+            reason: "holds no data_batch_1.bin .. data_batch_5.bin".into(),
+        });
     }
     let tp = dir.join("test_batch.bin");
     if !tp.exists() {
-        return Err(DataError::Missing { path: tp, reason: "missing: the test set is needed for evaluation".into() });
+        return Err(DataError::Missing {
+            path: tp,
+            reason: "missing: the test set is needed for evaluation".into(),
+        });
     }
     let mut test = Dataset::default();
     test.append_records(&tp, &read(&tp)?)?;
@@ -159,7 +181,9 @@ pub fn synthetic(train: usize, test: usize, seed: u64) -> (Dataset, Dataset) {
             for y in 0..32 {
                 for x in 0..32 {
                     let (fy, fx) = (f[0] * 0.4, f[1] * 0.4);
-                    let v = 128.0 + 70.0 * ((fy * y as f32 + fx * x as f32) + f[2] * 6.28).sin() + 30.0 * (f[3] * 6.28 + 0.2 * y as f32).cos();
+                    let v = 128.0
+                        + 25.0 * ((fy * y as f32 + fx * x as f32) + f[2] * 6.28).sin()
+                        + 12.0 * (f[3] * 6.28 + 0.2 * y as f32).cos();
                     templates[c * IMAGE_BYTES + ch * 1024 + y * 32 + x] = v;
                 }
             }
@@ -174,8 +198,12 @@ pub fn synthetic(train: usize, test: usize, seed: u64) -> (Dataset, Dataset) {
             let label = ((r[0] * CLASSES as f32) as usize).min(CLASSES - 1);
             let shift = (r[1] - 0.5) * 40.0;
             d.labels.push(label as u8);
-            for (j, &t) in templates[label * IMAGE_BYTES..][..IMAGE_BYTES].iter().enumerate() {
-                d.images.push((t + shift + (r[2 + j] - 0.5) * 90.0).clamp(0.0, 255.0) as u8);
+            for (j, &t) in templates[label * IMAGE_BYTES..][..IMAGE_BYTES]
+                .iter()
+                .enumerate()
+            {
+                d.images
+                    .push((t + shift + (r[2 + j] - 0.5) * 255.0).clamp(0.0, 255.0) as u8);
             }
         }
         d

@@ -19,8 +19,13 @@ fn reads_the_shared_subset() {
     assert_eq!(train.len(), 10_000);
     assert_eq!(test.len(), 10_000);
     let mut per_class = [0usize; 10];
-    test.labels.iter().for_each(|&l| per_class[usize::from(l)] += 1);
-    assert_eq!(per_class, [1000; 10], "the official test set has 1,000 images per class");
+    test.labels
+        .iter()
+        .for_each(|&l| per_class[usize::from(l)] += 1);
+    assert_eq!(
+        per_class, [1000; 10],
+        "the official test set has 1,000 images per class"
+    );
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -37,8 +42,14 @@ fn corrupt_files_are_named_with_the_offset() {
     std::fs::write(d.join("data_batch_2.bin"), &rec).unwrap();
     std::fs::write(d.join("test_batch.bin"), vec![1u8; RECORD_BYTES]).unwrap();
     let e = load_cifar_dir(&d).unwrap_err();
-    assert!(matches!(e, DataError::Truncated { last_start, .. } if last_start == 2 * RECORD_BYTES), "{e}");
-    assert!(e.to_string().contains("data_batch_2.bin") && e.to_string().contains("offset 6146"), "{e}");
+    assert!(
+        matches!(e, DataError::Truncated { last_start, .. } if last_start == 2 * RECORD_BYTES),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("data_batch_2.bin") && e.to_string().contains("offset 6146"),
+        "{e}"
+    );
     rec.truncate(2 * RECORD_BYTES);
     rec[RECORD_BYTES] = 42;
     std::fs::write(d.join("data_batch_2.bin"), &rec).unwrap();
@@ -49,12 +60,24 @@ fn corrupt_files_are_named_with_the_offset() {
 
 #[test]
 fn missing_pieces_are_explained() {
-    let e = load_cifar_dir(&PathBuf::from("/no/such/dir")).unwrap_err().to_string();
+    let e = load_cifar_dir(&PathBuf::from("/no/such/dir"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such folder"), "{e}");
     let d = temp_dir("empty");
-    assert!(load_cifar_dir(&d).unwrap_err().to_string().contains("holds no data_batch"));
+    assert!(
+        load_cifar_dir(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("holds no data_batch")
+    );
     std::fs::write(d.join("data_batch_1.bin"), vec![1u8; RECORD_BYTES]).unwrap();
-    assert!(load_cifar_dir(&d).unwrap_err().to_string().contains("test_batch.bin"));
+    assert!(
+        load_cifar_dir(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("test_batch.bin")
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 

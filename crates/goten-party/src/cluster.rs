@@ -79,7 +79,9 @@ pub enum PartyError {
         source: Box<PartyError>,
     },
     /// E0 and E1 no longer hold the same training state.
-    #[error("E0 and E1 diverged at step {0}: their training states differ (non-deterministic code or a corrupted party); stopping")]
+    #[error(
+        "E0 and E1 diverged at step {0}: their training states differ (non-deterministic code or a corrupted party); stopping"
+    )]
     Diverged(u64),
     /// A party thread panicked (a bug).
     #[error("{0} panicked")]
@@ -227,7 +229,12 @@ impl Party {
                     Err(PartyError::Diverged(step))
                 }
             }
-            m => Err(NetError::Unexpected { peer, expected: format!("state digest of step {step}"), got: m.kind().into() }.into()),
+            m => Err(NetError::Unexpected {
+                peer,
+                expected: format!("state digest of step {step}"),
+                got: m.kind().into(),
+            }
+            .into()),
         }
     }
 }

@@ -22,7 +22,9 @@ use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, Role, SecretTensor};
 use goten_field::Ring;
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::{ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local};
+use goten_party::{
+    ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -70,7 +72,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
     /// Base learning rate.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.02)]
     lr: f32,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value_t = Sched::Cosine)]
@@ -130,13 +132,30 @@ struct Reporter {
 
 impl Reporter {
     fn new(total: u64, out: &std::path::Path) -> Result<Self> {
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create output folder {}", out.display()))?;
         let path = out.join("metrics.jsonl");
-        let metrics = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        let metrics = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
-        let bar = ProgressBar::with_draw_target(Some(total), if hidden { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"));
-        Ok(Reporter { bar, metrics, start: Instant::now(), images: 0 })
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if hidden {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .expect("valid template"),
+        );
+        Ok(Reporter {
+            bar,
+            metrics,
+            start: Instant::now(),
+            images: 0,
+        })
     }
 
     fn line(&mut self, v: serde_json::Value) {
@@ -148,20 +167,37 @@ impl Reporter {
         self.images += batch as u64;
         let ips = self.images as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         self.bar.set_position(step);
-        self.bar.set_message(format!("loss {:.3}  {:.1} img/s", s.loss, ips));
-        self.line(json!({"step": step, "epoch": epoch, "loss": s.loss, "lr": lr, "img_per_s": ips}));
+        self.bar
+            .set_message(format!("loss {:.3}  {:.1} img/s", s.loss, ips));
+        self.line(
+            json!({"step": step, "epoch": epoch, "loss": s.loss, "lr": lr, "img_per_s": ips}),
+        );
     }
 
     fn eval(&mut self, step: u64, epoch: usize, loss: f32, acc: f64) {
-        self.bar.println(format!("step {step} (epoch {epoch}): test accuracy {:.2} %, test loss {loss:.3}", 100.0 * acc));
+        self.bar.println(format!(
+            "step {step} (epoch {epoch}): test accuracy {:.2} %, test loss {loss:.3}",
+            100.0 * acc
+        ));
         self.line(json!({"step": step, "epoch": epoch, "test_loss": loss, "test_accuracy": acc}));
     }
 }
 
 /// How one mode runs a step; the loop is shared by all modes.
 trait Exec {
-    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError>;
-    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError>;
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError>;
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError>;
     fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
         Ok(())
     }
@@ -177,10 +213,22 @@ fn nn(e: NnError) -> PartyError {
 struct FloatExec(FloatBackend, Sgd);
 
 impl Exec for FloatExec {
-    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError> {
-        m.train_step(&mut self.0, x, labels, &self.1, lr).map_err(nn)
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError> {
+        m.train_step(&mut self.0, x, labels, &self.1, lr)
+            .map_err(nn)
     }
-    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError> {
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError> {
         m.evaluate(&mut self.0, x, labels).map_err(nn)
     }
 }
@@ -192,13 +240,24 @@ struct PartyExec<'a> {
 }
 
 impl Exec for PartyExec<'_> {
-    fn step(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8], lr: f32) -> Result<StepStats, PartyError> {
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError> {
         let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
         let r = m.train_step(&mut be, x, labels, &self.sgd, lr).map_err(nn);
         self.counter = be.step();
         r
     }
-    fn eval(&mut self, m: &mut Model, x: SecretTensor, labels: &[u8]) -> Result<(f32, usize), PartyError> {
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError> {
         let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
         let r = m.evaluate(&mut be, x, labels).map_err(nn);
         self.counter = be.step();
@@ -223,7 +282,12 @@ fn order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut k = [0u8; 32];
     k[..8].copy_from_slice(&seed.to_le_bytes());
     let mut r = vec![0u32; n];
-    goten_field::Prg::new(&goten_field::SecretKey::from_bytes(k), "train/order", epoch as u64).fill_u32(0, 0, &mut r);
+    goten_field::Prg::new(
+        &goten_field::SecretKey::from_bytes(k),
+        "train/order",
+        epoch as u64,
+    )
+    .fill_u32(0, 0, &mut r);
     let mut p: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         p.swap(i, (r[i] as usize) % (i + 1));
@@ -243,11 +307,18 @@ fn evaluate(exec: &mut dyn Exec, m: &mut Model, job: &Job<'_>) -> Result<(f32, f
         loss += f64::from(l) * idx.len() as f64;
         correct += c;
     }
-    Ok(((loss / n.max(1) as f64) as f32, correct as f64 / n.max(1) as f64))
+    Ok((
+        (loss / n.max(1) as f64) as f32,
+        correct as f64 / n.max(1) as f64,
+    ))
 }
 
 /// The training loop every mode shares.
-fn train_loop(exec: &mut dyn Exec, job: &Job<'_>, reporter: Option<&Mutex<Reporter>>) -> Result<Summary, PartyError> {
+fn train_loop(
+    exec: &mut dyn Exec,
+    job: &Job<'_>,
+    reporter: Option<&Mutex<Reporter>>,
+) -> Result<Summary, PartyError> {
     let a = job.args;
     let mut model = job.kind.build(a.seed, goten_data::CLASSES).map_err(nn)?;
     let b = a.batch as usize;
@@ -268,7 +339,12 @@ fn train_loop(exec: &mut dyn Exec, job: &Job<'_>, reporter: Option<&Mutex<Report
             let imgs: Vec<&[u8]> = chunk.iter().map(|&i| job.train.image(i)).collect();
             let labels: Vec<u8> = chunk.iter().map(|&i| job.train.labels[i]).collect();
             let lr = job.schedule.lr(a.lr, step, epoch);
-            let s = exec.step(&mut model, input::batch(&imgs, Some((a.seed, step))), &labels, lr)?;
+            let s = exec.step(
+                &mut model,
+                input::batch(&imgs, Some((a.seed, step))),
+                &labels,
+                lr,
+            )?;
             step += 1;
             images += chunk.len() as u64;
             last_loss = s.loss;
@@ -292,13 +368,23 @@ fn train_loop(exec: &mut dyn Exec, job: &Job<'_>, reporter: Option<&Mutex<Report
     exec.sync(step, &model)?;
     let _ = acc;
     report(&mut |r| r.eval(step, a.epochs.saturating_sub(1), l, ac));
-    Ok(Summary { steps: step, images, secs, train_loss: last_loss, test_accuracy: ac })
+    Ok(Summary {
+        steps: step,
+        images,
+        secs,
+        train_loss: last_loss,
+        test_accuracy: ac,
+    })
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let kind = ModelKind::parse(&a.model).with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+    let kind = ModelKind::parse(&a.model)
+        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
     let ring = Ring::new(a.ring_bits).context("--ring-bits")?;
-    let quant = QuantConfig { bits: a.quant_bits, ..QuantConfig::default() };
+    let quant = QuantConfig {
+        bits: a.quant_bits,
+        ..QuantConfig::default()
+    };
     quant.validate().context("--quant-bits")?;
     if a.epochs == 0 || a.steps == Some(0) {
         bail!("nothing to train: --epochs and --steps must be at least 1");
@@ -307,7 +393,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (mut train, mut test) = if synthetic {
         goten_data::synthetic(a.synthetic_train, a.test_limit.min(10_000), a.seed)
     } else {
-        goten_data::load_cifar_dir(std::path::Path::new(&a.data)).context("cannot load the dataset")?
+        goten_data::load_cifar_dir(std::path::Path::new(&a.data))
+            .context("cannot load the dataset")?
     };
     if let Some(n) = a.train_limit {
         train.truncate(n);
@@ -317,7 +404,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         bail!("the dataset is empty after --train-limit / --test-limit");
     }
     if synthetic {
-        eprintln!("note: training on SYNTHETIC data ({} images generated in memory); pass --data DIR for CIFAR-10", train.len());
+        eprintln!(
+            "note: training on SYNTHETIC data ({} images generated in memory); pass --data DIR for CIFAR-10",
+            train.len()
+        );
     }
     if a.mode == Mode::Goten {
         eprintln!("note: {SIMULATION_NOTICE}");
@@ -326,32 +416,71 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let total_steps = a.steps.unwrap_or(u64::MAX).min(per_epoch * a.epochs as u64);
     let schedule = match a.schedule {
         Sched::Constant => Schedule::Constant,
-        Sched::Step => Schedule::Step { every: a.step_epochs, gamma: 0.5 },
+        Sched::Step => Schedule::Step {
+            every: a.step_epochs,
+            gamma: 0.5,
+        },
         Sched::Cosine => Schedule::Cosine { total: total_steps },
     };
-    let job = Job { args: &a, kind, train: &train, test: &test, schedule, total_steps };
+    let job = Job {
+        args: &a,
+        kind,
+        train: &train,
+        test: &test,
+        schedule,
+        total_steps,
+    };
     let reporter = Mutex::new(Reporter::new(total_steps, &a.out)?);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = match a.mode {
         Mode::Plain | Mode::Enclave => {
             let threads = if a.threads == 0 { cores } else { a.threads };
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("worker threads")?;
-            pool.install(|| train_loop(&mut FloatExec(FloatBackend::new(threads), Sgd::default()), &job, Some(&reporter)))?
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .context("worker threads")?;
+            pool.install(|| {
+                train_loop(
+                    &mut FloatExec(FloatBackend::new(threads), Sgd::default()),
+                    &job,
+                    Some(&reporter),
+                )
+            })?
         }
         Mode::Goten => {
-            let threads = if a.threads == 0 { (cores / 3).max(1) } else { a.threads };
-            let cfg = ClusterConfig { enclave: EnclaveConfig { ring, quant }, timeout: Duration::from_secs(600) };
+            let threads = if a.threads == 0 {
+                (cores / 3).max(1)
+            } else {
+                a.threads
+            };
+            let cfg = ClusterConfig {
+                enclave: EnclaveConfig { ring, quant },
+                timeout: Duration::from_secs(600),
+            };
             let mut devices: Vec<Box<dyn Device>> = Vec::new();
             for _ in 0..3 {
                 devices.push(Box::new(CpuDevice::new(threads)?));
             }
-            let devices: [Box<dyn Device>; 3] = devices.try_into().map_err(|_| anyhow::anyhow!("three devices"))?;
+            let devices: [Box<dyn Device>; 3] = devices
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("three devices"))?;
             let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
             let body = |p: &mut Party| {
                 let rep = (p.role() == Role::S0).then_some(&reporter);
-                train_loop(&mut PartyExec { party: p, counter: 0, sgd: Sgd::default() }, &job, rep)
+                train_loop(
+                    &mut PartyExec {
+                        party: p,
+                        counter: 0,
+                        sgd: Sgd::default(),
+                    },
+                    &job,
+                    rep,
+                )
             };
-            run_local(&cfg, &Trusts::generate(), devices, nets, &body).context("secure training failed")?.results.0
+            run_local(&cfg, &Trusts::generate(), devices, nets, &body)
+                .context("secure training failed")?
+                .results
+                .0
         }
     };
     let rep = reporter.into_inner().expect("reporter lock");
@@ -360,7 +489,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let ips = summary.images as f64 / summary.secs.max(1e-9);
     eprintln!(
         "{mode} {}: {} steps, {} images in {:.1} s ({ips:.1} img/s), final train loss {:.3}, test accuracy {:.2} % on {} images; metrics in {}",
-        kind.name(), summary.steps, summary.images, summary.secs, summary.train_loss, 100.0 * summary.test_accuracy, test.len(), a.out.join("metrics.jsonl").display()
+        kind.name(),
+        summary.steps,
+        summary.images,
+        summary.secs,
+        summary.train_loss,
+        100.0 * summary.test_accuracy,
+        test.len(),
+        a.out.join("metrics.jsonl").display()
     );
     if a.json {
         println!(

@@ -28,7 +28,11 @@ pub fn batch(images: &[&[u8]], augment: Option<(u64, u64)>) -> SecretTensor {
     let o = out.expose_mut();
     for (i, img) in images.iter().enumerate() {
         let (dy, dx, flip) = match augment {
-            Some(_) => ((draws[3 * i] % 9) as isize - PAD as isize, (draws[3 * i + 1] % 9) as isize - PAD as isize, draws[3 * i + 2] & 1 == 1),
+            Some(_) => (
+                (draws[3 * i] % 9) as isize - PAD as isize,
+                (draws[3 * i + 1] % 9) as isize - PAD as isize,
+                draws[3 * i + 2] & 1 == 1,
+            ),
             None => (0, 0, false),
         };
         for ch in 0..3 {
@@ -37,8 +41,12 @@ pub fn batch(images: &[&[u8]], augment: Option<(u64, u64)>) -> SecretTensor {
                 for x in 0..SIDE {
                     let xs = if flip { SIDE - 1 - x } else { x };
                     let (sy, sx) = (y as isize + dy, xs as isize + dx);
-                    let v = if (0..SIDE as isize).contains(&sy) && (0..SIDE as isize).contains(&sx) {
-                        (f32::from(img[ch * SIDE * SIDE + sy as usize * SIDE + sx as usize]) / 255.0 - MEAN[ch]) / STD[ch]
+                    let v = if (0..SIDE as isize).contains(&sy) && (0..SIDE as isize).contains(&sx)
+                    {
+                        (f32::from(img[ch * SIDE * SIDE + sy as usize * SIDE + sx as usize])
+                            / 255.0
+                            - MEAN[ch])
+                            / STD[ch]
                     } else {
                         zero
                     };

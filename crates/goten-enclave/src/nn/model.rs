@@ -15,7 +15,8 @@ use crate::SecretTensor;
 /// The built-in models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelKind {
-    /// Two conv-BN-ReLU-pool blocks and one fc layer: quick runs and tests.
+    /// Three conv-BN-ReLU-pool blocks (16, 32, 32 channels) and one fc layer over 512
+    /// features: quick runs and tests.
     Small,
     /// VGG-11 with batch norm for 32x32 inputs (PROTOCOL.md section 5).
     Vgg11,
@@ -45,6 +46,10 @@ impl ModelKind {
         match self {
             ModelKind::Small => b
                 .conv(16)
+                .bn()
+                .relu()
+                .pool()
+                .conv(32)
                 .bn()
                 .relu()
                 .pool()

@@ -1,0 +1,118 @@
+//! One training step in goten mode against plain mode from identical weights and batch.
+//!
+//! What is bounded: each outsourced product is within the per-op quantization bound
+//! (`fidelity.rs`, DESIGN.md section 8). Through a whole backward pass the weight gradients
+//! also differ because forward quantization flips some ReLU signs and max-pool choices, which
+//! reroutes gradient; that part has no useful closed-form bound, so this test pins measured
+//! behaviour: at 8 bits the last layer's gradient (one quantized product away from the loss)
+//! is within 20 % and every layer within 80 % (a wrong protocol gives errors of 100 % or more);
+//! and the errors are quantization errors: at 12 bits every layer's error at least halves and the
+//! last layer's falls below 2 %. Measured at this fixed seed: 8 bits 0.11-0.45, last layer
+//! 0.11; 12 bits 0.035-0.10, last layer 0.0065.
+
+mod common;
+
+use common::{devices, mesh};
+use goten_enclave::SecretTensor;
+use goten_enclave::nn::init::normal;
+use goten_enclave::nn::layers::Layer;
+use goten_enclave::nn::loss::cross_entropy;
+use goten_enclave::nn::{FloatBackend, LinearBackend, Model, ModelKind, ProtocolBackend};
+use goten_enclave::quant::QuantConfig;
+use goten_field::Ring;
+use goten_party::{ClusterConfig, Trusts, run_local};
+
+fn grads(
+    m: &mut Model,
+    be: &mut dyn LinearBackend,
+    x: &SecretTensor,
+    labels: &[u8],
+) -> Vec<Vec<f32>> {
+    let logits = m.forward(x.clone(), true, be).unwrap();
+    let (_, _, d) = cross_entropy(&logits, labels).unwrap();
+    m.backward(d, be).unwrap();
+    m.layers_mut()
+        .iter_mut()
+        .filter(|l| {
+            matches!(
+                l,
+                Layer::Conv { .. } | Layer::Dense { .. } | Layer::BatchNorm { .. }
+            )
+        })
+        .flat_map(|l| {
+            l.params_mut()
+                .into_iter()
+                .map(|p| p.grad.expose().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Relative L2 error of goten-mode gradients against plain, per parameter, at `bits`.
+fn errors(bits: u32, x: &SecretTensor, labels: &[u8], plain: &[Vec<f32>]) -> Vec<f64> {
+    let mut cfg = ClusterConfig::default();
+    cfg.enclave.quant = QuantConfig {
+        bits,
+        ..QuantConfig::default()
+    };
+    cfg.enclave.ring = Ring::new(if bits > 8 { 26 } else { 21 }).unwrap();
+    let out = run_local(
+        &cfg,
+        &Trusts::danger_deterministic(1),
+        devices(),
+        mesh(),
+        &|p| {
+            let mut m = ModelKind::Small.build(7, 10).unwrap();
+            let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
+            Ok(grads(&mut m, &mut be, x, labels))
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        out.results.0, out.results.1,
+        "E0 and E1 compute identical gradients"
+    );
+    let secure = out.results.0;
+    assert_eq!(secure.len(), plain.len());
+    let errs: Vec<f64> = secure
+        .iter()
+        .zip(plain)
+        .map(|(g, p)| {
+            let diff: f64 = g
+                .iter()
+                .zip(p)
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let norm: f64 = p.iter().map(|&b| f64::from(b).powi(2)).sum::<f64>().sqrt();
+            diff / norm.max(1e-12)
+        })
+        .collect();
+    eprintln!("{bits} bits: relative gradient errors per parameter: {errs:.4?}");
+    errs
+}
+
+#[test]
+fn goten_gradients_match_plain_up_to_quantization() {
+    let mut x = SecretTensor::zeros(&[8, 3, 32, 32]);
+    normal(5, 0, x.expose_mut(), 1.0);
+    let labels: Vec<u8> = (0..8).map(|i| (i * 3 % 10) as u8).collect();
+    let plain = grads(
+        &mut ModelKind::Small.build(7, 10).unwrap(),
+        &mut FloatBackend::new(1),
+        &x,
+        &labels,
+    );
+    let e8 = errors(8, &x, &labels, &plain);
+    let e12 = errors(12, &x, &labels, &plain);
+    let last = e8.len() - 1;
+    assert!(e8[last] < 0.2, "last layer at 8 bits: {}", e8[last]);
+    assert!(e8.iter().all(|&e| e < 0.8), "8 bits: {e8:?}");
+    assert!(e12[last] < 0.02, "last layer at 12 bits: {}", e12[last]);
+    for (i, (a, b)) in e8.iter().zip(&e12).enumerate() {
+        assert!(
+            *b < a / 2.0,
+            "parameter {i}: error {a} at 8 bits, {b} at 12 bits"
+        );
+    }
+}

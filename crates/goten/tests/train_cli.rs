@@ -1,0 +1,189 @@
+//! End-to-end tests of `goten train` through the real binary: help, errors with clear messages
+//! and non-zero exits, and short real runs in every mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn goten(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_goten"))
+        .args(args)
+        .env("CI", "1")
+        .output()
+        .expect("run goten")
+}
+
+fn shared_data() -> Option<PathBuf> {
+    let d =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar-10-batches-bin");
+    d.exists().then_some(d)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("goten-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn last_json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("last line is JSON")
+}
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn help_describes_the_options() {
+    let out = goten(&["train", "--help"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model",
+        "--data",
+        "--mode",
+        "--epochs",
+        "--steps",
+        "--batch",
+        "--lr",
+        "--seed",
+        "--eval-every",
+        "--out",
+        "--threads",
+        "--json",
+    ] {
+        assert!(s.contains(flag), "help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let out = goten(&["train", "--bogus"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--bogus"));
+    let out = goten(&["train", "--model", "resnet"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("unknown model \"resnet\"")
+    );
+    let out = goten(&["train", "--data", "/no/such/folder"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/no/such/folder") && err.contains("no such folder"),
+        "{err}"
+    );
+    // A truncated batch file is named with the offset of the broken record.
+    let d = tmp("corrupt");
+    std::fs::write(d.join("data_batch_1.bin"), vec![0u8; 3073 + 10]).unwrap();
+    std::fs::write(d.join("test_batch.bin"), vec![0u8; 3073]).unwrap();
+    let out = goten(&["train", "--data", d.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("data_batch_1.bin") && err.contains("offset 3073"),
+        "{err}"
+    );
+    let out = goten(&["train", "--epochs", "0"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to train")
+    );
+}
+
+fn quick_run(mode: &str, data: &[&str], name: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let dir = tmp(name);
+    let mut args = vec![
+        "train",
+        "--mode",
+        mode,
+        "--json",
+        "--test-limit",
+        "300",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(data);
+    let out = goten(&args);
+    assert!(
+        out.status.success(),
+        "{mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if mode == "goten" {
+        assert!(
+            stderr.contains("SIMULATION"),
+            "goten runs must say they are simulated"
+        );
+    }
+    let v = last_json(&out);
+    for f in [
+        "mode",
+        "model",
+        "steps",
+        "images",
+        "img_per_s",
+        "train_loss",
+        "test_accuracy",
+    ] {
+        assert!(v.get(f).is_some(), "missing {f} in {v}");
+    }
+    assert_eq!(v["mode"], mode);
+    (v, metrics(&dir))
+}
+
+fn loss_decreases(m: &[serde_json::Value]) {
+    let losses: Vec<f64> = m.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    let k = losses.len() / 4;
+    assert!(k >= 1, "too few steps");
+    let first: f64 = losses[..k].iter().sum::<f64>() / k as f64;
+    let last: f64 = losses[losses.len() - k..].iter().sum::<f64>() / k as f64;
+    assert!(last < first, "loss did not decrease: {first} -> {last}");
+    assert!(
+        m.iter().any(|v| v.get("test_accuracy").is_some()),
+        "an evaluation is recorded"
+    );
+}
+
+#[test]
+fn synthetic_runs_in_every_mode() {
+    for mode in ["plain", "enclave", "goten"] {
+        let (v, m) = quick_run(
+            mode,
+            &["--synthetic-train", "384", "--batch", "32"],
+            &format!("syn-{mode}"),
+        );
+        assert_eq!(v["synthetic_data"], true);
+        assert!(v["test_accuracy"].as_f64().unwrap() > 0.3, "{mode}: {v}");
+        loss_decreases(&m);
+    }
+}
+
+#[test]
+fn cifar_subset_runs_in_every_mode() {
+    let Some(d) = shared_data() else {
+        eprintln!("skipped: ../shared/data not present");
+        return;
+    };
+    for mode in ["plain", "enclave", "goten"] {
+        let (v, m) = quick_run(
+            mode,
+            &[
+                "--data",
+                d.to_str().unwrap(),
+                "--train-limit",
+                "512",
+                "--epochs",
+                "2",
+            ],
+            &format!("cifar-{mode}"),
+        );
+        assert_eq!(v["synthetic_data"], false);
+        assert_eq!(v["steps"], 32);
+        // Chance is 10 %; 300 test images put 18 % about 4.6 standard deviations above it.
+        assert!(v["test_accuracy"].as_f64().unwrap() > 0.18, "{mode}: {v}");
+        loss_decreases(&m);
+    }
+}

@@ -102,7 +102,7 @@ impl Dataset {
     }
 
     fn append_records(&mut self, path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-        if bytes.len() % RECORD_BYTES != 0 || bytes.is_empty() {
+        if !bytes.len().is_multiple_of(RECORD_BYTES) || bytes.is_empty() {
             return Err(DataError::Truncated {
                 path: path.into(),
                 len: bytes.len(),
@@ -182,8 +182,10 @@ pub fn synthetic(train: usize, test: usize, seed: u64) -> (Dataset, Dataset) {
                 for x in 0..32 {
                     let (fy, fx) = (f[0] * 0.4, f[1] * 0.4);
                     let v = 128.0
-                        + 25.0 * ((fy * y as f32 + fx * x as f32) + f[2] * 6.28).sin()
-                        + 12.0 * (f[3] * 6.28 + 0.2 * y as f32).cos();
+                        + 25.0
+                            * ((fy * y as f32 + fx * x as f32) + f[2] * std::f32::consts::TAU)
+                                .sin()
+                        + 12.0 * (f[3] * std::f32::consts::TAU + 0.2 * y as f32).cos();
                     templates[c * IMAGE_BYTES + ch * 1024 + y * 32 + x] = v;
                 }
             }

@@ -165,6 +165,56 @@ impl Enclave {
         Ok(())
     }
 
+    /// Seals a checkpoint of `model` and `progress` (with this job's secret) under the platform
+    /// sealing key.
+    pub fn seal_checkpoint(
+        &self,
+        model: &mut crate::nn::Model,
+        progress: crate::nn::checkpoint::Progress,
+        fingerprint: [u8; 32],
+        sealing_key: &goten_field::SecretKey,
+    ) -> Result<Vec<u8>, crate::nn::checkpoint::CheckpointError> {
+        let seeds = self
+            .seeds()
+            .map_err(|e| crate::nn::checkpoint::CheckpointError::Malformed(e.to_string()))?;
+        crate::nn::checkpoint::seal(
+            model,
+            progress,
+            fingerprint,
+            Some(seeds.job_secret()),
+            sealing_key,
+            self.role_label(),
+        )
+    }
+
+    /// Unseals this enclave's checkpoint and adopts its job secret.
+    pub fn unseal_checkpoint(
+        &mut self,
+        bytes: &[u8],
+        sealing_key: &goten_field::SecretKey,
+        fingerprint: [u8; 32],
+        (kind, seed, classes): (crate::nn::ModelKind, u64, usize),
+    ) -> Result<
+        (crate::nn::Model, crate::nn::checkpoint::Progress),
+        crate::nn::checkpoint::CheckpointError,
+    > {
+        use crate::nn::checkpoint::{CheckpointError, unseal};
+        let role = self.role_label();
+        let r = unseal(bytes, sealing_key, role, fingerprint, kind, seed, classes)?;
+        let secret = r.job_secret.ok_or_else(|| {
+            CheckpointError::Malformed("no job secret in an enclave checkpoint".into())
+        })?;
+        self.seeds
+            .as_mut()
+            .ok_or_else(|| CheckpointError::Malformed("keys are not established".into()))?
+            .set_job_secret(secret);
+        Ok((r.model, r.progress))
+    }
+
+    fn role_label(&self) -> &'static str {
+        if self.role == Role::S0 { "E0" } else { "E1" }
+    }
+
     fn seeds(&self) -> Result<&SeedBook, EnclaveError> {
         self.seeds.as_ref().ok_or(EnclaveError::State(
             "keys are not established: run the key exchange first",

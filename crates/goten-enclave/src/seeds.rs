@@ -69,17 +69,36 @@ pub fn dealer_stream(dealer_key: &SecretKey, purpose: DealerPurpose, op_id: u64)
 pub struct SeedBook {
     pair: SecretKey,
     dealer: SecretKey,
+    /// Keys the rounding noise: derived from the pair key at the start of a job and kept in
+    /// sealed checkpoints, so a resumed job (with fresh session keys) rounds exactly as before.
+    job: SecretKey,
 }
 
 impl SeedBook {
     /// A seed book from the session's pair key (E0/E1) and dealer key (E0/E1/S2).
     pub fn new(pair: SecretKey, dealer: SecretKey) -> Self {
-        SeedBook { pair, dealer }
+        let job = pair.derive(b"goten/job-secret");
+        SeedBook { pair, dealer, job }
+    }
+
+    /// The job secret (for sealing into checkpoints inside the enclave).
+    pub(crate) fn job_secret(&self) -> &SecretKey {
+        &self.job
+    }
+
+    /// Restores the job secret of a resumed job.
+    pub(crate) fn set_job_secret(&mut self, job: SecretKey) {
+        self.job = job;
     }
 
     /// The stream of a pair-only tensor of op `op_id`.
     pub fn pair(&self, purpose: PairPurpose, op_id: u64) -> Prg {
-        Prg::new(&self.pair, purpose.label(), op_id)
+        let key = if purpose == PairPurpose::RoundingNoise {
+            &self.job
+        } else {
+            &self.pair
+        };
+        Prg::new(key, purpose.label(), op_id)
     }
 
     /// The stream of a dealer tensor of op `op_id` (S2 derives the same from its copy).

@@ -7,7 +7,7 @@
 //! parties run as threads of this process and E0/E1 compare state digests at every evaluation.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,18 +15,20 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use goten_data::Dataset;
 use goten_device::{CpuDevice, Device};
+use goten_enclave::nn::checkpoint::{self, Progress};
 use goten_enclave::nn::model::StepStats;
 use goten_enclave::nn::optim::{Schedule, Sgd};
 use goten_enclave::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend, input};
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, Role, SecretTensor};
-use goten_field::Ring;
+use goten_field::{Ring, SecretKey};
 use goten_party::cluster::SIMULATION_NOTICE;
 use goten_party::{
     ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// Execution mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,6 +112,12 @@ pub struct TrainArgs {
     /// Print one JSON object with the results as the last stdout line.
     #[arg(long)]
     json: bool,
+    /// Continue from the sealed checkpoint in `--out` (same settings required).
+    #[arg(long)]
+    resume: bool,
+    /// Seal a checkpoint every N steps (0: at every evaluation); one is always sealed at the end.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
 }
 
 /// What a finished run reports.
@@ -131,11 +139,17 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn new(total: u64, out: &std::path::Path) -> Result<Self> {
+    fn new(total: u64, out: &std::path::Path, append: bool) -> Result<Self> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create output folder {}", out.display()))?;
         let path = out.join("metrics.jsonl");
-        let metrics = std::fs::File::create(&path)
+        // A resumed run appends: the metrics of the steps before the checkpoint stay.
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
         let bar = ProgressBar::with_draw_target(
@@ -201,6 +215,45 @@ trait Exec {
     fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
         Ok(())
     }
+    /// Seals the state (model and progress) to this executor's checkpoint file.
+    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError>;
+    /// The state of the checkpoint to resume from.
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError>;
+}
+
+/// Where checkpoints go and what they are bound to.
+struct Ckpt<'a> {
+    dir: &'a Path,
+    key: SecretKey,
+    fingerprint: [u8; 32],
+}
+
+fn ck_err(e: impl std::fmt::Display, path: &Path) -> PartyError {
+    PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
+        "checkpoint {}: {e}",
+        path.display()
+    )))
+}
+
+impl Ckpt<'_> {
+    fn path(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("checkpoint-{role}.sealed"))
+    }
+
+    /// Writes atomically: a crash mid-write leaves the previous checkpoint intact.
+    fn write(&self, role: &str, bytes: &[u8]) -> Result<(), PartyError> {
+        let path = self.path(role);
+        let tmp = path.with_extension("sealed.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ck_err(e, &path))
+    }
+
+    fn read(&self, role: &str) -> Result<Vec<u8>, PartyError> {
+        let path = self.path(role);
+        std::fs::read(&path)
+            .map_err(|e| ck_err(format!("cannot read ({e}); nothing to resume"), &path))
+    }
 }
 
 fn nn(e: NnError) -> PartyError {
@@ -213,6 +266,25 @@ fn nn(e: NnError) -> PartyError {
 struct FloatExec(FloatBackend, Sgd);
 
 impl Exec for FloatExec {
+    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError> {
+        let bytes = checkpoint::seal(m, p, ck.fingerprint, None, &ck.key, "enclave")
+            .map_err(|e| ck_err(e, &ck.path("enclave")))?;
+        ck.write("enclave", &bytes)
+    }
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
+        let bytes = ck.read("enclave")?;
+        let r = checkpoint::unseal(
+            &bytes,
+            &ck.key,
+            "enclave",
+            ck.fingerprint,
+            job.kind,
+            job.args.seed,
+            goten_data::CLASSES,
+        )
+        .map_err(|e| ck_err(e, &ck.path("enclave")))?;
+        Ok((r.model, r.progress))
+    }
     fn step(
         &mut self,
         m: &mut Model,
@@ -239,7 +311,48 @@ struct PartyExec<'a> {
     sgd: Sgd,
 }
 
+impl PartyExec<'_> {
+    fn role(&self) -> &'static str {
+        if self.party.role() == Role::S0 {
+            "e0"
+        } else {
+            "e1"
+        }
+    }
+}
+
 impl Exec for PartyExec<'_> {
+    fn checkpoint(
+        &mut self,
+        m: &mut Model,
+        mut p: Progress,
+        ck: &Ckpt<'_>,
+    ) -> Result<(), PartyError> {
+        p.prg_step = self.counter;
+        let role = self.role();
+        let bytes = self
+            .party
+            .enclave
+            .seal_checkpoint(m, p, ck.fingerprint, &ck.key)
+            .map_err(|e| ck_err(e, &ck.path(role)))?;
+        ck.write(role, &bytes)
+    }
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
+        let role = self.role();
+        let bytes = ck.read(role)?;
+        let (m, p) = self
+            .party
+            .enclave
+            .unseal_checkpoint(
+                &bytes,
+                &ck.key,
+                ck.fingerprint,
+                (job.kind, job.args.seed, goten_data::CLASSES),
+            )
+            .map_err(|e| ck_err(e, &ck.path(role)))?;
+        self.counter = p.prg_step;
+        Ok((m, p))
+    }
     fn step(
         &mut self,
         m: &mut Model,
@@ -317,22 +430,47 @@ fn evaluate(exec: &mut dyn Exec, m: &mut Model, job: &Job<'_>) -> Result<(f32, f
 fn train_loop(
     exec: &mut dyn Exec,
     job: &Job<'_>,
+    ck: &Ckpt<'_>,
     reporter: Option<&Mutex<Reporter>>,
 ) -> Result<Summary, PartyError> {
     let a = job.args;
-    let mut model = job.kind.build(a.seed, goten_data::CLASSES).map_err(nn)?;
+    let (mut model, start_at) = if a.resume {
+        exec.restore(ck, job)?
+    } else {
+        (
+            job.kind.build(a.seed, goten_data::CLASSES).map_err(nn)?,
+            Progress::default(),
+        )
+    };
     let b = a.batch as usize;
-    let (mut step, mut images, mut last_loss) = (0u64, 0u64, f32::NAN);
-    let mut acc = f64::NAN;
+    let per_epoch = job.train.len().div_ceil(b) as u64;
+    let (mut step, mut images, mut last_loss) = (start_at.step, start_at.images, f32::NAN);
+    let first_images = images;
     let start = Instant::now();
     let report = |f: &mut dyn FnMut(&mut Reporter)| {
         if let Some(r) = reporter {
             f(&mut r.lock().expect("reporter lock"));
         }
     };
-    'epochs: for epoch in 0..a.epochs {
+    // The epoch of the next step, for the checkpoint.
+    let next_epoch = |step: u64| step / per_epoch;
+    let save = |exec: &mut dyn Exec, model: &mut Model, step: u64, images: u64| {
+        exec.checkpoint(
+            model,
+            Progress {
+                step,
+                epoch: next_epoch(step),
+                prg_step: 0,
+                images,
+            },
+            ck,
+        )
+    };
+    'epochs: for epoch in (start_at.epoch as usize)..a.epochs {
         let ord = order(job.train.len(), a.seed, epoch);
-        for chunk in ord.chunks(b) {
+        // On resume, skip the batches of this epoch that were already trained.
+        let done_here = step.saturating_sub(epoch as u64 * per_epoch) as usize;
+        for chunk in ord.chunks(b).skip(done_here) {
             if step >= job.total_steps {
                 break 'epochs;
             }
@@ -349,32 +487,92 @@ fn train_loop(
             images += chunk.len() as u64;
             last_loss = s.loss;
             report(&mut |r| r.step(step, epoch, lr, chunk.len(), &s));
-            if a.eval_every > 0 && step % a.eval_every == 0 && step < job.total_steps {
+            let more = step < job.total_steps;
+            if a.eval_every > 0 && step % a.eval_every == 0 && more {
                 let (l, ac) = evaluate(exec, &mut model, job)?;
                 exec.sync(step, &model)?;
-                acc = ac;
                 report(&mut |r| r.eval(step, epoch, l, ac));
+                if a.checkpoint_every == 0 {
+                    save(exec, &mut model, step, images)?;
+                }
+            }
+            if a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && more {
+                save(exec, &mut model, step, images)?;
             }
         }
         if a.eval_every == 0 && epoch + 1 < a.epochs && step < job.total_steps {
             let (l, ac) = evaluate(exec, &mut model, job)?;
             exec.sync(step, &model)?;
-            acc = ac;
             report(&mut |r| r.eval(step, epoch, l, ac));
+            if a.checkpoint_every == 0 {
+                save(exec, &mut model, step, images)?;
+            }
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    save(exec, &mut model, step, images)?;
     let (l, ac) = evaluate(exec, &mut model, job)?;
     exec.sync(step, &model)?;
-    let _ = acc;
     report(&mut |r| r.eval(step, a.epochs.saturating_sub(1), l, ac));
     Ok(Summary {
         steps: step,
-        images,
+        images: images - first_images,
         secs,
         train_loss: last_loss,
         test_accuracy: ac,
     })
+}
+
+/// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
+fn fingerprint(a: &TrainArgs, train: &Dataset, test: &Dataset) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let desc = format!(
+        "goten/job/v1|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
+        a.model,
+        a.mode,
+        a.epochs,
+        a.batch,
+        a.lr.to_bits(),
+        a.schedule,
+        a.step_epochs,
+        a.seed,
+        a.ring_bits,
+        a.quant_bits,
+        a.data
+    );
+    h.update(desc.as_bytes());
+    for d in [train, test] {
+        h.update((d.len() as u64).to_le_bytes());
+        h.update(&d.labels);
+        h.update(&d.images);
+    }
+    h.finalize().into()
+}
+
+/// The simulated platform's sealing key, kept in the output folder. On TEE hardware this is the
+/// enclave's sealing key, which never leaves the CPU; here, whoever can read the folder can read
+/// checkpoints, and the run says it is a simulation.
+fn platform_sealing_key(out: &Path) -> Result<SecretKey> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let path = out.join("simulated-platform-sealing.key");
+    if let Ok(b) = std::fs::read(&path) {
+        let arr: [u8; 32] = b
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is corrupt (expected 32 bytes)", path.display()))?;
+        return Ok(SecretKey::from_bytes(arr));
+    }
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no entropy: {e}"))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(&path)
+        .and_then(|mut f| f.write_all(&k))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(SecretKey::from_bytes(k))
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -420,7 +618,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
             every: a.step_epochs,
             gamma: 0.5,
         },
-        Sched::Cosine => Schedule::Cosine { total: total_steps },
+        // The planned length, not --steps: stopping early and resuming must see the same rates.
+        Sched::Cosine => Schedule::Cosine {
+            total: per_epoch * a.epochs as u64,
+        },
     };
     let job = Job {
         args: &a,
@@ -430,7 +631,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         schedule,
         total_steps,
     };
-    let reporter = Mutex::new(Reporter::new(total_steps, &a.out)?);
+    let reporter = Mutex::new(Reporter::new(total_steps, &a.out, a.resume)?);
+    let ck = Ckpt {
+        dir: &a.out,
+        key: platform_sealing_key(&a.out)?,
+        fingerprint: fingerprint(&a, &train, &test),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = match a.mode {
         Mode::Plain | Mode::Enclave => {
@@ -443,6 +649,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 train_loop(
                     &mut FloatExec(FloatBackend::new(threads), Sgd::default()),
                     &job,
+                    &ck,
                     Some(&reporter),
                 )
             })?
@@ -474,6 +681,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                         sgd: Sgd::default(),
                     },
                     &job,
+                    &ck,
                     rep,
                 )
             };

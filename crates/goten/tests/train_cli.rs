@@ -187,3 +187,94 @@ fn cifar_subset_runs_in_every_mode() {
         loss_decreases(&m);
     }
 }
+
+/// Per-step training losses of a metrics file, by step.
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    metrics(dir)
+        .iter()
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}
+
+fn train_in(dir: &Path, mode: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--mode",
+        mode,
+        "--synthetic-train",
+        "256",
+        "--test-limit",
+        "64",
+        "--batch",
+        "32",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    goten(&args)
+}
+
+#[test]
+fn resume_continues_exactly_and_refuses_tampering() {
+    // Plain mode: 4 steps + resume to 8 equals 8 steps straight.
+    let (a, b) = (tmp("resume-a"), tmp("resume-b"));
+    assert!(train_in(&a, "plain", &["--steps", "8"]).status.success());
+    assert!(train_in(&b, "plain", &["--steps", "4"]).status.success());
+    let out = train_in(&b, "plain", &["--steps", "8", "--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "resumed losses equal the uninterrupted run's"
+    );
+    // Goten mode: two resumes of one checkpoint (each a new session with fresh keys) agree
+    // bit for bit on every later step.
+    let (c, d) = (tmp("resume-c"), tmp("resume-d"));
+    assert!(train_in(&c, "goten", &["--steps", "3"]).status.success());
+    for f in std::fs::read_dir(&c).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+    }
+    for dir in [&c, &d] {
+        let out = train_in(dir, "goten", &["--steps", "6", "--resume"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (lc, ld) = (losses(&c), losses(&d));
+    assert_eq!(lc.len(), 6);
+    assert_eq!(lc, ld);
+    // A flipped byte in a sealed checkpoint stops the resume with a clear error.
+    let ck = c.join("checkpoint-e1.sealed");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&ck, bytes).unwrap();
+    let out = train_in(&c, "goten", &["--steps", "8", "--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("checkpoint-e1.sealed")
+            && err.contains("fails authentication"),
+        "{err}"
+    );
+    // Other settings than the checkpoint's are refused.
+    let out = train_in(&b, "plain", &["--steps", "9", "--resume", "--lr", "0.1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("different job"),
+        "{err}"
+    );
+    // Nothing to resume.
+    let e = tmp("resume-empty");
+    let out = train_in(&e, "plain", &["--resume"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to resume")
+    );
+}

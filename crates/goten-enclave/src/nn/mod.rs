@@ -7,6 +7,7 @@
 //! in a fixed order, so two enclaves given the same inputs stay bit-identical.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod init;
 pub mod input;
 pub mod layers;

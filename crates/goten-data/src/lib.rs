@@ -132,6 +132,19 @@ fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     })
 }
 
+/// Reads one file of CIFAR-10 binary records (e.g. `test_batch.bin`).
+pub fn load_cifar_file(path: &Path) -> Result<Dataset, DataError> {
+    if !path.is_file() {
+        return Err(DataError::Missing {
+            path: path.into(),
+            reason: "no such file".into(),
+        });
+    }
+    let mut d = Dataset::default();
+    d.append_records(path, &read(path)?)?;
+    Ok(d)
+}
+
 /// Reads a CIFAR-10 binary folder: every `data_batch_{1..5}.bin` present (at least one) for
 /// training, and `test_batch.bin` for testing.
 pub fn load_cifar_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {

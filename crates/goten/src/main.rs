@@ -6,6 +6,8 @@
 
 mod bench;
 mod bench_op;
+mod model_io;
+mod predict;
 mod shapes;
 mod train;
 
@@ -24,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Classify images from a CIFAR-format file with an exported model.
+    Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
     Train(train::TrainArgs),
     /// Measure goten's building blocks against plain floating point on this machine.
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what } => bench::run(what),
         Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

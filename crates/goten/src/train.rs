@@ -112,6 +112,9 @@ pub struct TrainArgs {
     /// Print one JSON object with the results as the last stdout line.
     #[arg(long)]
     json: bool,
+    /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
+    #[arg(long)]
+    export: Option<PathBuf>,
     /// Continue from the sealed checkpoint in `--out` (same settings required).
     #[arg(long)]
     resume: bool,
@@ -514,6 +517,9 @@ fn train_loop(
     let (l, ac) = evaluate(exec, &mut model, job)?;
     exec.sync(step, &model)?;
     report(&mut |r| r.eval(step, a.epochs.saturating_sub(1), l, ac));
+    if let (Some(path), Some(_)) = (&a.export, reporter) {
+        crate::model_io::write(&model, step, path).map_err(|e| ck_err(format!("{e:#}"), path))?;
+    }
     Ok(Summary {
         steps: step,
         images: images - first_images,

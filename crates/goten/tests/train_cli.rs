@@ -278,3 +278,95 @@ fn resume_continues_exactly_and_refuses_tampering() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to resume")
     );
 }
+
+#[test]
+fn exported_model_predicts_like_the_trained_one() {
+    let Some(d) = shared_data() else {
+        eprintln!("skipped: ../shared/data not present");
+        return;
+    };
+    let dir = tmp("export");
+    let model = dir.join("model.safetensors");
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--json",
+        "--data",
+        d.to_str().unwrap(),
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "200",
+        "--out",
+        dir.to_str().unwrap(),
+        "--export",
+        model.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = last_json(&out)["test_accuracy"].as_f64().unwrap();
+    let test_file = d.join("test_batch.bin");
+    let out = goten(&[
+        "predict",
+        "--weights",
+        model.to_str().unwrap(),
+        "--data",
+        test_file.to_str().unwrap(),
+        "--limit",
+        "200",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(v["images"], 200);
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 200);
+    // Plain-mode evaluation and prediction run the same float32 code on the same images.
+    assert_eq!(v["accuracy"].as_f64().unwrap(), trained);
+    // The file names its tensors as torchvision does.
+    let bytes = std::fs::read(&model).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(
+        header["features.0.weight"]["shape"],
+        serde_json::json!([16, 3, 3, 3])
+    );
+    assert_eq!(header["features.1.running_var"]["dtype"], "F32");
+    assert_eq!(
+        header["classifier.0.weight"]["shape"],
+        serde_json::json!([10, 512])
+    );
+    // Errors: a missing file, and weights of another architecture.
+    let out = goten(&[
+        "predict",
+        "--weights",
+        "/no/model.safetensors",
+        "--data",
+        test_file.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("/no/model.safetensors")
+    );
+    let out = goten(&[
+        "predict",
+        "--model",
+        "vgg11",
+        "--weights",
+        model.to_str().unwrap(),
+        "--data",
+        test_file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not fit the vgg11 model"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod export;
 pub mod init;
 pub mod input;
 pub mod layers;

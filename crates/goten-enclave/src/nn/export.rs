@@ -1,0 +1,200 @@
+//! Model export for the model owner: PyTorch-compatible names and layouts.
+//!
+//! Where it sits: at the end of training, inside the enclave, the trained weights are listed
+//! under torchvision's `vgg11_bn` names: layers before the flatten are `features.{i}` with `i`
+//! the layer's index (conv, BN, ReLU and pool layers are numbered in the same sequence as
+//! torchvision's feature list), fc layers after it are `classifier.{j}` with `j` counted from
+//! the flatten (0, 2, 4 for VGG-11's three fc layers, ReLUs in between). Conv weights are
+//! `[out, in, kh, kw]`, fc weights `[out, in]`, BN tensors `weight`, `bias`, `running_mean`,
+//! `running_var` (and `num_batches_tracked`, written by the caller). All float32, no biases.
+//! [`import`] is the inverse, for `goten predict`.
+
+use super::NnError;
+use super::layers::Layer;
+use super::model::Model;
+
+/// One exported tensor.
+pub struct Named {
+    /// PyTorch state-dict name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+fn prefix(model: &Model, index: usize) -> String {
+    let flat = model
+        .layers()
+        .iter()
+        .position(|l| matches!(l, Layer::Flatten { .. }))
+        .unwrap_or(usize::MAX);
+    match index.cmp(&flat) {
+        std::cmp::Ordering::Less => format!("features.{index}"),
+        std::cmp::Ordering::Equal => "flatten".into(),
+        std::cmp::Ordering::Greater => format!("classifier.{}", index - flat - 1),
+    }
+}
+
+/// The model's weights and statistics under PyTorch names.
+pub fn export(model: &Model) -> Vec<Named> {
+    let mut out = Vec::new();
+    for (i, l) in model.layers().iter().enumerate() {
+        let p = prefix(model, i);
+        match l {
+            Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
+                out.push(Named {
+                    name: format!("{p}.weight"),
+                    shape: w.value.shape().to_vec(),
+                    data: w.value.expose().to_vec(),
+                });
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                ..
+            } => {
+                let c = running_mean.len();
+                out.push(Named {
+                    name: format!("{p}.weight"),
+                    shape: vec![c],
+                    data: gamma.value.expose().to_vec(),
+                });
+                out.push(Named {
+                    name: format!("{p}.bias"),
+                    shape: vec![c],
+                    data: beta.value.expose().to_vec(),
+                });
+                out.push(Named {
+                    name: format!("{p}.running_mean"),
+                    shape: vec![c],
+                    data: running_mean.clone(),
+                });
+                out.push(Named {
+                    name: format!("{p}.running_var"),
+                    shape: vec![c],
+                    data: running_var.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Names of the batch-norm layers (for `num_batches_tracked`).
+pub fn batchnorm_prefixes(model: &Model) -> Vec<String> {
+    model
+        .layers()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l, Layer::BatchNorm { .. }))
+        .map(|(i, _)| prefix(model, i))
+        .collect()
+}
+
+/// Loads weights by name into `model`; every expected tensor must be present with its shape.
+pub fn import(
+    model: &mut Model,
+    get: &dyn Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>,
+) -> Result<(), NnError> {
+    let names: Vec<String> = (0..model.layers().len())
+        .map(|i| prefix(model, i))
+        .collect();
+    for (l, p) in model.layers_mut().iter_mut().zip(names) {
+        let fetch = |suffix: &str, dst: &mut [f32], shape: &[usize]| -> Result<(), NnError> {
+            let name = format!("{p}.{suffix}");
+            let (s, d) =
+                get(&name).ok_or_else(|| NnError::Numeric(format!("weights file lacks {name}")))?;
+            if s != shape || d.len() != dst.len() {
+                return Err(NnError::Numeric(format!(
+                    "{name} has shape {s:?}, the model needs {shape:?}"
+                )));
+            }
+            dst.copy_from_slice(&d);
+            Ok(())
+        };
+        match l {
+            Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
+                let shape = w.value.shape().to_vec();
+                fetch("weight", w.value.expose_mut(), &shape)?;
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                ..
+            } => {
+                let c = [running_mean.len()];
+                fetch("weight", gamma.value.expose_mut(), &c)?;
+                fetch("bias", beta.value.expose_mut(), &c)?;
+                fetch("running_mean", running_mean, &c)?;
+                fetch("running_var", running_var, &c)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ModelKind;
+
+    #[test]
+    fn vgg11_names_follow_torchvision() {
+        let m = ModelKind::Vgg11.build(1, 10).unwrap();
+        let names: Vec<String> = export(&m).into_iter().map(|n| n.name).collect();
+        for want in [
+            "features.0.weight",
+            "features.1.running_var",
+            "features.4.weight",
+            "features.25.weight",
+            "features.26.bias",
+            "classifier.0.weight",
+            "classifier.2.weight",
+            "classifier.4.weight",
+        ] {
+            assert!(names.iter().any(|n| n == want), "missing {want}");
+        }
+        // 8 convs + 8 BN x 4 + 3 fc.
+        assert_eq!(names.len(), 8 + 32 + 3);
+        let fc = export(&m)
+            .into_iter()
+            .find(|n| n.name == "classifier.4.weight")
+            .unwrap();
+        assert_eq!(fc.shape, vec![10, 512]);
+        assert_eq!(batchnorm_prefixes(&m)[0], "features.1");
+    }
+
+    #[test]
+    fn import_round_trips_and_checks_shapes() {
+        let a = ModelKind::Small.build(1, 10).unwrap();
+        let mut b = ModelKind::Small.build(2, 10).unwrap();
+        let ex = export(&a);
+        let get = |n: &str| {
+            ex.iter()
+                .find(|t| t.name == n)
+                .map(|t| (t.shape.clone(), t.data.clone()))
+        };
+        import(&mut b, &get).unwrap();
+        assert_eq!(a.state_digest(), b.state_digest());
+        let bad = |n: &str| {
+            if n == "classifier.0.weight" {
+                Some((vec![1], vec![0.0]))
+            } else {
+                get(n)
+            }
+        };
+        assert!(
+            import(&mut b, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("classifier.0.weight has shape")
+        );
+    }
+}

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_op;
+mod exec;
 mod model_io;
 mod predict;
 mod shapes;

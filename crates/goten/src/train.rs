@@ -7,28 +7,30 @@
 //! parties run as threads of this process and E0/E1 compare state digests at every evaluation.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::exec::{
+    Ckpt, Exec, FloatExec, PartyExec, ck_err, fingerprint, nn, platform_sealing_key,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use goten_data::Dataset;
 use goten_device::{CpuDevice, Device};
-use goten_enclave::nn::checkpoint::{self, Progress};
+use goten_enclave::nn::checkpoint::Progress;
 use goten_enclave::nn::model::StepStats;
 use goten_enclave::nn::optim::{Schedule, Sgd};
-use goten_enclave::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend, input};
+use goten_enclave::nn::{FloatBackend, Model, ModelKind, input};
 use goten_enclave::quant::QuantConfig;
-use goten_enclave::{EnclaveConfig, Role, SecretTensor};
-use goten_field::{Ring, SecretKey};
+use goten_enclave::{EnclaveConfig, Role};
+use goten_field::Ring;
 use goten_party::cluster::SIMULATION_NOTICE;
 use goten_party::{
     ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// Execution mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,70 +59,70 @@ pub enum Sched {
 pub struct TrainArgs {
     /// Model: `small` (two conv blocks, quick) or `vgg11` (VGG-11-BN).
     #[arg(long, default_value = "small")]
-    model: String,
+    pub(crate) model: String,
     /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.
     #[arg(long, default_value = "synthetic")]
-    data: String,
+    pub(crate) data: String,
     /// Execution mode.
     #[arg(long, value_enum, default_value_t = Mode::Goten)]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Passes over the training set.
     #[arg(long, default_value_t = 1)]
-    epochs: usize,
+    pub(crate) epochs: usize,
     /// Stop after this many steps (default: all steps of all epochs).
     #[arg(long)]
-    steps: Option<u64>,
+    pub(crate) steps: Option<u64>,
     /// Batch size.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    batch: u32,
+    pub(crate) batch: u32,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.02)]
-    lr: f32,
+    pub(crate) lr: f32,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value_t = Sched::Cosine)]
-    schedule: Sched,
+    pub(crate) schedule: Sched,
     /// Epochs between halvings for `--schedule step`.
     #[arg(long, default_value_t = 30)]
-    step_epochs: usize,
+    pub(crate) step_epochs: usize,
     /// Seed of weights, data order and augmentation (and of the synthetic data).
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Evaluate every N steps (0: at the end of each epoch).
     #[arg(long, default_value_t = 0)]
-    eval_every: u64,
+    pub(crate) eval_every: u64,
     /// Use at most this many training images.
     #[arg(long)]
-    train_limit: Option<usize>,
+    pub(crate) train_limit: Option<usize>,
     /// Use at most this many test images.
     #[arg(long, default_value_t = 1000)]
-    test_limit: usize,
+    pub(crate) test_limit: usize,
     /// Images of the synthetic training set.
     #[arg(long, default_value_t = 1024)]
-    synthetic_train: usize,
+    pub(crate) synthetic_train: usize,
     /// Folder for metrics.jsonl (created if needed).
     #[arg(long, default_value = "goten-run")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// CPU threads for float products and for each party's device (0: automatic).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Width k of the share ring Z_2^k (goten mode).
     #[arg(long, default_value_t = Ring::DEFAULT_BITS)]
-    ring_bits: u32,
+    pub(crate) ring_bits: u32,
     /// Quantization width in bits (goten mode).
     #[arg(long, default_value_t = 8)]
-    quant_bits: u32,
+    pub(crate) quant_bits: u32,
     /// Print one JSON object with the results as the last stdout line.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
     #[arg(long)]
-    export: Option<PathBuf>,
+    pub(crate) export: Option<PathBuf>,
     /// Continue from the sealed checkpoint in `--out` (same settings required).
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// Seal a checkpoint every N steps (0: at every evaluation); one is always sealed at the end.
     #[arg(long, default_value_t = 0)]
-    checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
 }
 
 /// What a finished run reports.
@@ -200,197 +202,13 @@ impl Reporter {
     }
 }
 
-/// How one mode runs a step; the loop is shared by all modes.
-trait Exec {
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError>;
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError>;
-    fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
-        Ok(())
-    }
-    /// Seals the state (model and progress) to this executor's checkpoint file.
-    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError>;
-    /// The state of the checkpoint to resume from.
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError>;
-}
-
-/// Where checkpoints go and what they are bound to.
-struct Ckpt<'a> {
-    dir: &'a Path,
-    key: SecretKey,
-    fingerprint: [u8; 32],
-}
-
-fn ck_err(e: impl std::fmt::Display, path: &Path) -> PartyError {
-    PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
-        "checkpoint {}: {e}",
-        path.display()
-    )))
-}
-
-impl Ckpt<'_> {
-    fn path(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("checkpoint-{role}.sealed"))
-    }
-
-    /// Writes atomically: a crash mid-write leaves the previous checkpoint intact.
-    fn write(&self, role: &str, bytes: &[u8]) -> Result<(), PartyError> {
-        let path = self.path(role);
-        let tmp = path.with_extension("sealed.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| ck_err(e, &path))
-    }
-
-    fn read(&self, role: &str) -> Result<Vec<u8>, PartyError> {
-        let path = self.path(role);
-        std::fs::read(&path)
-            .map_err(|e| ck_err(format!("cannot read ({e}); nothing to resume"), &path))
-    }
-}
-
-fn nn(e: NnError) -> PartyError {
-    match e {
-        NnError::Enclave(e) => PartyError::Enclave(e),
-        other => PartyError::Enclave(goten_enclave::EnclaveError::Config(other.to_string())),
-    }
-}
-
-struct FloatExec(FloatBackend, Sgd);
-
-impl Exec for FloatExec {
-    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError> {
-        let bytes = checkpoint::seal(m, p, ck.fingerprint, None, &ck.key, "enclave")
-            .map_err(|e| ck_err(e, &ck.path("enclave")))?;
-        ck.write("enclave", &bytes)
-    }
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
-        let bytes = ck.read("enclave")?;
-        let r = checkpoint::unseal(
-            &bytes,
-            &ck.key,
-            "enclave",
-            ck.fingerprint,
-            job.kind,
-            job.args.seed,
-            goten_data::CLASSES,
-        )
-        .map_err(|e| ck_err(e, &ck.path("enclave")))?;
-        Ok((r.model, r.progress))
-    }
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError> {
-        m.train_step(&mut self.0, x, labels, &self.1, lr)
-            .map_err(nn)
-    }
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError> {
-        m.evaluate(&mut self.0, x, labels).map_err(nn)
-    }
-}
-
-struct PartyExec<'a> {
-    party: &'a mut Party,
-    counter: u64,
-    sgd: Sgd,
-}
-
-impl PartyExec<'_> {
-    fn role(&self) -> &'static str {
-        if self.party.role() == Role::S0 {
-            "e0"
-        } else {
-            "e1"
-        }
-    }
-}
-
-impl Exec for PartyExec<'_> {
-    fn checkpoint(
-        &mut self,
-        m: &mut Model,
-        mut p: Progress,
-        ck: &Ckpt<'_>,
-    ) -> Result<(), PartyError> {
-        p.prg_step = self.counter;
-        let role = self.role();
-        let bytes = self
-            .party
-            .enclave
-            .seal_checkpoint(m, p, ck.fingerprint, &ck.key)
-            .map_err(|e| ck_err(e, &ck.path(role)))?;
-        ck.write(role, &bytes)
-    }
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
-        let role = self.role();
-        let bytes = ck.read(role)?;
-        let (m, p) = self
-            .party
-            .enclave
-            .unseal_checkpoint(
-                &bytes,
-                &ck.key,
-                ck.fingerprint,
-                (job.kind, job.args.seed, goten_data::CLASSES),
-            )
-            .map_err(|e| ck_err(e, &ck.path(role)))?;
-        self.counter = p.prg_step;
-        Ok((m, p))
-    }
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError> {
-        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
-        let r = m.train_step(&mut be, x, labels, &self.sgd, lr).map_err(nn);
-        self.counter = be.step();
-        r
-    }
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError> {
-        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
-        let r = m.evaluate(&mut be, x, labels).map_err(nn);
-        self.counter = be.step();
-        r
-    }
-    fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
-        self.party.compare_state(step, m.state_digest())
-    }
-}
-
-struct Job<'a> {
-    args: &'a TrainArgs,
-    kind: ModelKind,
-    train: &'a Dataset,
-    test: &'a Dataset,
-    schedule: Schedule,
-    total_steps: u64,
+pub(crate) struct Job<'a> {
+    pub(crate) args: &'a TrainArgs,
+    pub(crate) kind: ModelKind,
+    pub(crate) train: &'a Dataset,
+    pub(crate) test: &'a Dataset,
+    pub(crate) schedule: Schedule,
+    pub(crate) total_steps: u64,
 }
 
 /// A permutation of 0..n for `epoch`, from the seed.
@@ -527,58 +345,6 @@ fn train_loop(
         train_loss: last_loss,
         test_accuracy: ac,
     })
-}
-
-/// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
-fn fingerprint(a: &TrainArgs, train: &Dataset, test: &Dataset) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let desc = format!(
-        "goten/job/v1|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
-        a.model,
-        a.mode,
-        a.epochs,
-        a.batch,
-        a.lr.to_bits(),
-        a.schedule,
-        a.step_epochs,
-        a.seed,
-        a.ring_bits,
-        a.quant_bits,
-        a.data
-    );
-    h.update(desc.as_bytes());
-    for d in [train, test] {
-        h.update((d.len() as u64).to_le_bytes());
-        h.update(&d.labels);
-        h.update(&d.images);
-    }
-    h.finalize().into()
-}
-
-/// The simulated platform's sealing key, kept in the output folder. On TEE hardware this is the
-/// enclave's sealing key, which never leaves the CPU; here, whoever can read the folder can read
-/// checkpoints, and the run says it is a simulation.
-fn platform_sealing_key(out: &Path) -> Result<SecretKey> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let path = out.join("simulated-platform-sealing.key");
-    if let Ok(b) = std::fs::read(&path) {
-        let arr: [u8; 32] = b
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{} is corrupt (expected 32 bytes)", path.display()))?;
-        return Ok(SecretKey::from_bytes(arr));
-    }
-    let mut k = [0u8; 32];
-    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no entropy: {e}"))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(&path)
-        .and_then(|mut f| f.write_all(&k))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(SecretKey::from_bytes(k))
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {

@@ -99,10 +99,7 @@ pub fn batchnorm_prefixes(model: &Model) -> Vec<String> {
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>;
 
 /// Loads weights by name into `model`; every expected tensor must be present with its shape.
-pub fn import(
-    model: &mut Model,
-    get: Lookup<'_>,
-) -> Result<(), NnError> {
+pub fn import(model: &mut Model, get: Lookup<'_>) -> Result<(), NnError> {
     let names: Vec<String> = (0..model.layers().len())
         .map(|i| prefix(model, i))
         .collect();

@@ -1,0 +1,258 @@
+//! How each mode runs a training step, and the sealed checkpoints behind `--resume`.
+//!
+//! Where it sits: between the shared training loop (`train.rs`) and the enclave code. Plain and
+//! enclave modes run float32 products in this process ([`FloatExec`]); goten mode drives the
+//! enclave and its host ([`PartyExec`]). Checkpoints are sealed inside the enclave code and
+//! written atomically, so a crash never destroys the last good one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use goten_data::Dataset;
+use goten_enclave::nn::checkpoint::{self, Progress};
+use goten_enclave::nn::model::StepStats;
+use goten_enclave::nn::optim::Sgd;
+use goten_enclave::nn::{FloatBackend, Model, NnError, ProtocolBackend};
+use goten_enclave::{Role, SecretTensor};
+use goten_field::SecretKey;
+use goten_party::{Party, PartyError};
+use sha2::{Digest, Sha256};
+
+use crate::train::{Job, TrainArgs};
+
+/// How one mode runs a step; the loop is shared by all modes.
+pub(crate) trait Exec {
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError>;
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError>;
+    fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
+        Ok(())
+    }
+    /// Seals the state (model and progress) to this executor's checkpoint file.
+    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError>;
+    /// The state of the checkpoint to resume from.
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError>;
+}
+
+/// Where checkpoints go and what they are bound to.
+pub(crate) struct Ckpt<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) key: SecretKey,
+    pub(crate) fingerprint: [u8; 32],
+}
+
+pub(crate) fn ck_err(e: impl std::fmt::Display, path: &Path) -> PartyError {
+    PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
+        "checkpoint {}: {e}",
+        path.display()
+    )))
+}
+
+impl Ckpt<'_> {
+    fn path(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("checkpoint-{role}.sealed"))
+    }
+
+    /// Writes atomically: a crash mid-write leaves the previous checkpoint intact.
+    fn write(&self, role: &str, bytes: &[u8]) -> Result<(), PartyError> {
+        let path = self.path(role);
+        let tmp = path.with_extension("sealed.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ck_err(e, &path))
+    }
+
+    fn read(&self, role: &str) -> Result<Vec<u8>, PartyError> {
+        let path = self.path(role);
+        std::fs::read(&path)
+            .map_err(|e| ck_err(format!("cannot read ({e}); nothing to resume"), &path))
+    }
+}
+
+pub(crate) fn nn(e: NnError) -> PartyError {
+    match e {
+        NnError::Enclave(e) => PartyError::Enclave(e),
+        other => PartyError::Enclave(goten_enclave::EnclaveError::Config(other.to_string())),
+    }
+}
+
+pub(crate) struct FloatExec(pub(crate) FloatBackend, pub(crate) Sgd);
+
+impl Exec for FloatExec {
+    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError> {
+        let bytes = checkpoint::seal(m, p, ck.fingerprint, None, &ck.key, "enclave")
+            .map_err(|e| ck_err(e, &ck.path("enclave")))?;
+        ck.write("enclave", &bytes)
+    }
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
+        let bytes = ck.read("enclave")?;
+        let r = checkpoint::unseal(
+            &bytes,
+            &ck.key,
+            "enclave",
+            ck.fingerprint,
+            job.kind,
+            job.args.seed,
+            goten_data::CLASSES,
+        )
+        .map_err(|e| ck_err(e, &ck.path("enclave")))?;
+        Ok((r.model, r.progress))
+    }
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError> {
+        m.train_step(&mut self.0, x, labels, &self.1, lr)
+            .map_err(nn)
+    }
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError> {
+        m.evaluate(&mut self.0, x, labels).map_err(nn)
+    }
+}
+
+pub(crate) struct PartyExec<'a> {
+    pub(crate) party: &'a mut Party,
+    pub(crate) counter: u64,
+    pub(crate) sgd: Sgd,
+}
+
+impl PartyExec<'_> {
+    fn role(&self) -> &'static str {
+        if self.party.role() == Role::S0 {
+            "e0"
+        } else {
+            "e1"
+        }
+    }
+}
+
+impl Exec for PartyExec<'_> {
+    fn checkpoint(
+        &mut self,
+        m: &mut Model,
+        mut p: Progress,
+        ck: &Ckpt<'_>,
+    ) -> Result<(), PartyError> {
+        p.prg_step = self.counter;
+        let role = self.role();
+        let bytes = self
+            .party
+            .enclave
+            .seal_checkpoint(m, p, ck.fingerprint, &ck.key)
+            .map_err(|e| ck_err(e, &ck.path(role)))?;
+        ck.write(role, &bytes)
+    }
+    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
+        let role = self.role();
+        let bytes = ck.read(role)?;
+        let (m, p) = self
+            .party
+            .enclave
+            .unseal_checkpoint(
+                &bytes,
+                &ck.key,
+                ck.fingerprint,
+                (job.kind, job.args.seed, goten_data::CLASSES),
+            )
+            .map_err(|e| ck_err(e, &ck.path(role)))?;
+        self.counter = p.prg_step;
+        Ok((m, p))
+    }
+    fn step(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+        lr: f32,
+    ) -> Result<StepStats, PartyError> {
+        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
+        let r = m.train_step(&mut be, x, labels, &self.sgd, lr).map_err(nn);
+        self.counter = be.step();
+        r
+    }
+    fn eval(
+        &mut self,
+        m: &mut Model,
+        x: SecretTensor,
+        labels: &[u8],
+    ) -> Result<(f32, usize), PartyError> {
+        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
+        let r = m.evaluate(&mut be, x, labels).map_err(nn);
+        self.counter = be.step();
+        r
+    }
+    fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
+        self.party.compare_state(step, m.state_digest())
+    }
+}
+
+/// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
+pub(crate) fn fingerprint(a: &TrainArgs, train: &Dataset, test: &Dataset) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let desc = format!(
+        "goten/job/v1|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
+        a.model,
+        a.mode,
+        a.epochs,
+        a.batch,
+        a.lr.to_bits(),
+        a.schedule,
+        a.step_epochs,
+        a.seed,
+        a.ring_bits,
+        a.quant_bits,
+        a.data
+    );
+    h.update(desc.as_bytes());
+    for d in [train, test] {
+        h.update((d.len() as u64).to_le_bytes());
+        h.update(&d.labels);
+        h.update(&d.images);
+    }
+    h.finalize().into()
+}
+
+/// The simulated platform's sealing key, kept in the output folder. On TEE hardware this is the
+/// enclave's sealing key, which never leaves the CPU; here, whoever can read the folder can read
+/// checkpoints, and the run says it is a simulation.
+pub(crate) fn platform_sealing_key(out: &Path) -> Result<SecretKey> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let path = out.join("simulated-platform-sealing.key");
+    if let Ok(b) = std::fs::read(&path) {
+        let arr: [u8; 32] = b
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is corrupt (expected 32 bytes)", path.display()))?;
+        return Ok(SecretKey::from_bytes(arr));
+    }
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no entropy: {e}"))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(&path)
+        .and_then(|mut f| f.write_all(&k))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(SecretKey::from_bytes(k))
+}

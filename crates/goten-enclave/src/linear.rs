@@ -103,6 +103,11 @@ pub trait HostServices {
         Ok(())
     }
 
+    /// Seconds the host has spent in device calls and in transport so far (for reports).
+    fn busy_secs(&self) -> (f64, f64) {
+        (0.0, 0.0)
+    }
+
     /// Runs a device job, exchanges products with the peer and S2, and returns all three.
     fn run_job(
         &mut self,

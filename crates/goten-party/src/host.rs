@@ -100,6 +100,10 @@ pub(crate) fn expect_product(
 }
 
 impl HostServices for EnclaveHost {
+    fn busy_secs(&self) -> (f64, f64) {
+        (self.device_secs, self.transport.busy_secs())
+    }
+
     fn announce(
         &mut self,
         header: &goten_enclave::OpHeader,

@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Kernels(KernelArgs),
     /// One secure op end to end (three parties in this process) against plain float products.
     Op(OpArgs),
+    /// Training throughput per mode, with the time split into its parts.
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 /// Options of `goten bench kernels`.
@@ -51,6 +53,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Op(a) => bench_op::run(a),
+        BenchCommand::Train(a) => crate::bench_train::run(a),
     }
 }
 

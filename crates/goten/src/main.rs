@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_op;
+mod bench_train;
 mod exec;
 mod model_io;
 mod predict;

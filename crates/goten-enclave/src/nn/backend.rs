@@ -24,6 +24,12 @@ pub trait LinearBackend {
 
     /// A short name for reports.
     fn name(&self) -> &'static str;
+
+    /// Seconds the host behind this backend spent in device calls and transport (0 when there
+    /// is none).
+    fn host_busy(&self) -> (f64, f64) {
+        (0.0, 0.0)
+    }
 }
 
 /// Plain float32 products (im2col + GEMM) on the current rayon pool.
@@ -109,5 +115,9 @@ impl LinearBackend for ProtocolBackend<'_> {
 
     fn name(&self) -> &'static str {
         "goten"
+    }
+
+    fn host_busy(&self) -> (f64, f64) {
+        self.host.busy_secs()
     }
 }

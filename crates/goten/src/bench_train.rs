@@ -1,0 +1,202 @@
+//! `goten bench train`: training throughput of a model in each mode, measured in one run, with
+//! the time split into linear products, non-linear layers, quantization/PRG/masks and transport.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use goten_device::{CpuDevice, Device};
+use goten_enclave::nn::optim::Sgd;
+use goten_enclave::nn::{FloatBackend, LinearBackend, ModelKind, NnError, ProtocolBackend, input};
+use goten_enclave::{EnclaveConfig, SecretTensor};
+use goten_field::BilinearOp;
+use goten_party::cluster::SIMULATION_NOTICE;
+use goten_party::{
+    ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
+};
+use serde_json::json;
+
+/// Options of `goten bench train`.
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Model: `small` or `vgg11`.
+    #[arg(long, default_value = "vgg11")]
+    model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch: u32,
+    /// Timed steps per mode (after one warm-up step).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    steps: u64,
+    /// Modes to measure, comma-separated.
+    #[arg(long, default_value = "plain,enclave,goten")]
+    modes: String,
+    /// CPU threads for float products and for each party's device (0: automatic).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Times every linear op that passes through it.
+struct Timed<'a> {
+    inner: &'a mut dyn LinearBackend,
+    secs: f64,
+}
+
+impl LinearBackend for Timed<'_> {
+    fn bilinear(
+        &mut self,
+        op_id: u64,
+        op: &BilinearOp,
+        a: &SecretTensor,
+        b: &SecretTensor,
+    ) -> Result<SecretTensor, NnError> {
+        let t = Instant::now();
+        let r = self.inner.bilinear(op_id, op, a, b);
+        self.secs += t.elapsed().as_secs_f64();
+        r
+    }
+    fn next_step(&mut self) {
+        self.inner.next_step();
+    }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn host_busy(&self) -> (f64, f64) {
+        self.inner.host_busy()
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Split {
+    secs: f64,
+    linear: f64,
+    device: f64,
+    transport: f64,
+}
+
+fn batch(n: usize, step: u64) -> (SecretTensor, Vec<u8>) {
+    let (d, _) = goten_data::synthetic(n, 1, step);
+    let imgs: Vec<&[u8]> = (0..n).map(|i| d.image(i)).collect();
+    (input::batch(&imgs, Some((1, step))), d.labels)
+}
+
+/// Runs `steps + 1` steps, timing the last `steps`.
+fn run_steps(
+    kind: ModelKind,
+    n: usize,
+    steps: u64,
+    be: &mut dyn LinearBackend,
+) -> Result<Split, NnError> {
+    let mut m = kind.build(1, goten_data::CLASSES)?;
+    let sgd = Sgd::default();
+    let data: Vec<_> = (0..=steps).map(|s| batch(n, s)).collect();
+    let mut timed = Timed {
+        inner: be,
+        secs: 0.0,
+    };
+    let mut split = Split::default();
+    for (s, (x, y)) in data.into_iter().enumerate() {
+        let (lin0, (d0, n0)) = (timed.secs, timed.host_busy());
+        let t = Instant::now();
+        m.train_step(&mut timed, x, &y, &sgd, 0.01)?;
+        if s > 0 {
+            let (d1, n1) = timed.host_busy();
+            split.secs += t.elapsed().as_secs_f64();
+            split.linear += timed.secs - lin0;
+            split.device += d1 - d0;
+            split.transport += n1 - n0;
+        }
+    }
+    Ok(split)
+}
+
+pub fn run(a: TrainBenchArgs) -> Result<()> {
+    let kind = ModelKind::parse(&a.model)
+        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+    let n = a.batch as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if !a.json {
+        println!(
+            "goten bench train: {} at batch {n}, {} timed steps per mode, synthetic data",
+            kind.name(),
+            a.steps
+        );
+        println!(
+            "{:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "mode", "img/s", "s/step", "linear", "nonlin", "quant/prg", "transport"
+        );
+    }
+    for mode in a.modes.split(',').map(str::trim) {
+        let split = match mode {
+            "plain" | "enclave" => {
+                let threads = if a.threads == 0 { cores } else { a.threads };
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()?;
+                let mut be = FloatBackend::new(threads);
+                let s = pool.install(|| run_steps(kind, n, a.steps, &mut be))?;
+                Split {
+                    device: s.linear,
+                    ..s
+                }
+            }
+            "goten" => {
+                eprintln!("note: {SIMULATION_NOTICE}");
+                let threads = if a.threads == 0 {
+                    (cores / 3).max(1)
+                } else {
+                    a.threads
+                };
+                let cfg = ClusterConfig {
+                    enclave: EnclaveConfig::default(),
+                    timeout: Duration::from_secs(600),
+                };
+                let mut devices: Vec<Box<dyn Device>> = Vec::new();
+                for _ in 0..3 {
+                    devices.push(Box::new(CpuDevice::new(threads)?));
+                }
+                let devices: [Box<dyn Device>; 3] = devices
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("three devices"))?;
+                let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+                let body = |p: &mut Party| -> Result<Split, PartyError> {
+                    let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
+                    let r = run_steps(kind, n, a.steps, &mut be);
+                    r.map_err(|e| {
+                        PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
+                    })
+                };
+                run_local(&cfg, &Trusts::generate(), devices, nets, &body)
+                    .context("secure run failed")?
+                    .results
+                    .0
+            }
+            other => anyhow::bail!("unknown mode {other:?} in --modes (plain, enclave, goten)"),
+        };
+        let steps = a.steps as f64;
+        let ips = n as f64 * steps / split.secs;
+        let nonlin = split.secs - split.linear;
+        let quant = (split.linear - split.device - split.transport).max(0.0);
+        if a.json {
+            println!(
+                "{}",
+                json!({"mode": mode, "model": kind.name(), "batch": n, "img_per_s": ips, "secs_per_step": split.secs / steps,
+                       "linear_secs_per_step": split.device / steps, "nonlinear_secs_per_step": nonlin / steps,
+                       "quant_prg_secs_per_step": quant / steps, "transport_secs_per_step": split.transport / steps})
+            );
+        } else {
+            println!(
+                "{mode:<8} {ips:>8.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                split.secs / steps,
+                split.device / steps,
+                nonlin / steps,
+                quant / steps,
+                split.transport / steps
+            );
+        }
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ mod bench_op;
 mod bench_train;
 mod exec;
 mod model_io;
+mod plot;
 mod predict;
 mod shapes;
 mod train;

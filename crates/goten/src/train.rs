@@ -466,6 +466,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let rep = reporter.into_inner().expect("reporter lock");
     rep.bar.finish_and_clear();
     let mode = format!("{:?}", a.mode).to_lowercase();
+    let png = a.out.join("curves.png");
+    // The plot is a convenience: failing to draw it must not fail a finished run.
+    if let Err(e) = crate::plot::draw(
+        &a.out.join("metrics.jsonl"),
+        &png,
+        &format!("goten train: {} ({mode} mode)", kind.name()),
+    ) {
+        eprintln!("warning: could not draw {}: {e:#}", png.display());
+    }
     let ips = summary.images as f64 / summary.secs.max(1e-9);
     eprintln!(
         "{mode} {}: {} steps, {} images in {:.1} s ({ips:.1} img/s), final train loss {:.3}, test accuracy {:.2} % on {} images; metrics in {}",

@@ -123,18 +123,47 @@ fn op_bench_json_has_the_promised_fields_and_says_simulation() {
 
 #[test]
 fn train_bench_reports_every_mode_with_a_time_split() {
-    let out = goten(&["bench", "train", "--model", "small", "--batch", "8", "--steps", "1", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = goten(&[
+        "bench", "train", "--model", "small", "--batch", "8", "--steps", "1", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let modes: Vec<&str> = lines.iter().map(|v| v["mode"].as_str().unwrap()).collect();
     assert_eq!(modes, ["plain", "enclave", "goten"]);
     for v in &lines {
         assert!(v["img_per_s"].as_f64().unwrap() > 0.0);
-        for f in ["linear_secs_per_step", "nonlinear_secs_per_step", "quant_prg_secs_per_step", "transport_secs_per_step"] {
+        for f in [
+            "linear_secs_per_step",
+            "nonlinear_secs_per_step",
+            "quant_prg_secs_per_step",
+            "transport_secs_per_step",
+        ] {
             assert!(v[f].as_f64().is_some(), "missing {f} in {v}");
         }
     }
-    assert!(lines[2]["quant_prg_secs_per_step"].as_f64().unwrap() > 0.0, "goten mode spends time on quantization and masks");
-    let out = goten(&["bench", "train", "--modes", "plain,turbo", "--model", "small", "--steps", "1"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown mode \"turbo\""));
+    assert!(
+        lines[2]["quant_prg_secs_per_step"].as_f64().unwrap() > 0.0,
+        "goten mode spends time on quantization and masks"
+    );
+    let out = goten(&[
+        "bench",
+        "train",
+        "--modes",
+        "plain,turbo",
+        "--model",
+        "small",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("unknown mode \"turbo\"")
+    );
 }

@@ -118,6 +118,8 @@ fn quick_run(mode: &str, data: &[&str], name: &str) -> (serde_json::Value, Vec<s
             "goten runs must say they are simulated"
         );
     }
+    let png = std::fs::read(dir.join("curves.png")).expect("a loss/accuracy plot is written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let v = last_json(&out);
     for f in [
         "mode",

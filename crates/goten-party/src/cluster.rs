@@ -399,6 +399,22 @@ fn lost_peer(e: &PartyError) -> bool {
     false
 }
 
+/// Three CPU devices of `threads` workers each and a connected in-process mesh: everything
+/// [`run_local`] needs for a single-machine run.
+pub type LocalParts = ([Box<dyn Device>; 3], [Box<dyn Transport>; 3]);
+
+/// See [`LocalParts`].
+pub fn local_cpu_parts(threads: usize, timeout: Duration) -> Result<LocalParts, DeviceError> {
+    let devices = [
+        Box::new(goten_device::CpuDevice::new(threads)?) as Box<dyn Device>,
+        Box::new(goten_device::CpuDevice::new(threads)?),
+        Box::new(goten_device::CpuDevice::new(threads)?),
+    ];
+    let nets =
+        crate::transport::in_process_mesh(timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+    Ok((devices, nets))
+}
+
 /// Runs S0, S1 and S2 as threads of this process and `body` on S0 and S1.
 pub fn run_local<R: Send>(
     cfg: &ClusterConfig,

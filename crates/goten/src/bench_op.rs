@@ -10,14 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use goten_device::float_ref::FloatRef;
-use goten_device::{CpuDevice, Device};
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, SecretTensor};
 use goten_field::{Prg, Ring};
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::{
-    ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
-};
+use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use serde_json::json;
 
 use crate::bench::{bench_key, shape_str, time_best};
@@ -133,20 +130,13 @@ pub fn run(args: OpArgs) -> Result<()> {
         .enumerate()
         .map(|(i, j)| (operand(&j.a, 2 * i as u64), operand(&j.b, 2 * i as u64 + 1)))
         .collect();
-    let mut devices: Vec<Box<dyn Device>> = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let party_threads = if args.party_threads == 0 {
         (cores / 3).max(1)
     } else {
         args.party_threads
     };
-    for _ in 0..3 {
-        devices.push(Box::new(CpuDevice::new(party_threads)?));
-    }
-    let devices: [Box<dyn Device>; 3] = devices
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("three devices"))?;
-    let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+    let (devices, nets) = goten_party::cluster::local_cpu_parts(party_threads, cfg.timeout)?;
     let reps = args.reps;
     let body = |p: &mut Party| -> Result<Vec<Timing>, PartyError> {
         jobs.iter()

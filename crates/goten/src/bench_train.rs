@@ -5,15 +5,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use goten_device::{CpuDevice, Device};
 use goten_enclave::nn::optim::Sgd;
 use goten_enclave::nn::{FloatBackend, LinearBackend, ModelKind, NnError, ProtocolBackend, input};
 use goten_enclave::{EnclaveConfig, SecretTensor};
 use goten_field::BilinearOp;
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::{
-    ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
-};
+use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use serde_json::json;
 
 /// Options of `goten bench train`.
@@ -154,14 +151,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                     enclave: EnclaveConfig::default(),
                     timeout: Duration::from_secs(600),
                 };
-                let mut devices: Vec<Box<dyn Device>> = Vec::new();
-                for _ in 0..3 {
-                    devices.push(Box::new(CpuDevice::new(threads)?));
-                }
-                let devices: [Box<dyn Device>; 3] = devices
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("three devices"))?;
-                let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+                let (devices, nets) = goten_party::cluster::local_cpu_parts(threads, cfg.timeout)?;
                 let body = |p: &mut Party| -> Result<Split, PartyError> {
                     let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
                     let r = run_steps(kind, n, a.steps, &mut be);

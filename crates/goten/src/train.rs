@@ -17,7 +17,6 @@ use crate::exec::{
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use goten_data::Dataset;
-use goten_device::{CpuDevice, Device};
 use goten_enclave::nn::checkpoint::Progress;
 use goten_enclave::nn::model::StepStats;
 use goten_enclave::nn::optim::{Schedule, Sgd};
@@ -26,9 +25,7 @@ use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::{
-    ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
-};
+use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -436,14 +433,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 enclave: EnclaveConfig { ring, quant },
                 timeout: Duration::from_secs(600),
             };
-            let mut devices: Vec<Box<dyn Device>> = Vec::new();
-            for _ in 0..3 {
-                devices.push(Box::new(CpuDevice::new(threads)?));
-            }
-            let devices: [Box<dyn Device>; 3] = devices
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("three devices"))?;
-            let nets = in_process_mesh(cfg.timeout).map(|t| Box::new(t) as Box<dyn Transport>);
+            let (devices, nets) = goten_party::cluster::local_cpu_parts(threads, cfg.timeout)?;
             let body = |p: &mut Party| {
                 let rep = (p.role() == Role::S0).then_some(&reporter);
                 train_loop(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use goten_data::{DataError, RECORD_BYTES, load_cifar_dir, synthetic};
+use goten_data::{DataError, RECORD_BYTES, load_cifar, load_cifar_dir, synthetic};
 
 fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar-10-batches-bin")
@@ -90,4 +90,43 @@ fn synthetic_is_deterministic_and_balanced_enough() {
     let mut per = [0; 10];
     a.labels.iter().for_each(|&l| per[usize::from(l)] += 1);
     assert!(per.iter().all(|&c| c > 20), "{per:?}");
+}
+
+/// Builds a small `.tar.gz` in the official layout with the system `tar` (skips without it).
+#[test]
+fn reads_the_official_archive_layout() {
+    let d = temp_dir("targz");
+    let inner = d.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&inner).unwrap();
+    let mut train = vec![0u8; 3 * RECORD_BYTES];
+    train[RECORD_BYTES] = 7;
+    std::fs::write(inner.join("data_batch_2.bin"), &train).unwrap();
+    std::fs::write(inner.join("data_batch_1.bin"), vec![1u8; RECORD_BYTES]).unwrap();
+    std::fs::write(inner.join("test_batch.bin"), vec![2u8; 2 * RECORD_BYTES]).unwrap();
+    std::fs::write(inner.join("batches.meta.txt"), "airplane\n").unwrap();
+    let archive = d.join("cifar-10-binary.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&d)
+        .arg("cifar-10-batches-bin")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: no tar command");
+        return;
+    }
+    let (tr, te) = load_cifar(&archive).unwrap();
+    assert_eq!(tr.len(), 4);
+    assert_eq!(tr.labels, vec![1, 0, 7, 0], "batches in numeric order");
+    assert_eq!(te.len(), 2);
+    // A truncated archive is an error naming the file.
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = d.join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_cifar(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.tar.gz"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
 }

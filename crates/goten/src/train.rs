@@ -360,8 +360,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (mut train, mut test) = if synthetic {
         goten_data::synthetic(a.synthetic_train, a.test_limit.min(10_000), a.seed)
     } else {
-        goten_data::load_cifar_dir(std::path::Path::new(&a.data))
-            .context("cannot load the dataset")?
+        goten_data::load_cifar(std::path::Path::new(&a.data)).context("cannot load the dataset")?
     };
     if let Some(n) = a.train_limit {
         train.truncate(n);

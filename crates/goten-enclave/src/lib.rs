@@ -25,6 +25,7 @@ pub mod keys;
 pub mod linear;
 pub mod nn;
 pub mod quant;
+pub mod sealed_data;
 pub mod secret;
 pub mod seeds;
 

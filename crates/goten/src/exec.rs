@@ -8,8 +8,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::source::Source;
 use anyhow::{Context, Result};
-use goten_data::Dataset;
 use goten_enclave::nn::checkpoint::{self, Progress};
 use goten_enclave::nn::model::StepStats;
 use goten_enclave::nn::optim::Sgd;
@@ -206,7 +206,7 @@ impl Exec for PartyExec<'_> {
 }
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
-pub(crate) fn fingerprint(a: &TrainArgs, train: &Dataset, test: &Dataset) -> [u8; 32] {
+pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 32] {
     let mut h = Sha256::new();
     let desc = format!(
         "goten/job/v1|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
@@ -224,9 +224,7 @@ pub(crate) fn fingerprint(a: &TrainArgs, train: &Dataset, test: &Dataset) -> [u8
     );
     h.update(desc.as_bytes());
     for d in [train, test] {
-        h.update((d.len() as u64).to_le_bytes());
-        h.update(&d.labels);
-        h.update(&d.images);
+        d.identify(&mut h);
     }
     h.finalize().into()
 }

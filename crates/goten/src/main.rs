@@ -12,6 +12,7 @@ mod model_io;
 mod plot;
 mod predict;
 mod shapes;
+mod source;
 mod train;
 
 use std::process::ExitCode;
@@ -29,6 +30,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Data owner: seal a CIFAR-10 dataset (AES-256-GCM per record) for the enclaves.
+    SealData {
+        /// CIFAR-10 folder (binary layout) or the official .tar.gz.
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Output folder for train.sealed and test.sealed.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Where to write the new data key (default: OUT/data.key; must not exist).
+        #[arg(long)]
+        key_out: Option<std::path::PathBuf>,
+    },
     /// Classify images from a CIFAR-format file with an exported model.
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
@@ -46,6 +59,10 @@ fn main() -> ExitCode {
         Command::Bench { what } => bench::run(what),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::SealData { data, out, key_out } => {
+            let key = key_out.unwrap_or_else(|| out.join("data.key"));
+            source::seal_data(&data, &out, &key)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

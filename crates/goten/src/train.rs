@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use crate::exec::{
     Ckpt, Exec, FloatExec, PartyExec, ck_err, fingerprint, nn, platform_sealing_key,
 };
+use crate::source::Source;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use goten_data::Dataset;
 use goten_enclave::nn::checkpoint::Progress;
 use goten_enclave::nn::model::StepStats;
 use goten_enclave::nn::optim::{Schedule, Sgd};
-use goten_enclave::nn::{FloatBackend, Model, ModelKind, input};
+use goten_enclave::nn::{FloatBackend, Model, ModelKind};
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
@@ -58,6 +58,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "small")]
     pub(crate) model: String,
     /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.
+    /// (A folder holding `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
     #[arg(long, default_value = "synthetic")]
     pub(crate) data: String,
     /// Execution mode.
@@ -114,6 +115,9 @@ pub struct TrainArgs {
     /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
     #[arg(long)]
     pub(crate) export: Option<PathBuf>,
+    /// Data key for a sealed dataset (from `goten seal-data`); default: `DATA/data.key`.
+    #[arg(long)]
+    pub(crate) data_key: Option<PathBuf>,
     /// Continue from the sealed checkpoint in `--out` (same settings required).
     #[arg(long)]
     pub(crate) resume: bool,
@@ -202,8 +206,8 @@ impl Reporter {
 pub(crate) struct Job<'a> {
     pub(crate) args: &'a TrainArgs,
     pub(crate) kind: ModelKind,
-    pub(crate) train: &'a Dataset,
-    pub(crate) test: &'a Dataset,
+    pub(crate) train: &'a Source,
+    pub(crate) test: &'a Source,
     pub(crate) schedule: Schedule,
     pub(crate) total_steps: u64,
 }
@@ -232,9 +236,8 @@ fn evaluate(exec: &mut dyn Exec, m: &mut Model, job: &Job<'_>) -> Result<(f32, f
     let n = job.test.len();
     for start in (0..n).step_by(b) {
         let idx: Vec<usize> = (start..(start + b).min(n)).collect();
-        let imgs: Vec<&[u8]> = idx.iter().map(|&i| job.test.image(i)).collect();
-        let labels: Vec<u8> = idx.iter().map(|&i| job.test.labels[i]).collect();
-        let (l, c) = exec.eval(m, input::batch(&imgs, None), &labels)?;
+        let (x, labels) = job.test.batch(&idx, None)?;
+        let (l, c) = exec.eval(m, x, &labels)?;
         loss += f64::from(l) * idx.len() as f64;
         correct += c;
     }
@@ -292,15 +295,9 @@ fn train_loop(
             if step >= job.total_steps {
                 break 'epochs;
             }
-            let imgs: Vec<&[u8]> = chunk.iter().map(|&i| job.train.image(i)).collect();
-            let labels: Vec<u8> = chunk.iter().map(|&i| job.train.labels[i]).collect();
+            let (x, labels) = job.train.batch(chunk, Some((a.seed, step)))?;
             let lr = job.schedule.lr(a.lr, step, epoch);
-            let s = exec.step(
-                &mut model,
-                input::batch(&imgs, Some((a.seed, step))),
-                &labels,
-                lr,
-            )?;
+            let s = exec.step(&mut model, x, &labels, lr)?;
             step += 1;
             images += chunk.len() as u64;
             last_loss = s.loss;
@@ -357,16 +354,30 @@ pub fn run(a: TrainArgs) -> Result<()> {
         bail!("nothing to train: --epochs and --steps must be at least 1");
     }
     let synthetic = a.data == "synthetic";
+    let data_path = std::path::Path::new(&a.data);
+    let sealed = !synthetic && data_path.join("train.sealed").exists();
     let (mut train, mut test) = if synthetic {
-        goten_data::synthetic(a.synthetic_train, a.test_limit.min(10_000), a.seed)
+        let (tr, te) = goten_data::synthetic(a.synthetic_train, a.test_limit.min(10_000), a.seed);
+        (Source::Plain(tr), Source::Plain(te))
+    } else if sealed {
+        let key = a
+            .data_key
+            .clone()
+            .unwrap_or_else(|| data_path.join("data.key"));
+        eprintln!(
+            "note: sealed dataset; the data key {} is handed to the enclaves (simulation: in a deployment the data owner releases it only to attested enclaves)",
+            key.display()
+        );
+        crate::source::load_sealed(data_path, &key)?
     } else {
-        goten_data::load_cifar(std::path::Path::new(&a.data)).context("cannot load the dataset")?
+        let (tr, te) = goten_data::load_cifar(data_path).context("cannot load the dataset")?;
+        (Source::Plain(tr), Source::Plain(te))
     };
     if let Some(n) = a.train_limit {
         train.truncate(n);
     }
     test.truncate(a.test_limit);
-    if train.is_empty() || test.is_empty() {
+    if train.len() == 0 || test.len() == 0 {
         bail!("the dataset is empty after --train-limit / --test-limit");
     }
     if synthetic {

@@ -484,3 +484,32 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
             && String::from_utf8_lossy(&out.stderr).contains("fails authentication")
     );
 }
+
+/// The README's first command (`goten train` with its defaults) must keep working.
+#[test]
+fn the_readme_quickstart_command_trains_securely() {
+    let dir = tmp("quickstart");
+    let out = Command::new(env!("CARGO_BIN_EXE_goten"))
+        .args(["train", "--json"])
+        .current_dir(&dir)
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SYNTHETIC") && err.contains("SIMULATION"),
+        "{err}"
+    );
+    let v = last_json(&out);
+    assert_eq!(v["mode"], "goten");
+    assert_eq!(v["model"], "small");
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
+    assert!(
+        dir.join("goten-run/metrics.jsonl").exists() && dir.join("goten-run/curves.png").exists()
+    );
+}

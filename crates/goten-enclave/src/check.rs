@@ -1,35 +1,35 @@
 //! Freivalds-style integrity check of a reconstructed result, inside the enclave.
 //!
 //! Where it sits: after reconstruction in [`crate::linear`]. The enclave holds the quantized
-//! operands aQ, bQ and the reconstructed integer result c. It contracts one output axis of c with
-//! a secret random vector r (from the pair key, unknown to every host) and compares with the same
-//! contraction computed directly from the operands, which costs about 1/(axis length) of the op:
+//! operands aQ, bQ and the reconstructed integer result c. It contracts c with secret random
+//! vectors (from the pair key, unknown to every host) and compares with the same contraction
+//! computed directly from the operands:
 //!
-//! | op | contracted axis | right-hand side |
-//! | --- | --- | --- |
-//! | matmul `y = x W^T` | columns of y | `x (W^T r)` |
-//! | matmul `dx = dy W` | columns of dx | `dy (W r)` |
-//! | matmul `dW = dy^T x` | columns of dW | `dy^T (x r)` |
-//! | conv forward | output channels | `conv(x, sum_o r_o W[o])` |
-//! | conv input gradient | input channels | `conv_transpose(dy, sum_c r_c W[:, c])` |
-//! | conv weight gradient | output channels | `corr(sum_o r_o dy[:, o], x)` |
+//! | op | contracted | right-hand side | cost |
+//! | --- | --- | --- | --- |
+//! | matmul `y = x W^T` | columns of y | `x (W^T r)` | O(mk + nk + mn) |
+//! | matmul `dx = dy W` | columns of dx | `dy (W r)` | O(mn + nk + mk) |
+//! | matmul `dW = dy^T x` | columns of dW | `dy^T (x r)` | O(mk + mn + nk) |
+//! | conv (all three) | two axes, see [`crate::check_conv`] | | about one pass over operands and result |
 //!
-//! Everything is computed in i128 with r in [0, 2^32), so both sides are exact. If c differs
-//! from aQ (x) bQ anywhere (a wrapped reduction, a device or peer that returned a wrong share),
-//! the two sides differ except with probability at most 2^-32 over r.
+//! Matmuls are checked in i128 with r in [0, 2^32): both sides exact, a wrong entry escapes with
+//! probability at most 2^-32. Convolutions are checked over F_(2^61-1) with two challenge
+//! vectors: a wrong entry escapes with probability below 2^-59. Either way any difference between
+//! c and aQ (x) bQ (a wrapped reduction, a device or peer that returned a wrong share) is caught.
 
 use goten_field::{BilinearOp, ShapeError};
 
-/// Length of the challenge vector `op` needs.
+/// Number of PRG words the challenge of `op` needs.
 pub fn challenge_len(op: &BilinearOp, sa: &[usize], sb: &[usize]) -> Result<usize, ShapeError> {
     Ok(match op {
         BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad => {
             *op.output_shape(sa, sb)?.last().expect("rank 2")
         }
-        BilinearOp::Conv2dForward(_) | BilinearOp::Conv2dWeightGrad { .. } => {
-            op.conv_dims(sa, sb)?.o
+        _ => {
+            // Two field elements vectors, two words per element (check_conv).
+            let (r, s) = crate::check_conv::lens(op, &op.conv_dims(sa, sb)?);
+            2 * (r + s)
         }
-        BilinearOp::Conv2dInputGrad { .. } => op.conv_dims(sa, sb)?.c,
     })
 }
 
@@ -47,6 +47,7 @@ pub fn verify(
             "integrity check: challenge or result has the wrong length",
         ));
     }
+    let r_words = r;
     let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
     let w = |v: i32| i128::from(v);
     // lhs: the result contracted along its challenge axis; rhs: the same from the operands.
@@ -122,137 +123,16 @@ pub fn verify(
             };
             (lhs, rhs)
         }
-        _ => conv_sides(op, (sa, a), (sb, b), c, &r)?,
+        _ => {
+            let d = op.conv_dims(sa, sb)?;
+            let (lr, _) = crate::check_conv::lens(op, &d);
+            let (rw, sw) = r_words.split_at(2 * lr);
+            let (re, se) = (
+                crate::check_conv::elements(rw),
+                crate::check_conv::elements(sw),
+            );
+            return crate::check_conv::verify(op, &d, a, b, c, &re, &se);
+        }
     };
     Ok(lhs == rhs)
-}
-
-/// Visits every (output position, tap, input position) triple of a convolution, rows outermost.
-#[inline]
-fn taps_of(d: &goten_field::ops::ConvDims, mut f: impl FnMut(usize, usize, usize)) {
-    let (sh, sw) = d.params.stride;
-    let (ph, pw) = d.params.padding;
-    for oh in 0..d.ho {
-        for ki in 0..d.kh {
-            let ih = (oh * sh + ki).wrapping_sub(ph);
-            if ih >= d.h {
-                continue;
-            }
-            for ow in 0..d.wo {
-                let p = oh * d.wo + ow;
-                for kj in 0..d.kw {
-                    let iw = (ow * sw + kj).wrapping_sub(pw);
-                    if iw < d.w {
-                        f(p, ki * d.kw + kj, ih * d.w + iw);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn conv_sides(
-    op: &BilinearOp,
-    (sa, a): (&[usize], &[i32]),
-    (sb, b): (&[usize], &[i32]),
-    c: &[i64],
-    r: &[i128],
-) -> Result<(Vec<i128>, Vec<i128>), ShapeError> {
-    let d = op.conv_dims(sa, sb)?;
-    let (hw, howo, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
-    let w = |v: i32| i128::from(v);
-    Ok(match op {
-        BilinearOp::Conv2dForward(_) => {
-            // lhs[n, p] = sum_o r_o y[n, o, p]; rhs = conv(x, wr), wr[c, t] = sum_o r_o W[o, c, t].
-            let mut lhs = vec![0i128; d.n * howo];
-            for n in 0..d.n {
-                for o in 0..d.o {
-                    let plane = &c[(n * d.o + o) * howo..][..howo];
-                    lhs[n * howo..(n + 1) * howo]
-                        .iter_mut()
-                        .zip(plane)
-                        .for_each(|(t, &v)| *t += i128::from(v) * r[o]);
-                }
-            }
-            let mut wr = vec![0i128; d.c * taps];
-            for o in 0..d.o {
-                b[o * d.c * taps..(o + 1) * d.c * taps]
-                    .iter()
-                    .zip(wr.iter_mut())
-                    .for_each(|(&x, t)| *t += w(x) * r[o]);
-            }
-            let mut rhs = vec![0i128; d.n * howo];
-            for n in 0..d.n {
-                for ch in 0..d.c {
-                    let plane = &a[(n * d.c + ch) * hw..][..hw];
-                    let wk = &wr[ch * taps..(ch + 1) * taps];
-                    let out = &mut rhs[n * howo..(n + 1) * howo];
-                    taps_of(&d, |p, t, i| out[p] += wk[t] * w(plane[i]));
-                }
-            }
-            (lhs, rhs)
-        }
-        BilinearOp::Conv2dInputGrad { .. } => {
-            // lhs[n, i] = sum_c r_c dx[n, c, i]; rhs = conv_transpose(dy, wr), wr[o, t] = sum_c r_c W[o, c, t].
-            let mut lhs = vec![0i128; d.n * hw];
-            for n in 0..d.n {
-                for ch in 0..d.c {
-                    let plane = &c[(n * d.c + ch) * hw..][..hw];
-                    lhs[n * hw..(n + 1) * hw]
-                        .iter_mut()
-                        .zip(plane)
-                        .for_each(|(t, &v)| *t += i128::from(v) * r[ch]);
-                }
-            }
-            let mut wr = vec![0i128; d.o * taps];
-            for o in 0..d.o {
-                for ch in 0..d.c {
-                    b[(o * d.c + ch) * taps..][..taps]
-                        .iter()
-                        .zip(wr[o * taps..(o + 1) * taps].iter_mut())
-                        .for_each(|(&x, t)| *t += w(x) * r[ch]);
-                }
-            }
-            let mut rhs = vec![0i128; d.n * hw];
-            for n in 0..d.n {
-                for o in 0..d.o {
-                    let plane = &a[(n * d.o + o) * howo..][..howo];
-                    let wk = &wr[o * taps..(o + 1) * taps];
-                    let out = &mut rhs[n * hw..(n + 1) * hw];
-                    taps_of(&d, |p, t, i| out[i] += wk[t] * w(plane[p]));
-                }
-            }
-            (lhs, rhs)
-        }
-        _ => {
-            // lhs[c, t] = sum_o r_o dW[o, c, t]; rhs = corr(dyr, x), dyr[n, p] = sum_o r_o dy[n, o, p].
-            let mut lhs = vec![0i128; d.c * taps];
-            for o in 0..d.o {
-                c[o * d.c * taps..(o + 1) * d.c * taps]
-                    .iter()
-                    .zip(lhs.iter_mut())
-                    .for_each(|(&v, t)| *t += i128::from(v) * r[o]);
-            }
-            let mut dyr = vec![0i128; d.n * howo];
-            for n in 0..d.n {
-                for o in 0..d.o {
-                    let plane = &a[(n * d.o + o) * howo..][..howo];
-                    dyr[n * howo..(n + 1) * howo]
-                        .iter_mut()
-                        .zip(plane)
-                        .for_each(|(t, &v)| *t += w(v) * r[o]);
-                }
-            }
-            let mut rhs = vec![0i128; d.c * taps];
-            for n in 0..d.n {
-                let g = &dyr[n * howo..(n + 1) * howo];
-                for ch in 0..d.c {
-                    let plane = &b[(n * d.c + ch) * hw..][..hw];
-                    let out = &mut rhs[ch * taps..(ch + 1) * taps];
-                    taps_of(&d, |p, t, i| out[t] += g[p] * w(plane[i]));
-                }
-            }
-            (lhs, rhs)
-        }
-    })
 }

@@ -20,6 +20,7 @@
 pub mod attest;
 pub mod bound;
 pub mod check;
+mod check_conv;
 mod enclave;
 pub mod keys;
 pub mod linear;

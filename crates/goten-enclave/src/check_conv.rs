@@ -1,0 +1,213 @@
+//! The integrity check for convolutions: a two-sided Freivalds contraction over the prime field
+//! F_p, p = 2^61 - 1.
+//!
+//! Where it sits: called by [`crate::check::verify`] for the three conv ops. Contracting only one
+//! channel axis (as the matmul check does) still costs 1/channels of the op; contracting the batch
+//! (or a second channel axis) as well, with a second secret vector, removes the batch factor, so
+//! the check costs about one pass over the operands and the result:
+//!
+//! | op | lhs (per position) | rhs |
+//! | --- | --- | --- |
+//! | forward `y[n,o,p]` | `sum_n s_n sum_o r_o y` | `conv(sum_n s_n x[n], sum_o r_o W[o])` |
+//! | input grad `dx[n,c,i]` | `sum_n s_n sum_c r_c dx` | `conv_T(sum_n s_n dy[n], sum_c r_c W[:,c])` |
+//! | weight grad `dW[o,c,t]` | `sum_o r_o sum_c s_c dW` | `corr(sum_o r_o dy[:,o], sum_c s_c x[:,c])` |
+//!
+//! Soundness: if some entry of the reconstructed result differs from the true product by e != 0
+//! (|e| < 2^62, so e is nonzero mod p), lhs - rhs at that position is a nonzero polynomial of
+//! degree 2 in the challenges, which are uniform in F_p (two PRG words each); by Schwartz-Zippel
+//! it vanishes with probability at most 2/p < 2^-59.
+
+use goten_field::ops::ConvDims;
+use goten_field::{BilinearOp, ShapeError};
+
+/// The Mersenne prime 2^61 - 1.
+const P: u64 = (1 << 61) - 1;
+
+#[inline(always)]
+fn reduce(x: u128) -> u64 {
+    // x < 2^122: fold twice, then one conditional subtraction.
+    let y = (x & P as u128) + (x >> 61);
+    let y = (y & P as u128) + (y >> 61);
+    let y = y as u64;
+    if y >= P { y - P } else { y }
+}
+
+#[inline(always)]
+fn mul(a: u64, b: u64) -> u64 {
+    reduce(u128::from(a) * u128::from(b))
+}
+
+#[inline(always)]
+fn add(a: u64, b: u64) -> u64 {
+    let s = a + b;
+    if s >= P { s - P } else { s }
+}
+
+#[inline(always)]
+fn field(v: i64) -> u64 {
+    if v >= 0 {
+        (v as u64) % P
+    } else {
+        P - ((v.unsigned_abs()) % P)
+    }
+}
+
+/// Challenge lengths (r, s) in field elements.
+pub(crate) fn lens(op: &BilinearOp, d: &ConvDims) -> (usize, usize) {
+    match op {
+        BilinearOp::Conv2dForward(_) => (d.o, d.n),
+        BilinearOp::Conv2dInputGrad { .. } => (d.c, d.n),
+        _ => (d.o, d.c),
+    }
+}
+
+/// Field elements from pairs of PRG words.
+pub(crate) fn elements(words: &[u32]) -> Vec<u64> {
+    words
+        .chunks_exact(2)
+        .map(|w| ((u64::from(w[0]) << 32) | u64::from(w[1])) % P)
+        .collect()
+}
+
+/// `out[j] += k * x[j]` over a plane of `[.., len]` values.
+fn axpy(out: &mut [u64], k: u64, x: impl Iterator<Item = i64>) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = add(*o, mul(k, field(v)));
+    }
+}
+
+/// Sum over `outer` blocks of `k[block] * block` for a `[outer, inner]` array.
+fn contract<T: Copy + Into<i64>>(
+    data: &[T],
+    outer: usize,
+    inner: usize,
+    k: &[u64],
+    pick: impl Fn(usize) -> usize,
+) -> Vec<u64> {
+    let mut out = vec![0u64; inner];
+    for b in 0..outer {
+        axpy(
+            &mut out,
+            k[pick(b)],
+            data[b * inner..(b + 1) * inner].iter().map(|&v| v.into()),
+        );
+    }
+    out
+}
+
+fn taps(d: &ConvDims, mut f: impl FnMut(usize, usize, usize)) {
+    let (sh, sw) = d.params.stride;
+    let (ph, pw) = d.params.padding;
+    for oh in 0..d.ho {
+        for ki in 0..d.kh {
+            let ih = (oh * sh + ki).wrapping_sub(ph);
+            if ih >= d.h {
+                continue;
+            }
+            for ow in 0..d.wo {
+                for kj in 0..d.kw {
+                    let iw = (ow * sw + kj).wrapping_sub(pw);
+                    if iw < d.w {
+                        f(oh * d.wo + ow, ki * d.kw + kj, ih * d.w + iw);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `c` equals the conv op on `(a, b)` under challenges `r`, `s` (field elements).
+pub(crate) fn verify(
+    op: &BilinearOp,
+    d: &ConvDims,
+    a: &[i32],
+    b: &[i32],
+    c: &[i64],
+    r: &[u64],
+    s: &[u64],
+) -> Result<bool, ShapeError> {
+    let (hw, howo, taps_n) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
+    let (lhs, rhs) = match op {
+        BilinearOp::Conv2dForward(_) => {
+            // lhs[p] = sum_{n,o} s_n r_o y[n,o,p]; blocks of y are (n, o) planes.
+            let lhs = contract(c, d.n * d.o, howo, &mix(s, r, d.o), |blk| blk);
+            let xs = contract(a, d.n, d.c * hw, s, |n| n); // [c, hw]
+            let wr = contract(b, d.o, d.c * taps_n, r, |o| o); // [c, taps]
+            let mut rhs = vec![0u64; howo];
+            for ch in 0..d.c {
+                let (x, w) = (
+                    &xs[ch * hw..(ch + 1) * hw],
+                    &wr[ch * taps_n..(ch + 1) * taps_n],
+                );
+                taps(d, |p, t, i| rhs[p] = add(rhs[p], mul(w[t], x[i])));
+            }
+            (lhs, rhs)
+        }
+        BilinearOp::Conv2dInputGrad { .. } => {
+            // lhs[i] = sum_{n,c} s_n r_c dx[n,c,i].
+            let lhs = contract(c, d.n * d.c, hw, &mix(s, r, d.c), |blk| blk);
+            let dys = contract(a, d.n, d.o * howo, s, |n| n); // [o, howo]
+            // wr[o, t] = sum_c r_c W[o, c, t]: blocks of W are (o, c) kernels.
+            let mut wr = vec![0u64; d.o * taps_n];
+            for o in 0..d.o {
+                let ker = contract(
+                    &b[o * d.c * taps_n..(o + 1) * d.c * taps_n],
+                    d.c,
+                    taps_n,
+                    r,
+                    |ch| ch,
+                );
+                wr[o * taps_n..(o + 1) * taps_n].copy_from_slice(&ker);
+            }
+            let mut rhs = vec![0u64; hw];
+            for o in 0..d.o {
+                let (g, w) = (
+                    &dys[o * howo..(o + 1) * howo],
+                    &wr[o * taps_n..(o + 1) * taps_n],
+                );
+                taps(d, |p, t, i| rhs[i] = add(rhs[i], mul(w[t], g[p])));
+            }
+            (lhs, rhs)
+        }
+        _ => {
+            // lhs[t] = sum_{o,c} r_o s_c dW[o,c,t].
+            let lhs = contract(c, d.o * d.c, taps_n, &mix(r, s, d.c), |blk| blk);
+            let mut rhs = vec![0u64; taps_n];
+            for n in 0..d.n {
+                let dyr = contract(
+                    &a[n * d.o * howo..(n + 1) * d.o * howo],
+                    d.o,
+                    howo,
+                    r,
+                    |o| o,
+                );
+                let xs = contract(&b[n * d.c * hw..(n + 1) * d.c * hw], d.c, hw, s, |ch| ch);
+                taps(d, |p, t, i| rhs[t] = add(rhs[t], mul(dyr[p], xs[i])));
+            }
+            (lhs, rhs)
+        }
+    };
+    Ok(lhs == rhs)
+}
+
+/// Coefficients of the blocks of an `[outer, inner_count, ...]` array: `u[blk / inner_count] *
+/// v[blk % inner_count]`.
+fn mix(u: &[u64], v: &[u64], inner_count: usize) -> Vec<u64> {
+    (0..u.len() * inner_count)
+        .map(|blk| mul(u[blk / inner_count], v[blk % inner_count]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_arithmetic() {
+        assert_eq!(field(-1), P - 1);
+        assert_eq!(add(P - 1, 1), 0);
+        assert_eq!(mul(P - 1, P - 1), 1);
+        assert_eq!(mul(1 << 40, 1 << 40), field(1 << 19));
+        assert_eq!(reduce(u128::from(P) * 3), 0);
+    }
+}

@@ -271,27 +271,50 @@ fn empty_dimensions_give_empty_sums(dev: &dyn Device) {
 }
 
 fn combine_is_sum_minus_pad(dev: &dyn Device) {
+    // Every op kind, because a backend may fuse the products along each op's reduction axes.
     let r = Ring::DEFAULT;
-    let op = BilinearOp::Conv2dForward(Conv2dParams::new(1, 1));
-    let (x1, w1) = (
-        random_tensor(r, &[2, 3, 6, 6], 1),
-        random_tensor(r, &[4, 3, 3, 3], 2),
-    );
-    let (x2, w2) = (
-        random_tensor(r, &[2, 3, 6, 6], 3),
-        random_tensor(r, &[4, 3, 3, 3], 4),
-    );
-    let pad = random_tensor(r, &[2, 4, 6, 6], 5);
-    let got = dev
-        .combine(&op, &[(&x1, &w1), (&x2, &w2)], Some(&pad))
-        .unwrap();
-    let want = naive::bilinear(&op, &x1, &w1)
-        .unwrap()
-        .add(&naive::bilinear(&op, &x2, &w2).unwrap())
-        .unwrap()
-        .sub(&pad)
-        .unwrap();
-    assert_eq!(got, want);
+    let p = Conv2dParams {
+        stride: (2, 1),
+        padding: (1, 0),
+    };
+    let cases = [
+        matmul_case(0, 5, 4, 7),
+        matmul_case(1, 5, 4, 7),
+        matmul_case(2, 5, 4, 7),
+        conv_case(0, 2, 3, 4, (7, 6), (3, 3), p).unwrap(),
+        conv_case(1, 2, 3, 4, (7, 6), (3, 3), p).unwrap(),
+        conv_case(2, 2, 3, 4, (7, 6), (3, 3), p).unwrap(),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let s = 10 * i as u64;
+        let (a1, b1) = (
+            random_tensor(r, &case.a, s),
+            random_tensor(r, &case.b, s + 1),
+        );
+        let (a2, b2) = (
+            random_tensor(r, &case.a, s + 2),
+            random_tensor(r, &case.b, s + 3),
+        );
+        let out = case.op.output_shape(&case.a, &case.b).unwrap();
+        let pad = random_tensor(r, &out, s + 4);
+        let got = dev
+            .combine(&case.op, &[(&a1, &b1), (&a2, &b2)], Some(&pad))
+            .unwrap();
+        let want = naive::bilinear(&case.op, &a1, &b1)
+            .unwrap()
+            .add(&naive::bilinear(&case.op, &a2, &b2).unwrap())
+            .unwrap()
+            .sub(&pad)
+            .unwrap();
+        assert_eq!(got, want, "{case:?}");
+        let one = dev.combine(&case.op, &[(&a1, &b1)], None).unwrap();
+        assert_eq!(one, naive::bilinear(&case.op, &a1, &b1).unwrap());
+    }
+    // Products of different output shapes cannot be combined.
+    let c = &cases[0];
+    let (a, b) = (random_tensor(r, &c.a, 1), random_tensor(r, &c.b, 2));
+    let (a3, b3) = (random_tensor(r, &[6, 7], 3), random_tensor(r, &[4, 7], 4));
+    assert!(dev.combine(&c.op, &[(&a, &b), (&a3, &b3)], None).is_err());
 }
 
 macro_rules! device_suite {

@@ -34,16 +34,9 @@ pub enum PlanError {
 /// Most parts one op may be split into (the part index has 16 bits in PRG stream ids).
 pub const MAX_PARTS: usize = 1 << 16;
 
-/// The axes of operand a and b that an op sums over.
+/// The axes of operand a and b that an op sums over (see [`BilinearOp::reduction_axes`]).
 pub fn reduction_axes(op: &BilinearOp) -> (usize, usize) {
-    match op {
-        BilinearOp::MatmulForward => (1, 1),
-        BilinearOp::MatmulInputGrad => (1, 0),
-        BilinearOp::MatmulWeightGrad => (0, 0),
-        BilinearOp::Conv2dForward(_) => (1, 1),
-        BilinearOp::Conv2dInputGrad { .. } => (1, 0),
-        BilinearOp::Conv2dWeightGrad { .. } => (0, 0),
-    }
+    op.reduction_axes()
 }
 
 fn sq(v: i32) -> u128 {

@@ -285,6 +285,20 @@ impl BilinearOp {
         })
     }
 
+    /// The axes of operand a and of operand b that the op sums over. Slicing both operands
+    /// along them splits the op into parts whose results add up; concatenating two operand
+    /// pairs along them computes the sum of their two products.
+    pub fn reduction_axes(&self) -> (usize, usize) {
+        match self {
+            BilinearOp::MatmulForward => (1, 1),
+            BilinearOp::MatmulInputGrad => (1, 0),
+            BilinearOp::MatmulWeightGrad => (0, 0),
+            BilinearOp::Conv2dForward(_) => (1, 1),
+            BilinearOp::Conv2dInputGrad { .. } => (1, 0),
+            BilinearOp::Conv2dWeightGrad { .. } => (0, 0),
+        }
+    }
+
     /// Longest sum of products behind one output entry: what bounds |f(a, b)| and hence the
     /// headroom the ring must offer.
     pub fn reduction_len(&self, a: &[usize], b: &[usize]) -> Result<usize, ShapeError> {

@@ -117,6 +117,46 @@ impl RingTensor {
         Ok(self)
     }
 
+    /// Concatenates tensors of one ring along `axis`; all other dimensions must agree.
+    pub fn concat(parts: &[&RingTensor], axis: usize) -> Result<RingTensor, ShapeError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| ShapeError::new("concat needs at least one tensor"))?;
+        let rank = first.shape.len();
+        if axis >= rank {
+            return Err(ShapeError::new(format!(
+                "concat axis {axis} out of range for rank {rank}"
+            )));
+        }
+        for p in parts {
+            let same_rest = p.shape.len() == rank
+                && (0..rank).all(|i| i == axis || p.shape[i] == first.shape[i]);
+            if p.ring != first.ring || !same_rest {
+                return Err(ShapeError::new(format!(
+                    "cannot concat {:?} and {:?} along axis {axis}",
+                    first.shape, p.shape
+                )));
+            }
+        }
+        let outer: usize = first.shape[..axis].iter().product();
+        let inner: usize = first.shape[axis + 1..].iter().product();
+        let total: usize = parts.iter().map(|p| p.shape[axis]).sum();
+        let mut data = Vec::with_capacity(outer * total * inner);
+        for o in 0..outer {
+            for p in parts {
+                let len = p.shape[axis] * inner;
+                data.extend_from_slice(&p.data[o * len..(o + 1) * len]);
+            }
+        }
+        let mut shape = first.shape.clone();
+        shape[axis] = total;
+        Ok(RingTensor {
+            ring: first.ring,
+            shape,
+            data,
+        })
+    }
+
     fn check_same(&self, other: &RingTensor, what: &str) -> Result<(), ShapeError> {
         if self.ring != other.ring {
             return Err(ShapeError::new(format!(
@@ -205,6 +245,20 @@ mod tests {
         assert!(RingTensor::from_residues(r, &[2], vec![0, 128]).is_err());
         assert!(RingTensor::from_residues(r, &[2], vec![-128, 127]).is_ok());
         assert!(RingTensor::zeros(r, &[usize::MAX, 2]).is_err());
+    }
+
+    #[test]
+    fn concat_joins_along_an_axis() {
+        let r = Ring::new(8).unwrap();
+        let a = RingTensor::from_i64(r, &[2, 2], &[1, 2, 3, 4]).unwrap();
+        let b = RingTensor::from_i64(r, &[2, 1], &[5, 6]).unwrap();
+        assert_eq!(
+            RingTensor::concat(&[&a, &b], 1).unwrap().data(),
+            &[1, 2, 5, 3, 4, 6]
+        );
+        assert_eq!(RingTensor::concat(&[&a, &a], 0).unwrap().shape(), &[4, 2]);
+        assert!(RingTensor::concat(&[&a, &b], 0).is_err());
+        assert!(RingTensor::concat(&[&a], 2).is_err());
     }
 
     #[test]

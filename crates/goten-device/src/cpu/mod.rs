@@ -59,4 +59,45 @@ impl Device for CpuDevice {
             .install(|| dispatch(&arith, op, (a.shape(), a.data()), (b.shape(), b.data())))?;
         Ok(RingTensor::from_residues(ring, &shape, data)?)
     }
+
+    /// Fused step 4: the products are summed inside one GEMM by concatenating the operand
+    /// pairs along the reduction axes (`f(a1, b1) + f(a2, b2) = f([a1 a2], [b1; b2])`), which
+    /// saves the output-side passes of the extra products. Exactness is unaffected: the longer
+    /// reduction is chunked like any other.
+    fn combine(
+        &self,
+        op: &BilinearOp,
+        terms: &[(&RingTensor, &RingTensor)],
+        pad: Option<&RingTensor>,
+    ) -> Result<RingTensor, DeviceError> {
+        let Some(&(a0, b0)) = terms.first() else {
+            return Err(goten_field::ShapeError::new("combine needs at least one product").into());
+        };
+        let mut acc = if terms.len() == 1 {
+            self.bilinear(op, a0, b0)?
+        } else {
+            // Every term must produce the same output shape, or concatenation would be wrong.
+            let want = op.output_shape(a0.shape(), b0.shape())?;
+            for (a, b) in terms {
+                if op.output_shape(a.shape(), b.shape())? != want {
+                    return Err(goten_field::ShapeError::new(
+                        "combine: products of different output shapes",
+                    )
+                    .into());
+                }
+            }
+            let (ax_a, ax_b) = op.reduction_axes();
+            let a: Vec<&RingTensor> = terms.iter().map(|t| t.0).collect();
+            let b: Vec<&RingTensor> = terms.iter().map(|t| t.1).collect();
+            self.bilinear(
+                op,
+                &RingTensor::concat(&a, ax_a)?,
+                &RingTensor::concat(&b, ax_b)?,
+            )?
+        };
+        if let Some(p) = pad {
+            acc.sub_assign(p)?;
+        }
+        Ok(acc)
+    }
 }

@@ -15,6 +15,7 @@ pub mod dealer;
 pub mod host;
 pub mod record;
 pub mod transport;
+pub mod wire;
 
 pub use cluster::{ClusterConfig, Party, PartyError, PartyReport, Trusts, run_local};
 pub use transport::{Message, NetError, Transport, in_process_mesh};

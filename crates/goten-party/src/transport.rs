@@ -12,7 +12,7 @@ use goten_field::RingTensor;
 use thiserror::Error;
 
 /// Everything servers say to each other.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// Key exchange opening.
     Hello(Hello),

@@ -1,0 +1,370 @@
+//! The wire format of [`Message`]s: length-prefixed frames with strict decoding.
+//!
+//! Where it sits: under the TCP transport (the networking issue); the in-process transport
+//! passes messages without encoding. Frame: `"GT"`, version 1, kind u8, sequence number u64,
+//! body length u32, body. Shares travel packed at the ring's width (`goten_field::codec`).
+//! Decoding checks every length against the frame before using it, bounds ranks, element counts
+//! and frame size, checks a product's shape against its op header, and rejects trailing bytes,
+//! so a malformed or hostile frame is an error, never a panic or an allocation of a claimed
+//! size.
+
+use goten_enclave::attest::Evidence;
+use goten_enclave::keys::{Hello, WrappedKey};
+use goten_enclave::{OpHeader, Role};
+use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor, codec};
+use thiserror::Error;
+
+use crate::transport::Message;
+
+/// Largest frame body accepted (1 GiB): bounds memory per message.
+pub const MAX_BODY: usize = 1 << 30;
+const MAX_RANK: usize = 4;
+const HEADER: usize = 16;
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// Fewer bytes than the frame needs.
+    #[error("truncated frame: {0}")]
+    Truncated(&'static str),
+    /// Not a goten frame, or another version.
+    #[error("bad frame magic or version")]
+    Magic,
+    /// Unknown message kind.
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    /// A length or count beyond the limits.
+    #[error("frame too large or malformed: {0}")]
+    Limit(String),
+    /// Structurally invalid content.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+    fn shape(&mut self, s: &[usize]) {
+        self.u8(s.len() as u8);
+        s.iter().for_each(|&d| self.u64(d as u64));
+    }
+    fn header(&mut self, h: &OpHeader) {
+        self.u64(h.op_id);
+        self.u64(h.iteration);
+        self.u8(h.attempt);
+        self.u32(h.part);
+        self.u32(h.parts);
+        let (kind, p, extra) = match h.op {
+            BilinearOp::MatmulForward => (1, None, (0, 0)),
+            BilinearOp::MatmulInputGrad => (2, None, (0, 0)),
+            BilinearOp::MatmulWeightGrad => (3, None, (0, 0)),
+            BilinearOp::Conv2dForward(p) => (4, Some(p), (0, 0)),
+            BilinearOp::Conv2dInputGrad { params, input_hw } => (5, Some(params), input_hw),
+            BilinearOp::Conv2dWeightGrad { params, kernel_hw } => (6, Some(params), kernel_hw),
+        };
+        self.u8(kind);
+        let p = p.unwrap_or(Conv2dParams {
+            stride: (0, 0),
+            padding: (0, 0),
+        });
+        for v in [
+            p.stride.0,
+            p.stride.1,
+            p.padding.0,
+            p.padding.1,
+            extra.0,
+            extra.1,
+        ] {
+            self.u32(v as u32);
+        }
+        self.shape(&h.a_shape);
+        self.shape(&h.b_shape);
+    }
+}
+
+struct R<'a>(&'a [u8]);
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Truncated(what));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+        Ok(self.take(N, what)?.try_into().expect("N bytes"))
+    }
+    fn shape(&mut self) -> Result<Vec<usize>, WireError> {
+        let rank = usize::from(self.u8("shape rank")?);
+        if rank > MAX_RANK {
+            return Err(WireError::Limit(format!("rank {rank}")));
+        }
+        let mut s = Vec::with_capacity(rank);
+        let mut elems: u64 = 1;
+        for _ in 0..rank {
+            let d = self.u64("shape")?;
+            elems = elems
+                .checked_mul(d)
+                .filter(|&e| e <= MAX_BODY as u64)
+                .ok_or_else(|| WireError::Limit("shape has too many elements".into()))?;
+            s.push(d as usize);
+        }
+        Ok(s)
+    }
+    fn header(&mut self) -> Result<OpHeader, WireError> {
+        let (op_id, iteration) = (self.u64("op header")?, self.u64("op header")?);
+        let attempt = self.u8("op header")?;
+        let (part, parts) = (self.u32("op header")?, self.u32("op header")?);
+        let kind = self.u8("op header")?;
+        let mut v = [0usize; 6];
+        for x in &mut v {
+            *x = self.u32("op header")? as usize;
+        }
+        let params = Conv2dParams {
+            stride: (v[0], v[1]),
+            padding: (v[2], v[3]),
+        };
+        let op = match kind {
+            1 => BilinearOp::MatmulForward,
+            2 => BilinearOp::MatmulInputGrad,
+            3 => BilinearOp::MatmulWeightGrad,
+            4 => BilinearOp::Conv2dForward(params),
+            5 => BilinearOp::Conv2dInputGrad {
+                params,
+                input_hw: (v[4], v[5]),
+            },
+            6 => BilinearOp::Conv2dWeightGrad {
+                params,
+                kernel_hw: (v[4], v[5]),
+            },
+            k => {
+                return Err(WireError::Malformed {
+                    what: "op header",
+                    detail: format!("op kind {k}"),
+                });
+            }
+        };
+        let (a_shape, b_shape) = (self.shape()?, self.shape()?);
+        let h = OpHeader {
+            op_id,
+            iteration,
+            attempt,
+            part,
+            parts,
+            op,
+            a_shape,
+            b_shape,
+        };
+        // The op must be well formed: shapes that fit it, an output of bounded size.
+        let out = h.output_shape().map_err(|e| WireError::Malformed {
+            what: "op header",
+            detail: e.to_string(),
+        })?;
+        if out
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .is_none_or(|n| n > MAX_BODY as u64)
+        {
+            return Err(WireError::Limit("op output too large".into()));
+        }
+        Ok(h)
+    }
+}
+
+fn role(b: u8) -> Result<Role, WireError> {
+    Role::ALL
+        .get(usize::from(b))
+        .copied()
+        .ok_or(WireError::Malformed {
+            what: "hello",
+            detail: format!("role {b}"),
+        })
+}
+
+/// Encodes `msg` as one frame with sequence number `seq`; products are packed at their ring's
+/// width.
+pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
+    let mut b = W(Vec::new());
+    let kind = match msg {
+        Message::Hello(h) => {
+            b.u8(h.role.index() as u8);
+            b.bytes(&h.public);
+            match &h.evidence {
+                Evidence::Simulated {
+                    measurement,
+                    report_data,
+                    signature,
+                } => {
+                    b.u8(1);
+                    b.bytes(measurement);
+                    b.bytes(report_data);
+                    b.bytes(signature);
+                }
+                Evidence::Dealer {
+                    report_data,
+                    signature,
+                } => {
+                    b.u8(2);
+                    b.bytes(report_data);
+                    b.bytes(signature);
+                }
+            }
+            1
+        }
+        Message::WrappedKey(w) => {
+            b.bytes(&w.ciphertext);
+            b.bytes(&w.tag);
+            2
+        }
+        Message::DealerRequest(h) => {
+            b.header(h);
+            3
+        }
+        Message::Product { header, tensor } => {
+            b.header(header);
+            b.bytes(&codec::encode_packed(tensor.ring(), tensor.data()));
+            4
+        }
+        Message::StateDigest { step, digest } => {
+            b.u64(*step);
+            b.bytes(digest);
+            5
+        }
+        Message::Done => 6,
+    };
+    let mut f = Vec::with_capacity(HEADER + b.0.len());
+    f.extend_from_slice(b"GT");
+    f.push(1);
+    f.push(kind);
+    f.extend_from_slice(&seq.to_le_bytes());
+    f.extend_from_slice(&(b.0.len() as u32).to_le_bytes());
+    f.extend_from_slice(&b.0);
+    f
+}
+
+/// Body length announced by a frame header (after checking magic, version and the limit):
+/// what a stream reader must read next.
+pub fn body_len(header: &[u8; HEADER]) -> Result<usize, WireError> {
+    if &header[..2] != b"GT" || header[2] != 1 {
+        return Err(WireError::Magic);
+    }
+    let n = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
+    if n > MAX_BODY {
+        return Err(WireError::Limit(format!("body of {n} bytes")));
+    }
+    Ok(n)
+}
+
+/// Decodes one complete frame: its sequence number and message. Products must be in `ring`.
+pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
+    let head: [u8; HEADER] = frame
+        .get(..HEADER)
+        .ok_or(WireError::Truncated("frame header"))?
+        .try_into()
+        .expect("16 bytes");
+    let n = body_len(&head)?;
+    let kind = head[3];
+    let seq = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+    if frame.len() != HEADER + n {
+        return Err(WireError::Truncated(
+            "frame body length differs from the header",
+        ));
+    }
+    let mut r = R(&frame[HEADER..]);
+    let msg = match kind {
+        1 => {
+            let role = role(r.u8("hello")?)?;
+            let public = r.arr::<32>("hello")?;
+            let evidence = match r.u8("evidence")? {
+                1 => Evidence::Simulated {
+                    measurement: r.arr("evidence")?,
+                    report_data: r.arr("evidence")?,
+                    signature: r.arr("evidence")?,
+                },
+                2 => Evidence::Dealer {
+                    report_data: r.arr("evidence")?,
+                    signature: r.arr("evidence")?,
+                },
+                k => {
+                    return Err(WireError::Malformed {
+                        what: "evidence",
+                        detail: format!("kind {k}"),
+                    });
+                }
+            };
+            Message::Hello(Hello {
+                role,
+                public,
+                evidence,
+            })
+        }
+        2 => Message::WrappedKey(WrappedKey {
+            ciphertext: r.arr("wrapped key")?,
+            tag: r.arr("wrapped key")?,
+        }),
+        3 => Message::DealerRequest(r.header()?),
+        4 => {
+            let header = r.header()?;
+            let shape = header.output_shape().expect("checked in header()");
+            let count: usize = shape.iter().product();
+            let rest = std::mem::take(&mut r.0);
+            let data =
+                codec::decode_packed(ring, rest, count).map_err(|e| WireError::Malformed {
+                    what: "product",
+                    detail: e.to_string(),
+                })?;
+            let tensor = RingTensor::from_residues(ring, &shape, data).map_err(|e| {
+                WireError::Malformed {
+                    what: "product",
+                    detail: e.to_string(),
+                }
+            })?;
+            Message::Product { header, tensor }
+        }
+        5 => Message::StateDigest {
+            step: r.u64("state digest")?,
+            digest: r.arr("state digest")?,
+        },
+        6 => Message::Done,
+        k => return Err(WireError::Kind(k)),
+    };
+    if !r.0.is_empty() {
+        return Err(WireError::Malformed {
+            what: "frame",
+            detail: format!("{} trailing bytes", r.0.len()),
+        });
+    }
+    Ok((seq, msg))
+}

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod dealer;
 pub mod host;
 pub mod record;
+pub mod tcp;
 pub mod transport;
 pub mod wire;
 

@@ -126,3 +126,134 @@ fn an_unpinned_certificate_is_refused() {
         assert!(t2.recv(Role::S0).is_err());
     }
 }
+
+/// A TCP proxy from `listener` to `target` that applies `mutate` to the byte stream from the
+/// connecting side once `after` bytes have passed (the TLS handshake stays intact).
+fn proxy(
+    listener: TcpListener,
+    target: std::net::SocketAddr,
+    after: usize,
+    mutate: fn(&mut Vec<u8>),
+) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let Ok((mut client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(mut server) = std::net::TcpStream::connect(target) else {
+            return;
+        };
+        let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s2.read(&mut buf) {
+                if n == 0 || c2.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut seen, mut done) = (0usize, false);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut chunk = buf[..n].to_vec();
+            if !done && seen + n > after {
+                mutate(&mut chunk);
+                done = true;
+            }
+            seen += n;
+            if server.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_man_in_the_middle_causes_a_clean_failure() {
+    let flip: fn(&mut Vec<u8>) = |c| {
+        let i = c.len() / 2;
+        c[i] ^= 0x40;
+    };
+    let replay: fn(&mut Vec<u8>) = |c| {
+        let copy = c.clone();
+        c.extend_from_slice(&copy);
+    };
+    let drop_: fn(&mut Vec<u8>) = |c| c.truncate(c.len() / 2);
+    for (name, m) in [("flip", flip), ("replay", replay), ("drop", drop_)] {
+        let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
+        let pinned = [
+            ids[0].cert.clone(),
+            ids[1].cert.clone(),
+            ids[2].cert.clone(),
+        ];
+        let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let lp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (a0, a1, ap) = (
+            l0.local_addr().unwrap(),
+            l1.local_addr().unwrap(),
+            lp.local_addr().unwrap(),
+        );
+        // S1 reaches S0 through the proxy; everyone else connects directly.
+        proxy(lp, a0, 2500, m);
+        let mut listeners = [Some(l0), Some(l1), None];
+        let nets: Vec<Result<TcpTransport, NetError>> = std::thread::scope(|s| {
+            let hs: Vec<_> = Role::ALL
+                .into_iter()
+                .map(|me| {
+                    let addrs = if me == Role::S1 {
+                        [Some(ap), Some(a1), None]
+                    } else {
+                        [Some(a0), Some(a1), None]
+                    };
+                    let setup = TcpSetup {
+                        me,
+                        listener: listeners[me.index()].take(),
+                        addrs,
+                        identity: ids[me.index()].clone(),
+                        certs: pinned.clone(),
+                        timeout: Duration::from_secs(3),
+                        ring: Ring::DEFAULT,
+                    };
+                    s.spawn(move || TcpTransport::establish(setup))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let nets: Vec<Box<dyn Transport>> = nets
+            .into_iter()
+            .map(|t| Box::new(t.unwrap()) as Box<dyn Transport>)
+            .collect();
+        let nets: [Box<dyn Transport>; 3] = nets.try_into().ok().unwrap();
+        let op = BilinearOp::MatmulForward;
+        let t = std::time::Instant::now();
+        let r = run_local(
+            &ClusterConfig {
+                timeout: Duration::from_secs(3),
+                ..ClusterConfig::default()
+            },
+            &Trusts::generate(),
+            devices(),
+            nets,
+            &|p| {
+                let mut last = Vec::new();
+                for i in 0..3 {
+                    last = p.linear_quantized(
+                        (i, 0),
+                        &op,
+                        (&[64, 64], &quantized(values(4096, i, -9, 9))),
+                        (&[64, 64], &quantized(values(4096, i + 9, -9, 9))),
+                    )?;
+                }
+                Ok(last)
+            },
+        );
+        assert!(r.is_err(), "{name}: the run must fail");
+        assert!(t.elapsed() < Duration::from_secs(30), "{name}: no hang");
+        let msg = r.err().unwrap().to_string();
+        assert!(msg.contains("S0") || msg.contains("S1"), "{name}: {msg}");
+    }
+}

@@ -13,26 +13,31 @@ use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor};
 use goten_party::tcp::{Identity, TcpSetup, TcpTransport};
 use goten_party::{ClusterConfig, NetError, Transport, Trusts, run_local};
 
-fn mesh(ids: &[Identity; 3], pinned: [Vec<u8>; 3]) -> [Result<TcpTransport, NetError>; 3] {
+/// Connects three parties on loopback; `via` optionally redirects S1's connection to S0 (a
+/// proxy in front of S0's real listener, which is passed to `via` to start it).
+fn mesh_with(
+    ids: &[Identity; 3],
+    pinned: [Vec<u8>; 3],
+    timeout: Duration,
+    via: Option<&dyn Fn(std::net::SocketAddr) -> std::net::SocketAddr>,
+) -> [Result<TcpTransport, NetError>; 3] {
     let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
     let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addrs = [
-        Some(l0.local_addr().unwrap()),
-        Some(l1.local_addr().unwrap()),
-        None,
-    ];
+    let (a0, a1) = (l0.local_addr().unwrap(), l1.local_addr().unwrap());
+    let s1_to_s0 = via.map_or(a0, |f| f(a0));
     let mut listeners = [Some(l0), Some(l1), None];
     std::thread::scope(|s| {
         let hs: Vec<_> = Role::ALL
             .into_iter()
             .map(|me| {
+                let first = if me == Role::S1 { s1_to_s0 } else { a0 };
                 let setup = TcpSetup {
                     me,
                     listener: listeners[me.index()].take(),
-                    addrs,
+                    addrs: [Some(first), Some(a1), None],
                     identity: ids[me.index()].clone(),
                     certs: pinned.clone(),
-                    timeout: Duration::from_secs(5),
+                    timeout,
                     ring: Ring::DEFAULT,
                 };
                 s.spawn(move || TcpTransport::establish(setup))
@@ -45,6 +50,10 @@ fn mesh(ids: &[Identity; 3], pinned: [Vec<u8>; 3]) -> [Result<TcpTransport, NetE
             out.next().unwrap(),
         ]
     })
+}
+
+fn mesh(ids: &[Identity; 3], pinned: [Vec<u8>; 3]) -> [Result<TcpTransport, NetError>; 3] {
+    mesh_with(ids, pinned, Duration::from_secs(5), None)
 }
 
 #[test]
@@ -189,40 +198,14 @@ fn a_man_in_the_middle_causes_a_clean_failure() {
             ids[1].cert.clone(),
             ids[2].cert.clone(),
         ];
-        let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let lp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (a0, a1, ap) = (
-            l0.local_addr().unwrap(),
-            l1.local_addr().unwrap(),
-            lp.local_addr().unwrap(),
-        );
         // S1 reaches S0 through the proxy; everyone else connects directly.
-        proxy(lp, a0, 2500, m);
-        let mut listeners = [Some(l0), Some(l1), None];
-        let nets: Vec<Result<TcpTransport, NetError>> = std::thread::scope(|s| {
-            let hs: Vec<_> = Role::ALL
-                .into_iter()
-                .map(|me| {
-                    let addrs = if me == Role::S1 {
-                        [Some(ap), Some(a1), None]
-                    } else {
-                        [Some(a0), Some(a1), None]
-                    };
-                    let setup = TcpSetup {
-                        me,
-                        listener: listeners[me.index()].take(),
-                        addrs,
-                        identity: ids[me.index()].clone(),
-                        certs: pinned.clone(),
-                        timeout: Duration::from_secs(3),
-                        ring: Ring::DEFAULT,
-                    };
-                    s.spawn(move || TcpTransport::establish(setup))
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let start_proxy = |target: std::net::SocketAddr| {
+            let lp = TcpListener::bind("127.0.0.1:0").unwrap();
+            let ap = lp.local_addr().unwrap();
+            proxy(lp, target, 2500, m);
+            ap
+        };
+        let nets = mesh_with(&ids, pinned, Duration::from_secs(3), Some(&start_proxy));
         let nets: Vec<Box<dyn Transport>> = nets
             .into_iter()
             .map(|t| Box::new(t.unwrap()) as Box<dyn Transport>)

@@ -47,7 +47,19 @@ pub fn verify(
             "integrity check: challenge or result has the wrong length",
         ));
     }
-    let r_words = r;
+    if !matches!(
+        op,
+        BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad
+    ) {
+        let d = op.conv_dims(sa, sb)?;
+        let (lr, _) = crate::check_conv::lens(op, &d);
+        let (rw, sw) = r.split_at(2 * lr);
+        let (re, se) = (
+            crate::check_conv::elements(rw),
+            crate::check_conv::elements(sw),
+        );
+        return crate::check_conv::verify(op, &d, a, b, c, &re, &se);
+    }
     let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
     let w = |v: i32| i128::from(v);
     // lhs: the result contracted along its challenge axis; rhs: the same from the operands.
@@ -123,16 +135,7 @@ pub fn verify(
             };
             (lhs, rhs)
         }
-        _ => {
-            let d = op.conv_dims(sa, sb)?;
-            let (lr, _) = crate::check_conv::lens(op, &d);
-            let (rw, sw) = r_words.split_at(2 * lr);
-            let (re, se) = (
-                crate::check_conv::elements(rw),
-                crate::check_conv::elements(sw),
-            );
-            return crate::check_conv::verify(op, &d, a, b, c, &re, &se);
-        }
+        _ => unreachable!("convolutions are checked by check_conv above"),
     };
     Ok(lhs == rhs)
 }

@@ -83,12 +83,12 @@ pub(crate) fn expect_product(
         Message::Product { header: h, .. } => Err(NetError::Unexpected {
             peer: from,
             expected: format!(
-                "product of op {} part {} (iteration {})",
-                header.op_id, header.part, header.iteration
+                "product of op {} attempt {} part {} (iteration {})",
+                header.op_id, header.attempt, header.part, header.iteration
             ),
             got: format!(
-                "product of op {} part {} (iteration {})",
-                h.op_id, h.part, h.iteration
+                "product of op {} attempt {} part {} (iteration {})",
+                h.op_id, h.attempt, h.part, h.iteration
             ),
         }),
         other => Err(NetError::Unexpected {

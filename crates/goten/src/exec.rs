@@ -136,6 +136,17 @@ pub(crate) struct PartyExec<'a> {
 }
 
 impl PartyExec<'_> {
+    /// Runs `f` with a protocol backend that continues this session's PRG step counter.
+    fn with_backend<R>(
+        &mut self,
+        f: impl FnOnce(&mut ProtocolBackend<'_>, &Sgd) -> Result<R, NnError>,
+    ) -> Result<R, PartyError> {
+        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
+        let r = f(&mut be, &self.sgd).map_err(nn);
+        self.counter = be.step();
+        r
+    }
+
     fn role(&self) -> &'static str {
         if self.party.role() == Role::S0 {
             "e0"
@@ -184,10 +195,7 @@ impl Exec for PartyExec<'_> {
         labels: &[u8],
         lr: f32,
     ) -> Result<StepStats, PartyError> {
-        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
-        let r = m.train_step(&mut be, x, labels, &self.sgd, lr).map_err(nn);
-        self.counter = be.step();
-        r
+        self.with_backend(|be, sgd| m.train_step(be, x, labels, sgd, lr))
     }
     fn eval(
         &mut self,
@@ -195,10 +203,7 @@ impl Exec for PartyExec<'_> {
         x: SecretTensor,
         labels: &[u8],
     ) -> Result<(f32, usize), PartyError> {
-        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
-        let r = m.evaluate(&mut be, x, labels).map_err(nn);
-        self.counter = be.step();
-        r
+        self.with_backend(|be, _| m.evaluate(be, x, labels))
     }
     fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
         self.party.compare_state(step, m.state_digest())

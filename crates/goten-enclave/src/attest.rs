@@ -136,19 +136,30 @@ impl SimulatedAttester {
     }
 }
 
-/// Accepts simulated evidence signed by one platform key for one measurement.
+/// Accepts simulated evidence signed by one of the trusted platform keys for one measurement.
 pub struct SimulatedVerifier {
-    platform: VerifyingKey,
+    platforms: Vec<VerifyingKey>,
     expected: Measurement,
 }
 
 impl SimulatedVerifier {
     /// A verifier trusting `platform_key` and expecting `measurement`.
     pub fn new(platform_key: [u8; 32], measurement: Measurement) -> Result<Self, AttestError> {
-        let platform =
-            VerifyingKey::from_bytes(&platform_key).map_err(|_| AttestError::BadSignature)?;
+        Self::any_of(&[platform_key], measurement)
+    }
+
+    /// A verifier trusting each of `platform_keys` (one per machine of a deployment whose
+    /// simulated platforms each have their own key) and expecting `measurement`.
+    pub fn any_of(
+        platform_keys: &[[u8; 32]],
+        measurement: Measurement,
+    ) -> Result<Self, AttestError> {
+        let platforms = platform_keys
+            .iter()
+            .map(|k| VerifyingKey::from_bytes(k).map_err(|_| AttestError::BadSignature))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SimulatedVerifier {
-            platform,
+            platforms,
             expected: measurement,
         })
     }
@@ -164,12 +175,15 @@ impl EvidenceVerifier for SimulatedVerifier {
         else {
             return Err(AttestError::WrongKind("expected enclave evidence"));
         };
-        self.platform
-            .verify_strict(
-                &signed_message(measurement, rd),
-                &Signature::from_bytes(signature),
-            )
-            .map_err(|_| AttestError::BadSignature)?;
+        let msg = signed_message(measurement, rd);
+        let sig = Signature::from_bytes(signature);
+        if !self
+            .platforms
+            .iter()
+            .any(|p| p.verify_strict(&msg, &sig).is_ok())
+        {
+            return Err(AttestError::BadSignature);
+        }
         if *measurement != self.expected {
             return Err(AttestError::WrongMeasurement {
                 found: hex(measurement),

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::dealer;
 use crate::host::EnclaveHost;
-use crate::transport::{Message, NetError, Transport};
+use crate::transport::{Message, NetError, Traffic, Transport};
 
 /// What every run prints while enclaves are software and attestation is simulated.
 pub const SIMULATION_NOTICE: &str = "SIMULATION: enclaves run as ordinary code and attestation evidence is simulated; \
@@ -88,18 +88,20 @@ pub enum PartyError {
     Panic(Role),
 }
 
-/// Key material of a simulated deployment.
+/// Key material of a simulated deployment, as one party holds it: its own secrets (a platform
+/// key for S0/S1, the identity key for S2) and the public keys it trusts. A local run holds all
+/// of them; a process of a separate-machines deployment only its own ([`Trusts::for_party`]).
 pub struct Trusts {
-    /// Platform keys that sign E0's and E1's evidence.
-    pub platforms: [Arc<SimulatedAttester>; 2],
-    /// Platform public key every party trusts.
-    pub trusted_platform: [u8; 32],
+    /// Platform keys that sign E0's and E1's evidence (`None`: not held by this process).
+    pub platforms: [Option<Arc<SimulatedAttester>>; 2],
+    /// Platform public keys every party trusts.
+    pub trusted_platforms: Vec<[u8; 32]>,
     /// Measurement every party expects.
     pub expected_measurement: Measurement,
     /// Measurement E0 and E1 actually report.
     pub measurements: [Measurement; 2],
-    /// S2's identity key.
-    pub dealer: Arc<DealerIdentity>,
+    /// S2's identity key (`None`: not held by this process).
+    pub dealer: Option<Arc<DealerIdentity>>,
     /// S2 public key pinned by the others.
     pub pinned_dealer: [u8; 32],
     /// Derive the ephemeral X25519 keys from this seed instead of fresh entropy: reproducible
@@ -113,6 +115,42 @@ fn random32() -> [u8; 32] {
     b
 }
 
+/// Secrets that derive from a test seed (see [`Trusts::danger_deterministic`]).
+fn danger_derive(seed: u64, label: &str) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    *goten_field::SecretKey::from_bytes(s)
+        .derive(label.as_bytes())
+        .expose()
+}
+
+/// The attestation secret of `role` that [`Trusts::danger_deterministic`] uses: the platform key
+/// for S0 and S1, the identity key for S2. Tests only.
+pub fn danger_deterministic_secret(seed: u64, role: Role) -> [u8; 32] {
+    danger_derive(
+        seed,
+        if role == Role::S2 {
+            "dealer"
+        } else {
+            "platform"
+        },
+    )
+}
+
+/// The ephemeral-key seed that [`Trusts::danger_deterministic`] uses. Tests only.
+pub fn danger_deterministic_ephemeral(seed: u64) -> [u8; 32] {
+    danger_derive(seed, "ephemeral")
+}
+
+/// The public key of an attestation secret of `role` (what a cluster file lists).
+pub fn attestation_public_key(role: Role, secret: [u8; 32]) -> [u8; 32] {
+    if role == Role::S2 {
+        DealerIdentity::from_secret(secret).public_key()
+    } else {
+        SimulatedAttester::from_secret(secret).public_key()
+    }
+}
+
 impl Trusts {
     /// A consistent simulated deployment from a platform key, S2's identity key and, for tests
     /// only, a seed for the ephemeral keys.
@@ -120,12 +158,12 @@ impl Trusts {
         let platform = Arc::new(SimulatedAttester::from_secret(platform));
         let dealer = Arc::new(DealerIdentity::from_secret(dealer));
         Trusts {
-            trusted_platform: platform.public_key(),
-            platforms: [platform.clone(), platform],
+            trusted_platforms: vec![platform.public_key()],
+            platforms: [Some(platform.clone()), Some(platform)],
             expected_measurement: enclave_measurement(),
             measurements: [enclave_measurement(); 2],
             pinned_dealer: dealer.public_key(),
-            dealer,
+            dealer: Some(dealer),
             danger_fixed_ephemeral: ephemeral,
         }
     }
@@ -138,15 +176,38 @@ impl Trusts {
     /// A deployment whose keys (platform, dealer identity and ephemeral keys) all derive from
     /// `seed`: every run with the same seed uses the same masks. Tests only.
     pub fn danger_deterministic(seed: u64) -> Self {
-        let mut s = [0u8; 32];
-        s[..8].copy_from_slice(&seed.to_le_bytes());
-        let root = goten_field::SecretKey::from_bytes(s);
-        let derive = |label: &str| *root.derive(label.as_bytes()).expose();
         Self::from_secrets(
-            derive("platform"),
-            derive("dealer"),
-            Some(derive("ephemeral")),
+            danger_deterministic_secret(seed, Role::S0),
+            danger_deterministic_secret(seed, Role::S2),
+            Some(danger_deterministic_ephemeral(seed)),
         )
+    }
+
+    /// What `role` holds in a deployment on separate machines: its own attestation secret
+    /// and the public keys of the others' (`public[i]` is party i's; S0's and S1's are trusted
+    /// platform keys, S2's is the pinned dealer identity).
+    pub fn for_party(
+        role: Role,
+        secret: [u8; 32],
+        public: [[u8; 32]; 3],
+        danger_fixed_ephemeral: Option<[u8; 32]>,
+    ) -> Self {
+        let mut platforms = [None, None];
+        let mut dealer = None;
+        if role == Role::S2 {
+            dealer = Some(Arc::new(DealerIdentity::from_secret(secret)));
+        } else {
+            platforms[role.index()] = Some(Arc::new(SimulatedAttester::from_secret(secret)));
+        }
+        Trusts {
+            platforms,
+            trusted_platforms: vec![public[0], public[1]],
+            expected_measurement: enclave_measurement(),
+            measurements: [enclave_measurement(); 2],
+            dealer,
+            pinned_dealer: public[2],
+            danger_fixed_ephemeral,
+        }
     }
 
     fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {
@@ -160,7 +221,7 @@ impl Trusts {
     }
 
     fn trust(&self) -> Result<Trust, PartyError> {
-        let enclave = SimulatedVerifier::new(self.trusted_platform, self.expected_measurement)
+        let enclave = SimulatedVerifier::any_of(&self.trusted_platforms, self.expected_measurement)
             .map_err(|e| KeyError::Attest {
                 peer: Role::S0,
                 source: e,
@@ -252,6 +313,8 @@ pub struct PartyReport {
     pub enclave_secs: f64,
     /// Ring elements sent.
     pub elements_sent: u64,
+    /// Bytes sent and received over the whole run (key exchange included).
+    pub traffic: Traffic,
 }
 
 /// Results of a local run.
@@ -291,6 +354,12 @@ fn exchange_hellos(t: &mut dyn Transport, mine: Hello) -> Result<[Hello; 3], Par
     Ok(out.map(|h| h.expect("all three filled")))
 }
 
+fn missing_secret(role: Role, what: &str) -> PartyError {
+    PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
+        "{role} was started without its {what} key"
+    )))
+}
+
 fn enclave_party(
     role: Role,
     cfg: &ClusterConfig,
@@ -301,7 +370,10 @@ fn enclave_party(
     let trust = trusts.trust()?;
     let enclave = Enclave::with_key_exchange(trusts.key_exchange(role)?, cfg.enclave)?;
     let i = role.index();
-    let evidence = trusts.platforms[i].attest(trusts.measurements[i], enclave.report_data()?);
+    let platform = trusts.platforms[i]
+        .as_ref()
+        .ok_or_else(|| missing_secret(role, "platform"))?;
+    let evidence = platform.attest(trusts.measurements[i], enclave.report_data()?);
     let mut host = EnclaveHost::new(device, transport);
     let hellos = exchange_hellos(host.transport(), enclave.hello(evidence)?)?;
     let mut party = Party { enclave, host };
@@ -328,7 +400,9 @@ fn enclave_party(
     Ok(party)
 }
 
-fn run_enclave_side<R>(
+/// Runs S0 or S1 (`role`) in this process: key exchange, then `body`, then tells S2 it is done.
+/// Where the three parties are separate processes, each calls this or [`run_dealer_party`].
+pub fn run_enclave_party<R>(
     role: Role,
     cfg: &ClusterConfig,
     trusts: &Trusts,
@@ -355,11 +429,13 @@ fn run_enclave_side<R>(
             transport_secs: net,
             enclave_secs: (total - device - net).max(0.0),
             elements_sent: party.host.elements_sent(),
+            traffic: party.host.transport().traffic(),
         },
     ))
 }
 
-fn run_dealer(
+/// Runs S2 in this process until both enclave hosts are done.
+pub fn run_dealer_party(
     cfg: &ClusterConfig,
     trusts: &Trusts,
     device: Box<dyn Device>,
@@ -367,7 +443,11 @@ fn run_dealer(
 ) -> Result<PartyReport, PartyError> {
     let trust = trusts.trust()?;
     let kx = trusts.key_exchange(Role::S2)?;
-    let hello = kx.hello(trusts.dealer.sign(kx.report_data()));
+    let identity = trusts
+        .dealer
+        .as_ref()
+        .ok_or_else(|| missing_secret(Role::S2, "identity"))?;
+    let hello = kx.hello(identity.sign(kx.report_data()));
     let hellos = exchange_hellos(&mut *t, hello)?;
     let key = kx.finish_dealer(&hellos, &trust)?;
     let (t0, n0) = (Instant::now(), t.busy_secs());
@@ -380,12 +460,20 @@ fn run_dealer(
         transport_secs: net,
         enclave_secs: 0.0,
         elements_sent: t.elements_sent(),
+        traffic: t.traffic(),
     })
 }
 
 /// Whether `e` (anywhere in its chain of causes) is a peer disconnecting: a consequence of
 /// another party's failure rather than a cause.
 fn lost_peer(e: &PartyError) -> bool {
+    // `#[error(transparent)]` variants hand `source()` to the inner error's source, so the
+    // walk below never sees a `NetError` held directly: match those first.
+    match e {
+        PartyError::Net(NetError::PeerGone { .. }) => return true,
+        PartyError::At { source, .. } => return lost_peer(source),
+        _ => {}
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(x) = cur {
         if matches!(
@@ -426,9 +514,9 @@ pub fn run_local<R: Send>(
     let [d0, d1, d2] = devices;
     let [t0, t1, t2] = transports;
     let (r0, r1, r2) = std::thread::scope(|s| {
-        let h0 = s.spawn(|| run_enclave_side(Role::S0, cfg, trusts, d0, t0, body));
-        let h1 = s.spawn(|| run_enclave_side(Role::S1, cfg, trusts, d1, t1, body));
-        let h2 = s.spawn(|| run_dealer(cfg, trusts, d2, t2));
+        let h0 = s.spawn(|| run_enclave_party(Role::S0, cfg, trusts, d0, t0, body));
+        let h1 = s.spawn(|| run_enclave_party(Role::S1, cfg, trusts, d1, t1, body));
+        let h2 = s.spawn(|| run_dealer_party(cfg, trusts, d2, t2));
         (
             h0.join().unwrap_or(Err(PartyError::Panic(Role::S0))),
             h1.join().unwrap_or(Err(PartyError::Panic(Role::S1))),

@@ -8,10 +8,15 @@
 //! - [`host`]: the S0/S1 host, implementing the enclave's ocall trait;
 //! - [`dealer`]: the S2 loop;
 //! - [`cluster`]: the key exchange and a three-threads-in-one-process runner;
+//! - [`handshake`]: job and resume-point agreement;
+//! - [`tcp`], [`wire`]: the TLS transport and its frame format;
+//! - [`deploy`]: key files and the cluster file of a deployment on separate machines;
 //! - [`record`]: recording wrappers for privacy audits.
 
 pub mod cluster;
 pub mod dealer;
+pub mod deploy;
+pub mod handshake;
 pub mod host;
 pub mod record;
 pub mod tcp;
@@ -19,4 +24,5 @@ pub mod transport;
 pub mod wire;
 
 pub use cluster::{ClusterConfig, Party, PartyError, PartyReport, Trusts, run_local};
+pub use transport::Traffic;
 pub use transport::{Message, NetError, Transport, in_process_mesh};

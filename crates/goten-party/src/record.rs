@@ -125,6 +125,10 @@ impl Transport for RecordingTransport {
     fn elements_sent(&self) -> u64 {
         self.inner.elements_sent()
     }
+
+    fn traffic(&self) -> crate::transport::Traffic {
+        self.inner.traffic()
+    }
 }
 
 /// A transport that lets a test alter every message it sends (tampering and man-in-the-middle
@@ -161,5 +165,9 @@ impl<F: FnMut(&mut Message) + Send> Transport for Tamper<F> {
 
     fn elements_sent(&self) -> u64 {
         self.inner.elements_sent()
+    }
+
+    fn traffic(&self) -> crate::transport::Traffic {
+        self.inner.traffic()
     }
 }

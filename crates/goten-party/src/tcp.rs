@@ -24,7 +24,7 @@ use rustls::{
     StreamOwned,
 };
 
-use crate::transport::{Message, NetError, Transport};
+use crate::transport::{Message, NetError, Traffic, Transport};
 use crate::wire;
 
 /// A party's TLS identity: certificate and PKCS#8 private key (DER).
@@ -215,6 +215,7 @@ pub struct TcpTransport {
     timeout: f64,
     busy: f64,
     sent: u64,
+    traffic: Traffic,
 }
 
 fn tls_err(peer: Role, e: impl std::fmt::Display) -> NetError {
@@ -350,7 +351,13 @@ impl TcpTransport {
             timeout: s.timeout.as_secs_f64(),
             busy: 0.0,
             sent: 0,
+            traffic: Traffic::default(),
         })
+    }
+
+    /// Decode products in `ring` from now on (S2 learns the job's ring in the handshake).
+    pub fn set_ring(&mut self, ring: Ring) {
+        self.ring = ring;
     }
 
     fn conn(&mut self, peer: Role) -> Result<&mut Conn, NetError> {
@@ -405,6 +412,7 @@ impl Transport for TcpTransport {
         self.send_seq[to.index()] += 1;
         self.sent += msg.elements() as u64;
         let frame = wire::encode(&msg, seq);
+        self.traffic.sent += frame.len() as u64;
         let io = self.conn(to)?.io();
         let r = io
             .write_all(&frame)
@@ -417,7 +425,11 @@ impl Transport for TcpTransport {
     fn recv(&mut self, from: Role) -> Result<Message, NetError> {
         let t = Instant::now();
         let (ring, secs) = (self.ring, self.timeout);
-        let io = self.conn(from)?.io();
+        let traffic = &mut self.traffic;
+        let io = self.conns[from.index()]
+            .as_mut()
+            .ok_or(NetError::NoRoute { from, to: self.me })?
+            .io();
         let mut head = [0u8; 16];
         let r = (|| {
             io.read_exact(&mut head)
@@ -427,6 +439,7 @@ impl Transport for TcpTransport {
                 expected: "a goten frame".into(),
                 got: e.to_string(),
             })?;
+            traffic.received += 16 + n as u64;
             let mut frame = head.to_vec();
             frame.resize(16 + n, 0);
             io.read_exact(&mut frame[16..])
@@ -457,5 +470,9 @@ impl Transport for TcpTransport {
 
     fn elements_sent(&self) -> u64 {
         self.sent
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
     }
 }

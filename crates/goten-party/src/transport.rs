@@ -34,6 +34,19 @@ pub enum Message {
         /// SHA-256 of the training state.
         digest: [u8; 32],
     },
+    /// The job a party was started with (handshake before the key exchange): S0 and S1 must
+    /// agree on both fields; S2 adopts the ring of the job.
+    Job {
+        /// Width k of the share ring Z_2^k.
+        ring_bits: u32,
+        /// SHA-256 of model, data and hyper-parameters.
+        digest: [u8; 32],
+    },
+    /// On resume: the step of the newest checkpoint this enclave can restore.
+    Resume {
+        /// Step.
+        step: u64,
+    },
     /// The sender has no more work.
     Done,
 }
@@ -47,6 +60,8 @@ impl Message {
             Message::DealerRequest(_) => "dealer request",
             Message::Product { .. } => "product",
             Message::StateDigest { .. } => "state digest",
+            Message::Job { .. } => "job description",
+            Message::Resume { .. } => "resume point",
             Message::Done => "done",
         }
     }
@@ -109,6 +124,28 @@ pub trait Transport: Send {
     fn busy_secs(&self) -> f64;
     /// Ring elements sent so far.
     fn elements_sent(&self) -> u64;
+    /// Bytes sent and received so far, counted as wire frames ([`crate::wire`]) whether or
+    /// not this transport encodes them.
+    fn traffic(&self) -> Traffic;
+}
+
+/// Bytes on the wire, in frames (TLS adds about 22 bytes per 16 KiB record on top).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes received.
+    pub received: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, o: Traffic) -> Traffic {
+        Traffic {
+            sent: self.sent - o.sent,
+            received: self.received - o.received,
+        }
+    }
 }
 
 /// One endpoint of the in-process mesh.
@@ -119,6 +156,7 @@ pub struct InProcess {
     timeout: Duration,
     busy: f64,
     sent: u64,
+    traffic: Traffic,
 }
 
 /// Three connected endpoints (index = role), one channel per ordered pair.
@@ -130,6 +168,7 @@ pub fn in_process_mesh(timeout: Duration) -> [InProcess; 3] {
         timeout,
         busy: 0.0,
         sent: 0,
+        traffic: Traffic::default(),
     });
     for from in Role::ALL {
         for to in Role::ALL {
@@ -151,6 +190,7 @@ impl Transport for InProcess {
     fn send(&mut self, to: Role, msg: Message) -> Result<(), NetError> {
         let t = Instant::now();
         self.sent += msg.elements() as u64;
+        self.traffic.sent += crate::wire::frame_len(&msg) as u64;
         let tx = self.tx[to.index()]
             .as_ref()
             .ok_or(NetError::NoRoute { from: self.me, to })?;
@@ -172,6 +212,9 @@ impl Transport for InProcess {
             RecvTimeoutError::Disconnected => NetError::PeerGone { peer: from },
         });
         self.busy += t.elapsed().as_secs_f64();
+        if let Ok(m) = &r {
+            self.traffic.received += crate::wire::frame_len(m) as u64;
+        }
         r
     }
 
@@ -181,5 +224,9 @@ impl Transport for InProcess {
 
     fn elements_sent(&self) -> u64 {
         self.sent
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
     }
 }

@@ -263,6 +263,15 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             5
         }
         Message::Done => 6,
+        Message::Job { ring_bits, digest } => {
+            b.u32(*ring_bits);
+            b.bytes(digest);
+            7
+        }
+        Message::Resume { step } => {
+            b.u64(*step);
+            8
+        }
     };
     let mut f = Vec::with_capacity(HEADER + b.0.len());
     f.extend_from_slice(b"GT");
@@ -272,6 +281,19 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
     f.extend_from_slice(&(b.0.len() as u32).to_le_bytes());
     f.extend_from_slice(&b.0);
     f
+}
+
+/// Length of `msg`'s frame, without building it for products (traffic accounting of
+/// transports that pass messages in memory).
+pub fn frame_len(msg: &Message) -> usize {
+    match msg {
+        Message::Product { header, tensor } => {
+            let mut w = W(Vec::new());
+            w.header(header);
+            HEADER + w.0.len() + codec::packed_len(tensor.ring(), tensor.len())
+        }
+        m => encode(m, 0).len(),
+    }
 }
 
 /// Body length announced by a frame header (after checking magic, version and the limit):
@@ -358,6 +380,13 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
             digest: r.arr("state digest")?,
         },
         6 => Message::Done,
+        7 => Message::Job {
+            ring_bits: r.u32("job description")?,
+            digest: r.arr("job description")?,
+        },
+        8 => Message::Resume {
+            step: r.u64("resume point")?,
+        },
         k => return Err(WireError::Kind(k)),
     };
     if !r.0.is_empty() {

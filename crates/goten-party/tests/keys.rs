@@ -80,7 +80,7 @@ fn expect_failure(trusts: Trusts, needle: &str) {
 #[test]
 fn enclave_on_an_untrusted_platform_is_refused() {
     let mut t = Trusts::generate();
-    t.platforms[1] = Arc::new(SimulatedAttester::from_secret([9; 32]));
+    t.platforms[1] = Some(Arc::new(SimulatedAttester::from_secret([9; 32])));
     expect_failure(
         t,
         "S1 failed authentication: evidence signature does not verify",
@@ -97,7 +97,7 @@ fn enclave_with_other_code_is_refused() {
 #[test]
 fn unpinned_dealer_is_refused() {
     let mut t = Trusts::generate();
-    t.dealer = Arc::new(DealerIdentity::from_secret([4; 32]));
+    t.dealer = Some(Arc::new(DealerIdentity::from_secret([4; 32])));
     expect_failure(t, "S2 failed authentication");
 }
 

@@ -66,6 +66,11 @@ fn samples() -> Vec<Message> {
             digest: [3; 32],
         },
         Message::Done,
+        Message::Job {
+            ring_bits: 23,
+            digest: [4; 32],
+        },
+        Message::Resume { step: 1 << 40 },
     ]
 }
 
@@ -76,6 +81,8 @@ fn every_message_round_trips() {
         let (seq, back) = decode(&f, Ring::DEFAULT).unwrap();
         assert_eq!(seq, 1000 + i as u64);
         assert_eq!(back, m);
+        // In-memory transports count the same bytes as the TCP one sends.
+        assert_eq!(goten_party::wire::frame_len(&m), f.len());
     }
 }
 

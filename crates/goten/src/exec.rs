@@ -39,6 +39,10 @@ pub(crate) trait Exec {
     fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
         Ok(())
     }
+    /// Bytes this party has sent and received so far (`None`: no transport).
+    fn traffic(&mut self) -> Option<goten_party::Traffic> {
+        None
+    }
     /// Seals the state (model and progress) to this executor's checkpoint file.
     fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError>;
     /// The state of the checkpoint to resume from.
@@ -64,19 +68,37 @@ impl Ckpt<'_> {
         self.dir.join(format!("checkpoint-{role}.sealed"))
     }
 
-    /// Writes atomically: a crash mid-write leaves the previous checkpoint intact.
+    fn prev_path(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("checkpoint-{role}.prev.sealed"))
+    }
+
+    /// Writes atomically and keeps the previous checkpoint: a crash mid-write leaves a good
+    /// one, and a party restarted one checkpoint ahead of its peer can step back to the
+    /// peer's (see [`goten_party::handshake::agree_resume`]).
     fn write(&self, role: &str, bytes: &[u8]) -> Result<(), PartyError> {
         let path = self.path(role);
         let tmp = path.with_extension("sealed.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| ck_err(e, &path))
+        std::fs::write(&tmp, bytes).map_err(|e| ck_err(e, &tmp))?;
+        if path.exists() {
+            std::fs::rename(&path, self.prev_path(role)).map_err(|e| ck_err(e, &path))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| ck_err(e, &path))
     }
 
-    fn read(&self, role: &str) -> Result<Vec<u8>, PartyError> {
-        let path = self.path(role);
-        std::fs::read(&path)
-            .map_err(|e| ck_err(format!("cannot read ({e}); nothing to resume"), &path))
+    /// The sealed checkpoints on disk (newest file first): at least one, or an error.
+    fn read(&self, role: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, PartyError> {
+        let found: Vec<(PathBuf, Vec<u8>)> = [self.path(role), self.prev_path(role)]
+            .into_iter()
+            .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+            .collect();
+        if found.is_empty() {
+            let path = self.path(role);
+            return Err(ck_err(
+                "cannot read it (missing?); nothing to resume",
+                &path,
+            ));
+        }
+        Ok(found)
     }
 }
 
@@ -96,7 +118,7 @@ impl Exec for FloatExec {
         ck.write("enclave", &bytes)
     }
     fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
-        let bytes = ck.read("enclave")?;
+        let (path, bytes) = ck.read("enclave")?.swap_remove(0);
         let r = checkpoint::unseal(
             &bytes,
             &ck.key,
@@ -106,7 +128,7 @@ impl Exec for FloatExec {
             job.args.seed,
             goten_data::CLASSES,
         )
-        .map_err(|e| ck_err(e, &ck.path("enclave")))?;
+        .map_err(|e| ck_err(e, &path))?;
         Ok((r.model, r.progress))
     }
     fn step(
@@ -174,18 +196,42 @@ impl Exec for PartyExec<'_> {
     }
     fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
         let role = self.role();
-        let bytes = ck.read(role)?;
-        let (m, p) = self
-            .party
-            .enclave
-            .unseal_checkpoint(
-                &bytes,
-                &ck.key,
-                ck.fingerprint,
-                (job.kind, job.args.seed, goten_data::CLASSES),
-            )
-            .map_err(|e| ck_err(e, &ck.path(role)))?;
+        let mut held = Vec::new();
+        for (path, bytes) in ck.read(role)? {
+            // A checkpoint that fails to open is an error, not a reason to fall back quietly:
+            // it was tampered with or belongs to another job.
+            let (m, p) = self
+                .party
+                .enclave
+                .unseal_checkpoint(
+                    &bytes,
+                    &ck.key,
+                    ck.fingerprint,
+                    (job.kind, job.args.seed, goten_data::CLASSES),
+                )
+                .map_err(|e| ck_err(e, &path))?;
+            held.push((m, p));
+        }
+        let newest = held
+            .iter()
+            .map(|(_, p)| p.step)
+            .max()
+            .expect("at least one");
+        let step = goten_party::handshake::agree_resume(self.party.host.transport(), newest)?;
+        let steps: Vec<u64> = held.iter().map(|(_, p)| p.step).collect();
+        let (m, p) = held
+            .into_iter()
+            .find(|(_, p)| p.step == step)
+            .ok_or_else(|| {
+                ck_err(
+                    format!(
+                        "the other enclave can resume only from step {step}, this one holds steps {steps:?}; restore matching checkpoints or start over"
+                    ),
+                    &ck.path(role),
+                )
+            })?;
         self.counter = p.prg_step;
+        eprintln!("{role}: resuming from the checkpoint of step {step}");
         Ok((m, p))
     }
     fn step(
@@ -208,13 +254,16 @@ impl Exec for PartyExec<'_> {
     fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
         self.party.compare_state(step, m.state_digest())
     }
+    fn traffic(&mut self) -> Option<goten_party::Traffic> {
+        Some(self.party.host.transport().traffic())
+    }
 }
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
 pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 32] {
     let mut h = Sha256::new();
     let desc = format!(
-        "goten/job/v1|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
+        "goten/job/v2|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
         a.model,
         a.mode,
         a.epochs,
@@ -225,7 +274,8 @@ pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 
         a.seed,
         a.ring_bits,
         a.quant_bits,
-        a.data
+        // The data's content is hashed below; its path may differ between parties.
+        a.data == "synthetic"
     );
     h.update(desc.as_bytes());
     for d in [train, test] {

@@ -9,10 +9,12 @@ mod bench_op;
 mod bench_train;
 mod exec;
 mod model_io;
+mod party;
 mod plot;
 mod predict;
 mod shapes;
 mod source;
+mod spawn;
 mod train;
 
 use std::process::ExitCode;
@@ -46,6 +48,10 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
     Train(train::TrainArgs),
+    /// Write a party's key file and public cluster entry (deployment on separate machines).
+    Keygen(party::KeygenArgs),
+    /// Run one party (S0, S1 or S2) of a deployment on separate machines.
+    Party(Box<party::PartyArgs>),
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Bench { what } => bench::run(what),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Keygen(a) => party::keygen(a),
+        Command::Party(a) => party::run(*a),
         Command::SealData { data, out, key_out } => {
             let key = key_out.unwrap_or_else(|| out.join("data.key"));
             source::seal_data(&data, &out, &key)

@@ -42,13 +42,9 @@ pub fn write(model: &Model, steps: u64, path: &Path) -> Result<()> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        (
-            "producer".to_string(),
-            format!("goten {}", env!("CARGO_PKG_VERSION")),
-        ),
-    ]);
+    // One metadata entry only: safetensors writes the map in hash order, and identical weights
+    // must give identical files (runs are compared byte for byte).
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let buf =
         safetensors::tensor::serialize(views, Some(meta)).context("cannot encode the model")?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

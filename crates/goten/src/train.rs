@@ -25,7 +25,7 @@ use goten_enclave::quant::QuantConfig;
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
+use goten_party::{ClusterConfig, Party, PartyError, Traffic, Trusts, run_local};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -40,6 +40,24 @@ pub enum Mode {
     Goten,
 }
 
+/// How the parties of goten mode talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// Threads of this process.
+    InProcess,
+    /// Separate processes over TLS on loopback.
+    Tcp,
+}
+
+impl TransportKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TransportKind::InProcess => "in-process",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
 /// Learning-rate schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Sched {
@@ -52,7 +70,7 @@ pub enum Sched {
 }
 
 /// Options of `goten train`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Model: `small` (two conv blocks, quick) or `vgg11` (VGG-11-BN).
     #[arg(long, default_value = "small")]
@@ -121,14 +139,24 @@ pub struct TrainArgs {
     /// Continue from the sealed checkpoint in `--out` (same settings required).
     #[arg(long)]
     pub(crate) resume: bool,
+    /// Goten mode: `in-process` (three threads, the default) or `tcp` (three processes on
+    /// loopback, mutually authenticated TLS, as on separate machines).
+    #[arg(long, value_enum, default_value_t = TransportKind::InProcess)]
+    pub(crate) transport: TransportKind,
+    /// Seconds to wait for any message from another party before giving up (goten mode).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) timeout: u64,
+    /// Derive every key and mask from this public seed: reproducible runs for tests only.
+    #[arg(long, hide = true)]
+    pub(crate) danger_deterministic_keys: Option<u64>,
     /// Seal a checkpoint every N steps (0: at every evaluation); one is always sealed at the end.
     #[arg(long, default_value_t = 0)]
     pub(crate) checkpoint_every: u64,
 }
 
 /// What a finished run reports.
-struct Summary {
-    steps: u64,
+pub(crate) struct Summary {
+    pub(crate) steps: u64,
     images: u64,
     secs: f64,
     train_loss: f32,
@@ -137,15 +165,23 @@ struct Summary {
 
 /// Progress bar, metrics file and running numbers; only E0's thread (or the single plain /
 /// enclave run) reports.
-struct Reporter {
+pub(crate) struct Reporter {
     bar: ProgressBar,
     metrics: std::fs::File,
     start: Instant,
     images: u64,
+    /// Traffic of this party's training steps (not evaluation) and how many steps it covers.
+    step_traffic: (Traffic, u64),
 }
 
 impl Reporter {
-    fn new(total: u64, out: &std::path::Path, append: bool) -> Result<Self> {
+    /// `quiet`: never draw a progress bar (a party whose terminal is not the user's).
+    pub(crate) fn new(
+        total: u64,
+        out: &std::path::Path,
+        append: bool,
+        quiet: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create output folder {}", out.display()))?;
         let path = out.join("metrics.jsonl");
@@ -157,7 +193,7 @@ impl Reporter {
             .truncate(!append)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+        let hidden = quiet || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
         let bar = ProgressBar::with_draw_target(
             Some(total),
             if hidden {
@@ -175,7 +211,17 @@ impl Reporter {
             metrics,
             start: Instant::now(),
             images: 0,
+            step_traffic: (Traffic::default(), 0),
         })
+    }
+
+    /// A message above the progress bar, or on stderr when there is no bar.
+    fn say(&self, msg: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.bar.println(msg);
+        }
     }
 
     fn line(&mut self, v: serde_json::Value) {
@@ -183,19 +229,35 @@ impl Reporter {
         let _ = writeln!(self.metrics, "{v}");
     }
 
-    fn step(&mut self, step: u64, epoch: usize, lr: f32, batch: usize, s: &StepStats) {
+    fn step(
+        &mut self,
+        step: u64,
+        epoch: usize,
+        lr: f32,
+        batch: usize,
+        s: &StepStats,
+        traffic: Option<Traffic>,
+    ) {
         self.images += batch as u64;
         let ips = self.images as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         self.bar.set_position(step);
         self.bar
             .set_message(format!("loss {:.3}  {:.1} img/s", s.loss, ips));
-        self.line(
-            json!({"step": step, "epoch": epoch, "loss": s.loss, "lr": lr, "img_per_s": ips}),
-        );
+        let mut v =
+            json!({"step": step, "epoch": epoch, "loss": s.loss, "lr": lr, "img_per_s": ips});
+        if let Some(t) = traffic {
+            let (sum, n) = &mut self.step_traffic;
+            sum.sent += t.sent;
+            sum.received += t.received;
+            *n += 1;
+            v["bytes_sent"] = t.sent.into();
+            v["bytes_received"] = t.received.into();
+        }
+        self.line(v);
     }
 
     fn eval(&mut self, step: u64, epoch: usize, loss: f32, acc: f64) {
-        self.bar.println(format!(
+        self.say(format!(
             "step {step} (epoch {epoch}): test accuracy {:.2} %, test loss {loss:.3}",
             100.0 * acc
         ));
@@ -248,7 +310,7 @@ fn evaluate(exec: &mut dyn Exec, m: &mut Model, job: &Job<'_>) -> Result<(f32, f
 }
 
 /// The training loop every mode shares.
-fn train_loop(
+pub(crate) fn train_loop(
     exec: &mut dyn Exec,
     job: &Job<'_>,
     ck: &Ckpt<'_>,
@@ -297,11 +359,13 @@ fn train_loop(
             }
             let (x, labels) = job.train.batch(chunk, Some((a.seed, step)))?;
             let lr = job.schedule.lr(a.lr, step, epoch);
+            let before = exec.traffic();
             let s = exec.step(&mut model, x, &labels, lr)?;
+            let traffic = before.zip(exec.traffic()).map(|(b, a)| a - b);
             step += 1;
             images += chunk.len() as u64;
             last_loss = s.loss;
-            report(&mut |r| r.step(step, epoch, lr, chunk.len(), &s));
+            report(&mut |r| r.step(step, epoch, lr, chunk.len(), &s, traffic));
             let more = step < job.total_steps;
             if a.eval_every > 0 && step % a.eval_every == 0 && more {
                 let (l, ac) = evaluate(exec, &mut model, job)?;
@@ -341,7 +405,41 @@ fn train_loop(
     })
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
+/// Everything a run needs besides the execution: parsed settings and the loaded data.
+pub(crate) struct Setup {
+    pub(crate) kind: ModelKind,
+    pub(crate) enclave: EnclaveConfig,
+    pub(crate) train: Source,
+    pub(crate) test: Source,
+    pub(crate) schedule: Schedule,
+    pub(crate) total_steps: u64,
+    pub(crate) synthetic: bool,
+}
+
+impl Setup {
+    pub(crate) fn job<'a>(&'a self, a: &'a TrainArgs) -> Job<'a> {
+        Job {
+            args: a,
+            kind: self.kind,
+            train: &self.train,
+            test: &self.test,
+            schedule: self.schedule,
+            total_steps: self.total_steps,
+        }
+    }
+
+    /// Checkpoint folder, sealing key and the job fingerprint.
+    pub(crate) fn ckpt<'a>(&self, a: &'a TrainArgs) -> Result<Ckpt<'a>> {
+        Ok(Ckpt {
+            dir: &a.out,
+            key: platform_sealing_key(&a.out)?,
+            fingerprint: fingerprint(a, &self.train, &self.test),
+        })
+    }
+}
+
+/// Checks the options and loads the data.
+pub(crate) fn prepare(a: &TrainArgs) -> Result<Setup> {
     let kind = ModelKind::parse(&a.model)
         .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
     let ring = Ring::new(a.ring_bits).context("--ring-bits")?;
@@ -389,6 +487,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if a.mode == Mode::Goten {
         eprintln!("note: {SIMULATION_NOTICE}");
     }
+    if a.danger_deterministic_keys.is_some() {
+        eprintln!(
+            "WARNING: --danger-deterministic-keys: every key and mask derives from a public seed; this run protects nothing (tests only)"
+        );
+    }
     let per_epoch = train.len().div_ceil(a.batch as usize) as u64;
     let total_steps = a.steps.unwrap_or(u64::MAX).min(per_epoch * a.epochs as u64);
     let schedule = match a.schedule {
@@ -402,20 +505,55 @@ pub fn run(a: TrainArgs) -> Result<()> {
             total: per_epoch * a.epochs as u64,
         },
     };
-    let job = Job {
-        args: &a,
+    Ok(Setup {
         kind,
-        train: &train,
-        test: &test,
+        enclave: EnclaveConfig { ring, quant },
+        train,
+        test,
         schedule,
         total_steps,
-    };
-    let reporter = Mutex::new(Reporter::new(total_steps, &a.out, a.resume)?);
-    let ck = Ckpt {
-        dir: &a.out,
-        key: platform_sealing_key(&a.out)?,
-        fingerprint: fingerprint(&a, &train, &test),
-    };
+        synthetic,
+    })
+}
+
+/// Threads of each party's device.
+pub(crate) fn party_threads(a: &TrainArgs, parties_here: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if a.threads == 0 {
+        (cores / parties_here).max(1)
+    } else {
+        a.threads
+    }
+}
+
+/// The training body of S0 or S1 (`reporter`: this party's progress and metrics).
+pub(crate) fn party_body<'a>(
+    job: &'a Job<'a>,
+    ck: &'a Ckpt<'a>,
+    reporter: Option<&'a Mutex<Reporter>>,
+) -> impl Fn(&mut Party) -> Result<Summary, PartyError> + Sync + 'a {
+    move |p: &mut Party| {
+        train_loop(
+            &mut PartyExec {
+                party: p,
+                counter: 0,
+                sgd: Sgd::default(),
+            },
+            job,
+            ck,
+            reporter,
+        )
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    if a.transport == TransportKind::Tcp {
+        return crate::spawn::run(a);
+    }
+    let setup = prepare(&a)?;
+    let job = setup.job(&a);
+    let reporter = Mutex::new(Reporter::new(setup.total_steps, &a.out, a.resume, false)?);
+    let ck = setup.ckpt(&a)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = match a.mode {
         Mode::Plain | Mode::Enclave => {
@@ -434,35 +572,79 @@ pub fn run(a: TrainArgs) -> Result<()> {
             })?
         }
         Mode::Goten => {
-            let threads = if a.threads == 0 {
-                (cores / 3).max(1)
-            } else {
-                a.threads
-            };
             let cfg = ClusterConfig {
-                enclave: EnclaveConfig { ring, quant },
-                timeout: Duration::from_secs(600),
+                enclave: setup.enclave,
+                timeout: Duration::from_secs(a.timeout),
             };
-            let (devices, nets) = goten_party::cluster::local_cpu_parts(threads, cfg.timeout)?;
-            let body = |p: &mut Party| {
-                let rep = (p.role() == Role::S0).then_some(&reporter);
-                train_loop(
-                    &mut PartyExec {
-                        party: p,
-                        counter: 0,
-                        sgd: Sgd::default(),
-                    },
-                    &job,
-                    &ck,
-                    rep,
-                )
+            let (devices, nets) =
+                goten_party::cluster::local_cpu_parts(party_threads(&a, 3), cfg.timeout)?;
+            let trusts = match a.danger_deterministic_keys {
+                Some(seed) => Trusts::danger_deterministic(seed),
+                None => Trusts::generate(),
             };
-            run_local(&cfg, &Trusts::generate(), devices, nets, &body)
-                .context("secure training failed")?
-                .results
-                .0
+            let s0 = reporter_of(Role::S0, &reporter);
+            let body = |p: &mut Party| party_body(&job, &ck, s0(p.role()))(p);
+            let run =
+                run_local(&cfg, &trusts, devices, nets, &body).context("secure training failed")?;
+            let reports: Vec<_> = Role::ALL.into_iter().zip(run.reports).collect();
+            report_traffic(&reporter, &reports);
+            run.results.0
         }
     };
+    finish(&a, &setup, summary, reporter)
+}
+
+/// Only `who` reports (the other enclave host of a local run stays quiet).
+fn reporter_of<'a>(
+    who: Role,
+    r: &'a Mutex<Reporter>,
+) -> impl Fn(Role) -> Option<&'a Mutex<Reporter>> + Sync + 'a {
+    move |role| (role == who).then_some(r)
+}
+
+/// Traffic of every party over the run, in the metrics file and on stderr.
+pub(crate) fn report_traffic(
+    reporter: &Mutex<Reporter>,
+    reports: &[(Role, goten_party::PartyReport)],
+) {
+    let mut r = reporter.lock().expect("reporter lock");
+    let mut parts = Vec::new();
+    let mut obj = serde_json::Map::new();
+    for (role, rep) in reports {
+        let t = rep.traffic;
+        obj.insert(
+            role.to_string(),
+            json!({"bytes_sent": t.sent, "bytes_received": t.received}),
+        );
+        parts.push(format!("{role} sent {:.1} MB", t.sent as f64 / 1e6));
+    }
+    let (sum, n) = r.step_traffic;
+    let per_step =
+        (n > 0).then(|| json!({"bytes_sent": sum.sent / n, "bytes_received": sum.received / n}));
+    let reporting = reports.first().map_or(Role::S0, |(role, _)| *role);
+    r.line(json!({"traffic_total": obj, "traffic_per_training_step": {reporting.to_string(): per_step}}));
+    let mut msg = format!(
+        "traffic (training, evaluation and key exchange): {}",
+        parts.join(", ")
+    );
+    if n > 0 {
+        msg.push_str(&format!(
+            "; {reporting} per training step: sent {:.2} MB, received {:.2} MB",
+            sum.sent as f64 / n as f64 / 1e6,
+            sum.received as f64 / n as f64 / 1e6
+        ));
+    }
+    r.say(msg);
+}
+
+/// Plot, summary line and the `--json` object of a finished run.
+pub(crate) fn finish(
+    a: &TrainArgs,
+    setup: &Setup,
+    summary: Summary,
+    reporter: Mutex<Reporter>,
+) -> Result<()> {
+    let kind = setup.kind;
     let rep = reporter.into_inner().expect("reporter lock");
     rep.bar.finish_and_clear();
     let mode = format!("{:?}", a.mode).to_lowercase();
@@ -484,15 +666,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         summary.secs,
         summary.train_loss,
         100.0 * summary.test_accuracy,
-        test.len(),
+        setup.test.len(),
         a.out.join("metrics.jsonl").display()
     );
     if a.json {
         println!(
             "{}",
             json!({"mode": mode, "model": kind.name(), "steps": summary.steps, "images": summary.images, "img_per_s": ips,
-                   "train_loss": summary.train_loss, "test_accuracy": summary.test_accuracy, "synthetic_data": synthetic,
-                   "simulated_attestation": a.mode == Mode::Goten})
+                   "train_loss": summary.train_loss, "test_accuracy": summary.test_accuracy, "synthetic_data": setup.synthetic,
+                   "simulated_attestation": a.mode == Mode::Goten, "transport": a.transport.name()})
         );
     }
     Ok(())

@@ -1,0 +1,173 @@
+//! Agreements between the parties outside the key exchange: that they run the same job, and
+//! from which checkpoint they resume.
+//!
+//! Where it sits: session setup, on the transport, before [`crate::cluster`]'s key exchange
+//! (job) and before the first training step (resume point). Parties started by three
+//! organisations with hand-typed options must refuse to start on a mismatch rather than train
+//! garbage; parties restarted after a crash must pick a checkpoint both enclaves hold.
+
+use goten_enclave::Role;
+
+use crate::cluster::PartyError;
+use crate::transport::{Message, NetError, Transport};
+
+/// What the parties must agree on before anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobId {
+    /// Width of the share ring.
+    pub ring_bits: u32,
+    /// Hash of model, data and hyper-parameters (all zero for S2, which does not know them).
+    pub digest: [u8; 32],
+}
+
+fn hex8(d: &[u8; 32]) -> String {
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn recv_job(t: &mut dyn Transport, from: Role) -> Result<JobId, PartyError> {
+    match t.recv(from)? {
+        Message::Job { ring_bits, digest } => Ok(JobId { ring_bits, digest }),
+        m => Err(NetError::Unexpected {
+            peer: from,
+            expected: "a job description".into(),
+            got: m.kind().into(),
+        }
+        .into()),
+    }
+}
+
+fn mismatch(peer: Role, theirs: JobId, ours: JobId) -> PartyError {
+    let what = if theirs.ring_bits != ours.ring_bits {
+        format!(
+            "ring Z_2^{} against our Z_2^{}",
+            theirs.ring_bits, ours.ring_bits
+        )
+    } else {
+        format!(
+            "job {}.. against our {}.. (model, data, mode or hyper-parameters differ)",
+            hex8(&theirs.digest),
+            hex8(&ours.digest)
+        )
+    };
+    PartyError::Disagree(format!(
+        "{peer} was started for a different job: {what}; start every party with the same options"
+    ))
+}
+
+/// Exchanges job descriptions. S0 and S1 pass `Some(job)`: each sends it to the other two and
+/// checks the other enclave host's. S2 passes `None`: it checks that S0 and S1 sent the same
+/// one and returns it (S2 takes its ring from the job).
+pub fn agree_job(t: &mut dyn Transport, job: Option<JobId>) -> Result<JobId, PartyError> {
+    let me = t.me();
+    match (me, job) {
+        (Role::S2, _) => {
+            let a = recv_job(t, Role::S0)?;
+            let b = recv_job(t, Role::S1)?;
+            if a != b {
+                return Err(mismatch(Role::S1, b, a));
+            }
+            Ok(a)
+        }
+        (_, Some(ours)) => {
+            let peer = if me == Role::S0 { Role::S1 } else { Role::S0 };
+            for to in [peer, Role::S2] {
+                t.send(
+                    to,
+                    Message::Job {
+                        ring_bits: ours.ring_bits,
+                        digest: ours.digest,
+                    },
+                )?;
+            }
+            let theirs = recv_job(t, peer)?;
+            if theirs != ours {
+                return Err(mismatch(peer, theirs, ours));
+            }
+            Ok(ours)
+        }
+        (_, None) => Err(PartyError::Disagree(format!(
+            "{me} needs a job description to start"
+        ))),
+    }
+}
+
+/// On resume: tells the other enclave host the newest checkpoint step this one holds and
+/// returns the step both can restore (the older of the two newest; a party can be at most one
+/// checkpoint ahead, because the next step needs its peer).
+pub fn agree_resume(t: &mut dyn Transport, newest: u64) -> Result<u64, PartyError> {
+    let peer = if t.me() == Role::S0 {
+        Role::S1
+    } else {
+        Role::S0
+    };
+    t.send(peer, Message::Resume { step: newest })?;
+    match t.recv(peer)? {
+        Message::Resume { step } => Ok(step.min(newest)),
+        m => Err(NetError::Unexpected {
+            peer,
+            expected: "its resume point".into(),
+            got: m.kind().into(),
+        }
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::in_process_mesh;
+    use std::time::Duration;
+
+    fn run(jobs: [JobId; 2]) -> [Result<JobId, PartyError>; 3] {
+        let [mut t0, mut t1, mut t2] = in_process_mesh(Duration::from_secs(5));
+        std::thread::scope(|s| {
+            let a = s.spawn(move || agree_job(&mut t0, Some(jobs[0])));
+            let b = s.spawn(move || agree_job(&mut t1, Some(jobs[1])));
+            let c = s.spawn(move || agree_job(&mut t2, None));
+            [a.join().unwrap(), b.join().unwrap(), c.join().unwrap()]
+        })
+    }
+
+    #[test]
+    fn same_job_is_agreed_and_s2_learns_the_ring() {
+        let j = JobId {
+            ring_bits: 23,
+            digest: [7; 32],
+        };
+        for r in run([j, j]) {
+            assert_eq!(r.unwrap(), j);
+        }
+    }
+
+    #[test]
+    fn different_jobs_are_refused_by_everyone() {
+        let a = JobId {
+            ring_bits: 21,
+            digest: [1; 32],
+        };
+        let b = JobId {
+            digest: [2; 32],
+            ..a
+        };
+        let c = JobId { ring_bits: 22, ..a };
+        for other in [b, c] {
+            for r in run([a, other]) {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("different job"), "{e}");
+            }
+        }
+        let e = run([a, c])[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("Z_2^22"), "{e}");
+    }
+
+    #[test]
+    fn resume_picks_the_older_newest_checkpoint() {
+        let [mut t0, mut t1, _t2] = in_process_mesh(Duration::from_secs(5));
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(move || agree_resume(&mut t0, 20));
+            let b = s.spawn(move || agree_resume(&mut t1, 10));
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        assert_eq!((a, b), (10, 10));
+    }
+}

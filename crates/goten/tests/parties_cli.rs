@@ -1,0 +1,365 @@
+//! End-to-end tests of the separate-process deployment through the real binary: `goten keygen`,
+//! `goten party` and `goten train --transport tcp` on loopback. Same weights as the in-process
+//! run, a killed or stalled party stops the others with its name, resume after a kill
+//! reproduces the uninterrupted run, and parties started for different jobs refuse to start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_goten"));
+    c.env("CI", "1");
+    c
+}
+
+fn goten(args: &[&str]) -> Output {
+    exe().args(args).output().expect("run goten")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("goten-parties-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A short deterministic job: small model, synthetic data.
+const JOB: &[&str] = &[
+    "--synthetic-train",
+    "256",
+    "--test-limit",
+    "64",
+    "--batch",
+    "16",
+    "--danger-deterministic-keys",
+    "5",
+];
+
+#[test]
+fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
+    let d = tmp("same");
+    let (a, b) = (d.join("a.safetensors"), d.join("b.safetensors"));
+    let mut args: Vec<&str> = vec!["train", "--steps", "4", "--json"];
+    args.extend(JOB);
+    let out_a = d.join("inproc");
+    let mut a_args = args.clone();
+    a_args.extend([
+        "--out",
+        out_a.to_str().unwrap(),
+        "--export",
+        a.to_str().unwrap(),
+    ]);
+    let r = goten(&a_args);
+    assert!(r.status.success(), "{}", text(&r));
+    let out_b = d.join("tcp");
+    let mut b_args = args.clone();
+    b_args.extend([
+        "--out",
+        out_b.to_str().unwrap(),
+        "--export",
+        b.to_str().unwrap(),
+        "--transport",
+        "tcp",
+    ]);
+    let r = goten(&b_args);
+    assert!(r.status.success(), "{}", text(&r));
+    let last = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["transport"], "tcp");
+    assert_eq!(v["steps"], 4);
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "weights differ between in-process and TCP runs"
+    );
+    // Each step's traffic is in S0's metrics, and S1 kept its own.
+    let m = std::fs::read_to_string(out_b.join("metrics.jsonl")).unwrap();
+    let step: serde_json::Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
+    assert!(step["bytes_sent"].as_u64().unwrap() > 100_000, "{step}");
+    assert!(step["bytes_received"].as_u64().unwrap() > 100_000, "{step}");
+    assert!(m.contains("traffic_total"));
+    assert!(out_b.join("party-1/checkpoint-e1.sealed").exists());
+}
+
+/// Keys and a cluster file for three parties on free loopback ports, through `goten keygen`.
+fn keygen_cluster(d: &Path) -> PathBuf {
+    let keys = d.join("keys");
+    for id in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let id_s = id.to_string();
+        let mut args = vec![
+            "keygen",
+            "--id",
+            &id_s,
+            "--out",
+            keys.to_str().unwrap(),
+            "--danger-deterministic-keys",
+            "5",
+        ];
+        if id < 2 {
+            args.extend(["--address", &addr]);
+        }
+        let r = goten(&args);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    let cluster: String = (0..3)
+        .map(|i| std::fs::read_to_string(keys.join(format!("party-{i}.toml"))).unwrap())
+        .collect();
+    let path = keys.join("cluster.toml");
+    std::fs::write(&path, cluster).unwrap();
+    path
+}
+
+fn party(cluster: &Path, id: u32, out: &Path, extra: &[&str]) -> Child {
+    exe()
+        .args(["party", "--id", &id.to_string(), "--cluster"])
+        .arg(cluster)
+        .arg("--out")
+        .arg(out)
+        .args(JOB)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a party")
+}
+
+/// Waits for a child with a deadline; returns (success, stderr, seconds waited).
+fn finish(mut c: Child, limit: Duration) -> (bool, String, f64) {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            let out = c.wait_with_output().unwrap();
+            return (
+                s.success(),
+                String::from_utf8_lossy(&out.stderr).into(),
+                t.elapsed().as_secs_f64(),
+            );
+        }
+        if t.elapsed() > limit {
+            let _ = c.kill();
+            panic!("a party did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn latest_step(out: &Path) -> u64 {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_party_stops_the_others_and_resume_reproduces_the_run() {
+    let d = tmp("kill");
+    let cluster = keygen_cluster(&d);
+    let outs: Vec<PathBuf> = (0..3).map(|i| d.join(format!("s{i}"))).collect();
+    let run: &[&str] = &[
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "2",
+        "--timeout",
+        "30",
+    ];
+    let mut kids: Vec<Child> = (0..3)
+        .map(|i| party(&cluster, i, &outs[i as usize], run))
+        .collect();
+    // Kill S1 once S0 is past a few checkpoints.
+    let t = Instant::now();
+    while latest_step(&outs[0]) < 5 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kids[1].kill().unwrap();
+    let _ = kids[1].wait();
+    let killed_at = latest_step(&outs[0]);
+    assert!(killed_at < 30, "the run finished before the kill");
+    // S0 names S1. S2 serves both and may notice S0's exit first, so it names whichever
+    // peer it lost; either way both stop, non-zero, well within the timeout.
+    for (i, c) in [(0, kids.remove(0)), (2, kids.remove(1))] {
+        let (ok, err, secs) = finish(c, Duration::from_secs(40));
+        assert!(!ok, "S{i} should fail when S1 dies");
+        let named = if i == 0 {
+            err.contains("S1 disconnected")
+        } else {
+            err.contains("disconnected")
+        };
+        assert!(named, "S{i} does not report the lost peer: {err}");
+        assert!(secs < 35.0, "S{i} took {secs} s to stop");
+    }
+    // Restart all three with --resume: the run completes, with the weights of an uninterrupted
+    // run.
+    let export = d.join("resumed.safetensors");
+    let exp = export.to_str().unwrap();
+    let mut resume: Vec<&str> = run.to_vec();
+    resume.push("--resume");
+    let kids: Vec<Child> = (0..3)
+        .map(|i| {
+            let mut extra = resume.clone();
+            if i == 0 {
+                extra.extend(["--export", exp]);
+            }
+            party(&cluster, i, &outs[i as usize], &extra)
+        })
+        .collect();
+    let mut logs = String::new();
+    for (i, c) in kids.into_iter().enumerate() {
+        let (ok, err, _) = finish(c, Duration::from_secs(180));
+        assert!(ok, "S{i} failed on resume: {err}");
+        logs.push_str(&err);
+    }
+    let whole = d.join("whole.safetensors");
+    let whole_out = d.join("whole");
+    let mut args = vec![
+        "train",
+        "--steps",
+        "30",
+        "--out",
+        whole_out.to_str().unwrap(),
+    ];
+    args.extend(JOB);
+    let wo = whole.to_str().unwrap().to_string();
+    args.extend(["--export", &wo]);
+    let r = goten(&args);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        std::fs::read(&export).unwrap() == std::fs::read(&whole).unwrap(),
+        "resumed run (killed after step {killed_at}) differs from the uninterrupted one: {logs}"
+    );
+}
+
+#[test]
+fn stalled_party_times_out_with_its_name() {
+    let d = tmp("stall");
+    let cluster = keygen_cluster(&d);
+    let outs: Vec<PathBuf> = (0..3).map(|i| d.join(format!("s{i}"))).collect();
+    let run: &[&str] = &["--steps", "200", "--timeout", "3"];
+    let mut kids: Vec<Child> = (0..3)
+        .map(|i| party(&cluster, i, &outs[i as usize], run))
+        .collect();
+    let t = Instant::now();
+    while latest_step(&outs[0]) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = kids[1].id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+    if !stopped.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot send SIGSTOP here");
+        kids.iter_mut().for_each(|k| drop(k.kill()));
+        return;
+    }
+    let s0 = kids.remove(0);
+    let (ok, err, secs) = finish(s0, Duration::from_secs(30));
+    let _ = kids[0].kill();
+    let _ = kids[0].wait();
+    let _ = kids[1].kill();
+    let _ = kids[1].wait();
+    assert!(!ok);
+    assert!(
+        err.contains("timed out") && err.contains("S1"),
+        "S0 does not report S1's stall: {err}"
+    );
+    assert!(secs < 15.0, "S0 took {secs} s");
+}
+
+#[test]
+fn parties_of_different_jobs_refuse_to_start() {
+    let d = tmp("mismatch");
+    let cluster = keygen_cluster(&d);
+    let kids: Vec<Child> = (0..3)
+        .map(|i| {
+            let lr = if i == 1 { "0.05" } else { "0.02" };
+            party(
+                &cluster,
+                i,
+                &d.join(format!("s{i}")),
+                &["--steps", "2", "--lr", lr, "--timeout", "20"],
+            )
+        })
+        .collect();
+    for (i, c) in kids.into_iter().enumerate() {
+        let (ok, err, _) = finish(c, Duration::from_secs(40));
+        assert!(!ok, "S{i} started despite the mismatch");
+        assert!(err.contains("different job"), "S{i}: {err}");
+    }
+}
+
+#[test]
+fn party_errors_are_clear() {
+    let d = tmp("errors");
+    let cluster = keygen_cluster(&d);
+    let keys = cluster.parent().unwrap();
+    // Another party's key.
+    let r = goten(&[
+        "party",
+        "--id",
+        "0",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--key",
+        keys.join("party-1.key").to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("is the key of S1"), "{}", text(&r));
+    // A missing cluster file.
+    let r = goten(&[
+        "party",
+        "--id",
+        "0",
+        "--cluster",
+        "/nonexistent/cluster.toml",
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r).contains("cannot read the cluster file"),
+        "{}",
+        text(&r)
+    );
+    // A malformed one.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[[party]]\nid = 7\n").unwrap();
+    let r = goten(&["party", "--id", "0", "--cluster", bad.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("bad.toml"), "{}", text(&r));
+    // keygen refuses to overwrite a key and requires an address for S0/S1.
+    let r = goten(&["keygen", "--id", "2", "--out", keys.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("must not exist"), "{}", text(&r));
+    let r = goten(&[
+        "keygen",
+        "--id",
+        "0",
+        "--out",
+        d.join("k2").to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("--address"), "{}", text(&r));
+    // Plain mode has no parties.
+    let r = goten(&["train", "--mode", "plain", "--transport", "tcp"]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("needs --mode goten"), "{}", text(&r));
+}

@@ -170,22 +170,113 @@ impl ClientCertVerifier for Pinned {
     }
 }
 
-enum Conn {
-    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
-    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+/// One authenticated connection after its handshake, driven without blocking: outgoing
+/// frames are buffered in the TLS connection and written whenever the socket accepts bytes,
+/// incoming bytes are read whenever they arrive. Blocking writes would deadlock: S0 and S1 send
+/// each other megabyte products at the same moment, and with both blocked in `write` neither
+/// reads, so both socket buffers stay full.
+struct Conn {
+    tls: rustls::Connection,
+    sock: TcpStream,
+    /// Decrypted bytes not yet consumed as frames.
+    inbuf: Vec<u8>,
+    /// The peer closed the connection, or it failed (kind and description).
+    closed: Option<(std::io::ErrorKind, String)>,
 }
 
 impl Conn {
-    fn io(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Conn::Client(s) => &mut **s,
-            Conn::Server(s) => &mut **s,
+    fn new(tls: rustls::Connection, sock: TcpStream) -> std::io::Result<Conn> {
+        sock.set_nonblocking(true)?;
+        // Nagle's algorithm would hold back the tail of each frame.
+        sock.set_nodelay(true)?;
+        let mut tls = tls;
+        // Frames of any size are queued whole; memory is bounded by the protocol's messages.
+        tls.set_buffer_limit(None);
+        Ok(Conn {
+            tls,
+            sock,
+            inbuf: Vec::new(),
+            closed: None,
+        })
+    }
+
+    fn close(&mut self, kind: std::io::ErrorKind, why: &str) {
+        if self.closed.is_none() {
+            self.closed = Some((kind, why.to_string()));
+        }
+    }
+
+    fn closed_error(&self) -> Option<std::io::Error> {
+        self.closed
+            .as_ref()
+            .map(|(k, why)| std::io::Error::new(*k, why.clone()))
+    }
+
+    /// Writes what the socket takes now. Returns whether bytes moved.
+    fn pump_write(&mut self) -> std::io::Result<bool> {
+        let mut moved = false;
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(0) => break,
+                Ok(_) => moved = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Reads and decrypts what has arrived. Returns whether bytes moved.
+    fn pump_read(&mut self) -> std::io::Result<bool> {
+        if let Some(e) = self.closed_error() {
+            return Err(e);
+        }
+        let mut moved = false;
+        loop {
+            let eof = match self.tls.read_tls(&mut self.sock) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(moved),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close(e.kind(), &e.to_string());
+                    return Err(e);
+                }
+            };
+            moved = true;
+            if let Err(e) = self.tls.process_new_packets() {
+                // Modified or forged TLS records: the connection is unusable.
+                self.close(std::io::ErrorKind::InvalidData, &format!("TLS error: {e}"));
+                return Err(self.closed_error().expect("just closed"));
+            }
+            // Drain the plaintext after every record batch: rustls bounds what it holds.
+            self.drain_plaintext()?;
+            if eof {
+                self.close(std::io::ErrorKind::UnexpectedEof, "connection closed");
+                return Ok(moved);
+            }
+        }
+    }
+
+    fn drain_plaintext(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.tls.reader().read(&mut chunk) {
+                Ok(0) => {
+                    self.close(std::io::ErrorKind::UnexpectedEof, "connection closed");
+                    return Ok(());
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    self.close(e.kind(), &e.to_string());
+                    return Err(e);
+                }
+            }
         }
     }
 }
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 /// How to reach and recognise the other parties.
 pub struct TcpSetup {
@@ -266,7 +357,8 @@ impl TcpTransport {
                     .complete_io(&mut stream.sock)
                     .map_err(|e| tls_err(peer, e))?;
             }
-            conns[peer.index()] = Some(Conn::Client(Box::new(stream)));
+            let StreamOwned { conn, sock } = stream;
+            conns[peer.index()] = Some(Conn::new(conn.into(), sock).map_err(|e| tls_err(peer, e))?);
         }
         // Incoming: from each higher-numbered peer, recognised by its pinned certificate.
         let higher: Vec<Role> = others.iter().copied().filter(|&r| r > s.me).collect();
@@ -338,7 +430,9 @@ impl TcpTransport {
                     continue;
                 };
                 if let Some(peer) = higher.iter().find(|r| s.certs[r.index()] == cert) {
-                    conns[peer.index()] = Some(Conn::Server(Box::new(stream)));
+                    let StreamOwned { conn, sock } = stream;
+                    conns[peer.index()] =
+                        Some(Conn::new(conn.into(), sock).map_err(|e| tls_err(*peer, e))?);
                 }
             }
         }
@@ -401,6 +495,88 @@ fn io_err(peer: Role, e: std::io::Error, secs: f64) -> NetError {
     }
 }
 
+impl TcpTransport {
+    /// Moves bytes on every connection without blocking; returns whether anything moved.
+    /// Errors are kept on the connection and reported when its peer is next used.
+    fn pump_all(&mut self) -> bool {
+        let mut moved = false;
+        for c in self.conns.iter_mut().flatten() {
+            if c.closed.is_none() {
+                moved |= c.pump_write().unwrap_or_else(|e| {
+                    c.close(e.kind(), &e.to_string());
+                    false
+                });
+                moved |= c.pump_read().unwrap_or(false);
+            }
+        }
+        moved
+    }
+
+    /// The next complete frame from `from`, if its bytes have arrived.
+    fn take_frame(&mut self, from: Role) -> Result<Option<Vec<u8>>, NetError> {
+        let c = self.conn(from)?;
+        if c.inbuf.len() < 16 {
+            return Ok(None);
+        }
+        let head: [u8; 16] = c.inbuf[..16].try_into().expect("16 bytes");
+        let n = wire::body_len(&head).map_err(|e| NetError::Unexpected {
+            peer: from,
+            expected: "a goten frame".into(),
+            got: e.to_string(),
+        })?;
+        if c.inbuf.len() < 16 + n {
+            return Ok(None);
+        }
+        let rest = c.inbuf.split_off(16 + n);
+        Ok(Some(std::mem::replace(&mut c.inbuf, rest)))
+    }
+
+    /// Waits (moving every connection's bytes meanwhile) for a whole frame from `from`.
+    fn wait_frame(&mut self, from: Role) -> Result<Vec<u8>, NetError> {
+        let start = Instant::now();
+        let mut idle = Duration::from_micros(20);
+        loop {
+            if let Some(f) = self.take_frame(from)? {
+                return Ok(f);
+            }
+            if let Some(e) = self.conn(from)?.closed_error() {
+                return Err(io_err(from, e, self.timeout));
+            }
+            if self.pump_all() {
+                idle = Duration::from_micros(20);
+                continue;
+            }
+            if start.elapsed().as_secs_f64() > self.timeout {
+                return Err(NetError::Timeout {
+                    peer: from,
+                    secs: self.timeout,
+                });
+            }
+            // Nothing moved: back off up to 1 ms so a waiting party costs no CPU.
+            std::thread::sleep(idle);
+            idle = (idle * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    /// Delivers what is still queued (a party's last frames) before the sockets close.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.timeout.min(10.0));
+        while Instant::now() < deadline
+            && self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| c.closed.is_none() && c.tls.wants_write())
+        {
+            if !self.pump_all() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
 impl Transport for TcpTransport {
     fn me(&self) -> Role {
         self.me
@@ -413,45 +589,31 @@ impl Transport for TcpTransport {
         self.sent += msg.elements() as u64;
         let frame = wire::encode(&msg, seq);
         self.traffic.sent += frame.len() as u64;
-        let io = self.conn(to)?.io();
-        let r = io
+        let c = self.conn(to)?;
+        if let Some(e) = c.closed_error() {
+            return Err(io_err(to, e, 0.0));
+        }
+        let r = c
+            .tls
+            .writer()
             .write_all(&frame)
-            .and_then(|_| io.flush())
             .map_err(|e| io_err(to, e, 0.0));
+        self.pump_all();
         self.busy += t.elapsed().as_secs_f64();
         r
     }
 
     fn recv(&mut self, from: Role) -> Result<Message, NetError> {
         let t = Instant::now();
-        let (ring, secs) = (self.ring, self.timeout);
-        let traffic = &mut self.traffic;
-        let io = self.conns[from.index()]
-            .as_mut()
-            .ok_or(NetError::NoRoute { from, to: self.me })?
-            .io();
-        let mut head = [0u8; 16];
-        let r = (|| {
-            io.read_exact(&mut head)
-                .map_err(|e| io_err(from, e, secs))?;
-            let n = wire::body_len(&head).map_err(|e| NetError::Unexpected {
-                peer: from,
-                expected: "a goten frame".into(),
-                got: e.to_string(),
-            })?;
-            traffic.received += 16 + n as u64;
-            let mut frame = head.to_vec();
-            frame.resize(16 + n, 0);
-            io.read_exact(&mut frame[16..])
-                .map_err(|e| io_err(from, e, secs))?;
-            wire::decode(&frame, ring).map_err(|e| NetError::Unexpected {
-                peer: from,
-                expected: "a well-formed frame".into(),
-                got: e.to_string(),
-            })
-        })();
+        let r = self.wait_frame(from);
         self.busy += t.elapsed().as_secs_f64();
-        let (seq, msg) = r?;
+        let frame = r?;
+        self.traffic.received += frame.len() as u64;
+        let (seq, msg) = wire::decode(&frame, self.ring).map_err(|e| NetError::Unexpected {
+            peer: from,
+            expected: "a well-formed frame".into(),
+            got: e.to_string(),
+        })?;
         let want = self.recv_seq[from.index()];
         if seq != want {
             return Err(NetError::Unexpected {

@@ -240,3 +240,61 @@ fn a_man_in_the_middle_causes_a_clean_failure() {
         assert!(msg.contains("S0") || msg.contains("S1"), "{name}: {msg}");
     }
 }
+
+/// S0 and S1 send each other a product far larger than socket buffers at the same moment and
+/// only then read (what every secure op does with C0' and C1'): blocking writes would deadlock
+/// here; the transport must deliver both, intact and in order, and S2's small frames too.
+#[test]
+fn simultaneous_large_frames_do_not_deadlock() {
+    use goten_enclave::OpHeader;
+    use goten_party::Message;
+    let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
+    let pinned = [
+        ids[0].cert.clone(),
+        ids[1].cert.clone(),
+        ids[2].cert.clone(),
+    ];
+    let [t0, t1, t2] = mesh(&ids, pinned);
+    let ring = Ring::DEFAULT;
+    // 8 x 1_000_000 elements: 21 MB per frame on the wire.
+    let header = OpHeader {
+        op_id: 1,
+        iteration: 0,
+        attempt: 0,
+        part: 0,
+        parts: 1,
+        op: BilinearOp::MatmulForward,
+        a_shape: vec![8, 1],
+        b_shape: vec![1_000_000, 1],
+    };
+    let product = |seed: u64| Message::Product {
+        header: header.clone(),
+        tensor: RingTensor::from_residues(
+            ring,
+            &[8, 1_000_000],
+            values(8_000_000, seed, -1000, 1000),
+        )
+        .unwrap(),
+    };
+    let exchange = |mut t: TcpTransport, peer: Role, mine: Message, theirs: Message| {
+        for i in 0..3 {
+            t.send(peer, mine.clone()).unwrap();
+            t.send(Role::S2, Message::Resume { step: i }).unwrap();
+            assert_eq!(t.recv(peer).unwrap(), theirs, "round {i}");
+        }
+    };
+    let (m0, m1) = (product(1), product(2));
+    std::thread::scope(|s| {
+        let (a0, a1) = (m0.clone(), m1.clone());
+        s.spawn(move || exchange(t0.unwrap(), Role::S1, a0, a1));
+        s.spawn(move || exchange(t1.unwrap(), Role::S0, m1, m0));
+        s.spawn(move || {
+            let mut t = t2.unwrap();
+            for i in 0..3 {
+                for from in [Role::S0, Role::S1] {
+                    assert_eq!(t.recv(from).unwrap(), Message::Resume { step: i });
+                }
+            }
+        });
+    });
+}

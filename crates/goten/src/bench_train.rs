@@ -72,6 +72,8 @@ struct Split {
     linear: f64,
     device: f64,
     transport: f64,
+    /// Goten mode: bytes all parties sent, and share elements in them, per step.
+    wire: Option<(f64, f64)>,
 }
 
 fn batch(n: usize, step: u64) -> (SecretTensor, Vec<u8>) {
@@ -159,10 +161,16 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                         PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
                     })
                 };
-                run_local(&cfg, &Trusts::generate(), devices, nets, &body)
-                    .context("secure run failed")?
-                    .results
-                    .0
+                let run = run_local(&cfg, &Trusts::generate(), devices, nets, &body)
+                    .context("secure run failed")?;
+                // Every step moves the same shapes; the key exchange adds a few kilobytes.
+                let per = 1.0 / (a.steps + 1) as f64;
+                let bytes: u64 = run.reports.iter().map(|r| r.traffic.sent).sum();
+                let elems: u64 = run.reports.iter().map(|r| r.elements_sent).sum();
+                Split {
+                    wire: Some((bytes as f64 * per, elems as f64 * per)),
+                    ..run.results.0
+                }
             }
             other => anyhow::bail!("unknown mode {other:?} in --modes (plain, enclave, goten)"),
         };
@@ -171,12 +179,17 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
         let nonlin = split.secs - split.linear;
         let quant = (split.linear - split.device - split.transport).max(0.0);
         if a.json {
-            println!(
-                "{}",
-                json!({"mode": mode, "model": kind.name(), "batch": n, "img_per_s": ips, "secs_per_step": split.secs / steps,
+            let mut v = json!({"mode": mode, "model": kind.name(), "batch": n, "img_per_s": ips, "secs_per_step": split.secs / steps,
                        "linear_secs_per_step": split.device / steps, "nonlinear_secs_per_step": nonlin / steps,
-                       "quant_prg_secs_per_step": quant / steps, "transport_secs_per_step": split.transport / steps})
-            );
+                       "quant_prg_secs_per_step": quant / steps, "transport_secs_per_step": split.transport / steps});
+            if let Some((bytes, elems)) = split.wire {
+                v["wire_bytes_per_step"] = bytes.round().into();
+                v["share_elements_per_step"] = elems.round().into();
+                v["bytes_per_element"] = (bytes / elems.max(1.0)).into();
+                // The prototype sent the same four output-sized messages per op as 32-bit floats.
+                v["prototype_bytes_per_step"] = (4.0 * elems).round().into();
+            }
+            println!("{v}");
         } else {
             println!(
                 "{mode:<8} {ips:>8.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
@@ -186,6 +199,14 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                 quant / steps,
                 split.transport / steps
             );
+            if let Some((bytes, elems)) = split.wire {
+                println!(
+                    "         wire: {:.1} MB/step by all parties, {:.3} bytes per share element (prototype: {:.1} MB/step as float32)",
+                    bytes / 1e6,
+                    bytes / elems.max(1.0),
+                    4.0 * elems / 1e6
+                );
+            }
         }
     }
     Ok(())

@@ -50,7 +50,8 @@ pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
     kv("test-limit", a.test_limit.to_string());
     kv("synthetic-train", a.synthetic_train.to_string());
     kv("out", out.display().to_string());
-    kv("threads", a.threads.to_string());
+    // Three processes share this machine, as three threads of an in-process run do.
+    kv("threads", crate::train::party_threads(a, 3).to_string());
     kv("ring-bits", a.ring_bits.to_string());
     kv("quant-bits", a.quant_bits.to_string());
     kv("checkpoint-every", a.checkpoint_every.to_string());

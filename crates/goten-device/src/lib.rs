@@ -9,10 +9,14 @@
 //!   fused step-4 combination);
 //! - [`CpuDevice`]: the multi-threaded CPU backend, always compiled (im2col + f64 GEMM with
 //!   the reduction cut into exact chunks, see `docs/DESIGN.md`);
+//! - `cuda::CudaDevice` (feature `cuda`): the GPU backend, same lowering, GEMM and exact
+//!   reduction on the GPU;
 //! - [`naive`]: an independent i128 reference used by the conformance tests of every backend;
 //! - [`float_ref`]: plain f32/f64 products of the same shapes, the benchmark baseline.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod float_ref;
 pub mod naive;
 

@@ -321,36 +321,62 @@ macro_rules! device_suite {
     ($name:ident, $ctor:expr) => {
         mod $name {
             use super::*;
-            fn dev() -> Box<dyn Device> {
-                Box::new($ctor)
+            /// `None`: the backend is unavailable here and the test is skipped (said on stderr).
+            fn dev() -> Option<Box<dyn Device>> {
+                $ctor
             }
             #[test]
             fn random_matmul_matches_naive() {
-                random_matmul(&*dev());
+                let Some(d) = dev() else { return };
+                random_matmul(&*d);
             }
             #[test]
             fn random_conv_matches_naive() {
-                random_conv(&*dev());
+                let Some(d) = dev() else { return };
+                random_conv(&*d);
             }
             #[test]
             fn worst_case_long_reductions_are_exact() {
-                worst_case(&*dev());
+                let Some(d) = dev() else { return };
+                worst_case(&*d);
             }
             #[test]
             fn bad_shapes_are_errors() {
-                errors_not_panics(&*dev());
+                let Some(d) = dev() else { return };
+                errors_not_panics(&*d);
             }
             #[test]
             fn empty_dimensions_are_fine() {
-                empty_dimensions_give_empty_sums(&*dev());
+                let Some(d) = dev() else { return };
+                empty_dimensions_give_empty_sums(&*d);
             }
             #[test]
             fn combine_matches_reference() {
-                combine_is_sum_minus_pad(&*dev());
+                let Some(d) = dev() else { return };
+                combine_is_sum_minus_pad(&*d);
             }
         }
     };
 }
 
-device_suite!(cpu_one_thread, CpuDevice::new(1).unwrap());
-device_suite!(cpu_two_threads, CpuDevice::new(2).unwrap());
+device_suite!(cpu_one_thread, Some(Box::new(CpuDevice::new(1).unwrap())));
+device_suite!(cpu_two_threads, Some(Box::new(CpuDevice::new(2).unwrap())));
+
+/// The CUDA backend where a GPU exists; elsewhere each test says "skipped: ..." on stderr, or
+/// fails when `GOTEN_REQUIRE_CUDA=1` (the GPU check script sets it, so a GPU run cannot skip).
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Option<Box<dyn Device>> {
+    match goten_device::cuda::CudaDevice::new(0, 0) {
+        Ok(d) => Some(Box::new(d)),
+        Err(e) if std::env::var_os("GOTEN_REQUIRE_CUDA").is_some() => {
+            panic!("GOTEN_REQUIRE_CUDA is set but the CUDA backend is unavailable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+device_suite!(cuda, cuda_device());

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use goten_device::CpuDevice;
 use goten_device::float_ref::{Float, FloatRef};
-use goten_device::{CpuDevice, Device};
 use goten_field::{Prg, Ring, RingTensor, SecretKey};
 use serde_json::json;
 
@@ -38,6 +38,9 @@ pub struct KernelArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
+    device: crate::devices::DeviceKind,
     /// Timed repetitions per kernel (the fastest is reported), after one warm-up run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -99,9 +102,9 @@ pub(crate) fn shape_str(j: &Job) -> String {
 
 fn kernels(args: KernelArgs) -> Result<()> {
     let ring = Ring::new(args.ring_bits).context("--ring-bits")?;
-    let dev = CpuDevice::new(args.threads)?;
+    let dev = crate::devices::make(args.device, args.threads)?;
     let fref = FloatRef::new(args.threads)?;
-    let threads = dev.threads();
+    let threads = CpuDevice::new(args.threads)?.threads();
     let matches = |s: &str| args.filter.as_deref().is_none_or(|f| s.contains(f));
     let jobs: Vec<Job> = vgg_jobs(args.batch as usize)
         .into_iter()

@@ -39,6 +39,9 @@ pub struct OpArgs {
     /// one, so the parties share the machine instead of oversubscribing it).
     #[arg(long, default_value_t = 0)]
     party_threads: usize,
+    /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
+    device: crate::devices::DeviceKind,
     /// Timed repetitions per op (the fastest is reported), after one warm-up run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -136,7 +139,7 @@ pub fn run(args: OpArgs) -> Result<()> {
     } else {
         args.party_threads
     };
-    let (devices, nets) = goten_party::cluster::local_cpu_parts(party_threads, cfg.timeout)?;
+    let (devices, nets) = crate::devices::local_parts(args.device, party_threads, cfg.timeout)?;
     let reps = args.reps;
     let body = |p: &mut Party| -> Result<Vec<Timing>, PartyError> {
         jobs.iter()

@@ -31,6 +31,9 @@ pub struct TrainBenchArgs {
     /// CPU threads for float products and for each party's device (0: automatic).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
+    device: crate::devices::DeviceKind,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -153,7 +156,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                     enclave: EnclaveConfig::default(),
                     timeout: Duration::from_secs(600),
                 };
-                let (devices, nets) = goten_party::cluster::local_cpu_parts(threads, cfg.timeout)?;
+                let (devices, nets) = crate::devices::local_parts(a.device, threads, cfg.timeout)?;
                 let body = |p: &mut Party| -> Result<Split, PartyError> {
                     let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
                     let r = run_steps(kind, n, a.steps, &mut be);

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_op;
 mod bench_train;
+mod devices;
 mod exec;
 mod model_io;
 mod party;

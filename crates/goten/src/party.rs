@@ -149,7 +149,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
         .with_context(|| format!("{}", key_path.display()))?;
     let timeout = Duration::from_secs(t.timeout);
     let threads = crate::train::party_threads(t, 1);
-    let device = Box::new(goten_device::CpuDevice::new(threads)?);
+    let device = crate::devices::make(t.device, threads)?;
     if role == Role::S2 {
         eprintln!("note: {SIMULATION_NOTICE}");
         let mut net = deploy::connect(

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::devices::DeviceKind;
 use crate::exec::{
     Ckpt, Exec, FloatExec, PartyExec, ck_err, fingerprint, nn, platform_sealing_key,
 };
@@ -146,6 +147,10 @@ pub struct TrainArgs {
     /// Seconds to wait for any message from another party before giving up (goten mode).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) timeout: u64,
+    /// Untrusted device of the parties in goten mode: `cpu` or `cuda` (a build with
+    /// `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub(crate) device: DeviceKind,
     /// Derive every key and mask from this public seed: reproducible runs for tests only.
     #[arg(long, hide = true)]
     pub(crate) danger_deterministic_keys: Option<u64>,
@@ -448,6 +453,12 @@ pub(crate) fn prepare(a: &TrainArgs) -> Result<Setup> {
         ..QuantConfig::default()
     };
     quant.validate().context("--quant-bits")?;
+    if a.device != DeviceKind::Cpu && a.mode != Mode::Goten {
+        bail!(
+            "--device {} applies to goten mode's untrusted devices; plain and enclave modes compute inside the (CPU) enclave",
+            a.device.name()
+        );
+    }
     if a.epochs == 0 || a.steps == Some(0) {
         bail!("nothing to train: --epochs and --steps must be at least 1");
     }
@@ -577,7 +588,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 timeout: Duration::from_secs(a.timeout),
             };
             let (devices, nets) =
-                goten_party::cluster::local_cpu_parts(party_threads(&a, 3), cfg.timeout)?;
+                crate::devices::local_parts(a.device, party_threads(&a, 3), cfg.timeout)?;
             let trusts = match a.danger_deterministic_keys {
                 Some(seed) => Trusts::danger_deterministic(seed),
                 None => Trusts::generate(),

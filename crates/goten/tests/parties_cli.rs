@@ -363,3 +363,28 @@ fn party_errors_are_clear() {
     assert!(!r.status.success());
     assert!(text(&r).contains("needs --mode goten"), "{}", text(&r));
 }
+
+/// `--device cuda` where it cannot work (a build without the `cuda` feature, or no GPU) is a
+/// clear error, never a panic or a silent fall-back to the CPU.
+#[test]
+fn cuda_device_without_a_gpu_is_a_clear_error() {
+    if std::env::var_os("GOTEN_REQUIRE_CUDA").is_some() {
+        eprintln!("skipped: GOTEN_REQUIRE_CUDA is set, so a GPU is expected here");
+        return;
+    }
+    for args in [
+        &["train", "--device", "cuda", "--steps", "1"][..],
+        &["bench", "kernels", "--device", "cuda", "--filter", "fc3"][..],
+    ] {
+        let r = goten(args);
+        let t = text(&r);
+        assert!(!r.status.success(), "{args:?} succeeded without a GPU: {t}");
+        assert!(
+            t.contains("CUDA") && !t.contains("panicked"),
+            "{args:?}: {t}"
+        );
+    }
+    let r = goten(&["train", "--mode", "plain", "--device", "cuda"]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("applies to goten mode"), "{}", text(&r));
+}

@@ -265,3 +265,64 @@ fn whole_model_through_cross_entropy() {
     }
     assert!(checked > 60, "only {checked} weights were away from kinks");
 }
+
+/// The parallel layers give bit-identical results on any number of threads (E0 and E1 run on
+/// different machines and must stay equal): forward output, input gradient and parameter
+/// gradients of BN, max-pool and ReLU under pools of 1 and 3 threads.
+#[test]
+fn parallel_layers_do_not_depend_on_the_thread_count() {
+    let x = rand(&[5, 7, 6, 6], 21, 1.5);
+    let dy_bn = rand(&[5, 7, 6, 6], 22, 1.0);
+    let dy_pool = rand(&[5, 7, 3, 3], 23, 1.0);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut be = FloatBackend::new(threads);
+            let mut out: Vec<Vec<u32>> = Vec::new();
+            let bits = |t: &SecretTensor| t.expose().iter().map(|v| v.to_bits()).collect();
+            for (mut layer, dy) in [
+                (
+                    Layer::BatchNorm {
+                        gamma: Param::new(rand(&[7], 24, 1.0)),
+                        beta: Param::new(rand(&[7], 25, 1.0)),
+                        running_mean: vec![0.0; 7],
+                        running_var: vec![1.0; 7],
+                        cache: None,
+                    },
+                    &dy_bn,
+                ),
+                (
+                    Layer::MaxPool {
+                        k: 2,
+                        s: 2,
+                        cache: None,
+                    },
+                    &dy_pool,
+                ),
+                (Layer::Relu { mask: None }, &dy_bn),
+            ] {
+                let y = layer.forward(x.clone(), true, &mut be, 0).unwrap();
+                out.push(bits(&y));
+                let dx = layer.backward(dy.clone(), &mut be, 0, 0).unwrap().unwrap();
+                out.push(bits(&dx));
+                for p in layer.params_mut() {
+                    out.push(bits(&p.grad));
+                }
+                if let Layer::BatchNorm {
+                    running_mean,
+                    running_var,
+                    ..
+                } = &layer
+                {
+                    out.push(running_mean.iter().map(|v| v.to_bits()).collect());
+                    out.push(running_var.iter().map(|v| v.to_bits()).collect());
+                }
+            }
+            out
+        })
+    };
+    assert!(run(1) == run(3), "results depend on the thread count");
+}

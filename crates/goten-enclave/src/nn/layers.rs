@@ -5,6 +5,7 @@
 //! run in a fixed order (f64 accumulators where sums are long), so results are deterministic.
 
 use goten_field::{BilinearOp, Conv2dParams};
+use rayon::prelude::*;
 
 use super::{LinearBackend, NnError};
 use crate::SecretTensor;
@@ -145,9 +146,9 @@ impl Layer {
             }
             Layer::Relu { mask } => {
                 let mut y = x;
-                let m: Vec<bool> = y.expose().iter().map(|&v| v > 0.0).collect();
+                let m: Vec<bool> = y.expose().par_iter().map(|&v| v > 0.0).collect();
                 y.expose_mut()
-                    .iter_mut()
+                    .par_iter_mut()
                     .zip(&m)
                     .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
                 *mask = train.then_some(m);
@@ -241,7 +242,7 @@ impl Layer {
                 let m = mask.take().ok_or(NnError::NoCache(index))?;
                 let mut dx = dy;
                 dx.expose_mut()
-                    .iter_mut()
+                    .par_iter_mut()
                     .zip(&m)
                     .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
                 Ok(Some(dx))
@@ -249,9 +250,24 @@ impl Layer {
             Layer::MaxPool { cache, .. } => {
                 let (shape, arg) = cache.take().ok_or(NnError::NoCache(index))?;
                 let mut dx = SecretTensor::zeros(&shape);
-                let d = dx.expose_mut();
-                for (&i, &g) in arg.iter().zip(dy.expose()) {
-                    d[i] += g;
+                // Every plane scatters into its own input plane, in a fixed order: the same
+                // sums whatever the number of threads.
+                let plane_in = shape[2] * shape[3];
+                let planes = shape[0] * shape[1];
+                let plane_out = arg.len().checked_div(planes).unwrap_or(0);
+                if plane_in > 0 && plane_out > 0 {
+                    dx.expose_mut()
+                        .par_chunks_mut(plane_in)
+                        .zip(
+                            arg.par_chunks(plane_out)
+                                .zip(dy.expose().par_chunks(plane_out)),
+                        )
+                        .enumerate()
+                        .for_each(|(p, (d, (arg, g)))| {
+                            for (&i, &g) in arg.iter().zip(g) {
+                                d[i - p * plane_in] += g;
+                            }
+                        });
                 }
                 Ok(Some(dx))
             }
@@ -294,26 +310,29 @@ fn maxpool(x: &SecretTensor, k: usize, s: usize) -> Result<(SecretTensor, Vec<us
     let mut y = SecretTensor::zeros(&[n, c, ho, wo]);
     let mut arg = vec![0usize; n * c * ho * wo];
     let xs = x.expose();
-    let ys = y.expose_mut();
-    for plane in 0..n * c {
-        let base = plane * h * w;
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let mut best = base + oh * s * w + ow * s;
-                for i in 0..k {
-                    for j in 0..k {
-                        let idx = base + (oh * s + i) * w + ow * s + j;
-                        if xs[idx] > xs[best] {
-                            best = idx;
+    let plane_out = ho * wo;
+    y.expose_mut()
+        .par_chunks_mut(plane_out)
+        .zip(arg.par_chunks_mut(plane_out))
+        .enumerate()
+        .for_each(|(plane, (ys, arg))| {
+            let base = plane * h * w;
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut best = base + oh * s * w + ow * s;
+                    for i in 0..k {
+                        for j in 0..k {
+                            let idx = base + (oh * s + i) * w + ow * s + j;
+                            if xs[idx] > xs[best] {
+                                best = idx;
+                            }
                         }
                     }
+                    ys[oh * wo + ow] = xs[best];
+                    arg[oh * wo + ow] = best;
                 }
-                let o = (plane * ho + oh) * wo + ow;
-                ys[o] = xs[best];
-                arg[o] = best;
             }
-        }
-    }
+        });
     Ok((y, arg))
 }
 
@@ -339,46 +358,74 @@ fn batchnorm_forward(
     let (g, b) = (gamma.value.expose(), beta.value.expose());
     let mut y = SecretTensor::zeros(x.shape());
     let ys = y.expose_mut();
+    if hw == 0 || c == 0 {
+        // Nothing to normalise; keep a cache so that backward works on empty batches too.
+        let cache = train.then(|| BnCache {
+            xhat: SecretTensor::zeros(x.shape()),
+            inv_std: vec![0.0; c],
+        });
+        return Ok((y, cache));
+    }
     if !train {
-        for i in 0..n {
-            for ch in 0..c {
+        let affine: Vec<(f32, f32)> = (0..c)
+            .map(|ch| {
                 let inv = 1.0 / (f64::from(running_var[ch]) + BN_EPS).sqrt();
-                let (scale, shift) = (
+                (
                     (f64::from(g[ch]) * inv) as f32,
                     (f64::from(b[ch]) - f64::from(g[ch]) * f64::from(running_mean[ch]) * inv)
                         as f32,
-                );
-                let o = (i * c + ch) * hw;
-                for t in o..o + hw {
-                    ys[t] = xs[t] * scale + shift;
-                }
-            }
-        }
+                )
+            })
+            .collect();
+        ys.par_chunks_mut(hw)
+            .zip(xs.par_chunks(hw))
+            .enumerate()
+            .for_each(|(blk, (y, x))| {
+                let (scale, shift) = affine[blk % c];
+                y.iter_mut()
+                    .zip(x)
+                    .for_each(|(y, &x)| *y = x * scale + shift);
+            });
         return Ok((y, None));
     }
     let mut xhat = SecretTensor::zeros(x.shape());
     let xh = xhat.expose_mut();
-    let mut inv_std = vec![0f32; c];
-    for ch in 0..c {
-        let (mut sum, mut sq) = (0f64, 0f64);
-        for i in 0..n {
-            for &v in &xs[(i * c + ch) * hw..][..hw] {
-                sum += f64::from(v);
-                sq += f64::from(v) * f64::from(v);
+    // Per-channel statistics, each summed by one thread in a fixed order (E0 and E1 must agree
+    // bit for bit whatever their thread counts); then the elementwise pass over (image,
+    // channel) blocks in parallel.
+    let stats: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sum, mut sq) = (0f64, 0f64);
+            for i in 0..n {
+                for &v in &xs[(i * c + ch) * hw..][..hw] {
+                    sum += f64::from(v);
+                    sq += f64::from(v) * f64::from(v);
+                }
             }
-        }
-        let mean = sum / count as f64;
-        let var = (sq / count as f64 - mean * mean).max(0.0);
-        let inv = 1.0 / (var + BN_EPS).sqrt();
-        inv_std[ch] = inv as f32;
-        for i in 0..n {
-            let o = (i * c + ch) * hw;
-            for t in o..o + hw {
-                let v = ((f64::from(xs[t]) - mean) * inv) as f32;
-                xh[t] = v;
-                ys[t] = g[ch] * v + b[ch];
+            let mean = sum / count as f64;
+            (mean, (sq / count as f64 - mean * mean).max(0.0))
+        })
+        .collect();
+    let inv64: Vec<f64> = stats
+        .iter()
+        .map(|&(_, var)| 1.0 / (var + BN_EPS).sqrt())
+        .collect();
+    let inv_std: Vec<f32> = inv64.iter().map(|&v| v as f32).collect();
+    ys.par_chunks_mut(hw)
+        .zip(xh.par_chunks_mut(hw))
+        .zip(xs.par_chunks(hw))
+        .enumerate()
+        .for_each(|(blk, ((y, xh), x))| {
+            let ch = blk % c;
+            let (mean, inv) = (stats[ch].0, inv64[ch]);
+            for ((y, xh), &x) in y.iter_mut().zip(xh.iter_mut()).zip(x) {
+                let v = ((f64::from(x) - mean) * inv) as f32;
+                *xh = v;
+                *y = g[ch] * v + b[ch];
             }
-        }
+        });
+    for (ch, &(mean, var)) in stats.iter().enumerate() {
         // Running statistics use the unbiased variance, as PyTorch does.
         let unbiased = if count > 1 {
             var * count as f64 / (count - 1) as f64
@@ -405,25 +452,38 @@ fn batchnorm_backward(
     let mut dx = SecretTensor::zeros(&s);
     let dxs = dx.expose_mut();
     let (dg, db) = (gamma.grad.expose_mut(), beta.grad.expose_mut());
-    for ch in 0..c {
-        let (mut sum_d, mut sum_dx) = (0f64, 0f64);
-        for i in 0..n {
-            let o = (i * c + ch) * hw;
-            for t in o..o + hw {
-                sum_d += f64::from(d[t]);
-                sum_dx += f64::from(d[t]) * f64::from(xh[t]);
+    if hw == 0 || c == 0 {
+        return dx;
+    }
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sum_d, mut sum_dx) = (0f64, 0f64);
+            for i in 0..n {
+                let o = (i * c + ch) * hw;
+                for t in o..o + hw {
+                    sum_d += f64::from(d[t]);
+                    sum_dx += f64::from(d[t]) * f64::from(xh[t]);
+                }
             }
-        }
+            (sum_d, sum_dx)
+        })
+        .collect();
+    for (ch, &(sum_d, sum_dx)) in sums.iter().enumerate() {
         dg[ch] = sum_dx as f32;
         db[ch] = sum_d as f32;
-        // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
-        let k = f64::from(g[ch]) * f64::from(cache.inv_std[ch]) / count;
-        for i in 0..n {
-            let o = (i * c + ch) * hw;
-            for t in o..o + hw {
-                dxs[t] = (k * (count * f64::from(d[t]) - sum_d - f64::from(xh[t]) * sum_dx)) as f32;
-            }
-        }
     }
+    // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
+    dxs.par_chunks_mut(hw)
+        .zip(d.par_chunks(hw).zip(xh.par_chunks(hw)))
+        .enumerate()
+        .for_each(|(blk, (dx, (d, xh)))| {
+            let ch = blk % c;
+            let (sum_d, sum_dx) = sums[ch];
+            let k = f64::from(g[ch]) * f64::from(cache.inv_std[ch]) / count;
+            for ((dx, &d), &xh) in dx.iter_mut().zip(d).zip(xh) {
+                *dx = (k * (count * f64::from(d) - sum_d - f64::from(xh) * sum_dx)) as f32;
+            }
+        });
     dx
 }

@@ -52,19 +52,28 @@ fn mesh_with(
     })
 }
 
+/// Fresh identities of S0, S1, S2.
+fn identities() -> [Identity; 3] {
+    [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap())
+}
+
+/// Their certificates, pinned as they are.
+fn certs(ids: &[Identity; 3]) -> [Vec<u8>; 3] {
+    [
+        ids[0].cert.clone(),
+        ids[1].cert.clone(),
+        ids[2].cert.clone(),
+    ]
+}
+
 fn mesh(ids: &[Identity; 3], pinned: [Vec<u8>; 3]) -> [Result<TcpTransport, NetError>; 3] {
     mesh_with(ids, pinned, Duration::from_secs(5), None)
 }
 
 #[test]
 fn parties_over_mutual_tls_compute_exact_results() {
-    let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
-    let pinned = [
-        ids[0].cert.clone(),
-        ids[1].cert.clone(),
-        ids[2].cert.clone(),
-    ];
-    let [t0, t1, t2] = mesh(&ids, pinned);
+    let ids = identities();
+    let [t0, t1, t2] = mesh(&ids, certs(&ids));
     let nets: [Box<dyn Transport>; 3] = [
         Box::new(t0.unwrap()),
         Box::new(t1.unwrap()),
@@ -113,7 +122,7 @@ fn parties_over_mutual_tls_compute_exact_results() {
 
 #[test]
 fn an_unpinned_certificate_is_refused() {
-    let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
+    let ids = identities();
     let stranger = Identity::generate("mallory").unwrap();
     // S0 and S1 expect a different S2 than the one that connects.
     let pinned = [
@@ -192,12 +201,8 @@ fn a_man_in_the_middle_causes_a_clean_failure() {
     };
     let drop_: fn(&mut Vec<u8>) = |c| c.truncate(c.len() / 2);
     for (name, m) in [("flip", flip), ("replay", replay), ("drop", drop_)] {
-        let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
-        let pinned = [
-            ids[0].cert.clone(),
-            ids[1].cert.clone(),
-            ids[2].cert.clone(),
-        ];
+        let ids = identities();
+        let pinned = certs(&ids);
         // S1 reaches S0 through the proxy; everyone else connects directly.
         let start_proxy = |target: std::net::SocketAddr| {
             let lp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -248,13 +253,8 @@ fn a_man_in_the_middle_causes_a_clean_failure() {
 fn simultaneous_large_frames_do_not_deadlock() {
     use goten_enclave::OpHeader;
     use goten_party::Message;
-    let ids = [0, 1, 2].map(|i| Identity::generate(&format!("s{i}")).unwrap());
-    let pinned = [
-        ids[0].cert.clone(),
-        ids[1].cert.clone(),
-        ids[2].cert.clone(),
-    ];
-    let [t0, t1, t2] = mesh(&ids, pinned);
+    let ids = identities();
+    let [t0, t1, t2] = mesh(&ids, certs(&ids));
     let ring = Ring::DEFAULT;
     // 8 x 1_000_000 elements: 21 MB per frame on the wire.
     let header = OpHeader {

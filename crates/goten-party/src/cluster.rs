@@ -323,6 +323,8 @@ pub struct LocalRun<R> {
     pub results: (R, R),
     /// Time breakdown of S0, S1, S2.
     pub reports: [PartyReport; 3],
+    /// S2's traffic per protocol iteration (training and evaluation steps).
+    pub dealer_iterations: Vec<(u64, Traffic)>,
 }
 
 fn recv_hello(t: &mut dyn Transport, from: Role) -> Result<Hello, PartyError> {
@@ -440,6 +442,7 @@ pub fn run_dealer_party(
     trusts: &Trusts,
     device: Box<dyn Device>,
     mut t: Box<dyn Transport>,
+    on_iteration: &mut dyn FnMut(u64, Traffic),
 ) -> Result<PartyReport, PartyError> {
     let trust = trusts.trust()?;
     let kx = trusts.key_exchange(Role::S2)?;
@@ -451,7 +454,7 @@ pub fn run_dealer_party(
     let hellos = exchange_hellos(&mut *t, hello)?;
     let key = kx.finish_dealer(&hellos, &trust)?;
     let (t0, n0) = (Instant::now(), t.busy_secs());
-    let device_secs = dealer::serve(cfg.enclave.ring, &key, &*device, &mut *t)?;
+    let device_secs = dealer::serve(cfg.enclave.ring, &key, &*device, &mut *t, on_iteration)?;
     let total = t0.elapsed().as_secs_f64();
     let net = t.busy_secs() - n0;
     Ok(PartyReport {
@@ -513,10 +516,13 @@ pub fn run_local<R: Send>(
 ) -> Result<LocalRun<R>, PartyError> {
     let [d0, d1, d2] = devices;
     let [t0, t1, t2] = transports;
+    let mut dealer_iterations = Vec::new();
     let (r0, r1, r2) = std::thread::scope(|s| {
         let h0 = s.spawn(|| run_enclave_party(Role::S0, cfg, trusts, d0, t0, body));
         let h1 = s.spawn(|| run_enclave_party(Role::S1, cfg, trusts, d1, t1, body));
-        let h2 = s.spawn(|| run_dealer_party(cfg, trusts, d2, t2));
+        let iters = &mut dealer_iterations;
+        let h2 =
+            s.spawn(move || run_dealer_party(cfg, trusts, d2, t2, &mut |i, b| iters.push((i, b))));
         (
             h0.join().unwrap_or(Err(PartyError::Panic(Role::S0))),
             h1.join().unwrap_or(Err(PartyError::Panic(Role::S1))),
@@ -527,6 +533,7 @@ pub fn run_local<R: Send>(
         (Ok((a, ra)), Ok((b, rb)), Ok(rz)) => Ok(LocalRun {
             results: (a, b),
             reports: [ra, rb, rz],
+            dealer_iterations,
         }),
         (r0, r1, r2) => {
             // Report the root cause: a party that failed for its own reason, not because a peer

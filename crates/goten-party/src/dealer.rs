@@ -11,19 +11,38 @@ use goten_enclave::{OpHeader, Role};
 use goten_field::{Ring, RingTensor, SecretKey};
 
 use crate::cluster::PartyError;
-use crate::transport::{Message, NetError, Transport};
+use crate::transport::{Message, NetError, Traffic, Transport};
 
 /// Serves dealer requests until both S0 and S1 say they are done. Returns device seconds.
+/// `on_iteration(i, bytes)` is told the traffic of each protocol iteration `i` (a training or
+/// evaluation step) once the next one starts or the run ends.
 pub fn serve(
     ring: Ring,
     key: &SecretKey,
     device: &dyn Device,
     t: &mut dyn Transport,
+    on_iteration: &mut dyn FnMut(u64, Traffic),
 ) -> Result<f64, PartyError> {
     let mut device_secs = 0.0;
+    let mut current: Option<(u64, Traffic)> = None;
     loop {
         let m0 = t.recv(Role::S0)?;
         let m1 = t.recv(Role::S1)?;
+        let iteration = match &m0 {
+            Message::DealerRequest(h) => Some(h.iteration),
+            _ => None,
+        };
+        // The requests just received belong to the new iteration; count them there.
+        let now = t.traffic();
+        if let Some((i, start)) = current
+            && iteration != Some(i)
+        {
+            on_iteration(i, now - start);
+            current = None;
+        }
+        if current.is_none() {
+            current = iteration.map(|i| (i, now));
+        }
         let (h0, h1) = match (m0, m1) {
             (Message::Done, Message::Done) => return Ok(device_secs),
             (Message::DealerRequest(h0), Message::DealerRequest(h1)) => (h0, h1),

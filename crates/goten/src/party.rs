@@ -170,7 +170,11 @@ pub fn run(a: PartyArgs) -> Result<()> {
             },
             timeout,
         };
-        let r = run_dealer_party(&cfg, &trusts, device, Box::new(net)).map_err(|e| at(role, e))?;
+        let mut log = crate::train::DealerLog::open(&t.out, t.resume)?;
+        let r = run_dealer_party(&cfg, &trusts, device, Box::new(net), &mut |i, b| {
+            log.iteration(i, b)
+        })
+        .map_err(|e| at(role, e))?;
         eprintln!(
             "S2 done: {:.1} s on the device, sent {:.1} MB, received {:.1} MB",
             r.device_secs,
@@ -204,12 +208,8 @@ pub fn run(a: PartyArgs) -> Result<()> {
     };
     agree_job(&mut net, Some(ours)).map_err(|e| at(role, e))?;
     let job = setup.job(t);
-    let reporter = Mutex::new(Reporter::new(
-        setup.total_steps,
-        &t.out,
-        t.resume,
-        role != Role::S0,
-    )?);
+    // Each party reports in its own terminal (a launcher sends S1's to its log file).
+    let reporter = Mutex::new(Reporter::new(setup.total_steps, &t.out, t.resume, false)?);
     let cfg = ClusterConfig {
         enclave: setup.enclave,
         timeout,

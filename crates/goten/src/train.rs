@@ -177,15 +177,17 @@ pub(crate) struct Reporter {
     images: u64,
     /// Traffic of this party's training steps (not evaluation) and how many steps it covers.
     step_traffic: (Traffic, u64),
+    silent: bool,
 }
 
 impl Reporter {
-    /// `quiet`: never draw a progress bar (a party whose terminal is not the user's).
+    /// `silent`: no progress bar and no messages, only the metrics file (the second enclave
+    /// host of a run in this process, whose terminal is S0's).
     pub(crate) fn new(
         total: u64,
         out: &std::path::Path,
         append: bool,
-        quiet: bool,
+        silent: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create output folder {}", out.display()))?;
@@ -198,7 +200,7 @@ impl Reporter {
             .truncate(!append)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let hidden = quiet || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+        let hidden = silent || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
         let bar = ProgressBar::with_draw_target(
             Some(total),
             if hidden {
@@ -217,11 +219,15 @@ impl Reporter {
             start: Instant::now(),
             images: 0,
             step_traffic: (Traffic::default(), 0),
+            silent,
         })
     }
 
-    /// A message above the progress bar, or on stderr when there is no bar.
+    /// A message above the progress bar, or on stderr when there is no bar (nothing when silent).
     fn say(&self, msg: String) {
+        if self.silent {
+            return;
+        }
         if self.bar.is_hidden() {
             eprintln!("{msg}");
         } else {
@@ -593,10 +599,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 Some(seed) => Trusts::danger_deterministic(seed),
                 None => Trusts::generate(),
             };
-            let s0 = reporter_of(Role::S0, &reporter);
-            let body = |p: &mut Party| party_body(&job, &ck, s0(p.role()))(p);
+            // S1 keeps its own metrics (its traffic per step) in OUT/party-1, S2 its traffic per
+            // protocol iteration in OUT/party-2, the layout of a `--transport tcp` run.
+            let reporter1 = Mutex::new(Reporter::new(
+                setup.total_steps,
+                &a.out.join("party-1"),
+                a.resume,
+                true,
+            )?);
+            let body = |p: &mut Party| {
+                let r = if p.role() == Role::S0 {
+                    &reporter
+                } else {
+                    &reporter1
+                };
+                party_body(&job, &ck, Some(r))(p)
+            };
             let run =
                 run_local(&cfg, &trusts, devices, nets, &body).context("secure training failed")?;
+            let mut dealer_log = DealerLog::open(&a.out.join("party-2"), a.resume)?;
+            for &(i, t) in &run.dealer_iterations {
+                dealer_log.iteration(i, t);
+            }
             let reports: Vec<_> = Role::ALL.into_iter().zip(run.reports).collect();
             report_traffic(&reporter, &reports);
             run.results.0
@@ -605,12 +629,32 @@ pub fn run(a: TrainArgs) -> Result<()> {
     finish(&a, &setup, summary, reporter)
 }
 
-/// Only `who` reports (the other enclave host of a local run stays quiet).
-fn reporter_of<'a>(
-    who: Role,
-    r: &'a Mutex<Reporter>,
-) -> impl Fn(Role) -> Option<&'a Mutex<Reporter>> + Sync + 'a {
-    move |role| (role == who).then_some(r)
+/// S2's metrics file: bytes sent and received per protocol iteration.
+pub(crate) struct DealerLog(std::fs::File);
+
+impl DealerLog {
+    pub(crate) fn open(dir: &std::path::Path, append: bool) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        let path = dir.join("metrics.jsonl");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .map(DealerLog)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub(crate) fn iteration(&mut self, i: u64, t: Traffic) {
+        // Best effort, like the other metrics.
+        let _ = writeln!(
+            self.0,
+            "{}",
+            json!({"party": "S2", "iteration": i, "bytes_sent": t.sent, "bytes_received": t.received})
+        );
+    }
 }
 
 /// Traffic of every party over the run, in the metrics file and on stderr.

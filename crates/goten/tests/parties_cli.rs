@@ -91,6 +91,19 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
     assert!(step["bytes_received"].as_u64().unwrap() > 100_000, "{step}");
     assert!(m.contains("traffic_total"));
     assert!(out_b.join("party-1/checkpoint-e1.sealed").exists());
+    // Every party's traffic per iteration, in both layouts: S1's steps and S2's protocol
+    // iterations (4 training steps and the evaluation batches).
+    for out in [&out_a, &out_b] {
+        let s1 = std::fs::read_to_string(out.join("party-1/metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(s1.lines().next().unwrap()).unwrap();
+        assert!(first["bytes_sent"].as_u64().unwrap() > 100_000, "{first}");
+        let s2 = std::fs::read_to_string(out.join("party-2/metrics.jsonl")).unwrap();
+        let iters: Vec<serde_json::Value> =
+            s2.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(iters.len() >= 5, "{s2}");
+        assert!(iters.iter().all(|v| v["bytes_sent"].as_u64().unwrap() > 100_000));
+        assert_eq!(iters[0]["iteration"], 1);
+    }
 }
 
 /// Keys and a cluster file for three parties on free loopback ports, through `goten keygen`.

@@ -98,10 +98,16 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
         let first: serde_json::Value = serde_json::from_str(s1.lines().next().unwrap()).unwrap();
         assert!(first["bytes_sent"].as_u64().unwrap() > 100_000, "{first}");
         let s2 = std::fs::read_to_string(out.join("party-2/metrics.jsonl")).unwrap();
-        let iters: Vec<serde_json::Value> =
-            s2.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let iters: Vec<serde_json::Value> = s2
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert!(iters.len() >= 5, "{s2}");
-        assert!(iters.iter().all(|v| v["bytes_sent"].as_u64().unwrap() > 100_000));
+        assert!(
+            iters
+                .iter()
+                .all(|v| v["bytes_sent"].as_u64().unwrap() > 100_000)
+        );
         assert_eq!(iters[0]["iteration"], 1);
     }
 }

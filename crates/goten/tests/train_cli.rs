@@ -237,9 +237,13 @@ fn resume_continues_exactly_and_refuses_tampering() {
     // bit for bit on every later step.
     let (c, d) = (tmp("resume-c"), tmp("resume-d"));
     assert!(train_in(&c, "goten", &["--steps", "3"]).status.success());
+    // The checkpoints and keys are files in the folder itself (party-N/ hold S1's and S2's
+    // metrics only).
     for f in std::fs::read_dir(&c).unwrap() {
         let f = f.unwrap().path();
-        std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+        if f.is_file() {
+            std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+        }
     }
     for dir in [&c, &d] {
         let out = train_in(dir, "goten", &["--steps", "6", "--resume"]);

@@ -203,3 +203,53 @@ fn wait_all(mut children: Vec<(Role, Child, Option<PathBuf>)>) -> Result<()> {
         bail!("{}", failures.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    /// Every `goten train` option reaches the party processes: a flag added to `TrainArgs`
+    /// but not to `to_argv` would make a tcp run silently differ from an in-process one.
+    #[test]
+    fn every_training_option_is_forwarded() {
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        let all_set = [
+            "train",
+            "--steps",
+            "3",
+            "--train-limit",
+            "10",
+            "--export",
+            "m.st",
+            "--data-key",
+            "k",
+            "--danger-deterministic-keys",
+            "1",
+            "--resume",
+            "--json",
+        ];
+        let m = cmd.clone().try_get_matches_from(all_set).unwrap();
+        let a = TrainArgs::from_arg_matches(&m).unwrap();
+        let argv = to_argv(&a, Path::new("out"), true);
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                argv.iter().any(|v| v == &format!("--{long}")),
+                "--{long} is not passed to the parties"
+            );
+        }
+        // And the forwarded line parses back to the same options, except those the launcher
+        // sets on purpose: each party's folder, its share of the cores, the transport.
+        let mut want = a.clone();
+        want.out = "out".into();
+        want.threads = crate::train::party_threads(&a, 3);
+        want.transport = crate::train::TransportKind::Tcp;
+        let back = TrainArgs::from_arg_matches(
+            &cmd.try_get_matches_from(std::iter::once("train".to_string()).chain(argv))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(format!("{want:?}"), format!("{back:?}"));
+    }
+}

@@ -86,6 +86,23 @@ fn groups(n: usize, per_image: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(g).map(move |g0| (g0, g.min(n - g0)))
 }
 
+/// The output positions `lo..hi` whose input index `o * stride + k - pad` lies in `0..inp`
+/// (every other position reads zero padding).
+fn span(out: usize, inp: usize, stride: usize, k: usize, pad: usize) -> (usize, usize) {
+    let lo = if k >= pad {
+        0
+    } else {
+        (pad - k).div_ceil(stride)
+    };
+    let hi = if inp + pad <= k {
+        0
+    } else {
+        (inp - 1 + pad - k) / stride + 1
+    };
+    let hi = hi.min(out);
+    (lo.min(hi), hi)
+}
+
 /// im2col of images `g0 .. g0 + gn`: row `(ci, ki, kj)`, column `(g, oh, ow)`.
 fn im2col<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], g0: usize, gn: usize) -> Vec<A::F> {
     let p = d.ho * d.wo;
@@ -96,20 +113,25 @@ fn im2col<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], g0: usize, gn: usize) ->
         .enumerate()
         .for_each(|(r, row)| {
             let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
+            // Rows and columns outside these spans read zero padding (the buffer starts zeroed).
+            let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
+            let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
+            if ow0 == ow1 {
+                return;
+            }
+            let iw0 = ow0 * sw + kj - pw;
             for g in 0..gn {
                 let plane = &x[((g0 + g) * d.c + ci) * d.h * d.w..][..d.h * d.w];
-                for oh in 0..d.ho {
-                    let dst = &mut row[g * p + oh * d.wo..][..d.wo];
-                    let ih = (oh * sh + ki).wrapping_sub(ph);
-                    if ih >= d.h {
-                        continue; // zero padding (the buffer starts zeroed)
-                    }
-                    let src = &plane[ih * d.w..][..d.w];
-                    for (ow, o) in dst.iter_mut().enumerate() {
-                        let iw = (ow * sw + kj).wrapping_sub(pw);
-                        if iw < d.w {
-                            *o = a.lift(src[iw]);
-                        }
+                for oh in oh0..oh1 {
+                    let ih = oh * sh + ki - ph;
+                    let dst = &mut row[g * p + oh * d.wo..][ow0..ow1];
+                    let src = &plane[ih * d.w + iw0..];
+                    if sw == 1 {
+                        dst.iter_mut().zip(src).for_each(|(o, &s)| *o = a.lift(s));
+                    } else {
+                        dst.iter_mut()
+                            .zip(src.iter().step_by(sw))
+                            .for_each(|(o, &s)| *o = a.lift(s));
                     }
                 }
             }
@@ -189,20 +211,28 @@ pub fn conv_input_grad<A: Arith>(
             .for_each(|(idx, plane)| {
                 let (g, ci) = (idx / d.c, idx % d.c);
                 for ki in 0..d.kh {
+                    let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
                     for kj in 0..d.kw {
+                        let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
+                        if ow0 == ow1 {
+                            continue;
+                        }
+                        let iw0 = ow0 * sw + kj - pw;
                         let r = (ci * d.kh + ki) * d.kw + kj;
                         let row = &colg[r * gn * p + g * p..][..p];
-                        for oh in 0..d.ho {
-                            let ih = (oh * sh + ki).wrapping_sub(ph);
-                            if ih >= d.h {
-                                continue;
-                            }
-                            for ow in 0..d.wo {
-                                let iw = (ow * sw + kj).wrapping_sub(pw);
-                                if iw < d.w {
-                                    let t = &mut plane[ih * d.w + iw];
-                                    *t = a.acc(*t, row[oh * d.wo + ow]);
-                                }
+                        for oh in oh0..oh1 {
+                            let ih = oh * sh + ki - ph;
+                            let src = &row[oh * d.wo..][ow0..ow1];
+                            let dst = &mut plane[ih * d.w + iw0..];
+                            if sw == 1 {
+                                dst.iter_mut()
+                                    .zip(src)
+                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
+                            } else {
+                                dst.iter_mut()
+                                    .step_by(sw)
+                                    .zip(src)
+                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
                             }
                         }
                     }
@@ -237,4 +267,35 @@ pub fn conv_weight_grad<A: Arith>(
     }
     finish_all(a, &mut dw);
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+
+    #[test]
+    fn span_matches_brute_force() {
+        for out in 0usize..9 {
+            for inp in 0usize..9 {
+                for stride in 1usize..4 {
+                    for k in 0usize..5 {
+                        for pad in 0usize..5 {
+                            let inside: Vec<usize> = (0..out)
+                                .filter(|&o| {
+                                    (o * stride + k).checked_sub(pad).is_some_and(|i| i < inp)
+                                })
+                                .collect();
+                            let (lo, hi) = span(out, inp, stride, k, pad);
+                            if inside.is_empty() {
+                                assert_eq!(lo, hi, "{out} {inp} {stride} {k} {pad}");
+                            } else {
+                                assert_eq!((lo, hi), (inside[0], inside[inside.len() - 1] + 1));
+                                assert_eq!(inside.len(), hi - lo, "contiguous");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -189,7 +189,13 @@ impl Arith for CudaArith<'_> {
         f64::from(x)
     }
 
-    fn gemm(&self, mnk: (usize, usize, usize), lhs: View<'_, f64>, rhs: View<'_, f64>) -> Vec<i32> {
+    fn gemm(
+        &self,
+        mnk: (usize, usize, usize),
+        lhs: View<'_, f64>,
+        rhs: View<'_, f64>,
+        _threads: usize,
+    ) -> Vec<i32> {
         let (m, n, k) = mnk;
         let mut failed = self.failed.lock().expect("error slot");
         if failed.is_some() {

@@ -18,13 +18,26 @@ pub trait Arith: Sync {
     type F: Copy + Send + Sync + Default + 'static;
     /// Lifts one operand element.
     fn lift(&self, x: Self::Elem) -> Self::F;
-    /// `lhs (m x k) * rhs (k x n)`, row-major m x n.
+    /// `lhs (m x k) * rhs (k x n)`, row-major m x n, on at most `threads` workers (a hint).
     fn gemm(
         &self,
         mnk: (usize, usize, usize),
         lhs: View<'_, Self::F>,
         rhs: View<'_, Self::F>,
+        threads: usize,
     ) -> Vec<Self::Elem>;
+    /// Worker threads this arithmetic may use.
+    fn threads(&self) -> usize {
+        1
+    }
+    /// How a convolution splits its batch. `Some(cols)`: groups of images with about `cols`
+    /// GEMM columns (images x output positions), run in parallel, so that each group's im2col
+    /// buffer stays in cache between its write and the GEMM that reads it (CPUs). `None`: the
+    /// largest groups the memory budget allows, one after another (a GPU, whose calls are
+    /// expensive).
+    fn group_cols(&self) -> Option<usize> {
+        None
+    }
     /// Accumulates two results (for the ring: wrapping, reduced later by `finish`).
     fn acc(&self, a: Self::Elem, b: Self::Elem) -> Self::Elem;
     /// Final normalisation of accumulated results.
@@ -52,7 +65,12 @@ pub fn matmul_forward<A: Arith>(
     w: &[A::Elem],
 ) -> Vec<A::Elem> {
     let (xf, wf) = (lift_all(a, x), lift_all(a, w));
-    a.gemm((m, n, k), View::rows(&xf, k), View::transposed(&wf, k))
+    a.gemm(
+        (m, n, k),
+        View::rows(&xf, k),
+        View::transposed(&wf, k),
+        a.threads(),
+    )
 }
 
 /// `dx = dy W`: dy `[m, n]`, w `[n, k]`.
@@ -63,7 +81,12 @@ pub fn matmul_input_grad<A: Arith>(
     w: &[A::Elem],
 ) -> Vec<A::Elem> {
     let (df, wf) = (lift_all(a, dy), lift_all(a, w));
-    a.gemm((m, k, n), View::rows(&df, n), View::rows(&wf, k))
+    a.gemm(
+        (m, k, n),
+        View::rows(&df, n),
+        View::rows(&wf, k),
+        a.threads(),
+    )
 }
 
 /// `dW = dy^T x`: dy `[m, n]`, x `[m, k]`.
@@ -74,16 +97,81 @@ pub fn matmul_weight_grad<A: Arith>(
     x: &[A::Elem],
 ) -> Vec<A::Elem> {
     let (df, xf) = (lift_all(a, dy), lift_all(a, x));
-    a.gemm((n, k, m), View::transposed(&df, n), View::rows(&xf, k))
+    a.gemm(
+        (n, k, m),
+        View::transposed(&df, n),
+        View::rows(&xf, k),
+        a.threads(),
+    )
 }
 
 /// Lifted elements of one im2col buffer at most (32 MiB of f64): bounds memory at any batch.
 const COLS_BUDGET: usize = 1 << 22;
 
-/// Splits the batch into groups of images whose im2col buffer fits the budget.
-fn groups(n: usize, per_image: usize) -> impl Iterator<Item = (usize, usize)> {
-    let g = (COLS_BUDGET / per_image.max(1)).clamp(1, n.max(1));
-    (0..n).step_by(g).map(move |g0| (g0, g.min(n - g0)))
+/// Weight-gradient partial elements held at once at most (64 MiB of f32 or i32).
+const PARTIALS_BUDGET: usize = 1 << 24;
+
+/// How a convolution walks its batch: groups of `size` images (the last may be smaller).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Plan {
+    /// Images per group.
+    size: usize,
+    /// Groups run in parallel (each writes its own part of the output).
+    parallel: bool,
+    /// Workers of each group's GEMM.
+    gemm_threads: usize,
+}
+
+impl Plan {
+    /// The plan for `n` images of `p` output positions and `per_image` im2col elements.
+    fn new<A: Arith>(a: &A, n: usize, p: usize, per_image: usize) -> Plan {
+        let budget = (COLS_BUDGET / per_image.max(1)).clamp(1, n.max(1));
+        let threads = a.threads().max(1);
+        match a.group_cols() {
+            None => Plan {
+                size: budget,
+                parallel: false,
+                gemm_threads: threads,
+            },
+            Some(cols) => {
+                let size = cols.div_ceil(p.max(1)).clamp(1, budget);
+                let groups = n.div_ceil(size);
+                let parallel = groups > 1 && threads > 1;
+                Plan {
+                    size,
+                    parallel,
+                    gemm_threads: if parallel {
+                        (threads / groups).max(1)
+                    } else {
+                        threads
+                    },
+                }
+            }
+        }
+    }
+
+    /// Runs `f(first image, images, output part)` for every group over `out`, split in parts
+    /// of `per_image` elements per image.
+    fn for_each<T: Send>(
+        &self,
+        out: &mut [T],
+        per_image: usize,
+        f: impl Fn(usize, usize, &mut [T]) + Sync,
+    ) {
+        if out.is_empty() || per_image == 0 {
+            return;
+        }
+        let run = |(i, part): (usize, &mut [T])| f(i * self.size, part.len() / per_image, part);
+        if self.parallel {
+            out.par_chunks_mut(self.size * per_image)
+                .enumerate()
+                .for_each(run);
+        } else {
+            out.chunks_mut(self.size * per_image)
+                .enumerate()
+                .for_each(run);
+        }
+    }
 }
 
 /// The output positions `lo..hi` whose input index `o * stride + k - pad` lies in `0..inp`
@@ -97,7 +185,7 @@ fn span(out: usize, inp: usize, stride: usize, k: usize, pad: usize) -> (usize, 
     let hi = if inp + pad <= k {
         0
     } else {
-        (inp - 1 + pad - k) / stride + 1
+        (inp + pad - k - 1) / stride + 1
     };
     let hi = hi.min(out);
     (lo.min(hi), hi)
@@ -163,22 +251,23 @@ pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem])
     let p = d.ho * d.wo;
     let wf = lift_all(a, w);
     let mut y = vec![A::Elem::default(); d.n * d.o * p];
-    for (g0, gn) in groups(d.n, kk * p) {
+    let plan = Plan::new(a, d.n, p, kk * p);
+    plan.for_each(&mut y, d.o * p, |g0, gn, part| {
         let cols = im2col(a, d, x, g0, gn);
         let out = a.gemm(
             (d.o, gn * p, kk),
             View::rows(&wf, kk),
             View::rows(&cols, gn * p),
+            plan.gemm_threads,
         );
-        y[g0 * d.o * p..(g0 + gn) * d.o * p]
-            .par_chunks_mut(d.o * p)
+        part.par_chunks_mut(d.o * p)
             .enumerate()
             .for_each(|(g, img)| {
                 for oc in 0..d.o {
                     img[oc * p..(oc + 1) * p].copy_from_slice(&out[oc * gn * p + g * p..][..p]);
                 }
             });
-    }
+    });
     y
 }
 
@@ -196,17 +285,18 @@ pub fn conv_input_grad<A: Arith>(
     let (ph, pw) = d.params.padding;
     let wf = lift_all(a, w);
     let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
-    for (g0, gn) in groups(d.n, kk * p) {
+    let plan = Plan::new(a, d.n, p, kk * p);
+    plan.for_each(&mut dx, d.c * d.h * d.w, |g0, gn, part| {
         let dyt = gather_dy(a, d, dy, g0, gn);
         let colg = a.gemm(
             (kk, gn * p, d.o),
             View::transposed(&wf, kk),
             View::rows(&dyt, gn * p),
+            plan.gemm_threads,
         );
         // col2im: each (image, channel) plane is written only by its own rows, so planes are
         // independent parallel tasks and the accumulation order is fixed.
-        dx[g0 * d.c * d.h * d.w..(g0 + gn) * d.c * d.h * d.w]
-            .par_chunks_mut(d.h * d.w)
+        part.par_chunks_mut(d.h * d.w)
             .enumerate()
             .for_each(|(idx, plane)| {
                 let (g, ci) = (idx / d.c, idx % d.c);
@@ -238,7 +328,7 @@ pub fn conv_input_grad<A: Arith>(
                     }
                 }
             });
-    }
+    });
     finish_all(a, &mut dx);
     dx
 }
@@ -253,17 +343,39 @@ pub fn conv_weight_grad<A: Arith>(
     let kk = d.c * d.kh * d.kw;
     let p = d.ho * d.wo;
     let mut dw = vec![A::Elem::default(); d.o * kk];
-    for (g0, gn) in groups(d.n, kk * p) {
+    let plan = Plan::new(a, d.n, p, kk * p);
+    let part = |&(g0, gn): &(usize, usize)| {
         let dyt = gather_dy(a, d, dy, g0, gn);
         let cols = im2col(a, d, x, g0, gn);
-        let part = a.gemm(
+        a.gemm(
             (d.o, kk, gn * p),
             View::rows(&dyt, gn * p),
             View::transposed(&cols, gn * p),
-        );
-        dw.iter_mut()
-            .zip(&part)
-            .for_each(|(t, &v)| *t = a.acc(*t, v));
+            plan.gemm_threads,
+        )
+    };
+    let groups: Vec<(usize, usize)> = (0..d.n)
+        .step_by(plan.size)
+        .map(|g0| (g0, plan.size.min(d.n - g0)))
+        .collect();
+    // Partial products are added in group order whatever the number of threads, so float
+    // results do not depend on it; a wave bounds how many partials are held at once.
+    let wave = if plan.parallel {
+        (2 * a.threads()).min(PARTIALS_BUDGET / (d.o * kk).max(1))
+    } else {
+        1
+    };
+    for w in groups.chunks(wave.max(1)) {
+        let parts: Vec<Vec<A::Elem>> = if plan.parallel {
+            w.par_iter().map(part).collect()
+        } else {
+            w.iter().map(part).collect()
+        };
+        for part in parts {
+            dw.par_chunks_mut(PAR_CHUNK)
+                .zip(part.par_chunks(PAR_CHUNK))
+                .for_each(|(t, v)| t.iter_mut().zip(v).for_each(|(t, &v)| *t = a.acc(*t, v)));
+        }
     }
     finish_all(a, &mut dw);
     dw

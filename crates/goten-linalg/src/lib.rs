@@ -14,6 +14,10 @@ use goten_field::{BilinearOp, Ring};
 pub use algo::Arith;
 use gemm::View;
 
+/// GEMM columns per convolution group on CPUs: measured on VGG-11 shapes (DESIGN.md), large
+/// enough for the GEMM's blocking, small enough that a group's im2col buffer stays in L2.
+pub const CPU_GROUP_COLS: usize = 256;
+
 /// Modular arithmetic on centered residues: lifted to f64, exact chunked GEMM.
 pub struct RingArith {
     /// The ring.
@@ -31,8 +35,22 @@ impl Arith for RingArith {
         f64::from(x)
     }
 
-    fn gemm(&self, mnk: (usize, usize, usize), lhs: View<'_, f64>, rhs: View<'_, f64>) -> Vec<i32> {
-        crate::gemm::mod_gemm(self.ring, mnk, lhs, rhs, self.threads)
+    fn gemm(
+        &self,
+        mnk: (usize, usize, usize),
+        lhs: View<'_, f64>,
+        rhs: View<'_, f64>,
+        threads: usize,
+    ) -> Vec<i32> {
+        crate::gemm::mod_gemm(self.ring, mnk, lhs, rhs, threads)
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn group_cols(&self) -> Option<usize> {
+        Some(CPU_GROUP_COLS)
     }
 
     #[inline(always)]
@@ -109,10 +127,24 @@ impl<T: Float> Arith for FloatArith<T> {
         x
     }
 
-    fn gemm(&self, (m, n, k): (usize, usize, usize), lhs: View<'_, T>, rhs: View<'_, T>) -> Vec<T> {
+    fn gemm(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        lhs: View<'_, T>,
+        rhs: View<'_, T>,
+        threads: usize,
+    ) -> Vec<T> {
         let mut out = vec![T::default(); m * n];
-        crate::gemm::gemm_into(&mut out, (m, n, k), lhs, rhs, false, T::ONE, self.threads);
+        crate::gemm::gemm_into(&mut out, (m, n, k), lhs, rhs, false, T::ONE, threads);
         out
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn group_cols(&self) -> Option<usize> {
+        Some(CPU_GROUP_COLS)
     }
 
     #[inline(always)]

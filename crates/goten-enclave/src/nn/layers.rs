@@ -99,6 +99,38 @@ pub enum Layer {
 
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f32 = 0.1;
+/// Elements per parallel task in elementwise passes.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// Eight-lane f64 accumulator: `lanes[i]` sums the terms at positions `i mod 8` of each slice,
+/// and the lanes are added in a fixed order, so sums are the same whatever the threads, and
+/// the loops vectorize (one running sum would be a chain of dependent additions).
+#[derive(Clone, Copy, Default)]
+struct Lanes([f64; 8]);
+
+impl Lanes {
+    fn total(&self) -> f64 {
+        let l = &self.0;
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    }
+}
+
+/// Sums of `a` and of `a * b` over `a` and `b` (equal lengths), in f64.
+fn sum_and_dot(acc: &mut (Lanes, Lanes), a: &[f32], b: &[f32]) {
+    let (s, d) = (&mut acc.0.0, &mut acc.1.0);
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (a, b) in ac.zip(bc) {
+        for l in 0..8 {
+            s[l] += f64::from(a[l]);
+            d[l] += f64::from(a[l]) * f64::from(b[l]);
+        }
+    }
+    for (l, (&a, &b)) in ar.iter().zip(br).enumerate() {
+        s[l] += f64::from(a);
+        d[l] += f64::from(a) * f64::from(b);
+    }
+}
 
 impl Layer {
     /// Short name (for state descriptions and errors).
@@ -146,11 +178,16 @@ impl Layer {
             }
             Layer::Relu { mask } => {
                 let mut y = x;
-                let m: Vec<bool> = y.expose().par_iter().map(|&v| v > 0.0).collect();
+                let mut m = vec![false; y.len()];
                 y.expose_mut()
-                    .par_iter_mut()
-                    .zip(&m)
-                    .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .zip(m.par_chunks_mut(ELEMENTWISE_CHUNK))
+                    .for_each(|(y, m)| {
+                        for (v, p) in y.iter_mut().zip(m) {
+                            *p = *v > 0.0;
+                            *v = if *p { *v } else { 0.0 };
+                        }
+                    });
                 *mask = train.then_some(m);
                 Ok(y)
             }
@@ -242,9 +279,13 @@ impl Layer {
                 let m = mask.take().ok_or(NnError::NoCache(index))?;
                 let mut dx = dy;
                 dx.expose_mut()
-                    .par_iter_mut()
-                    .zip(&m)
-                    .for_each(|(v, &p)| *v = if p { *v } else { 0.0 });
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .zip(m.par_chunks(ELEMENTWISE_CHUNK))
+                    .for_each(|(d, m)| {
+                        for (v, &p) in d.iter_mut().zip(m) {
+                            *v = if p { *v } else { 0.0 };
+                        }
+                    });
                 Ok(Some(dx))
             }
             Layer::MaxPool { cache, .. } => {
@@ -396,13 +437,12 @@ fn batchnorm_forward(
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut sum, mut sq) = (0f64, 0f64);
+            let mut acc = (Lanes::default(), Lanes::default());
             for i in 0..n {
-                for &v in &xs[(i * c + ch) * hw..][..hw] {
-                    sum += f64::from(v);
-                    sq += f64::from(v) * f64::from(v);
-                }
+                let plane = &xs[(i * c + ch) * hw..][..hw];
+                sum_and_dot(&mut acc, plane, plane);
             }
+            let (sum, sq) = (acc.0.total(), acc.1.total());
             let mean = sum / count as f64;
             (mean, (sq / count as f64 - mean * mean).max(0.0))
         })
@@ -458,15 +498,12 @@ fn batchnorm_backward(
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut sum_d, mut sum_dx) = (0f64, 0f64);
+            let mut acc = (Lanes::default(), Lanes::default());
             for i in 0..n {
                 let o = (i * c + ch) * hw;
-                for t in o..o + hw {
-                    sum_d += f64::from(d[t]);
-                    sum_dx += f64::from(d[t]) * f64::from(xh[t]);
-                }
+                sum_and_dot(&mut acc, &d[o..o + hw], &xh[o..o + hw]);
             }
-            (sum_d, sum_dx)
+            (acc.0.total(), acc.1.total())
         })
         .collect();
     for (ch, &(sum_d, sum_dx)) in sums.iter().enumerate() {

@@ -1,3 +1,7 @@
+//! Times the float32 convolution ops on the VGG-11 shapes at batch 64 (best of 8), the
+//! measurement behind the CPU group size (`CPU_GROUP_COLS`, DESIGN.md section 2):
+//! `cargo run --release -p goten-linalg --example conv_groups`.
+
 use goten_field::{BilinearOp, Conv2dParams};
 use goten_linalg::{FloatArith, dispatch};
 use std::time::Instant;

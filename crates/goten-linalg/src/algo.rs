@@ -150,6 +150,22 @@ impl Plan {
         }
     }
 
+    /// Runs `f(index, chunk)` over `buf` in chunks of `chunk` elements, inside one group: in
+    /// parallel when groups run one after another, serially when they already run in parallel
+    /// (nested tasks of a few hundred elements would cost more than they save).
+    fn inner<T: Send>(&self, buf: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+        if buf.is_empty() || chunk == 0 {
+            return;
+        }
+        if self.parallel {
+            buf.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        } else {
+            buf.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c));
+        }
+    }
+
     /// Runs `f(first image, images, output part)` for every group over `out`, split in parts
     /// of `per_image` elements per image.
     fn for_each<T: Send>(
@@ -191,57 +207,101 @@ fn span(out: usize, inp: usize, stride: usize, k: usize, pad: usize) -> (usize, 
     (lo.min(hi), hi)
 }
 
+/// Whether output position `i` of a plane reads input `i + const` for every tap: unit strides
+/// and as many output as input columns ("same" padding, every VGG layer). Then the valid rows
+/// of a tap are one contiguous run; the columns that wrapped around a row edge are padding.
+fn flat(d: &ConvDims) -> bool {
+    d.params.stride == (1, 1) && d.wo == d.w
+}
+
+/// For a [`flat`] convolution, tap `(ki, kj)` over output rows `oh0..oh1` (non-empty, with a
+/// non-empty column span): output positions `oh0 * wo + skip ..` and plane elements
+/// `from ..`, `len` of each, correspond. Positions of the run outside them are wrapped columns.
+fn flat_run(d: &ConvDims, (ki, kj): (usize, usize), (oh0, oh1): (usize, usize)) -> [usize; 3] {
+    let (ph, pw) = d.params.padding;
+    // Signed plane index of output position oh0 * wo; only a wrapped column can precede the
+    // plane or follow its end.
+    let start = ((oh0 + ki) * d.w + kj) as isize - (ph * d.w + pw) as isize;
+    let skip = usize::try_from(-start).unwrap_or(0);
+    let from = (start + skip as isize) as usize;
+    let len = ((oh1 - oh0) * d.wo - skip).min(d.h * d.w - from);
+    [skip, from, len]
+}
+
 /// im2col of images `g0 .. g0 + gn`: row `(ci, ki, kj)`, column `(g, oh, ow)`.
-fn im2col<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], g0: usize, gn: usize) -> Vec<A::F> {
+fn im2col<A: Arith>(
+    a: &A,
+    plan: &Plan,
+    d: &ConvDims,
+    x: &[A::Elem],
+    (g0, gn): (usize, usize),
+) -> Vec<A::F> {
     let p = d.ho * d.wo;
     let (sh, sw) = d.params.stride;
     let (ph, pw) = d.params.padding;
     let mut cols = vec![A::F::default(); d.c * d.kh * d.kw * gn * p];
-    cols.par_chunks_mut(gn * p)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
-            // Rows and columns outside these spans read zero padding (the buffer starts zeroed).
-            let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
-            let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
-            if ow0 == ow1 {
-                return;
+    plan.inner(&mut cols, gn * p, |r, row| {
+        let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
+        // Rows and columns outside these spans read zero padding (the buffer starts zeroed).
+        let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
+        let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
+        if ow0 == ow1 {
+            return;
+        }
+        let iw0 = ow0 * sw + kj - pw;
+        let flat = flat(d);
+        for g in 0..gn {
+            let plane = &x[((g0 + g) * d.c + ci) * d.h * d.w..][..d.h * d.w];
+            if flat && oh0 < oh1 {
+                // One contiguous copy, then the wrapped columns back to zero padding.
+                let dst = &mut row[g * p..][oh0 * d.wo..oh1 * d.wo];
+                let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
+                dst[skip..skip + len]
+                    .iter_mut()
+                    .zip(&plane[from..from + len])
+                    .for_each(|(o, &s)| *o = a.lift(s));
+                for r in dst.chunks_mut(d.wo) {
+                    r[..ow0].fill(A::F::default());
+                    r[ow1..].fill(A::F::default());
+                }
+                continue;
             }
-            let iw0 = ow0 * sw + kj - pw;
-            for g in 0..gn {
-                let plane = &x[((g0 + g) * d.c + ci) * d.h * d.w..][..d.h * d.w];
-                for oh in oh0..oh1 {
-                    let ih = oh * sh + ki - ph;
-                    let dst = &mut row[g * p + oh * d.wo..][ow0..ow1];
-                    let src = &plane[ih * d.w + iw0..];
-                    if sw == 1 {
-                        dst.iter_mut().zip(src).for_each(|(o, &s)| *o = a.lift(s));
-                    } else {
-                        dst.iter_mut()
-                            .zip(src.iter().step_by(sw))
-                            .for_each(|(o, &s)| *o = a.lift(s));
-                    }
+            for oh in oh0..oh1 {
+                let ih = oh * sh + ki - ph;
+                let dst = &mut row[g * p + oh * d.wo..][ow0..ow1];
+                let src = &plane[ih * d.w + iw0..];
+                if sw == 1 {
+                    dst.iter_mut().zip(src).for_each(|(o, &s)| *o = a.lift(s));
+                } else {
+                    dst.iter_mut()
+                        .zip(src.iter().step_by(sw))
+                        .for_each(|(o, &s)| *o = a.lift(s));
                 }
             }
-        });
+        }
+    });
     cols
 }
 
 /// dy of images `g0 .. g0 + gn` as `[o, (g, oh, ow)]`.
-fn gather_dy<A: Arith>(a: &A, d: &ConvDims, dy: &[A::Elem], g0: usize, gn: usize) -> Vec<A::F> {
+fn gather_dy<A: Arith>(
+    a: &A,
+    plan: &Plan,
+    d: &ConvDims,
+    dy: &[A::Elem],
+    (g0, gn): (usize, usize),
+) -> Vec<A::F> {
     let p = d.ho * d.wo;
     let mut out = vec![A::F::default(); d.o * gn * p];
-    out.par_chunks_mut(gn * p)
-        .enumerate()
-        .for_each(|(oc, row)| {
-            for g in 0..gn {
-                let src = &dy[((g0 + g) * d.o + oc) * p..][..p];
-                row[g * p..(g + 1) * p]
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &s)| *o = a.lift(s));
-            }
-        });
+    plan.inner(&mut out, gn * p, |oc, row| {
+        for g in 0..gn {
+            let src = &dy[((g0 + g) * d.o + oc) * p..][..p];
+            row[g * p..(g + 1) * p]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(o, &s)| *o = a.lift(s));
+        }
+    });
     out
 }
 
@@ -253,20 +313,18 @@ pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem])
     let mut y = vec![A::Elem::default(); d.n * d.o * p];
     let plan = Plan::new(a, d.n, p, kk * p);
     plan.for_each(&mut y, d.o * p, |g0, gn, part| {
-        let cols = im2col(a, d, x, g0, gn);
+        let cols = im2col(a, &plan, d, x, (g0, gn));
         let out = a.gemm(
             (d.o, gn * p, kk),
             View::rows(&wf, kk),
             View::rows(&cols, gn * p),
             plan.gemm_threads,
         );
-        part.par_chunks_mut(d.o * p)
-            .enumerate()
-            .for_each(|(g, img)| {
-                for oc in 0..d.o {
-                    img[oc * p..(oc + 1) * p].copy_from_slice(&out[oc * gn * p + g * p..][..p]);
-                }
-            });
+        plan.inner(part, d.o * p, |g, img| {
+            for oc in 0..d.o {
+                img[oc * p..(oc + 1) * p].copy_from_slice(&out[oc * gn * p + g * p..][..p]);
+            }
+        });
     });
     y
 }
@@ -287,47 +345,56 @@ pub fn conv_input_grad<A: Arith>(
     let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
     let plan = Plan::new(a, d.n, p, kk * p);
     plan.for_each(&mut dx, d.c * d.h * d.w, |g0, gn, part| {
-        let dyt = gather_dy(a, d, dy, g0, gn);
+        let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
         let colg = a.gemm(
             (kk, gn * p, d.o),
             View::transposed(&wf, kk),
             View::rows(&dyt, gn * p),
             plan.gemm_threads,
         );
+        let flat = flat(d);
         // col2im: each (image, channel) plane is written only by its own rows, so planes are
         // independent parallel tasks and the accumulation order is fixed.
-        part.par_chunks_mut(d.h * d.w)
-            .enumerate()
-            .for_each(|(idx, plane)| {
-                let (g, ci) = (idx / d.c, idx % d.c);
-                for ki in 0..d.kh {
-                    let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
-                    for kj in 0..d.kw {
-                        let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
-                        if ow0 == ow1 {
-                            continue;
-                        }
-                        let iw0 = ow0 * sw + kj - pw;
-                        let r = (ci * d.kh + ki) * d.kw + kj;
-                        let row = &colg[r * gn * p + g * p..][..p];
-                        for oh in oh0..oh1 {
-                            let ih = oh * sh + ki - ph;
-                            let src = &row[oh * d.wo..][ow0..ow1];
-                            let dst = &mut plane[ih * d.w + iw0..];
-                            if sw == 1 {
-                                dst.iter_mut()
-                                    .zip(src)
-                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
-                            } else {
-                                dst.iter_mut()
-                                    .step_by(sw)
-                                    .zip(src)
-                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
-                            }
+        plan.inner(part, d.h * d.w, |idx, plane| {
+            let (g, ci) = (idx / d.c, idx % d.c);
+            for ki in 0..d.kh {
+                let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
+                for kj in 0..d.kw {
+                    let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
+                    if ow0 == ow1 {
+                        continue;
+                    }
+                    let iw0 = ow0 * sw + kj - pw;
+                    let r = (ci * d.kh + ki) * d.kw + kj;
+                    let row = &colg[r * gn * p + g * p..][..p];
+                    // A tap with no wrapped column adds its valid rows as one run (zeroing
+                    // the wrapped columns of the others first was measured slower).
+                    if flat && oh0 < oh1 && ow0 == 0 && ow1 == d.wo {
+                        let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
+                        plane[from..from + len]
+                            .iter_mut()
+                            .zip(&row[oh0 * d.wo + skip..][..len])
+                            .for_each(|(t, &v)| *t = a.acc(*t, v));
+                        continue;
+                    }
+                    for oh in oh0..oh1 {
+                        let ih = oh * sh + ki - ph;
+                        let src = &row[oh * d.wo..][ow0..ow1];
+                        let dst = &mut plane[ih * d.w + iw0..];
+                        if sw == 1 {
+                            dst.iter_mut()
+                                .zip(src)
+                                .for_each(|(t, &v)| *t = a.acc(*t, v));
+                        } else {
+                            dst.iter_mut()
+                                .step_by(sw)
+                                .zip(src)
+                                .for_each(|(t, &v)| *t = a.acc(*t, v));
                         }
                     }
                 }
-            });
+            }
+        });
     });
     finish_all(a, &mut dx);
     dx
@@ -345,8 +412,8 @@ pub fn conv_weight_grad<A: Arith>(
     let mut dw = vec![A::Elem::default(); d.o * kk];
     let plan = Plan::new(a, d.n, p, kk * p);
     let part = |&(g0, gn): &(usize, usize)| {
-        let dyt = gather_dy(a, d, dy, g0, gn);
-        let cols = im2col(a, d, x, g0, gn);
+        let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
+        let cols = im2col(a, &plan, d, x, (g0, gn));
         a.gemm(
             (d.o, kk, gn * p),
             View::rows(&dyt, gn * p),

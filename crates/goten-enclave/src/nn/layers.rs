@@ -36,8 +36,17 @@ impl Param {
 /// Batch-norm statistics cached by a training forward pass.
 #[derive(Debug)]
 pub struct BnCache {
-    xhat: SecretTensor,
-    inv_std: Vec<f32>,
+    /// The layer's input: backward recomputes x-hat from it exactly as forward did (one buffer
+    /// and one pass fewer than storing x-hat).
+    x: SecretTensor,
+    /// Per channel: batch mean and 1 / sqrt(variance + eps).
+    stats: Vec<(f64, f64)>,
+}
+
+/// Normalised input `(x - mean) * inv_std`, rounded to f32 the same way in both passes.
+#[inline(always)]
+fn xhat(x: f32, (mean, inv): (f64, f64)) -> f32 {
+    ((f64::from(x) - mean) * inv) as f32
 }
 
 /// One layer of a sequential model.
@@ -115,20 +124,20 @@ impl Lanes {
     }
 }
 
-/// Sums of `a` and of `a * b` over `a` and `b` (equal lengths), in f64.
-fn sum_and_dot(acc: &mut (Lanes, Lanes), a: &[f32], b: &[f32]) {
+/// Adds the sums of `a` and of `a * f(b)` over `a` and `b` (equal lengths), in f64.
+fn sum_and_dot(acc: &mut (Lanes, Lanes), a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) {
     let (s, d) = (&mut acc.0.0, &mut acc.1.0);
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (a, b) in ac.zip(bc) {
         for l in 0..8 {
             s[l] += f64::from(a[l]);
-            d[l] += f64::from(a[l]) * f64::from(b[l]);
+            d[l] += f64::from(a[l]) * f64::from(f(b[l]));
         }
     }
     for (l, (&a, &b)) in ar.iter().zip(br).enumerate() {
         s[l] += f64::from(a);
-        d[l] += f64::from(a) * f64::from(b);
+        d[l] += f64::from(a) * f64::from(f(b));
     }
 }
 
@@ -203,7 +212,7 @@ impl Layer {
                 running_var,
                 cache,
             } => {
-                let (y, c) = batchnorm_forward(&x, gamma, beta, running_mean, running_var, train)?;
+                let (y, c) = batchnorm_forward(x, gamma, beta, running_mean, running_var, train)?;
                 *cache = c;
                 Ok(y)
             }
@@ -316,7 +325,7 @@ impl Layer {
                 gamma, beta, cache, ..
             } => {
                 let c = cache.take().ok_or(NnError::NoCache(index))?;
-                Ok(Some(batchnorm_backward(&dy, &c, gamma, beta)))
+                Ok(Some(batchnorm_backward(dy, &c, gamma, beta)))
             }
             Layer::Flatten { in_shape } => {
                 let s = in_shape.take().ok_or(NnError::NoCache(index))?;
@@ -358,19 +367,21 @@ fn maxpool(x: &SecretTensor, k: usize, s: usize) -> Result<(SecretTensor, Vec<us
         .enumerate()
         .for_each(|(plane, (ys, arg))| {
             let base = plane * h * w;
+            let xp = &xs[base..base + h * w];
             for oh in 0..ho {
                 for ow in 0..wo {
-                    let mut best = base + oh * s * w + ow * s;
+                    let first = oh * s * w + ow * s;
+                    let (mut best, mut top) = (first, xp[first]);
                     for i in 0..k {
-                        for j in 0..k {
-                            let idx = base + (oh * s + i) * w + ow * s + j;
-                            if xs[idx] > xs[best] {
-                                best = idx;
+                        let row = first + i * w;
+                        for (j, &v) in xp[row..row + k].iter().enumerate() {
+                            if v > top {
+                                (best, top) = (row + j, v);
                             }
                         }
                     }
-                    ys[oh * wo + ow] = xs[best];
-                    arg[oh * wo + ow] = best;
+                    ys[oh * wo + ow] = top;
+                    arg[oh * wo + ow] = base + best;
                 }
             }
         });
@@ -378,14 +389,14 @@ fn maxpool(x: &SecretTensor, k: usize, s: usize) -> Result<(SecretTensor, Vec<us
 }
 
 fn batchnorm_forward(
-    x: &SecretTensor,
+    x: SecretTensor,
     gamma: &Param,
     beta: &Param,
     running_mean: &mut [f32],
     running_var: &mut [f32],
     train: bool,
 ) -> Result<(SecretTensor, Option<BnCache>), NnError> {
-    let (n, c, h, w) = nchw(x, "batchnorm")?;
+    let (n, c, h, w) = nchw(&x, "batchnorm")?;
     if gamma.value.len() != c {
         return Err(goten_field::ShapeError::new(format!(
             "batchnorm over {} channels got {c}",
@@ -395,18 +406,18 @@ fn batchnorm_forward(
     }
     let hw = h * w;
     let count = n * hw;
-    let xs = x.expose();
     let (g, b) = (gamma.value.expose(), beta.value.expose());
     let mut y = SecretTensor::zeros(x.shape());
-    let ys = y.expose_mut();
     if hw == 0 || c == 0 {
         // Nothing to normalise; keep a cache so that backward works on empty batches too.
         let cache = train.then(|| BnCache {
-            xhat: SecretTensor::zeros(x.shape()),
-            inv_std: vec![0.0; c],
+            x,
+            stats: vec![(0.0, 0.0); c],
         });
         return Ok((y, cache));
     }
+    let xs = x.expose();
+    let ys = y.expose_mut();
     if !train {
         let affine: Vec<(f32, f32)> = (0..c)
             .map(|ch| {
@@ -429,43 +440,35 @@ fn batchnorm_forward(
             });
         return Ok((y, None));
     }
-    let mut xhat = SecretTensor::zeros(x.shape());
-    let xh = xhat.expose_mut();
     // Per-channel statistics, each summed by one thread in a fixed order (E0 and E1 must agree
     // bit for bit whatever their thread counts); then the elementwise pass over (image,
     // channel) blocks in parallel.
-    let stats: Vec<(f64, f64)> = (0..c)
+    let moments: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let mut acc = (Lanes::default(), Lanes::default());
             for i in 0..n {
                 let plane = &xs[(i * c + ch) * hw..][..hw];
-                sum_and_dot(&mut acc, plane, plane);
+                sum_and_dot(&mut acc, plane, plane, |v| v);
             }
-            let (sum, sq) = (acc.0.total(), acc.1.total());
-            let mean = sum / count as f64;
-            (mean, (sq / count as f64 - mean * mean).max(0.0))
+            let mean = acc.0.total() / count as f64;
+            (mean, (acc.1.total() / count as f64 - mean * mean).max(0.0))
         })
         .collect();
-    let inv64: Vec<f64> = stats
+    let stats: Vec<(f64, f64)> = moments
         .iter()
-        .map(|&(_, var)| 1.0 / (var + BN_EPS).sqrt())
+        .map(|&(mean, var)| (mean, 1.0 / (var + BN_EPS).sqrt()))
         .collect();
-    let inv_std: Vec<f32> = inv64.iter().map(|&v| v as f32).collect();
     ys.par_chunks_mut(hw)
-        .zip(xh.par_chunks_mut(hw))
         .zip(xs.par_chunks(hw))
         .enumerate()
-        .for_each(|(blk, ((y, xh), x))| {
+        .for_each(|(blk, (y, x))| {
             let ch = blk % c;
-            let (mean, inv) = (stats[ch].0, inv64[ch]);
-            for ((y, xh), &x) in y.iter_mut().zip(xh.iter_mut()).zip(x) {
-                let v = ((f64::from(x) - mean) * inv) as f32;
-                *xh = v;
-                *y = g[ch] * v + b[ch];
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = g[ch] * xhat(x, stats[ch]) + b[ch];
             }
         });
-    for (ch, &(mean, var)) in stats.iter().enumerate() {
+    for (ch, &(mean, var)) in moments.iter().enumerate() {
         // Running statistics use the unbiased variance, as PyTorch does.
         let unbiased = if count > 1 {
             var * count as f64 / (count - 1) as f64
@@ -475,11 +478,12 @@ fn batchnorm_forward(
         running_mean[ch] = (1.0 - BN_MOMENTUM) * running_mean[ch] + BN_MOMENTUM * mean as f32;
         running_var[ch] = (1.0 - BN_MOMENTUM) * running_var[ch] + BN_MOMENTUM * unbiased as f32;
     }
-    Ok((y, Some(BnCache { xhat, inv_std })))
+    Ok((y, Some(BnCache { x, stats })))
 }
 
+/// Backward of a training-mode batch norm, computed in place in `dy`'s buffer.
 fn batchnorm_backward(
-    dy: &SecretTensor,
+    mut dy: SecretTensor,
     cache: &BnCache,
     gamma: &mut Param,
     beta: &mut Param,
@@ -487,21 +491,23 @@ fn batchnorm_backward(
     let s = dy.shape().to_vec();
     let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
     let count = (n * hw) as f64;
-    let (d, xh) = (dy.expose(), cache.xhat.expose());
+    let xs = cache.x.expose();
+    let stats = &cache.stats;
     let g = gamma.value.expose().to_vec();
-    let mut dx = SecretTensor::zeros(&s);
-    let dxs = dx.expose_mut();
     let (dg, db) = (gamma.grad.expose_mut(), beta.grad.expose_mut());
     if hw == 0 || c == 0 {
-        return dx;
+        return dy;
     }
+    let d = dy.expose();
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let mut acc = (Lanes::default(), Lanes::default());
             for i in 0..n {
                 let o = (i * c + ch) * hw;
-                sum_and_dot(&mut acc, &d[o..o + hw], &xh[o..o + hw]);
+                sum_and_dot(&mut acc, &d[o..o + hw], &xs[o..o + hw], |x| {
+                    xhat(x, stats[ch])
+                });
             }
             (acc.0.total(), acc.1.total())
         })
@@ -511,16 +517,18 @@ fn batchnorm_backward(
         db[ch] = sum_d as f32;
     }
     // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
-    dxs.par_chunks_mut(hw)
-        .zip(d.par_chunks(hw).zip(xh.par_chunks(hw)))
+    dy.expose_mut()
+        .par_chunks_mut(hw)
+        .zip(xs.par_chunks(hw))
         .enumerate()
-        .for_each(|(blk, (dx, (d, xh)))| {
+        .for_each(|(blk, (d, x))| {
             let ch = blk % c;
             let (sum_d, sum_dx) = sums[ch];
-            let k = f64::from(g[ch]) * f64::from(cache.inv_std[ch]) / count;
-            for ((dx, &d), &xh) in dx.iter_mut().zip(d).zip(xh) {
-                *dx = (k * (count * f64::from(d) - sum_d - f64::from(xh) * sum_dx)) as f32;
+            let k = f64::from(g[ch]) * stats[ch].1 / count;
+            for (d, &x) in d.iter_mut().zip(x) {
+                let xh = f64::from(xhat(x, stats[ch]));
+                *d = (k * (count * f64::from(*d) - sum_d - xh * sum_dx)) as f32;
             }
         });
-    dx
+    dy
 }

@@ -26,6 +26,20 @@ pub trait Arith: Sync {
         rhs: View<'_, Self::F>,
         threads: usize,
     ) -> Vec<Self::Elem>;
+    /// `dst (m x n) += lhs (m x k) * rhs (k x n)` with `acc`.
+    fn gemm_acc(
+        &self,
+        dst: &mut [Self::Elem],
+        mnk: (usize, usize, usize),
+        lhs: View<'_, Self::F>,
+        rhs: View<'_, Self::F>,
+        threads: usize,
+    ) {
+        let part = self.gemm(mnk, lhs, rhs, threads);
+        dst.iter_mut()
+            .zip(&part)
+            .for_each(|(t, &v)| *t = self.acc(*t, v));
+    }
     /// Worker threads this arithmetic may use.
     fn threads(&self) -> usize {
         1
@@ -110,6 +124,9 @@ const COLS_BUDGET: usize = 1 << 22;
 
 /// Weight-gradient partial elements held at once at most (64 MiB of f32 or i32).
 const PARTIALS_BUDGET: usize = 1 << 24;
+
+/// Accumulators of a CPU weight gradient (enough to keep two to four cores busy).
+const DW_LANES: usize = 4;
 
 /// How a convolution walks its batch: groups of `size` images (the last may be smaller).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -409,40 +426,54 @@ pub fn conv_weight_grad<A: Arith>(
 ) -> Vec<A::Elem> {
     let kk = d.c * d.kh * d.kw;
     let p = d.ho * d.wo;
-    let mut dw = vec![A::Elem::default(); d.o * kk];
-    let plan = Plan::new(a, d.n, p, kk * p);
-    let part = |&(g0, gn): &(usize, usize)| {
-        let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
-        let cols = im2col(a, &plan, d, x, (g0, gn));
-        a.gemm(
-            (d.o, kk, gn * p),
-            View::rows(&dyt, gn * p),
-            View::transposed(&cols, gn * p),
-            plan.gemm_threads,
-        )
-    };
+    let grouping = Plan::new(a, d.n, p, kk * p);
     let groups: Vec<(usize, usize)> = (0..d.n)
-        .step_by(plan.size)
-        .map(|g0| (g0, plan.size.min(d.n - g0)))
+        .step_by(grouping.size)
+        .map(|g0| (g0, grouping.size.min(d.n - g0)))
         .collect();
-    // Partial products are added in group order whatever the number of threads, so float
-    // results do not depend on it; a wave bounds how many partials are held at once.
-    let wave = if plan.parallel {
-        (2 * a.threads()).min(PARTIALS_BUDGET / (d.o * kk).max(1))
+    // Lane `j` accumulates groups j, j + lanes, ... in order into its own buffer (the GEMM adds
+    // into it: no partial buffer per group), and the lanes are added in order at the end. The
+    // number of lanes depends on the shapes only, so float sums are the same whatever the
+    // thread count; lanes run in parallel.
+    let lanes = if a.group_cols().is_some() {
+        DW_LANES
+            .min(groups.len())
+            .min(PARTIALS_BUDGET / (d.o * kk).max(1))
+            .max(1)
     } else {
         1
     };
-    for w in groups.chunks(wave.max(1)) {
-        let parts: Vec<Vec<A::Elem>> = if plan.parallel {
-            w.par_iter().map(part).collect()
-        } else {
-            w.iter().map(part).collect()
-        };
-        for part in parts {
-            dw.par_chunks_mut(PAR_CHUNK)
-                .zip(part.par_chunks(PAR_CHUNK))
-                .for_each(|(t, v)| t.iter_mut().zip(v).for_each(|(t, &v)| *t = a.acc(*t, v)));
+    let threads = a.threads().max(1);
+    let plan = Plan {
+        parallel: lanes > 1 && threads > 1,
+        gemm_threads: (threads / lanes).max(1),
+        ..grouping
+    };
+    let lane = |j: usize| {
+        let mut acc = vec![A::Elem::default(); d.o * kk];
+        for &(g0, gn) in groups.iter().skip(j).step_by(lanes) {
+            let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
+            let cols = im2col(a, &plan, d, x, (g0, gn));
+            a.gemm_acc(
+                &mut acc,
+                (d.o, kk, gn * p),
+                View::rows(&dyt, gn * p),
+                View::transposed(&cols, gn * p),
+                plan.gemm_threads,
+            );
         }
+        acc
+    };
+    let mut parts: Vec<Vec<A::Elem>> = if plan.parallel {
+        (0..lanes).into_par_iter().map(lane).collect()
+    } else {
+        (0..lanes).map(lane).collect()
+    };
+    let mut dw = parts.remove(0);
+    for part in parts {
+        dw.par_chunks_mut(PAR_CHUNK)
+            .zip(part.par_chunks(PAR_CHUNK))
+            .for_each(|(t, v)| t.iter_mut().zip(v).for_each(|(t, &v)| *t = a.acc(*t, v)));
     }
     finish_all(a, &mut dw);
     dw

@@ -139,6 +139,17 @@ impl<T: Float> Arith for FloatArith<T> {
         out
     }
 
+    fn gemm_acc(
+        &self,
+        dst: &mut [T],
+        mnk: (usize, usize, usize),
+        lhs: View<'_, T>,
+        rhs: View<'_, T>,
+        threads: usize,
+    ) {
+        crate::gemm::gemm_into(dst, mnk, lhs, rhs, true, T::ONE, threads);
+    }
+
     fn threads(&self) -> usize {
         self.threads
     }

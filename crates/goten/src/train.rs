@@ -189,17 +189,7 @@ impl Reporter {
         append: bool,
         silent: bool,
     ) -> Result<Self> {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("cannot create output folder {}", out.display()))?;
-        let path = out.join("metrics.jsonl");
-        // A resumed run appends: the metrics of the steps before the checkpoint stay.
-        let metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let metrics = open_metrics(out, append)?;
         let hidden = silent || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
         let bar = ProgressBar::with_draw_target(
             Some(total),
@@ -629,22 +619,27 @@ pub fn run(a: TrainArgs) -> Result<()> {
     finish(&a, &setup, summary, reporter)
 }
 
+/// `dir/metrics.jsonl`, creating `dir`; a resumed run (`append`) keeps the lines of the steps
+/// before its checkpoint, a new one starts the file afresh.
+fn open_metrics(dir: &std::path::Path, append: bool) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let path = dir.join("metrics.jsonl");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// S2's metrics file: bytes sent and received per protocol iteration.
 pub(crate) struct DealerLog(std::fs::File);
 
 impl DealerLog {
     pub(crate) fn open(dir: &std::path::Path, append: bool) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
-        let path = dir.join("metrics.jsonl");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&path)
-            .map(DealerLog)
-            .with_context(|| format!("cannot write {}", path.display()))
+        open_metrics(dir, append).map(DealerLog)
     }
 
     pub(crate) fn iteration(&mut self, i: u64, t: Traffic) {

@@ -52,26 +52,42 @@ pub enum EnclaveError {
     State(&'static str),
 }
 
-/// One enclave (E0 or E1). Debug output is redacted.
+/// One enclave (E0 or E1) before its key exchange has finished. Debug output is redacted.
+///
+/// Finishing the exchange consumes it and yields a [`KeyedEnclave`]: only that type can run
+/// outsourced ops or start a training session, so "called before the keys exist" is a type
+/// error, not a run-time one.
 pub struct Enclave {
     role: Role,
     cfg: EnclaveConfig,
-    kx: Option<KeyExchange>,
-    seeds: Option<SeedBook>,
+    kx: KeyExchange,
 }
 
 impl std::fmt::Debug for Enclave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Enclave(E{}, {}, keys {})",
+            "Enclave(E{}, {}, keys pending)",
             self.role.index(),
-            self.cfg.ring,
-            if self.seeds.is_some() {
-                "established"
-            } else {
-                "pending"
-            }
+            self.cfg.ring
+        )
+    }
+}
+
+/// One enclave (E0 or E1) with its session keys established. Debug output is redacted.
+pub struct KeyedEnclave {
+    role: Role,
+    cfg: EnclaveConfig,
+    seeds: SeedBook,
+}
+
+impl std::fmt::Debug for KeyedEnclave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeyedEnclave(E{}, {}, keys established)",
+            self.role.index(),
+            self.cfg.ring
         )
     }
 }
@@ -99,12 +115,7 @@ impl Enclave {
                 cfg.ring.headroom()
             )));
         }
-        Ok(Enclave {
-            role,
-            cfg,
-            kx: Some(kx),
-            seeds: None,
-        })
+        Ok(Enclave { role, cfg, kx })
     }
 
     /// This enclave's role.
@@ -118,51 +129,71 @@ impl Enclave {
     }
 
     /// What this enclave's attestation evidence must bind.
-    pub fn report_data(&self) -> Result<[u8; 32], EnclaveError> {
-        Ok(self
-            .kx
-            .as_ref()
-            .ok_or(EnclaveError::State("key exchange already finished"))?
-            .report_data())
+    pub fn report_data(&self) -> [u8; 32] {
+        self.kx.report_data()
     }
 
     /// The hello to send, carrying `evidence` for [`Self::report_data`].
-    pub fn hello(&self, evidence: Evidence) -> Result<Hello, EnclaveError> {
-        Ok(self
-            .kx
-            .as_ref()
-            .ok_or(EnclaveError::State("key exchange already finished"))?
-            .hello(evidence))
+    pub fn hello(&self, evidence: Evidence) -> Hello {
+        self.kx.hello(evidence)
     }
 
-    /// E0: finishes the key exchange; returns the wrapped dealer key for E1.
+    /// E0: finishes the key exchange; returns the keyed enclave and the wrapped dealer key
+    /// for E1.
     pub fn finish_e0(
-        &mut self,
+        self,
         hellos: &[Hello; 3],
         trust: &Trust,
-    ) -> Result<WrappedKey, EnclaveError> {
-        let kx = self
-            .kx
-            .take()
-            .ok_or(EnclaveError::State("key exchange already finished"))?;
-        let (seeds, wrapped) = kx.finish_e0(hellos, trust)?;
-        self.seeds = Some(seeds);
-        Ok(wrapped)
+    ) -> Result<(KeyedEnclave, WrappedKey), EnclaveError> {
+        let (seeds, wrapped) = self.kx.finish_e0(hellos, trust)?;
+        Ok((
+            KeyedEnclave {
+                role: self.role,
+                cfg: self.cfg,
+                seeds,
+            },
+            wrapped,
+        ))
     }
 
     /// E1: finishes the key exchange with E0's wrapped dealer key.
     pub fn finish_e1(
-        &mut self,
+        self,
         hellos: &[Hello; 3],
         trust: &Trust,
         wrapped: &WrappedKey,
-    ) -> Result<(), EnclaveError> {
-        let kx = self
-            .kx
-            .take()
-            .ok_or(EnclaveError::State("key exchange already finished"))?;
-        self.seeds = Some(kx.finish_e1(hellos, trust, wrapped)?);
-        Ok(())
+    ) -> Result<KeyedEnclave, EnclaveError> {
+        let seeds = self.kx.finish_e1(hellos, trust, wrapped)?;
+        Ok(KeyedEnclave {
+            role: self.role,
+            cfg: self.cfg,
+            seeds,
+        })
+    }
+}
+
+impl KeyedEnclave {
+    /// This enclave's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EnclaveConfig {
+        &self.cfg
+    }
+
+    /// "E0" or "E1": the role label bound into sealed checkpoints.
+    pub(crate) fn role_label(&self) -> &'static str {
+        if self.role == Role::S0 { "E0" } else { "E1" }
+    }
+
+    pub(crate) fn seeds(&self) -> &SeedBook {
+        &self.seeds
+    }
+
+    pub(crate) fn seeds_mut(&mut self) -> &mut SeedBook {
+        &mut self.seeds
     }
 
     /// Seals a checkpoint of `model` and `progress` (with this job's secret) under the platform
@@ -174,14 +205,11 @@ impl Enclave {
         fingerprint: [u8; 32],
         sealing_key: &goten_field::SecretKey,
     ) -> Result<Vec<u8>, crate::nn::checkpoint::CheckpointError> {
-        let seeds = self
-            .seeds()
-            .map_err(|e| crate::nn::checkpoint::CheckpointError::Malformed(e.to_string()))?;
         crate::nn::checkpoint::seal(
             model,
             progress,
             fingerprint,
-            Some(seeds.job_secret()),
+            Some(self.seeds.job_secret()),
             sealing_key,
             self.role_label(),
         )
@@ -204,21 +232,8 @@ impl Enclave {
         let secret = r.job_secret.ok_or_else(|| {
             CheckpointError::Malformed("no job secret in an enclave checkpoint".into())
         })?;
-        self.seeds
-            .as_mut()
-            .ok_or_else(|| CheckpointError::Malformed("keys are not established".into()))?
-            .set_job_secret(secret);
+        self.seeds.set_job_secret(secret);
         Ok((r.model, r.progress))
-    }
-
-    fn role_label(&self) -> &'static str {
-        if self.role == Role::S0 { "E0" } else { "E1" }
-    }
-
-    fn seeds(&self) -> Result<&SeedBook, EnclaveError> {
-        self.seeds.as_ref().ok_or(EnclaveError::State(
-            "keys are not established: run the key exchange first",
-        ))
     }
 
     /// `f(a, b)` through the protocol: quantize, outsource, reconstruct, dequantize.
@@ -230,7 +245,7 @@ impl Enclave {
         a: &SecretTensor,
         b: &SecretTensor,
     ) -> Result<SecretTensor, EnclaveError> {
-        let seeds = self.seeds()?;
+        let seeds = &self.seeds;
         let out_shape = op
             .output_shape(a.shape(), b.shape())
             .map_err(LinearError::from)?;
@@ -263,7 +278,7 @@ impl Enclave {
         a: (&[usize], &quant::Quantized),
         b: (&[usize], &quant::Quantized),
     ) -> Result<Vec<i64>, EnclaveError> {
-        let seeds = self.seeds()?;
+        let seeds = &self.seeds;
         Ok(linear::run(
             self.role,
             self.cfg.ring,

@@ -14,6 +14,7 @@
 //! - [`check`]: the Freivalds-style integrity check of every reconstructed result;
 //! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction);
 //! - [`nn`]: layers, models, loss and optimizer of the training program;
+//! - [`session`]: the training program behind its ecalls, and the release policy;
 //! - [`secret`]: the plaintext tensor type that never leaves.
 #![forbid(unsafe_code)]
 
@@ -29,8 +30,13 @@ pub mod quant;
 pub mod sealed_data;
 pub mod secret;
 pub mod seeds;
+pub mod session;
 
-pub use enclave::{Enclave, EnclaveConfig, EnclaveError};
+/// Whether this build made the plaintext accessors public (the test-only feature
+/// `danger-test-expose`); a binary that sees `true` must say so loudly.
+pub const DANGER_TEST_EXPOSE: bool = cfg!(feature = "danger-test-expose");
+
+pub use enclave::{Enclave, EnclaveConfig, EnclaveError, KeyedEnclave};
 pub use keys::Role;
 pub use linear::{DeviceJob, HostServices, JobReply, OpHeader, Share};
 pub use secret::SecretTensor;

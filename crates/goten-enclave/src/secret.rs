@@ -40,13 +40,28 @@ impl SecretTensor {
         }
     }
 
-    /// The plaintext values, for trusted code only.
+    /// The plaintext values: trusted code only (public only with the test-only feature
+    /// `danger-test-expose`, which release builds never enable; CI checks).
+    #[cfg(feature = "danger-test-expose")]
     pub fn expose(&self) -> &[f32] {
         &self.data
     }
 
-    /// Mutable plaintext values, for trusted code only.
+    /// The plaintext values, for trusted code only.
+    #[cfg(not(feature = "danger-test-expose"))]
+    pub(crate) fn expose(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Mutable plaintext values (public only with `danger-test-expose`).
+    #[cfg(feature = "danger-test-expose")]
     pub fn expose_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Mutable plaintext values, for trusted code only.
+    #[cfg(not(feature = "danger-test-expose"))]
+    pub(crate) fn expose_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 

@@ -86,6 +86,11 @@ impl SeedBook {
         &self.job
     }
 
+    /// The key of the state tags E0 and E1 compare (from the pair key: S2 and hosts lack it).
+    pub(crate) fn state_mac_key(&self) -> SecretKey {
+        self.pair.derive(b"goten/state-mac")
+    }
+
     /// Restores the job secret of a resumed job.
     pub(crate) fn set_job_secret(&mut self, job: SecretKey) {
         self.job = job;

@@ -18,7 +18,7 @@ use goten_enclave::attest::{
 };
 use goten_enclave::keys::{Hello, KeyError, KeyExchange, Trust};
 use goten_enclave::quant::Quantized;
-use goten_enclave::{Enclave, EnclaveConfig, EnclaveError, Role, SecretTensor};
+use goten_enclave::{Enclave, EnclaveConfig, EnclaveError, KeyedEnclave, Role, SecretTensor};
 use goten_field::{BilinearOp, ShapeError};
 use thiserror::Error;
 
@@ -83,6 +83,12 @@ pub enum PartyError {
         "E0 and E1 diverged at step {0}: their training states differ (non-deterministic code or a corrupted party); stopping"
     )]
     Diverged(u64),
+    /// The training session inside the enclave refused or failed.
+    #[error(transparent)]
+    Session(#[from] goten_enclave::session::SessionError),
+    /// Local storage (checkpoint files, output folder) failed.
+    #[error("local storage: {0}")]
+    Storage(String),
     /// A party thread panicked (a bug).
     #[error("{0} panicked")]
     Panic(Role),
@@ -239,8 +245,8 @@ impl Trusts {
 
 /// S0 or S1 during a run: its enclave and its host.
 pub struct Party {
-    /// The enclave.
-    pub enclave: Enclave,
+    /// The enclave, its keys established.
+    pub enclave: KeyedEnclave,
     /// The host.
     pub host: EnclaveHost,
 }
@@ -375,18 +381,16 @@ fn enclave_party(
     let platform = trusts.platforms[i]
         .as_ref()
         .ok_or_else(|| missing_secret(role, "platform"))?;
-    let evidence = platform.attest(trusts.measurements[i], enclave.report_data()?);
+    let evidence = platform.attest(trusts.measurements[i], enclave.report_data());
     let mut host = EnclaveHost::new(device, transport);
-    let hellos = exchange_hellos(host.transport(), enclave.hello(evidence)?)?;
-    let mut party = Party { enclave, host };
-    if role == Role::S0 {
-        let wrapped = party.enclave.finish_e0(&hellos, &trust)?;
-        party
-            .host
-            .transport()
+    let hellos = exchange_hellos(host.transport(), enclave.hello(evidence))?;
+    let enclave = if role == Role::S0 {
+        let (keyed, wrapped) = enclave.finish_e0(&hellos, &trust)?;
+        host.transport()
             .send(Role::S1, Message::WrappedKey(wrapped))?;
+        keyed
     } else {
-        let wrapped = match party.host.transport().recv(Role::S0)? {
+        let wrapped = match host.transport().recv(Role::S0)? {
             Message::WrappedKey(w) => w,
             m => {
                 return Err(NetError::Unexpected {
@@ -397,8 +401,9 @@ fn enclave_party(
                 .into());
             }
         };
-        party.enclave.finish_e1(&hellos, &trust, &wrapped)?;
-    }
+        enclave.finish_e1(&hellos, &trust, &wrapped)?
+    };
+    let party = Party { enclave, host };
     Ok(party)
 }
 

@@ -57,15 +57,20 @@ pub struct OpArgs {
 }
 
 /// Roughly normal operands (sum of four uniforms), the shape of real activations and gradients.
-fn operand(shape: &[usize], id: u64) -> SecretTensor {
+/// The benchmark's own copy of the values (it made them; they are no one's secret) and the
+/// same values as the enclave's operand.
+fn operand(shape: &[usize], id: u64) -> (Vec<f32>, SecretTensor) {
     let n: usize = shape.iter().product();
     let mut u = vec![0f32; 4 * n];
     Prg::new(&bench_key(), "bench/op-operand", id).fill_unit_f32(0, 0, &mut u);
-    let v = u
+    let v: Vec<f32> = u
         .chunks_exact(4)
         .map(|c| c.iter().sum::<f32>() - 2.0)
         .collect();
-    SecretTensor::new(shape, v).expect("length matches")
+    (
+        v.clone(),
+        SecretTensor::new(shape, v).expect("length matches"),
+    )
 }
 
 #[derive(Clone, Copy, Default)]
@@ -128,11 +133,16 @@ pub fn run(args: OpArgs) -> Result<()> {
         );
     }
     eprintln!("note: {SIMULATION_NOTICE}");
-    let operands: Vec<(SecretTensor, SecretTensor)> = jobs
+    type Pair<T> = Vec<(T, T)>;
+    let (plain, operands): (Pair<Vec<f32>>, Pair<SecretTensor>) = jobs
         .iter()
         .enumerate()
-        .map(|(i, j)| (operand(&j.a, 2 * i as u64), operand(&j.b, 2 * i as u64 + 1)))
-        .collect();
+        .map(|(i, j)| {
+            let (pa, a) = operand(&j.a, 2 * i as u64);
+            let (pb, b) = operand(&j.b, 2 * i as u64 + 1);
+            ((pa, pb), (a, b))
+        })
+        .unzip();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let party_threads = if args.party_threads == 0 {
         (cores / 3).max(1)
@@ -172,8 +182,7 @@ pub fn run(args: OpArgs) -> Result<()> {
         );
     }
     let mut overheads = Vec::new();
-    for (((j, (a, b)), s0), s1) in jobs.iter().zip(&operands).zip(&t0).zip(&t1) {
-        let (fa, fb) = (a.expose(), b.expose());
+    for (((j, (fa, fb)), s0), s1) in jobs.iter().zip(&plain).zip(&t0).zip(&t1) {
         let f32s = time_best(reps, || {
             std::hint::black_box(fref.bilinear::<f32>(&j.op, (&j.a, fa), (&j.b, fb))?);
             Ok(())

@@ -82,7 +82,8 @@ struct Split {
 fn batch(n: usize, step: u64) -> (SecretTensor, Vec<u8>) {
     let (d, _) = goten_data::synthetic(n, 1, step);
     let imgs: Vec<&[u8]> = (0..n).map(|i| d.image(i)).collect();
-    (input::batch(&imgs, Some((1, step))), d.labels)
+    let key = goten_field::SecretKey::from_bytes([1; 32]);
+    (input::batch(&imgs, Some((&key, step))), d.labels)
 }
 
 /// Runs `steps + 1` steps, timing the last `steps`.

@@ -1,261 +1,171 @@
-//! How each mode runs a training step, and the sealed checkpoints behind `--resume`.
+//! The host around a training session: the checkpoint store, the services each mode's host
+//! offers the session, and the platform sealing key.
 //!
-//! Where it sits: between the shared training loop (`train.rs`) and the enclave code. Plain and
-//! enclave modes run float32 products in this process ([`FloatExec`]); goten mode drives the
-//! enclave and its host ([`PartyExec`]). Checkpoints are sealed inside the enclave code and
-//! written atomically, so a crash never destroys the last good one.
+//! Where it sits: between the host's training loop (`session_loop.rs`) and the enclave's
+//! [`TrainSession`](goten_enclave::session::TrainSession). The host stores only ciphertext
+//! (sealed checkpoints) and relays the peer's state tag and resume point; it never holds the
+//! model, a batch or a key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::source::Source;
 use anyhow::{Context, Result};
-use goten_enclave::nn::checkpoint::{self, Progress};
-use goten_enclave::nn::model::StepStats;
-use goten_enclave::nn::optim::Sgd;
-use goten_enclave::nn::{FloatBackend, Model, NnError, ProtocolBackend};
-use goten_enclave::{Role, SecretTensor};
+use goten_enclave::HostServices;
+use goten_enclave::session::StateTag;
 use goten_field::SecretKey;
-use goten_party::{Party, PartyError};
+use goten_party::host::EnclaveHost;
+use goten_party::transport::Message;
+use goten_party::{NetError, PartyError, Traffic};
 use sha2::{Digest, Sha256};
 
-use crate::train::{Job, TrainArgs};
+use crate::train::TrainArgs;
 
-/// How one mode runs a step; the loop is shared by all modes.
-pub(crate) trait Exec {
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError>;
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError>;
-    fn sync(&mut self, _step: u64, _m: &Model) -> Result<(), PartyError> {
-        Ok(())
-    }
-    /// Bytes this party has sent and received so far (`None`: no transport).
-    fn traffic(&mut self) -> Option<goten_party::Traffic> {
+/// What the host of a session offers it besides storage: device jobs and the peer (goten
+/// mode), or nothing (plain and enclave modes).
+pub(crate) trait SessionHost {
+    /// The ocall services for the session's products (`None`: products run inside).
+    fn services(&mut self) -> Option<&mut dyn HostServices>;
+    /// Sends this enclave's state tag to the peer's host and returns the peer's.
+    fn exchange_tag(&mut self, step: u64, tag: StateTag) -> Result<Option<StateTag>, PartyError>;
+    /// Agrees with the peer on the step to resume from (`newest`: this side's newest).
+    fn agree_resume(&mut self, newest: u64) -> Result<u64, PartyError>;
+    /// Bytes sent and received so far (`None`: no transport).
+    fn traffic(&mut self) -> Option<Traffic>;
+}
+
+/// The host of plain and enclave modes: no device, no peer.
+pub(crate) struct LocalHost;
+
+impl SessionHost for LocalHost {
+    fn services(&mut self) -> Option<&mut dyn HostServices> {
         None
     }
-    /// Seals the state (model and progress) to this executor's checkpoint file.
-    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError>;
-    /// The state of the checkpoint to resume from.
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError>;
+    fn exchange_tag(&mut self, _: u64, _: StateTag) -> Result<Option<StateTag>, PartyError> {
+        Ok(None)
+    }
+    fn agree_resume(&mut self, newest: u64) -> Result<u64, PartyError> {
+        Ok(newest)
+    }
+    fn traffic(&mut self) -> Option<Traffic> {
+        None
+    }
 }
 
-/// Where checkpoints go and what they are bound to.
-pub(crate) struct Ckpt<'a> {
-    pub(crate) dir: &'a Path,
-    pub(crate) key: SecretKey,
-    pub(crate) fingerprint: [u8; 32],
+/// The host of E0 or E1: its device, its transport to the peer and S2.
+pub(crate) struct PartyHost<'a>(pub(crate) &'a mut EnclaveHost);
+
+impl SessionHost for PartyHost<'_> {
+    fn services(&mut self) -> Option<&mut dyn HostServices> {
+        Some(self.0)
+    }
+    fn exchange_tag(&mut self, step: u64, tag: StateTag) -> Result<Option<StateTag>, PartyError> {
+        let peer = self.0.peer();
+        let t = self.0.transport();
+        t.send(
+            peer,
+            Message::StateDigest {
+                step,
+                digest: tag.0,
+            },
+        )?;
+        match t.recv(peer)? {
+            Message::StateDigest { step: s, digest } if s == step => Ok(Some(StateTag(digest))),
+            m => Err(NetError::Unexpected {
+                peer,
+                expected: format!("state tag of step {step}"),
+                got: m.kind().into(),
+            }
+            .into()),
+        }
+    }
+    fn agree_resume(&mut self, newest: u64) -> Result<u64, PartyError> {
+        goten_party::handshake::agree_resume(self.0.transport(), newest)
+    }
+    fn traffic(&mut self) -> Option<Traffic> {
+        Some(self.0.transport().traffic())
+    }
 }
 
-pub(crate) fn ck_err(e: impl std::fmt::Display, path: &Path) -> PartyError {
-    PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
-        "checkpoint {}: {e}",
-        path.display()
-    )))
+/// Where an enclave's sealed checkpoints live: the newest and the one before.
+pub(crate) struct CkptStore {
+    pub(crate) dir: PathBuf,
+    /// `enclave`, `e0` or `e1`.
+    pub(crate) role: &'static str,
 }
 
-impl Ckpt<'_> {
-    fn path(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("checkpoint-{role}.sealed"))
+pub(crate) fn storage(e: impl std::fmt::Display, path: &Path) -> PartyError {
+    PartyError::Storage(format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync of the folder, so
+/// a crash at any point leaves either the old file or the new one, complete.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl CkptStore {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.join(format!("checkpoint-{}.sealed", self.role))
     }
 
-    fn prev_path(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("checkpoint-{role}.prev.sealed"))
+    fn prev_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("checkpoint-{}.prev.sealed", self.role))
     }
 
-    /// Writes atomically and keeps the previous checkpoint: a crash mid-write leaves a good
+    /// Stores a sealed checkpoint and keeps the previous one: a crash mid-write leaves a good
     /// one, and a party restarted one checkpoint ahead of its peer can step back to the
     /// peer's (see [`goten_party::handshake::agree_resume`]).
-    fn write(&self, role: &str, bytes: &[u8]) -> Result<(), PartyError> {
-        let path = self.path(role);
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), PartyError> {
+        let path = self.path();
         let tmp = path.with_extension("sealed.tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| ck_err(e, &tmp))?;
-        if path.exists() {
-            std::fs::rename(&path, self.prev_path(role)).map_err(|e| ck_err(e, &path))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| ck_err(e, &path))
+        (|| -> std::io::Result<()> {
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()?;
+            }
+            if path.exists() {
+                std::fs::rename(&path, self.prev_path())?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&path)
+        })()
+        .map_err(|e| storage(e, &path))
     }
 
-    /// The sealed checkpoints on disk (newest file first): at least one, or an error.
-    fn read(&self, role: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, PartyError> {
-        let found: Vec<(PathBuf, Vec<u8>)> = [self.path(role), self.prev_path(role)]
+    /// The sealed checkpoints on disk, newest file first: at least one, or an error.
+    pub(crate) fn read(&self) -> Result<Vec<(PathBuf, Vec<u8>)>, PartyError> {
+        let found: Vec<(PathBuf, Vec<u8>)> = [self.path(), self.prev_path()]
             .into_iter()
             .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
             .collect();
         if found.is_empty() {
-            let path = self.path(role);
-            return Err(ck_err(
+            return Err(storage(
                 "cannot read it (missing?); nothing to resume",
-                &path,
+                &self.path(),
             ));
         }
         Ok(found)
-    }
-}
-
-pub(crate) fn nn(e: NnError) -> PartyError {
-    match e {
-        NnError::Enclave(e) => PartyError::Enclave(e),
-        other => PartyError::Enclave(goten_enclave::EnclaveError::Config(other.to_string())),
-    }
-}
-
-pub(crate) struct FloatExec(pub(crate) FloatBackend, pub(crate) Sgd);
-
-impl Exec for FloatExec {
-    fn checkpoint(&mut self, m: &mut Model, p: Progress, ck: &Ckpt<'_>) -> Result<(), PartyError> {
-        let bytes = checkpoint::seal(m, p, ck.fingerprint, None, &ck.key, "enclave")
-            .map_err(|e| ck_err(e, &ck.path("enclave")))?;
-        ck.write("enclave", &bytes)
-    }
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
-        let (path, bytes) = ck.read("enclave")?.swap_remove(0);
-        let r = checkpoint::unseal(
-            &bytes,
-            &ck.key,
-            "enclave",
-            ck.fingerprint,
-            job.kind,
-            job.args.seed,
-            goten_data::CLASSES,
-        )
-        .map_err(|e| ck_err(e, &path))?;
-        Ok((r.model, r.progress))
-    }
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError> {
-        m.train_step(&mut self.0, x, labels, &self.1, lr)
-            .map_err(nn)
-    }
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError> {
-        m.evaluate(&mut self.0, x, labels).map_err(nn)
-    }
-}
-
-pub(crate) struct PartyExec<'a> {
-    pub(crate) party: &'a mut Party,
-    pub(crate) counter: u64,
-    pub(crate) sgd: Sgd,
-}
-
-impl PartyExec<'_> {
-    /// Runs `f` with a protocol backend that continues this session's PRG step counter.
-    fn with_backend<R>(
-        &mut self,
-        f: impl FnOnce(&mut ProtocolBackend<'_>, &Sgd) -> Result<R, NnError>,
-    ) -> Result<R, PartyError> {
-        let mut be = ProtocolBackend::new(&self.party.enclave, &mut self.party.host, self.counter);
-        let r = f(&mut be, &self.sgd).map_err(nn);
-        self.counter = be.step();
-        r
-    }
-
-    fn role(&self) -> &'static str {
-        if self.party.role() == Role::S0 {
-            "e0"
-        } else {
-            "e1"
-        }
-    }
-}
-
-impl Exec for PartyExec<'_> {
-    fn checkpoint(
-        &mut self,
-        m: &mut Model,
-        mut p: Progress,
-        ck: &Ckpt<'_>,
-    ) -> Result<(), PartyError> {
-        p.prg_step = self.counter;
-        let role = self.role();
-        let bytes = self
-            .party
-            .enclave
-            .seal_checkpoint(m, p, ck.fingerprint, &ck.key)
-            .map_err(|e| ck_err(e, &ck.path(role)))?;
-        ck.write(role, &bytes)
-    }
-    fn restore(&mut self, ck: &Ckpt<'_>, job: &Job<'_>) -> Result<(Model, Progress), PartyError> {
-        let role = self.role();
-        let mut held = Vec::new();
-        for (path, bytes) in ck.read(role)? {
-            // A checkpoint that fails to open is an error, not a reason to fall back quietly:
-            // it was tampered with or belongs to another job.
-            let (m, p) = self
-                .party
-                .enclave
-                .unseal_checkpoint(
-                    &bytes,
-                    &ck.key,
-                    ck.fingerprint,
-                    (job.kind, job.args.seed, goten_data::CLASSES),
-                )
-                .map_err(|e| ck_err(e, &path))?;
-            held.push((m, p));
-        }
-        let newest = held
-            .iter()
-            .map(|(_, p)| p.step)
-            .max()
-            .expect("at least one");
-        let step = goten_party::handshake::agree_resume(self.party.host.transport(), newest)?;
-        let steps: Vec<u64> = held.iter().map(|(_, p)| p.step).collect();
-        let (m, p) = held
-            .into_iter()
-            .find(|(_, p)| p.step == step)
-            .ok_or_else(|| {
-                ck_err(
-                    format!(
-                        "the other enclave can resume only from step {step}, this one holds steps {steps:?}; restore matching checkpoints or start over"
-                    ),
-                    &ck.path(role),
-                )
-            })?;
-        self.counter = p.prg_step;
-        eprintln!("{role}: resuming from the checkpoint of step {step}");
-        Ok((m, p))
-    }
-    fn step(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-        lr: f32,
-    ) -> Result<StepStats, PartyError> {
-        self.with_backend(|be, sgd| m.train_step(be, x, labels, sgd, lr))
-    }
-    fn eval(
-        &mut self,
-        m: &mut Model,
-        x: SecretTensor,
-        labels: &[u8],
-    ) -> Result<(f32, usize), PartyError> {
-        self.with_backend(|be, _| m.evaluate(be, x, labels))
-    }
-    fn sync(&mut self, step: u64, m: &Model) -> Result<(), PartyError> {
-        self.party.compare_state(step, m.state_digest())
-    }
-    fn traffic(&mut self) -> Option<goten_party::Traffic> {
-        Some(self.party.host.transport().traffic())
     }
 }
 
@@ -263,7 +173,7 @@ impl Exec for PartyExec<'_> {
 pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 32] {
     let mut h = Sha256::new();
     let desc = format!(
-        "goten/job/v2|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}",
+        "goten/job/v3|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}|{}",
         a.model,
         a.mode,
         a.epochs,
@@ -274,6 +184,7 @@ pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 
         a.seed,
         a.ring_bits,
         a.quant_bits,
+        a.loss_window_or_default(),
         // The data's content is hashed below; its path may differ between parties.
         a.data == "synthetic"
     );
@@ -284,13 +195,33 @@ pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 
     h.finalize().into()
 }
 
-/// The simulated platform's sealing key, kept in the output folder. On TEE hardware this is the
-/// enclave's sealing key, which never leaves the CPU; here, whoever can read the folder can read
-/// checkpoints, and the run says it is a simulation.
-pub(crate) fn platform_sealing_key(out: &Path) -> Result<SecretKey> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let path = out.join("simulated-platform-sealing.key");
+/// Where the simulated platform keeps its sealing key: `$GOTEN_PLATFORM_DIR`, else
+/// `$XDG_DATA_HOME/goten/simulated-platform`, else `~/.local/share/goten/simulated-platform`.
+/// Outside every run folder, so copying a run's checkpoints does not copy the key that opens
+/// them (on TEE hardware the key never leaves the CPU at all).
+pub(crate) fn platform_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("GOTEN_PLATFORM_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("goten/simulated-platform"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
+        "no place for the simulated platform's sealing key: set GOTEN_PLATFORM_DIR or HOME",
+    )?;
+    Ok(PathBuf::from(home).join(".local/share/goten/simulated-platform"))
+}
+
+/// The simulated platform's sealing key (created on first use, mode 0600, in a 0700 folder).
+pub(crate) fn platform_sealing_key() -> Result<SecretKey> {
+    let dir = platform_dir()?;
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&dir)
+        .with_context(|| format!("cannot create the platform folder {}", dir.display()))?;
+    let path = dir.join("sealing.key");
     if let Ok(b) = std::fs::read(&path) {
         let arr: [u8; 32] = b
             .as_slice()
@@ -300,12 +231,21 @@ pub(crate) fn platform_sealing_key(out: &Path) -> Result<SecretKey> {
     }
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no entropy: {e}"))?;
+    // Written whole under a private name, then linked into place: a party of the same machine
+    // starting at the same moment either wins the link or reads the complete winner.
+    let tmp = dir.join(format!("sealing.key.{}.tmp", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(&path)
-        .and_then(|mut f| f.write_all(&k))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(SecretKey::from_bytes(k))
+    opts.open(&tmp)
+        .and_then(|mut f| f.write_all(&k).and_then(|_| f.sync_all()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(SecretKey::from_bytes(k)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => platform_sealing_key(),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
 }

@@ -13,6 +13,8 @@ mod model_io;
 mod party;
 mod plot;
 mod predict;
+mod report;
+mod session_loop;
 mod shapes;
 mod source;
 mod spawn;
@@ -62,6 +64,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if goten_enclave::DANGER_TEST_EXPOSE {
+        eprintln!(
+            "WARNING: this goten binary was built with the test-only feature danger-test-expose (plaintext accessors public); never deploy it"
+        );
+    }
     let result = match cli.command {
         Command::Bench { what } => bench::run(what),
         Command::Train(a) => train::run(a),

@@ -8,23 +8,26 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use goten_enclave::nn::Model;
-use goten_enclave::nn::export::{batchnorm_prefixes, export, import};
+use goten_enclave::nn::export::import;
+use goten_enclave::session::Export;
 use safetensors::tensor::{Dtype, TensorView};
 
-/// Writes `model` to `path`; BN layers get `num_batches_tracked = steps` as PyTorch expects.
-pub fn write(model: &Model, steps: u64, path: &Path) -> Result<()> {
-    let tensors = export(model);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = tensors
-        .into_iter()
+/// Writes an export to `path` (once, through a temporary file and a rename); BN layers get
+/// `num_batches_tracked = steps` as PyTorch expects.
+pub fn write(export: &Export, path: &Path) -> Result<()> {
+    let steps = export.steps;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = export
+        .tensors
+        .iter()
         .map(|t| {
             (
-                t.name,
-                t.shape,
+                t.name.clone(),
+                t.shape.clone(),
                 t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 Dtype::F32,
             )
         })
-        .chain(batchnorm_prefixes(model).into_iter().map(|p| {
+        .chain(export.batchnorm.iter().map(|p| {
             (
                 format!("{p}.num_batches_tracked"),
                 vec![],
@@ -50,7 +53,8 @@ pub fn write(model: &Model, steps: u64, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::write(path, buf).with_context(|| format!("cannot write {}", path.display()))
+    crate::exec::write_durably(path, &buf)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Loads weights from `path` into `model` (which fixes the architecture).

@@ -23,7 +23,8 @@ use goten_party::handshake::{JobId, agree_job};
 use goten_party::{ClusterConfig, PartyError};
 use serde_json::json;
 
-use crate::train::{Mode, Reporter, TrainArgs};
+use crate::report::{DealerLog, Reporter, finish, report_traffic};
+use crate::train::{Mode, TrainArgs};
 
 /// Options of `goten keygen`.
 #[derive(Args, Debug)]
@@ -170,7 +171,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
             },
             timeout,
         };
-        let mut log = crate::train::DealerLog::open(&t.out, t.resume)?;
+        let mut log = DealerLog::open(&t.out, t.resume)?;
         let r = run_dealer_party(&cfg, &trusts, device, Box::new(net), &mut |i, b| {
             log.iteration(i, b)
         })
@@ -193,7 +194,6 @@ pub fn run(a: PartyArgs) -> Result<()> {
         bail!("goten party runs goten mode only (got --mode {:?})", t.mode);
     }
     let setup = crate::train::prepare(t)?;
-    let ck = setup.ckpt(t)?;
     let mut net = deploy::connect(
         &cluster,
         &key,
@@ -204,10 +204,9 @@ pub fn run(a: PartyArgs) -> Result<()> {
     .with_context(|| format!("{role} cannot reach the other parties"))?;
     let ours = JobId {
         ring_bits: setup.enclave.ring.bits(),
-        digest: ck.fingerprint,
+        digest: setup.fingerprint,
     };
     agree_job(&mut net, Some(ours)).map_err(|e| at(role, e))?;
-    let job = setup.job(t);
     // Each party reports in its own terminal (a launcher sends S1's to its log file).
     let reporter = Mutex::new(Reporter::new(setup.total_steps, &t.out, t.resume, false)?);
     let cfg = ClusterConfig {
@@ -215,13 +214,13 @@ pub fn run(a: PartyArgs) -> Result<()> {
         timeout,
     };
     let (summary, report) = {
-        let body = crate::train::party_body(&job, &ck, Some(&reporter));
+        let body = crate::train::party_body(t, &setup, [Some(&reporter), Some(&reporter)]);
         run_enclave_party(role, &cfg, &trusts, device, Box::new(net), &body)
             .map_err(|e| at(role, e))
             .context("secure training failed")?
     };
-    crate::train::report_traffic(&reporter, &[(role, report)]);
-    crate::train::finish(t, &setup, summary, reporter)
+    report_traffic(&reporter, &[(role, report)]);
+    finish(t, &setup, summary, reporter)
 }
 
 fn at(role: Role, e: PartyError) -> PartyError {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use goten_enclave::nn::{FloatBackend, LinearBackend, ModelKind, input};
+use goten_enclave::nn::ModelKind;
 use serde_json::json;
 
 use crate::model_io;
@@ -57,25 +57,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     if let Some(n) = a.limit {
         data.truncate(n);
     }
-    let mut be = FloatBackend::new(0);
-    let mut preds = Vec::with_capacity(data.len());
-    for start in (0..data.len()).step_by(256) {
-        let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
-        let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
-        be.next_step();
-        let logits = model.forward(
-            input::batch(&imgs, None),
-            false,
-            &mut be as &mut dyn LinearBackend,
-        )?;
-        for row in logits.expose().chunks_exact(goten_data::CLASSES) {
-            preds.push(
-                row.iter()
-                    .enumerate()
-                    .fold(0, |b, (j, &v)| if v > row[b] { j } else { b }) as u8,
-            );
-        }
-    }
+    let imgs: Vec<&[u8]> = (0..data.len()).map(|i| data.image(i)).collect();
+    let preds = model.predict_classes(&imgs)?;
     let correct = preds
         .iter()
         .zip(&data.labels)

@@ -1,19 +1,17 @@
 //! Where training images come from: plaintext datasets, or a data owner's sealed records that
 //! only enclave code opens.
 //!
-//! Where it sits: between the dataset readers and the training loop. `batch` is the enclave's
-//! input step: for sealed data it opens each record (`goten_enclave::sealed_data::open`) and
-//! builds the normalised batch; the host side only ever indexes ciphertext.
+//! Where it sits: between the dataset readers and the enclave's session, which receives each
+//! split once ([`Source::to_split`]) and from then on chooses batches and opens sealed records
+//! itself; the host side only ever holds ciphertext (or data that was public to begin with).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use goten_data::{Dataset, SealedSet};
-use goten_enclave::SecretTensor;
-use goten_enclave::nn::input;
 use goten_enclave::sealed_data;
+use goten_enclave::session::Split;
 use goten_field::SecretKey;
-use goten_party::PartyError;
 use sha2::{Digest, Sha256};
 
 /// One split of a dataset.
@@ -51,40 +49,18 @@ impl Source {
         }
     }
 
-    /// Enclave side: the (augmented) normalised batch of records `idx` and their labels.
-    pub(crate) fn batch(
-        &self,
-        idx: &[usize],
-        augment: Option<(u64, u64)>,
-    ) -> Result<(SecretTensor, Vec<u8>), PartyError> {
+    /// A copy of this split as the enclave receives it (once, at the start of a session).
+    pub(crate) fn to_split(&self) -> Split {
         match self {
-            Source::Plain(d) => {
-                let imgs: Vec<&[u8]> = idx.iter().map(|&i| d.image(i)).collect();
-                Ok((
-                    input::batch(&imgs, augment),
-                    idx.iter().map(|&i| d.labels[i]).collect(),
-                ))
-            }
-            Source::Sealed(s, key) => {
-                let opened = idx
-                    .iter()
-                    .map(|&i| sealed_data::open(key, &s.split, i as u64, s.record(i)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
-                    })?;
-                let imgs: Vec<&[u8]> = opened.iter().map(|r| &r[1..]).collect();
-                let labels = opened.iter().map(|r| r[0]).collect::<Vec<u8>>();
-                if labels
-                    .iter()
-                    .any(|&l| usize::from(l) >= goten_data::CLASSES)
-                {
-                    return Err(PartyError::Enclave(goten_enclave::EnclaveError::Config(
-                        "a sealed record holds a label outside 0-9".into(),
-                    )));
-                }
-                Ok((input::batch(&imgs, augment), labels))
-            }
+            Source::Plain(d) => Split::Plain {
+                images: d.images.clone(),
+                labels: d.labels.clone(),
+            },
+            Source::Sealed(s, key) => Split::Sealed {
+                split: s.split.clone(),
+                records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
+                key: key.clone(),
+            },
         }
     }
 }

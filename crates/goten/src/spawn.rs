@@ -61,6 +61,9 @@ pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
     if let Some(k) = &a.data_key {
         kv("data-key", k.display().to_string());
     }
+    if let Some(w) = a.loss_window {
+        kv("loss-window", w.to_string());
+    }
     if let Some(s) = a.danger_deterministic_keys {
         kv("danger-deterministic-keys", s.to_string());
     }
@@ -224,6 +227,8 @@ mod tests {
             "m.st",
             "--data-key",
             "k",
+            "--loss-window",
+            "12",
             "--danger-deterministic-keys",
             "1",
             "--resume",

@@ -6,7 +6,7 @@ use goten_linalg::FloatArith;
 
 use super::NnError;
 use crate::linear::HostServices;
-use crate::{Enclave, SecretTensor};
+use crate::{KeyedEnclave, SecretTensor};
 
 /// Runs the bilinear ops of a model.
 pub trait LinearBackend {
@@ -73,7 +73,7 @@ impl LinearBackend for FloatBackend {
 /// The three-party protocol: every product is quantized, shared, outsourced through the host
 /// and reconstructed exactly inside the enclave.
 pub struct ProtocolBackend<'a> {
-    enclave: &'a Enclave,
+    enclave: &'a KeyedEnclave,
     host: &'a mut dyn HostServices,
     /// PRG iteration: advanced once per step, so no (op, iteration) pair repeats in a session.
     step: u64,
@@ -82,7 +82,7 @@ pub struct ProtocolBackend<'a> {
 impl<'a> ProtocolBackend<'a> {
     /// A backend over an enclave with established keys and its host; `first_step` continues a
     /// session's step counter (0 for a new session).
-    pub fn new(enclave: &'a Enclave, host: &'a mut dyn HostServices, first_step: u64) -> Self {
+    pub fn new(enclave: &'a KeyedEnclave, host: &'a mut dyn HostServices, first_step: u64) -> Self {
         ProtocolBackend {
             enclave,
             host,

@@ -15,15 +15,14 @@ const SIDE: usize = 32;
 const PAD: usize = 4;
 
 /// A normalised `[n, 3, 32, 32]` batch from 8-bit channel-major images; with `augment =
-/// Some((seed, step))`, each image is randomly cropped and flipped.
-pub fn batch(images: &[&[u8]], augment: Option<(u64, u64)>) -> SecretTensor {
+/// Some((key, step))`, each image is randomly cropped and flipped by draws from the session's
+/// augmentation key (secret in protected modes, so the host cannot predict the crops).
+pub fn batch(images: &[&[u8]], augment: Option<(&SecretKey, u64)>) -> SecretTensor {
     let n = images.len();
     let mut out = SecretTensor::zeros(&[n, 3, SIDE, SIDE]);
     let mut draws = vec![0u32; 3 * n];
-    if let Some((seed, step)) = augment {
-        let mut k = [0u8; 32];
-        k[..8].copy_from_slice(&seed.to_le_bytes());
-        Prg::new(&SecretKey::from_bytes(k), "input/augment", 0).fill_u32(step, 0, &mut draws);
+    if let Some((key, step)) = augment {
+        Prg::new(key, "input/augment", 0).fill_u32(step, 0, &mut draws);
     }
     let o = out.expose_mut();
     for (i, img) in images.iter().enumerate() {
@@ -68,10 +67,11 @@ mod tests {
         let plain = batch(&[&img], None);
         let v = plain.expose()[0];
         assert!((v - (0.0 - MEAN[0]) / STD[0]).abs() < 1e-6);
-        let a = batch(&[&img, &img], Some((5, 1)));
-        let b = batch(&[&img, &img], Some((5, 1)));
+        let k = SecretKey::from_bytes([5; 32]);
+        let a = batch(&[&img, &img], Some((&k, 1)));
+        let b = batch(&[&img, &img], Some((&k, 1)));
         assert_eq!(a.expose(), b.expose());
-        let c = batch(&[&img, &img], Some((5, 2)));
+        let c = batch(&[&img, &img], Some((&k, 2)));
         assert_ne!(a.expose(), c.expose());
     }
 }

@@ -253,9 +253,38 @@ impl Model {
         &self.layers
     }
 
-    /// Mutable layers (tests, export).
+    /// Mutable layers (public only with the test-only feature `danger-test-expose`).
+    #[cfg(feature = "danger-test-expose")]
     pub fn layers_mut(&mut self) -> &mut [Layer] {
         &mut self.layers
+    }
+
+    /// Mutable layers, for trusted code only.
+    #[cfg(not(feature = "danger-test-expose"))]
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
+    }
+
+    /// The model owner's classifier: the most likely class of each 8-bit 3x32x32 image, in
+    /// evaluation mode with float32 products. For `goten predict` on the owner's own machine,
+    /// where the weights are the owner's plaintext; only class indices come out.
+    pub fn predict_classes(&mut self, images: &[&[u8]]) -> Result<Vec<u8>, NnError> {
+        let mut be = super::FloatBackend::new(0);
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(256) {
+            be.next_step();
+            let logits = self.forward(super::input::batch(chunk, None), false, &mut be)?;
+            let k = self.outputs();
+            for row in logits.expose().chunks_exact(k) {
+                out.push(
+                    row.iter()
+                        .enumerate()
+                        .fold(0, |b, (j, &v)| if v > row[b] { j } else { b })
+                        as u8,
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Output features per example.
@@ -325,11 +354,26 @@ impl Model {
         Ok((loss, correct))
     }
 
-    /// SHA-256 of the full training state (weights, momentum buffers, BN statistics): E0 and E1
-    /// compare it to detect divergence.
+    /// SHA-256 of the full training state (weights, momentum buffers, BN statistics), for
+    /// tests; enclaves compare a keyed MAC of the same bytes (`session::StateTag`).
     pub fn state_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        let mut put = |v: &[f32]| v.iter().for_each(|x| h.update(x.to_le_bytes()));
+        self.feed_state(&mut |b| h.update(b));
+        h.finalize().into()
+    }
+
+    /// Feeds the full training state, in a fixed order, to `put`.
+    pub(crate) fn feed_state(&self, put: &mut dyn FnMut(&[u8])) {
+        let mut put = |v: &[f32]| {
+            // In blocks: one call per value would dominate the cost of a MAC.
+            let mut buf = Vec::with_capacity(4096);
+            for c in v.chunks(1024) {
+                buf.clear();
+                c.iter()
+                    .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+                put(&buf);
+            }
+        };
         for l in &self.layers {
             match l {
                 Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
@@ -357,6 +401,5 @@ impl Model {
                 _ => {}
             }
         }
-        h.finalize().into()
     }
 }

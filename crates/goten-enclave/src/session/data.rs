@@ -1,0 +1,172 @@
+//! The training and test records a session holds, and the batch order it derives in secret.
+//!
+//! Where it sits: handed to the session once, when it starts (plaintext images for the plain
+//! and synthetic cases, or the data owner's sealed records with the data key). From then on
+//! the session alone decides which records form a batch, from its job secret, and opens
+//! sealed records inside; the host never learns the order (it stores no index and serves no
+//! per-batch request), so it cannot tie a step to a record.
+
+use goten_field::{Prg, SecretKey};
+use zeroize::Zeroizing;
+
+use super::SessionError;
+use crate::SecretTensor;
+use crate::nn::input;
+use crate::sealed_data;
+
+/// Pixels of one 3x32x32 8-bit image.
+pub const IMAGE_BYTES: usize = 3 * 32 * 32;
+
+/// One split of a dataset as handed to the enclave.
+pub enum Split {
+    /// Plaintext images (channel-major, [`IMAGE_BYTES`] each) and labels: data the host
+    /// already holds in the clear (synthetic data, a public dataset).
+    Plain {
+        /// Images, concatenated.
+        images: Vec<u8>,
+        /// One label per image.
+        labels: Vec<u8>,
+    },
+    /// The data owner's sealed records (`goten seal-data`) and the data key that opens them.
+    Sealed {
+        /// Split name bound into every record ("train" or "test").
+        split: String,
+        /// Sealed records in file order.
+        records: Vec<Vec<u8>>,
+        /// The data key.
+        key: SecretKey,
+    },
+}
+
+impl std::fmt::Debug for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Split::Plain { labels, .. } => write!(f, "Split::Plain({} images)", labels.len()),
+            Split::Sealed { split, records, .. } => {
+                write!(
+                    f,
+                    "Split::Sealed({split}, {} records, <key>)",
+                    records.len()
+                )
+            }
+        }
+    }
+}
+
+impl Split {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        match self {
+            Split::Plain { labels, .. } => labels.len(),
+            Split::Sealed { records, .. } => records.len(),
+        }
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks the split and opens every sealed record, once, inside the enclave: a tampered
+    /// record stops the run before its first step instead of at a step the secret order picks.
+    pub(crate) fn open_all(self, what: &str, classes: usize) -> Result<Split, SessionError> {
+        let split = match self {
+            Split::Sealed {
+                split,
+                records,
+                key,
+            } => {
+                let mut images = Vec::with_capacity(records.len() * IMAGE_BYTES);
+                let mut labels = Vec::with_capacity(records.len());
+                for (i, r) in records.iter().enumerate() {
+                    let rec = sealed_data::open(&key, &split, i as u64, r)
+                        .map_err(|e| SessionError::Data(e.to_string()))?;
+                    labels.push(rec[0]);
+                    images.extend_from_slice(&rec[1..]);
+                }
+                Split::Plain { images, labels }
+            }
+            plain => plain,
+        };
+        split.validate(what, classes)?;
+        Ok(split)
+    }
+
+    fn validate(&self, what: &str, classes: usize) -> Result<(), SessionError> {
+        if let Split::Plain { images, labels } = self {
+            if images.len() != labels.len() * IMAGE_BYTES {
+                return Err(SessionError::Data(format!(
+                    "{what} split: {} image bytes for {} labels",
+                    images.len(),
+                    labels.len()
+                )));
+            }
+            if let Some(i) = labels.iter().position(|&l| usize::from(l) >= classes) {
+                return Err(SessionError::Data(format!(
+                    "{what} split: label {} of record {i} is outside 0-{}",
+                    labels[i],
+                    classes - 1
+                )));
+            }
+        }
+        if self.is_empty() {
+            return Err(SessionError::Data(format!("{what} split is empty")));
+        }
+        Ok(())
+    }
+
+    /// The normalised (and, with `augment`, cropped and flipped) batch of records `idx`, with
+    /// their labels; sealed records are opened here, inside the enclave.
+    pub(crate) fn batch(
+        &self,
+        idx: &[usize],
+        classes: usize,
+        augment: Option<(&SecretKey, u64)>,
+    ) -> Result<(SecretTensor, Vec<u8>), SessionError> {
+        match self {
+            Split::Plain { images, labels } => {
+                let imgs: Vec<&[u8]> = idx
+                    .iter()
+                    .map(|&i| &images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES])
+                    .collect();
+                Ok((
+                    input::batch(&imgs, augment),
+                    idx.iter().map(|&i| labels[i]).collect(),
+                ))
+            }
+            Split::Sealed {
+                split,
+                records,
+                key,
+            } => {
+                let opened: Vec<Zeroizing<Vec<u8>>> = idx
+                    .iter()
+                    .map(|&i| sealed_data::open(key, split, i as u64, &records[i]))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| SessionError::Data(e.to_string()))?;
+                let labels: Vec<u8> = opened.iter().map(|r| r[0]).collect();
+                if let Some(p) = labels.iter().position(|&l| usize::from(l) >= classes) {
+                    return Err(SessionError::Data(format!(
+                        "sealed {split} record {} holds label {}, outside 0-{}",
+                        idx[p],
+                        labels[p],
+                        classes - 1
+                    )));
+                }
+                let imgs: Vec<&[u8]> = opened.iter().map(|r| &r[1..]).collect();
+                Ok((input::batch(&imgs, augment), labels))
+            }
+        }
+    }
+}
+
+/// A permutation of 0..n for `epoch`, from the session's order key (Fisher-Yates over a PRG).
+pub(crate) fn order(key: &SecretKey, n: usize, epoch: u64) -> Vec<usize> {
+    let mut r = vec![0u32; n];
+    Prg::new(key, "train/order", epoch).fill_u32(0, 0, &mut r);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        p.swap(i, (r[i] as usize) % (i + 1));
+    }
+    p
+}

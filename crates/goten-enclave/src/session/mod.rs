@@ -1,0 +1,489 @@
+//! The training session: the whole training program behind a few ecalls.
+//!
+//! Where it sits: inside E0 and E1 (goten mode) or the single enclave (plain and enclave
+//! modes). The host creates a [`TrainSession`] from the finished key exchange
+//! ([`KeyedEnclave`], so a session before keys exist does not type-check) or, for the local
+//! modes, from nothing but the configuration; it hands over the data once; then it only says
+//! "step", "evaluate", "checkpoint", "export". The session owns the model, the optimizer, the
+//! data key, the batch order (from the job secret), augmentation, loss and evaluation, the
+//! state tag E0 and E1 compare, and sealing. What comes back is a [`release`] report, sealed
+//! ciphertext, or (through the host services of [`crate::linear`]) one-time-padded shares.
+
+mod data;
+pub mod release;
+
+use goten_field::SecretKey;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::linear::HostServices;
+use crate::nn::checkpoint::{self, CheckpointError, Progress};
+use crate::nn::export::{self, Named};
+use crate::nn::optim::{Schedule, Sgd};
+use crate::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend};
+use crate::{EnclaveError, KeyedEnclave};
+pub use data::{IMAGE_BYTES, Split};
+use release::LossWindow;
+pub use release::{EvalReport, MIN_PROTECTED_WINDOW, StepReport, WindowLoss};
+
+/// How much the run protects, which decides what the session may release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// No protection (plain mode): per-step losses may be released; the batch order is a
+    /// public function of the seed.
+    None,
+    /// Protected (enclave and goten modes): the order and augmentation come from a secret,
+    /// losses leave only as means over at least [`MIN_PROTECTED_WINDOW`] steps.
+    Protected,
+}
+
+/// Where a local session's job secret comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalSecret {
+    /// Fresh randomness (enclave mode).
+    Fresh,
+    /// A public function of the seed (plain mode, or a test run with deterministic keys):
+    /// protects nothing.
+    DangerFromSeed,
+}
+
+/// The job as the session sees it; the host builds it from its options.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// The network.
+    pub model: ModelKind,
+    /// Output classes.
+    pub classes: usize,
+    /// Public seed of the initial weights.
+    pub seed: u64,
+    /// Passes over the training split.
+    pub epochs: u64,
+    /// Images per step.
+    pub batch: usize,
+    /// Base learning rate.
+    pub lr: f32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Stop after this many steps (at most `epochs` passes).
+    pub total_steps: u64,
+    /// Steps per released loss mean.
+    pub loss_window: u64,
+    /// What the run protects.
+    pub protection: Protection,
+    /// Hash of everything a checkpoint must agree with (model, data, hyper-parameters).
+    pub fingerprint: [u8; 32],
+}
+
+/// Why an ecall failed, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The caller's configuration is invalid.
+    #[error("training configuration: {0}")]
+    Config(String),
+    /// The input data is malformed or fails authentication.
+    #[error("input data: {0}")]
+    Data(String),
+    /// The network or the secure op failed.
+    #[error(transparent)]
+    Nn(#[from] NnError),
+    /// A checkpoint cannot be used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The peer enclave's state differs from this one's.
+    #[error("E0 and E1 diverged: their state tags differ at step {0}")]
+    Diverged(u64),
+    /// Called in a state where the call makes no sense.
+    #[error("{0}")]
+    State(&'static str),
+}
+
+impl From<EnclaveError> for SessionError {
+    fn from(e: EnclaveError) -> Self {
+        SessionError::Nn(NnError::Enclave(e))
+    }
+}
+
+/// A checkpoint sealed under the platform sealing key: ciphertext the host stores.
+pub struct SealedCheckpoint(pub Vec<u8>);
+
+/// A MAC of the full training state under a key only E0 and E1 hold: equal tags mean equal
+/// states, and a host that has no key learns nothing from a tag (no equality oracle).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StateTag(pub [u8; 32]);
+
+impl std::fmt::Debug for StateTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateTag(..)")
+    }
+}
+
+/// A checkpoint opened inside the enclave, waiting to be adopted; the host sees its step only.
+pub struct Opened {
+    model: Model,
+    progress: Progress,
+    job: Option<SecretKey>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opened(step {}, <redacted>)", self.progress.step)
+    }
+}
+
+impl Opened {
+    /// The step the checkpoint was sealed at.
+    pub fn step(&self) -> u64 {
+        self.progress.step
+    }
+}
+
+/// The trained model for its owner (safetensors names, see `nn::export`).
+pub struct Export {
+    /// Weights and statistics under PyTorch names.
+    pub tensors: Vec<Named>,
+    /// Prefixes of the batch-norm layers (for `num_batches_tracked`).
+    pub batchnorm: Vec<String>,
+    /// Steps trained.
+    pub steps: u64,
+}
+
+enum Linear<'k> {
+    Float(FloatBackend),
+    Protocol {
+        enclave: &'k mut KeyedEnclave,
+        counter: u64,
+    },
+}
+
+/// One training job inside an enclave. Debug output is redacted.
+pub struct TrainSession<'k> {
+    cfg: TrainConfig,
+    train: Split,
+    test: Split,
+    model: Model,
+    sgd: Sgd,
+    linear: Linear<'k>,
+    job: SecretKey,
+    sealing: SecretKey,
+    progress: Progress,
+    window: LossWindow,
+    /// The permutation of the current epoch: (epoch, order).
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for TrainSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TrainSession({}, step {}, <redacted>)",
+            self.cfg.model.name(),
+            self.progress.step
+        )
+    }
+}
+
+impl<'k> TrainSession<'k> {
+    /// A session of plain or enclave mode: every product in float32 inside, `threads` workers.
+    pub fn local(
+        cfg: TrainConfig,
+        (train, test): (Split, Split),
+        sealing: SecretKey,
+        secret: LocalSecret,
+        threads: usize,
+    ) -> Result<Self, SessionError> {
+        let job = match secret {
+            LocalSecret::DangerFromSeed => {
+                let mut k = [0u8; 32];
+                k[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+                SecretKey::from_bytes(k)
+            }
+            LocalSecret::Fresh => {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k)
+                    .map_err(|e| SessionError::Config(format!("no entropy: {e}")))?;
+                SecretKey::from_bytes(k)
+            }
+        };
+        let linear = Linear::Float(FloatBackend::new(threads));
+        Self::start(cfg, (train, test), sealing, job, linear)
+    }
+
+    /// A session of goten mode on an enclave whose keys are established: every product goes
+    /// through the three-party protocol.
+    pub fn goten(
+        enclave: &'k mut KeyedEnclave,
+        cfg: TrainConfig,
+        (train, test): (Split, Split),
+        sealing: SecretKey,
+    ) -> Result<Self, SessionError> {
+        if cfg.protection != Protection::Protected {
+            return Err(SessionError::Config(
+                "goten mode is always protected".into(),
+            ));
+        }
+        let job = enclave.seeds().job_secret().clone();
+        let linear = Linear::Protocol {
+            enclave,
+            counter: 0,
+        };
+        Self::start(cfg, (train, test), sealing, job, linear)
+    }
+
+    fn start(
+        cfg: TrainConfig,
+        (train, test): (Split, Split),
+        sealing: SecretKey,
+        job: SecretKey,
+        linear: Linear<'k>,
+    ) -> Result<Self, SessionError> {
+        if cfg.batch == 0 || cfg.epochs == 0 || cfg.total_steps == 0 {
+            return Err(SessionError::Config(
+                "batch, epochs and steps must be at least 1".into(),
+            ));
+        }
+        if cfg.protection == Protection::Protected && cfg.loss_window < MIN_PROTECTED_WINDOW {
+            return Err(SessionError::Config(format!(
+                "a protected run releases the training loss as a mean over at least {MIN_PROTECTED_WINDOW} steps (asked for {})",
+                cfg.loss_window
+            )));
+        }
+        let train = train.open_all("training", cfg.classes)?;
+        let test = test.open_all("test", cfg.classes)?;
+        let model = cfg.model.build(cfg.seed, cfg.classes)?;
+        let window = LossWindow::new(cfg.loss_window);
+        Ok(TrainSession {
+            cfg,
+            train,
+            test,
+            model,
+            sgd: Sgd::default(),
+            linear,
+            job,
+            sealing,
+            progress: Progress::default(),
+            window,
+            order: None,
+        })
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.train.len().div_ceil(self.cfg.batch) as u64
+    }
+
+    /// Steps done so far.
+    pub fn step_count(&self) -> u64 {
+        self.progress.step
+    }
+
+    /// Epoch of the next step (0-based).
+    pub fn epoch(&self) -> u64 {
+        self.progress.step / self.steps_per_epoch()
+    }
+
+    /// Whether every planned step is done.
+    pub fn done(&self) -> bool {
+        self.progress.step >= self.cfg.total_steps
+    }
+
+    /// Whether the step just done ended an epoch.
+    pub fn at_epoch_end(&self) -> bool {
+        self.progress.step > 0 && self.progress.step.is_multiple_of(self.steps_per_epoch())
+    }
+
+    /// Records in the training and test splits (public: the host stores them).
+    pub fn split_sizes(&self) -> (usize, usize) {
+        (self.train.len(), self.test.len())
+    }
+
+    /// Ecall "step": trains on the next batch of the secret order.
+    pub fn step(
+        &mut self,
+        host: Option<&mut dyn HostServices>,
+    ) -> Result<StepReport, SessionError> {
+        if self.done() {
+            return Err(SessionError::State("every planned step is done"));
+        }
+        let per_epoch = self.steps_per_epoch();
+        let epoch = self.progress.step / per_epoch;
+        if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let key = self.job.derive(b"goten/batch-order");
+            self.order = Some((epoch, data::order(&key, self.train.len(), epoch)));
+        }
+        let within = (self.progress.step % per_epoch) as usize * self.cfg.batch;
+        let idx: Vec<usize> = {
+            let ord = &self.order.as_ref().expect("set above").1;
+            ord[within..(within + self.cfg.batch).min(ord.len())].to_vec()
+        };
+        let aug = self.job.derive(b"goten/augment");
+        let (x, labels) =
+            self.train
+                .batch(&idx, self.cfg.classes, Some((&aug, self.progress.step)))?;
+        let lr = self
+            .cfg
+            .schedule
+            .lr(self.cfg.lr, self.progress.step, epoch as usize);
+        let stats = match &mut self.linear {
+            Linear::Float(be) => self.model.train_step(be, x, &labels, &self.sgd, lr)?,
+            Linear::Protocol { enclave, counter } => {
+                let host = host.ok_or(SessionError::State("goten mode needs its host"))?;
+                let mut be = ProtocolBackend::new(enclave, host, *counter);
+                let r = self.model.train_step(&mut be, x, &labels, &self.sgd, lr);
+                *counter = be.step();
+                r?
+            }
+        };
+        if !stats.loss.is_finite() {
+            return Err(SessionError::Nn(NnError::Numeric(format!(
+                "training diverged at step {} (loss is not finite); lower --lr",
+                self.progress.step + 1
+            ))));
+        }
+        self.progress.step += 1;
+        self.progress.images += idx.len() as u64;
+        let step = self.progress.step;
+        Ok(StepReport {
+            step,
+            epoch,
+            images: idx.len(),
+            lr,
+            loss: self.window.push(step, stats.loss),
+        })
+    }
+
+    /// The open loss window at the end of a run, when it is long enough to release.
+    pub fn flush_loss(&mut self) -> Option<WindowLoss> {
+        self.window.flush()
+    }
+
+    /// Ecall "evaluate": loss and accuracy over the whole test split.
+    pub fn evaluate(
+        &mut self,
+        mut host: Option<&mut dyn HostServices>,
+    ) -> Result<EvalReport, SessionError> {
+        let (mut loss, mut correct) = (0f64, 0usize);
+        let n = self.test.len();
+        for start in (0..n).step_by(self.cfg.batch) {
+            let idx: Vec<usize> = (start..(start + self.cfg.batch).min(n)).collect();
+            let (x, labels) = self.test.batch(&idx, self.cfg.classes, None)?;
+            let (l, c) = match &mut self.linear {
+                Linear::Float(be) => self.model.evaluate(be, x, &labels)?,
+                Linear::Protocol { enclave, counter } => {
+                    let host = host
+                        .as_deref_mut()
+                        .ok_or(SessionError::State("goten mode needs its host"))?;
+                    let mut be = ProtocolBackend::new(enclave, host, *counter);
+                    let r = self.model.evaluate(&mut be, x, &labels);
+                    *counter = be.step();
+                    r?
+                }
+            };
+            loss += f64::from(l) * idx.len() as f64;
+            correct += c;
+        }
+        Ok(EvalReport {
+            step: self.progress.step,
+            epoch: self.progress.step.saturating_sub(1) / self.steps_per_epoch(),
+            loss: (loss / n as f64) as f32,
+            accuracy: correct as f64 / n as f64,
+            images: n,
+        })
+    }
+
+    /// Ecall "state tag": a MAC of the full state for the peer enclave (goten mode).
+    pub fn state_tag(&self) -> Result<StateTag, SessionError> {
+        let Linear::Protocol { enclave, .. } = &self.linear else {
+            return Err(SessionError::State("only goten mode has a peer enclave"));
+        };
+        let key = enclave.seeds().state_mac_key();
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose()).expect("any key length");
+        mac.update(b"goten/state-tag/v1");
+        mac.update(&self.progress.step.to_le_bytes());
+        self.model.feed_state(&mut |b| mac.update(b));
+        Ok(StateTag(mac.finalize().into_bytes().into()))
+    }
+
+    /// Ecall "check the peer's tag": fails unless the peer's state equals this one's.
+    pub fn check_peer_tag(&self, peer: &StateTag) -> Result<(), SessionError> {
+        let mine = self.state_tag()?;
+        // Constant time: the tags are MACs, and a host should learn nothing from timing.
+        let diff = mine.0.iter().zip(peer.0).fold(0u8, |d, (a, b)| d | (a ^ b));
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(SessionError::Diverged(self.progress.step))
+        }
+    }
+
+    fn role_label(&self) -> &'static str {
+        match &self.linear {
+            Linear::Float(_) => "enclave",
+            Linear::Protocol { enclave, .. } => enclave.role_label(),
+        }
+    }
+
+    /// Ecall "checkpoint": the full state and the job secret, sealed for this enclave.
+    pub fn checkpoint(&mut self) -> Result<SealedCheckpoint, SessionError> {
+        let mut p = self.progress;
+        p.epoch = self.epoch();
+        if let Linear::Protocol { counter, .. } = &self.linear {
+            p.prg_step = *counter;
+        }
+        let role = self.role_label();
+        Ok(SealedCheckpoint(checkpoint::seal(
+            &mut self.model,
+            p,
+            self.cfg.fingerprint,
+            Some(&self.job),
+            &self.sealing,
+            role,
+        )?))
+    }
+
+    /// Ecall "open a checkpoint": unseals and checks it without adopting it.
+    pub fn open_checkpoint(&self, sealed: &[u8]) -> Result<Opened, SessionError> {
+        let r = checkpoint::unseal(
+            sealed,
+            &self.sealing,
+            self.role_label(),
+            self.cfg.fingerprint,
+            self.cfg.model,
+            self.cfg.seed,
+            self.cfg.classes,
+        )?;
+        Ok(Opened {
+            model: r.model,
+            progress: r.progress,
+            job: r.job_secret,
+        })
+    }
+
+    /// Ecall "resume": continues from an opened checkpoint (its model, progress and job
+    /// secret, so the run goes on bit for bit).
+    pub fn resume(&mut self, o: Opened) -> Result<(), SessionError> {
+        let job = o.job.ok_or(CheckpointError::Malformed(
+            "no job secret in the checkpoint".into(),
+        ))?;
+        if let Linear::Protocol { enclave, counter } = &mut self.linear {
+            enclave.seeds_mut().set_job_secret(job.clone());
+            *counter = o.progress.prg_step;
+        }
+        self.job = job;
+        self.model = o.model;
+        self.progress = o.progress;
+        self.order = None;
+        self.window = LossWindow::new(self.cfg.loss_window);
+        Ok(())
+    }
+
+    /// Ecall "export": the trained model for its owner, in plaintext. The release policy
+    /// allows this one plaintext output, only when the user asks for an export (DESIGN.md
+    /// section 15); encrypting it to the model owner's key is the attestation issue's work.
+    pub fn export_for_model_owner(&self) -> Export {
+        Export {
+            tensors: export::export(&self.model),
+            batchnorm: export::batchnorm_prefixes(&self.model),
+            steps: self.progress.step,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The host's training loop: it drives the enclave's session through its ecalls and records
+//! what the session releases.
+//!
+//! Where it sits: host-side, the same for every mode. It decides nothing secret: when to
+//! evaluate and checkpoint depends on public step counts; the batches, the order, the model
+//! and the loss of single steps stay inside the session.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use goten_enclave::session::TrainSession;
+use goten_party::PartyError;
+
+use crate::exec::{CkptStore, SessionHost, storage};
+use crate::report::Reporter;
+use crate::train::TrainArgs;
+
+/// What a finished run reports.
+pub(crate) struct Summary {
+    pub(crate) steps: u64,
+    pub(crate) images: u64,
+    pub(crate) secs: f64,
+    /// The last released loss window's mean (NaN when none was long enough to release).
+    pub(crate) train_loss: f32,
+    pub(crate) test_accuracy: f64,
+}
+
+/// What the loop does besides stepping.
+pub(crate) struct LoopPlan<'a> {
+    pub(crate) args: &'a TrainArgs,
+    /// This host writes the model owner's export (one party only).
+    pub(crate) exporter: bool,
+}
+
+/// Resumes from the newest checkpoint that opens and that the peer can match; a checkpoint
+/// that fails to open is reported loudly and the older one tried.
+fn resume(
+    s: &mut TrainSession<'_>,
+    h: &mut dyn SessionHost,
+    ck: &CkptStore,
+) -> Result<u64, PartyError> {
+    let mut opened = Vec::new();
+    let mut failed = Vec::new();
+    for (path, bytes) in ck.read()? {
+        match s.open_checkpoint(&bytes) {
+            Ok(o) => opened.push((path, o)),
+            Err(e) => {
+                if opened.is_empty() {
+                    eprintln!(
+                        "WARNING: {}: {e}; trying the previous checkpoint",
+                        path.display()
+                    );
+                }
+                failed.push((path, e));
+            }
+        }
+    }
+    let Some(newest) = opened.iter().map(|(_, o)| o.step()).max() else {
+        let (path, e) = failed
+            .into_iter()
+            .next()
+            .expect("read returns at least one");
+        return Err(storage(e, &path));
+    };
+    let step = h.agree_resume(newest)?;
+    let steps: Vec<u64> = opened.iter().map(|(_, o)| o.step()).collect();
+    let Some((path, o)) = opened.into_iter().find(|(_, o)| o.step() == step) else {
+        return Err(storage(
+            format!(
+                "the other enclave can resume only from step {step}, this one holds steps {steps:?}; restore matching checkpoints or start over"
+            ),
+            &ck.path(),
+        ));
+    };
+    s.resume(o)?;
+    eprintln!(
+        "{}: resuming from the checkpoint of step {step} ({})",
+        ck.role,
+        path.display()
+    );
+    Ok(step)
+}
+
+/// E0 and E1 compare state tags (goten mode; nothing in the local modes).
+fn sync(s: &TrainSession<'_>, h: &mut dyn SessionHost) -> Result<(), PartyError> {
+    let Some(_) = h.services() else {
+        return Ok(());
+    };
+    let tag = s.state_tag()?;
+    if let Some(peer) = h.exchange_tag(s.step_count(), tag)? {
+        s.check_peer_tag(&peer)?;
+    }
+    Ok(())
+}
+
+/// The training loop every mode shares.
+pub(crate) fn train_loop(
+    s: &mut TrainSession<'_>,
+    h: &mut dyn SessionHost,
+    plan: &LoopPlan<'_>,
+    ck: &CkptStore,
+    reporter: Option<&Mutex<Reporter>>,
+) -> Result<Summary, PartyError> {
+    let a = plan.args;
+    let report = |f: &mut dyn FnMut(&mut Reporter)| {
+        if let Some(r) = reporter {
+            f(&mut r.lock().expect("reporter lock"));
+        }
+    };
+    if a.resume {
+        let step = resume(s, h, ck)?;
+        report(&mut |r| r.forget_after(step));
+    }
+    let (start, mut images, mut last_loss) = (Instant::now(), 0u64, f32::NAN);
+    let save = |s: &mut TrainSession<'_>| -> Result<(), PartyError> {
+        let sealed = s.checkpoint()?;
+        ck.write(&sealed.0)
+    };
+    let evaluate = |s: &mut TrainSession<'_>, h: &mut dyn SessionHost| {
+        let e = s.evaluate(h.services())?;
+        sync(s, h)?;
+        report(&mut |r| r.eval(&e));
+        Ok::<_, PartyError>(e)
+    };
+    while !s.done() {
+        let before = h.traffic();
+        let r = s.step(h.services())?;
+        let traffic = before.zip(h.traffic()).map(|(b, a)| a - b);
+        images += r.images as u64;
+        if let Some(w) = r.loss {
+            last_loss = w.mean;
+        }
+        report(&mut |rep| rep.step(&r, traffic));
+        let step = r.step;
+        let more = !s.done();
+        let eval_now = if a.eval_every > 0 {
+            step % a.eval_every == 0
+        } else {
+            s.at_epoch_end()
+        };
+        if eval_now && more {
+            evaluate(s, h)?;
+            if a.checkpoint_every == 0 {
+                save(s)?;
+            }
+        }
+        if a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && more {
+            save(s)?;
+        }
+    }
+    if let Some(w) = s.flush_loss() {
+        last_loss = w.mean;
+        report(&mut |r| r.window(&w, s.step_count()));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    save(s)?;
+    let e = evaluate(s, h)?;
+    if let (Some(path), true) = (&a.export, plan.exporter) {
+        crate::model_io::write(&s.export_for_model_owner(), path)
+            .map_err(|e| storage(format!("{e:#}"), path))?;
+    }
+    Ok(Summary {
+        steps: s.step_count(),
+        images,
+        secs,
+        train_loss: last_loss,
+        test_accuracy: e.accuracy,
+    })
+}

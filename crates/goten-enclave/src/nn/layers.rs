@@ -10,8 +10,7 @@ use rayon::prelude::*;
 use super::{LinearBackend, NnError};
 use crate::SecretTensor;
 
-/// A trainable tensor with its gradient and momentum buffer.
-#[derive(Debug)]
+/// A trainable tensor with its gradient and momentum buffer. Debug shows the shape only.
 pub struct Param {
     /// Current value.
     pub value: SecretTensor,
@@ -33,8 +32,7 @@ impl Param {
     }
 }
 
-/// Batch-norm statistics cached by a training forward pass.
-#[derive(Debug)]
+/// Batch-norm statistics cached by a training forward pass. Debug shows nothing.
 pub struct BnCache {
     /// The layer's input: backward recomputes x-hat from it exactly as forward did (one buffer
     /// and one pass fewer than storing x-hat).
@@ -49,8 +47,8 @@ fn xhat(x: f32, (mean, inv): (f64, f64)) -> f32 {
     ((f64::from(x) - mean) * inv) as f32
 }
 
-/// One layer of a sequential model.
-#[derive(Debug)]
+/// One layer of a sequential model. Debug shows its kind and shapes, never values (weights,
+/// statistics, masks and pooling choices are all secret).
 pub enum Layer {
     /// 2-D convolution without bias: weight `[out, in, k, k]`.
     Conv {
@@ -104,6 +102,35 @@ pub enum Layer {
         /// Input shape of the last forward pass.
         in_shape: Option<Vec<usize>>,
     },
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Param(shape {:?}, <redacted>)", self.value.shape())
+    }
+}
+
+impl std::fmt::Debug for BnCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BnCache(<redacted>)")
+    }
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::Conv { w, params, .. } => {
+                write!(f, "Conv(w {:?}, {params:?}, <redacted>)", w.value.shape())
+            }
+            Layer::Dense { w, .. } => write!(f, "Dense(w {:?}, <redacted>)", w.value.shape()),
+            Layer::Relu { .. } => f.write_str("Relu(<redacted>)"),
+            Layer::MaxPool { k, s, .. } => write!(f, "MaxPool(k {k}, stride {s}, <redacted>)"),
+            Layer::BatchNorm { running_mean, .. } => {
+                write!(f, "BatchNorm({} channels, <redacted>)", running_mean.len())
+            }
+            Layer::Flatten { .. } => f.write_str("Flatten"),
+        }
+    }
 }
 
 const BN_EPS: f64 = 1e-5;

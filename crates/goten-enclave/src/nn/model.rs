@@ -225,12 +225,20 @@ impl Builder {
     }
 }
 
-/// A sequential model.
-#[derive(Debug)]
+/// A sequential model. Debug shows the layer kinds and shapes, never values.
 pub struct Model {
     kind: ModelKind,
     layers: Vec<Layer>,
     out: Vec<usize>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("kind", &self.kind)
+            .field("layers", &self.layers)
+            .finish()
+    }
 }
 
 /// Result of one training step.
@@ -248,9 +256,22 @@ impl Model {
         self.kind
     }
 
-    /// The layers.
+    /// The layers (public only with the test-only feature `danger-test-expose`: their fields
+    /// hold weights and statistics).
+    #[cfg(feature = "danger-test-expose")]
     pub fn layers(&self) -> &[Layer] {
         &self.layers
+    }
+
+    /// The layers, for trusted code only.
+    #[cfg(not(feature = "danger-test-expose"))]
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Layer kinds and shapes (no values): what `Debug` shows, as a list.
+    pub fn describe(&self) -> Vec<String> {
+        self.layers.iter().map(|l| format!("{l:?}")).collect()
     }
 
     /// Mutable layers (public only with the test-only feature `danger-test-expose`).
@@ -400,6 +421,39 @@ impl Model {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_values() {
+        let mut m = ModelKind::Small.build(3, 10).unwrap();
+        let mut be = crate::nn::FloatBackend::new(1);
+        let mut x = SecretTensor::zeros(&[2, 3, 32, 32]);
+        init::normal(4, 0, x.expose_mut(), 1.0);
+        m.train_step(&mut be, x, &[1, 2], &Sgd::default(), 0.1)
+            .unwrap();
+        let text = format!("{m:?}");
+        assert!(
+            text.contains("BatchNorm(16 channels, <redacted>)"),
+            "{text}"
+        );
+        let mut values = Vec::new();
+        for l in m.layers() {
+            if let Layer::BatchNorm { running_mean, .. } = l {
+                values.extend(running_mean.iter().copied());
+            }
+        }
+        if let Layer::Conv { w, .. } = &m.layers()[0] {
+            values.extend(w.value.expose().iter().take(16).copied());
+        }
+        assert!(!values.is_empty());
+        for v in values {
+            assert!(!text.contains(&format!("{v:?}")), "{v} appears in {text}");
         }
     }
 }

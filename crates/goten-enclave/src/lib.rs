@@ -22,6 +22,8 @@ pub mod attest;
 pub mod bound;
 pub mod check;
 mod check_conv;
+#[cfg(feature = "danger-test-expose")]
+pub mod danger;
 mod enclave;
 pub mod keys;
 pub mod linear;

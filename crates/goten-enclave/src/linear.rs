@@ -355,6 +355,13 @@ fn run_part(
     let f = bq.sub(&v)?;
     drop((u, v));
     let a0 = expand(&seeds.pair(PairPurpose::ShareA0, id), ring, &h.a_shape, it)?;
+    // The audit's negative test only (feature `danger-test-expose`): A0 = aQ, so A1 = 0.
+    #[cfg(feature = "danger-test-expose")]
+    let a0 = if crate::danger::leak_operand() {
+        aq.clone()
+    } else {
+        a0
+    };
     let b0 = expand(&seeds.pair(PairPurpose::ShareB0, id), ring, &h.b_shape, it)?;
     let cm0 = expand(&seeds.pair(PairPurpose::PadC0, id), ring, &out, it)?;
     let cm1 = expand(&seeds.pair(PairPurpose::PadC1, id), ring, &out, it)?;

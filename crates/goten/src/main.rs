@@ -9,6 +9,7 @@ mod bench_op;
 mod bench_train;
 mod devices;
 mod exec;
+mod exit;
 mod model_io;
 mod party;
 mod plot;
@@ -83,8 +84,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
-            ExitCode::FAILURE
+            let fault = exit::classify(&e);
+            eprintln!("error ({}): {}", fault.label(), describe(&e));
+            ExitCode::from(fault as u8)
         }
     }
 }

@@ -222,7 +222,7 @@ fn killed_party_stops_the_others_and_resume_reproduces_the_run() {
         let (ok, err, secs) = finish(c, Duration::from_secs(40));
         assert!(!ok, "S{i} should fail when S1 dies");
         let named = if i == 0 {
-            err.contains("S1 disconnected")
+            err.contains("S1 disconnected") && err.contains("error (another party)")
         } else {
             err.contains("disconnected")
         };

@@ -92,10 +92,12 @@ fn bad_input_gives_clear_errors() {
         !out.status.success() && err.contains("data_batch_1.bin") && err.contains("offset 3073"),
         "{err}"
     );
+    assert_eq!(out.status.code(), Some(5), "input data fault: exit 5");
     let out = goten(&["train", "--epochs", "0"]);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to train")
     );
+    assert_eq!(out.status.code(), Some(2), "configuration fault: exit 2");
 }
 
 fn quick_run(mode: &str, data: &[&str], name: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
@@ -311,6 +313,7 @@ fn resume_continues_exactly_and_refuses_tampering() {
             && err.contains("fails authentication"),
         "{err}"
     );
+    assert_eq!(out.status.code(), Some(6), "local storage fault: exit 6");
     // Other settings than the checkpoint's are refused.
     let out = train_in(&b, "plain", &["--steps", "9", "--resume", "--lr", "0.1"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -506,6 +509,11 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
     assert!(
         !c.status.success() && err.contains("fails authentication"),
         "{err}"
+    );
+    assert_eq!(
+        c.status.code(),
+        Some(5),
+        "a tampered record is an input data fault"
     );
     // A wrong data key is refused too.
     std::fs::write(sealed.join("train.sealed"), &enc).unwrap();

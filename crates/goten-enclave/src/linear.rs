@@ -81,6 +81,26 @@ pub struct DeviceJob {
     pub pad: Share,
 }
 
+impl DeviceJob {
+    /// Rebuilds a job that an enclave in another process encoded (the host side of the
+    /// process boundary). The buffers were shares when the enclave made them; the host only
+    /// carries them on to its device.
+    pub fn from_parts(
+        header: OpHeader,
+        terms: Vec<(RingTensor, RingTensor)>,
+        pad: RingTensor,
+    ) -> Self {
+        DeviceJob {
+            header,
+            terms: terms
+                .into_iter()
+                .map(|(a, b)| (Share(a), Share(b)))
+                .collect(),
+            pad: Share(pad),
+        }
+    }
+}
+
 /// What the host brings back for a part: its own product, the peer's, and S2's.
 #[derive(Clone, Debug)]
 pub struct JobReply {

@@ -216,31 +216,53 @@ impl Trusts {
         }
     }
 
-    fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {
-        match self.danger_fixed_ephemeral {
+    /// Tests only: the fixed ephemeral secret of `role` (`None`: fresh entropy).
+    pub(crate) fn danger_ephemeral_secret(&self, role: Role) -> Option<[u8; 32]> {
+        self.danger_fixed_ephemeral.map(|seed| {
+            *goten_field::SecretKey::from_bytes(seed)
+                .derive(&[role.index() as u8])
+                .expose()
+        })
+    }
+
+    pub(crate) fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {
+        match self.danger_ephemeral_secret(role) {
             None => KeyExchange::new(role),
-            Some(seed) => {
-                let k = goten_field::SecretKey::from_bytes(seed).derive(&[role.index() as u8]);
-                Ok(KeyExchange::from_secret(role, *k.expose()))
-            }
+            Some(k) => Ok(KeyExchange::from_secret(role, k)),
         }
     }
 
-    fn trust(&self) -> Result<Trust, PartyError> {
-        let enclave = SimulatedVerifier::any_of(&self.trusted_platforms, self.expected_measurement)
-            .map_err(|e| KeyError::Attest {
+    pub(crate) fn trust(&self) -> Result<Trust, PartyError> {
+        trust_from(
+            &self.trusted_platforms,
+            self.expected_measurement,
+            self.pinned_dealer,
+        )
+    }
+}
+
+/// The verifiers of a party that trusts these platform keys, this measurement and this
+/// dealer identity (also what an enclave process builds from its start-up parameters).
+pub(crate) fn trust_from(
+    trusted_platforms: &[[u8; 32]],
+    expected_measurement: Measurement,
+    pinned_dealer: [u8; 32],
+) -> Result<Trust, PartyError> {
+    let enclave =
+        SimulatedVerifier::any_of(trusted_platforms, expected_measurement).map_err(|e| {
+            KeyError::Attest {
                 peer: Role::S0,
                 source: e,
-            })?;
-        let dealer = DealerVerifier::new(self.pinned_dealer).map_err(|e| KeyError::Attest {
-            peer: Role::S2,
-            source: e,
+            }
         })?;
-        Ok(Trust {
-            enclave: Box::new(enclave),
-            dealer: Box::new(dealer),
-        })
-    }
+    let dealer = DealerVerifier::new(pinned_dealer).map_err(|e| KeyError::Attest {
+        peer: Role::S2,
+        source: e,
+    })?;
+    Ok(Trust {
+        enclave: Box::new(enclave),
+        dealer: Box::new(dealer),
+    })
 }
 
 /// S0 or S1 during a run: its enclave and its host.
@@ -346,7 +368,10 @@ fn recv_hello(t: &mut dyn Transport, from: Role) -> Result<Hello, PartyError> {
 }
 
 /// Exchanges hellos: sends ours to the other two, returns all three in role order.
-fn exchange_hellos(t: &mut dyn Transport, mine: Hello) -> Result<[Hello; 3], PartyError> {
+pub(crate) fn exchange_hellos(
+    t: &mut dyn Transport,
+    mine: Hello,
+) -> Result<[Hello; 3], PartyError> {
     let me = t.me();
     for to in Role::ALL.into_iter().filter(|&r| r != me) {
         t.send(to, Message::Hello(mine.clone()))?;
@@ -362,7 +387,7 @@ fn exchange_hellos(t: &mut dyn Transport, mine: Hello) -> Result<[Hello; 3], Par
     Ok(out.map(|h| h.expect("all three filled")))
 }
 
-fn missing_secret(role: Role, what: &str) -> PartyError {
+pub(crate) fn missing_secret(role: Role, what: &str) -> PartyError {
     PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
         "{role} was started without its {what} key"
     )))
@@ -418,16 +443,26 @@ pub fn run_enclave_party<R>(
     body: &(dyn Fn(&mut Party) -> Result<R, PartyError> + Sync),
 ) -> Result<(R, PartyReport), PartyError> {
     let mut party = enclave_party(role, cfg, trusts, device, transport)?;
-    let (t0, d0, n0) = (
-        Instant::now(),
-        party.host.device_secs(),
-        party.host.transport_secs(),
-    );
-    let r = body(&mut party)?;
-    party.host.transport().send(Role::S2, Message::Done)?;
+    drive(&mut party, |p| &mut p.host, body)
+}
+
+/// Runs `body` on a party whose keys are established, then tells S2 it is done and reports
+/// where the time went (shared by enclaves in this process and in a child process).
+pub(crate) fn drive<P, R>(
+    party: &mut P,
+    host: fn(&mut P) -> &mut EnclaveHost,
+    body: &(dyn Fn(&mut P) -> Result<R, PartyError> + Sync),
+) -> Result<(R, PartyReport), PartyError> {
+    let (t0, d0, n0) = {
+        let h = host(party);
+        (Instant::now(), h.device_secs(), h.transport_secs())
+    };
+    let r = body(party)?;
+    let h = host(party);
+    h.transport().send(Role::S2, Message::Done)?;
     let total = t0.elapsed().as_secs_f64();
-    let device = party.host.device_secs() - d0;
-    let net = party.host.transport_secs() - n0;
+    let device = h.device_secs() - d0;
+    let net = h.transport_secs() - n0;
     Ok((
         r,
         PartyReport {
@@ -435,8 +470,8 @@ pub fn run_enclave_party<R>(
             device_secs: device,
             transport_secs: net,
             enclave_secs: (total - device - net).max(0.0),
-            elements_sent: party.host.elements_sent(),
-            traffic: party.host.transport().traffic(),
+            elements_sent: h.elements_sent(),
+            traffic: h.transport().traffic(),
         },
     ))
 }
@@ -519,12 +554,30 @@ pub fn run_local<R: Send>(
     transports: [Box<dyn Transport>; 3],
     body: &(dyn Fn(&mut Party) -> Result<R, PartyError> + Sync),
 ) -> Result<LocalRun<R>, PartyError> {
+    run_three(cfg, trusts, devices, transports, &|role, d, t| {
+        run_enclave_party(role, cfg, trusts, d, t, body)
+    })
+}
+
+/// What runs S0 or S1 in a local run: role, device and transport in, result and report out.
+pub(crate) type PartyFn<'a, R> = dyn Fn(Role, Box<dyn Device>, Box<dyn Transport>) -> Result<(R, PartyReport), PartyError>
+    + Sync
+    + 'a;
+
+/// S0 and S1 through `party`, S2 as the dealer, each on a thread of this process.
+pub(crate) fn run_three<R: Send>(
+    cfg: &ClusterConfig,
+    trusts: &Trusts,
+    devices: [Box<dyn Device>; 3],
+    transports: [Box<dyn Transport>; 3],
+    party: &PartyFn<'_, R>,
+) -> Result<LocalRun<R>, PartyError> {
     let [d0, d1, d2] = devices;
     let [t0, t1, t2] = transports;
     let mut dealer_iterations = Vec::new();
     let (r0, r1, r2) = std::thread::scope(|s| {
-        let h0 = s.spawn(|| run_enclave_party(Role::S0, cfg, trusts, d0, t0, body));
-        let h1 = s.spawn(|| run_enclave_party(Role::S1, cfg, trusts, d1, t1, body));
+        let h0 = s.spawn(|| party(Role::S0, d0, t0));
+        let h1 = s.spawn(|| party(Role::S1, d1, t1));
         let iters = &mut dealer_iterations;
         let h2 =
             s.spawn(move || run_dealer_party(cfg, trusts, d2, t2, &mut |i, b| iters.push((i, b))));

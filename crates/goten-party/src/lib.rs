@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod dealer;
 pub mod deploy;
+pub mod ecall;
 pub mod handshake;
 pub mod host;
 pub mod record;

@@ -19,7 +19,7 @@ use crate::transport::Message;
 /// Largest frame body accepted (1 GiB): bounds memory per message.
 pub const MAX_BODY: usize = 1 << 30;
 const MAX_RANK: usize = 4;
-const HEADER: usize = 16;
+pub(crate) const HEADER: usize = 16;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -46,26 +46,26 @@ pub enum WireError {
     },
 }
 
-struct W(Vec<u8>);
+pub(crate) struct W(pub(crate) Vec<u8>);
 
 impl W {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
-    fn shape(&mut self, s: &[usize]) {
+    pub(crate) fn shape(&mut self, s: &[usize]) {
         self.u8(s.len() as u8);
         s.iter().for_each(|&d| self.u64(d as u64));
     }
-    fn header(&mut self, h: &OpHeader) {
+    pub(crate) fn header(&mut self, h: &OpHeader) {
         self.u64(h.op_id);
         self.u64(h.iteration);
         self.u8(h.attempt);
@@ -99,10 +99,57 @@ impl W {
     }
 }
 
-struct R<'a>(&'a [u8]);
+impl W {
+    pub(crate) fn evidence(&mut self, e: &Evidence) {
+        match e {
+            Evidence::Simulated {
+                measurement,
+                report_data,
+                signature,
+            } => {
+                self.u8(1);
+                self.bytes(measurement);
+                self.bytes(report_data);
+                self.bytes(signature);
+            }
+            Evidence::Dealer {
+                report_data,
+                signature,
+            } => {
+                self.u8(2);
+                self.bytes(report_data);
+                self.bytes(signature);
+            }
+        }
+    }
+}
+
+pub(crate) struct R<'a>(pub(crate) &'a [u8]);
+
+impl R<'_> {
+    pub(crate) fn evidence(&mut self) -> Result<Evidence, WireError> {
+        Ok(match self.u8("evidence")? {
+            1 => Evidence::Simulated {
+                measurement: self.arr("evidence")?,
+                report_data: self.arr("evidence")?,
+                signature: self.arr("evidence")?,
+            },
+            2 => Evidence::Dealer {
+                report_data: self.arr("evidence")?,
+                signature: self.arr("evidence")?,
+            },
+            k => {
+                return Err(WireError::Malformed {
+                    what: "evidence",
+                    detail: format!("kind {k}"),
+                });
+            }
+        })
+    }
+}
 
 impl<'a> R<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if self.0.len() < n {
             return Err(WireError::Truncated(what));
         }
@@ -110,23 +157,23 @@ impl<'a> R<'a> {
         self.0 = b;
         Ok(a)
     }
-    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
         Ok(self.take(1, what)?[0])
     }
-    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
         Ok(u32::from_le_bytes(
             self.take(4, what)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(
             self.take(8, what)?.try_into().expect("8 bytes"),
         ))
     }
-    fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+    pub(crate) fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
         Ok(self.take(N, what)?.try_into().expect("N bytes"))
     }
-    fn shape(&mut self) -> Result<Vec<usize>, WireError> {
+    pub(crate) fn shape(&mut self) -> Result<Vec<usize>, WireError> {
         let rank = usize::from(self.u8("shape rank")?);
         if rank > MAX_RANK {
             return Err(WireError::Limit(format!("rank {rank}")));
@@ -143,7 +190,7 @@ impl<'a> R<'a> {
         }
         Ok(s)
     }
-    fn header(&mut self) -> Result<OpHeader, WireError> {
+    pub(crate) fn header(&mut self) -> Result<OpHeader, WireError> {
         let (op_id, iteration) = (self.u64("op header")?, self.u64("op header")?);
         let attempt = self.u8("op header")?;
         let (part, parts) = (self.u32("op header")?, self.u32("op header")?);
@@ -221,26 +268,7 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
         Message::Hello(h) => {
             b.u8(h.role.index() as u8);
             b.bytes(&h.public);
-            match &h.evidence {
-                Evidence::Simulated {
-                    measurement,
-                    report_data,
-                    signature,
-                } => {
-                    b.u8(1);
-                    b.bytes(measurement);
-                    b.bytes(report_data);
-                    b.bytes(signature);
-                }
-                Evidence::Dealer {
-                    report_data,
-                    signature,
-                } => {
-                    b.u8(2);
-                    b.bytes(report_data);
-                    b.bytes(signature);
-                }
-            }
+            b.evidence(&h.evidence);
             1
         }
         Message::WrappedKey(w) => {
@@ -329,23 +357,7 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
         1 => {
             let role = role(r.u8("hello")?)?;
             let public = r.arr::<32>("hello")?;
-            let evidence = match r.u8("evidence")? {
-                1 => Evidence::Simulated {
-                    measurement: r.arr("evidence")?,
-                    report_data: r.arr("evidence")?,
-                    signature: r.arr("evidence")?,
-                },
-                2 => Evidence::Dealer {
-                    report_data: r.arr("evidence")?,
-                    signature: r.arr("evidence")?,
-                },
-                k => {
-                    return Err(WireError::Malformed {
-                        what: "evidence",
-                        detail: format!("kind {k}"),
-                    });
-                }
-            };
+            let evidence = r.evidence()?;
             Message::Hello(Hello {
                 role,
                 public,

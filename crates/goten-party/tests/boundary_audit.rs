@@ -6,17 +6,27 @@
 //! release policy allows. Then a deliberate leak (E0 hands its host the plaintext operand as a
 //! share, `goten_enclave::danger`) must make the audit fail.
 //!
-//! One test function on purpose: the leak switch is process-wide.
+//! The run goes twice: enclaves called in this process, and enclaves behind the ecall codec on
+//! a socket (recording the raw frames each enclave writes, then decoding them). One test
+//! function on purpose: the leak switch is process-wide.
 
-use std::sync::Mutex;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use goten_enclave::linear::{DeviceJob, HostServices, JobReply, OpHeader};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
+use goten_enclave::session::SessionEcalls;
 use goten_enclave::session::{Protection, Split, StepReport, TrainConfig, TrainSession};
 use goten_enclave::{Role, danger};
 use goten_field::{Ring, SecretKey};
 use goten_party::cluster::local_cpu_parts;
+use goten_party::ecall::child;
+use goten_party::ecall::codec::{self, FromEnclave};
+use goten_party::ecall::party::{RemoteParty, run_local_remote};
+use goten_party::ecall::remote::RemoteEnclave;
 use goten_party::transport::Message;
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 
@@ -89,7 +99,7 @@ fn audited_run() -> (Vec<Crossing>, Vec<f32>) {
     };
     let log = Mutex::new(Vec::new());
     let sealing = SecretKey::from_bytes([9; 32]);
-    let (devices, nets) = local_cpu_parts(1, std::time::Duration::from_secs(60)).unwrap();
+    let (devices, nets) = local_cpu_parts(1, Duration::from_secs(60)).unwrap();
     let body = |p: &mut Party| -> Result<Vec<f32>, PartyError> {
         let role = p.enclave.role();
         let mut s = TrainSession::goten(
@@ -257,6 +267,137 @@ fn audit(crossings: &[Crossing], weights: &[f32]) -> Vec<String> {
     findings
 }
 
+/// Copies frames from `from` to `to`, recording each (kind, body): what crossed the socket.
+/// Frames one enclave wrote: (kind, body).
+type FrameLog = Arc<Mutex<Vec<(u8, Vec<u8>)>>>;
+
+fn tap(mut from: UnixStream, mut to: UnixStream, log: FrameLog) {
+    std::thread::spawn(move || {
+        loop {
+            let mut head = [0u8; codec::HEADER];
+            if from.read_exact(&mut head).is_err() {
+                break;
+            }
+            let n = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; n];
+            if from.read_exact(&mut body).is_err() {
+                break;
+            }
+            log.lock().unwrap().push((head[3], body.clone()));
+            if to
+                .write_all(&head)
+                .and_then(|_| to.write_all(&body))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// The same run with each enclave behind the ecall codec on a socket (the process boundary
+/// without the process: the enclave's serve loop on a thread), recording every frame the
+/// enclave writes; returns the crossings decoded from those bytes and S0's export.
+fn audited_run_through_the_codec() -> (Vec<Crossing>, Vec<f32>) {
+    let (train, test) = goten_data::synthetic(64, 32, 5);
+    let split = |d: &goten_data::Dataset| Split::Plain {
+        images: d.images.clone(),
+        labels: d.labels.clone(),
+    };
+    let frames: [FrameLog; 2] = Default::default();
+    let spawn = |role: Role| -> Result<RemoteEnclave, PartyError> {
+        let (enclave_end, tap_in) = UnixStream::pair().unwrap();
+        let (tap_out, host_end) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || child::serve(enclave_end));
+        tap(
+            tap_in.try_clone().unwrap(),
+            tap_out.try_clone().unwrap(),
+            frames[role.index()].clone(),
+        );
+        // The host's direction is copied as it is.
+        let (mut a, mut b) = (tap_out, tap_in);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut a, &mut b);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        });
+        Ok(RemoteEnclave::new(role, host_end, None, Duration::from_secs(60)).unwrap())
+    };
+    let body = |p: &mut RemoteParty| -> Result<Vec<f32>, PartyError> {
+        p.enclave
+            .start(config(), (split(&train), split(&test)), [9; 32])?;
+        while !p.enclave.done() {
+            let r = p.enclave.step(Some(&mut p.host))?;
+            if r.step % 4 == 0 {
+                p.enclave.evaluate(Some(&mut p.host))?;
+                let tag = p.enclave.state_tag()?;
+                let peer = p.host.peer();
+                let t = p.host.transport();
+                t.send(
+                    peer,
+                    Message::StateDigest {
+                        step: r.step,
+                        digest: tag.0,
+                    },
+                )?;
+                let Message::StateDigest { digest, .. } = t.recv(peer)? else {
+                    panic!("expected the peer's tag");
+                };
+                p.enclave
+                    .check_peer_tag(&goten_enclave::session::StateTag(digest))?;
+                p.enclave.checkpoint()?;
+            }
+        }
+        Ok(p.enclave
+            .export_for_model_owner()?
+            .tensors
+            .into_iter()
+            .flat_map(|t| t.data)
+            .collect())
+    };
+    let (devices, nets) = local_cpu_parts(1, Duration::from_secs(60)).unwrap();
+    let run = run_local_remote(
+        &ClusterConfig::default(),
+        &Trusts::danger_deterministic(11),
+        devices,
+        nets,
+        &spawn,
+        &body,
+    )
+    .expect("the audited run trains through the codec");
+    let weights = run.results.0;
+    // The enclaves have shut down (their proxies dropped): every frame is in the logs.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut crossings = Vec::new();
+    for (role, log) in Role::ALL.into_iter().zip(&frames) {
+        for (kind, body) in log.lock().unwrap().iter() {
+            let m = codec::decode_from_enclave(*kind, body, Ring::DEFAULT)
+                .expect("the enclave writes only valid frames");
+            match m {
+                FromEnclave::RunJob(job) => {
+                    let id = job.header.stream_id() ^ (job.header.iteration << 48);
+                    let bufs = job.terms.iter().flat_map(|(a, b)| [a, b]).chain([&job.pad]);
+                    for (i, b) in bufs.enumerate() {
+                        crossings.push(Crossing::Share(role, id, i, b.tensor().data().to_vec()));
+                    }
+                }
+                FromEnclave::Step(r) => crossings.push(Crossing::Step(r)),
+                FromEnclave::Sealed(b) => crossings.push(Crossing::Bytes(role, "checkpoint", b)),
+                // The model owner's export is the one plaintext release (only on request).
+                FromEnclave::Export(_) => {}
+                FromEnclave::Error(_, msg) => panic!("the enclave failed: {msg}"),
+                other => crossings.push(Crossing::Bytes(role, "frame", body_of(&other, body))),
+            }
+        }
+    }
+    (crossings, weights)
+}
+
+/// The raw body of any other frame (report data, hello, tag, evaluation, loss, done).
+fn body_of(_: &FromEnclave, body: &[u8]) -> Vec<u8> {
+    body.to_vec()
+}
+
 #[test]
 fn nothing_but_shares_ciphertext_and_released_reports_crosses() {
     let (crossings, weights) = audited_run();
@@ -272,13 +413,26 @@ fn nothing_but_shares_ciphertext_and_released_reports_crosses() {
         .count();
     assert_eq!(losses, 2, "one loss window of 8 steps per enclave");
 
-    // A deliberate leak of a plaintext operand into a share must be caught.
+    // The same through the ecall codec: every byte the enclave writes to its socket.
+    let (through, weights2) = audited_run_through_the_codec();
+    let findings = audit(&through, &weights2);
+    assert!(
+        findings.is_empty(),
+        "the codec audit found leaks:\n{}",
+        findings.join("\n")
+    );
+    assert_eq!(weights, weights2, "the process boundary changes the result");
+
+    // A deliberate leak of a plaintext operand into a share must be caught, in both.
     danger::set_leak_operand(true);
     let (crossings, weights) = audited_run();
+    let (through, weights2) = audited_run_through_the_codec();
     danger::set_leak_operand(false);
-    let findings = audit(&crossings, &weights);
-    assert!(
-        findings.iter().any(|f| f.contains("not uniform")),
-        "the audit missed a plaintext operand handed to the host: {findings:?}"
-    );
+    for (c, w) in [(&crossings, &weights), (&through, &weights2)] {
+        let findings = audit(c, w);
+        assert!(
+            findings.iter().any(|f| f.contains("not uniform")),
+            "the audit missed a plaintext operand handed to the host: {findings:?}"
+        );
+    }
 }

@@ -8,6 +8,7 @@ mod bench;
 mod bench_op;
 mod bench_train;
 mod devices;
+mod enclave_proc;
 mod exec;
 mod exit;
 mod model_io;
@@ -56,6 +57,13 @@ enum Command {
     Keygen(party::KeygenArgs),
     /// Run one party (S0, S1 or S2) of a deployment on separate machines.
     Party(Box<party::PartyArgs>),
+    /// The enclave program of `--enclave process` (started by a party, not by hand).
+    #[command(hide = true)]
+    EnclaveProcess {
+        /// The party's Unix socket.
+        #[arg(long)]
+        socket: std::path::PathBuf,
+    },
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what } => bench::run(what),
         Command::Train(a) => train::run(a),
+        Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),

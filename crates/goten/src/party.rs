@@ -213,12 +213,25 @@ pub fn run(a: PartyArgs) -> Result<()> {
         enclave: setup.enclave,
         timeout,
     };
-    let (summary, report) = {
-        let body = crate::train::party_body(t, &setup, [Some(&reporter), Some(&reporter)]);
+    let reporters = [Some(&reporter), Some(&reporter)];
+    let (summary, report) = if t.enclave == crate::enclave_proc::EnclaveKind::Process {
+        let enclave = crate::enclave_proc::spawn(role, timeout).map_err(|e| at(role, e))?;
+        let body = crate::train::remote_party_body(t, &setup, reporters);
+        goten_party::ecall::party::run_remote_enclave_party(
+            role,
+            &cfg,
+            &trusts,
+            device,
+            Box::new(net),
+            enclave,
+            &body,
+        )
+    } else {
+        let body = crate::train::party_body(t, &setup, reporters);
         run_enclave_party(role, &cfg, &trusts, device, Box::new(net), &body)
-            .map_err(|e| at(role, e))
-            .context("secure training failed")?
-    };
+    }
+    .map_err(|e| at(role, e))
+    .context("secure training failed")?;
     report_traffic(&reporter, &[(role, report)]);
     finish(t, &setup, summary, reporter)
 }

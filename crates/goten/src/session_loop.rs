@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use goten_enclave::session::TrainSession;
+use goten_enclave::session::SessionEcalls;
 use goten_party::PartyError;
 
 use crate::exec::{CkptStore, SessionHost, storage};
@@ -35,7 +35,7 @@ pub(crate) struct LoopPlan<'a> {
 /// Resumes from the newest checkpoint that opens and that the peer can match; a checkpoint
 /// that fails to open is reported loudly and the older one tried.
 fn resume(
-    s: &mut TrainSession<'_>,
+    s: &mut dyn SessionEcalls,
     h: &mut dyn SessionHost,
     ck: &CkptStore,
 ) -> Result<u64, PartyError> {
@@ -43,7 +43,7 @@ fn resume(
     let mut failed = Vec::new();
     for (path, bytes) in ck.read()? {
         match s.open_checkpoint(&bytes) {
-            Ok(o) => opened.push((path, o)),
+            Ok(step) => opened.push((path, step)),
             Err(e) => {
                 if opened.is_empty() {
                     eprintln!(
@@ -55,7 +55,7 @@ fn resume(
             }
         }
     }
-    let Some(newest) = opened.iter().map(|(_, o)| o.step()).max() else {
+    let Some(newest) = opened.iter().map(|&(_, step)| step).max() else {
         let (path, e) = failed
             .into_iter()
             .next()
@@ -63,8 +63,8 @@ fn resume(
         return Err(storage(e, &path));
     };
     let step = h.agree_resume(newest)?;
-    let steps: Vec<u64> = opened.iter().map(|(_, o)| o.step()).collect();
-    let Some((path, o)) = opened.into_iter().find(|(_, o)| o.step() == step) else {
+    let steps: Vec<u64> = opened.iter().map(|&(_, step)| step).collect();
+    let Some((path, _)) = opened.into_iter().find(|&(_, s)| s == step) else {
         return Err(storage(
             format!(
                 "the other enclave can resume only from step {step}, this one holds steps {steps:?}; restore matching checkpoints or start over"
@@ -72,7 +72,7 @@ fn resume(
             &ck.path(),
         ));
     };
-    s.resume(o)?;
+    s.resume_at(step)?;
     eprintln!(
         "{}: resuming from the checkpoint of step {step} ({})",
         ck.role,
@@ -82,7 +82,7 @@ fn resume(
 }
 
 /// E0 and E1 compare state tags (goten mode; nothing in the local modes).
-fn sync(s: &TrainSession<'_>, h: &mut dyn SessionHost) -> Result<(), PartyError> {
+fn sync(s: &mut dyn SessionEcalls, h: &mut dyn SessionHost) -> Result<(), PartyError> {
     let Some(_) = h.services() else {
         return Ok(());
     };
@@ -95,7 +95,7 @@ fn sync(s: &TrainSession<'_>, h: &mut dyn SessionHost) -> Result<(), PartyError>
 
 /// The training loop every mode shares.
 pub(crate) fn train_loop(
-    s: &mut TrainSession<'_>,
+    s: &mut dyn SessionEcalls,
     h: &mut dyn SessionHost,
     plan: &LoopPlan<'_>,
     ck: &CkptStore,
@@ -112,11 +112,11 @@ pub(crate) fn train_loop(
         report(&mut |r| r.forget_after(step));
     }
     let (start, mut images, mut last_loss) = (Instant::now(), 0u64, f32::NAN);
-    let save = |s: &mut TrainSession<'_>| -> Result<(), PartyError> {
+    let save = |s: &mut dyn SessionEcalls| -> Result<(), PartyError> {
         let sealed = s.checkpoint()?;
         ck.write(&sealed.0)
     };
-    let evaluate = |s: &mut TrainSession<'_>, h: &mut dyn SessionHost| {
+    let evaluate = |s: &mut dyn SessionEcalls, h: &mut dyn SessionHost| {
         let e = s.evaluate(h.services())?;
         sync(s, h)?;
         report(&mut |r| r.eval(&e));
@@ -148,7 +148,7 @@ pub(crate) fn train_loop(
             save(s)?;
         }
     }
-    if let Some(w) = s.flush_loss() {
+    if let Some(w) = s.flush_loss()? {
         last_loss = w.mean;
         report(&mut |r| r.window(&w, s.step_count()));
     }
@@ -156,7 +156,7 @@ pub(crate) fn train_loop(
     save(s)?;
     let e = evaluate(s, h)?;
     if let (Some(path), true) = (&a.export, plan.exporter) {
-        crate::model_io::write(&s.export_for_model_owner(), path)
+        crate::model_io::write(&s.export_for_model_owner()?, path)
             .map_err(|e| storage(format!("{e:#}"), path))?;
     }
     Ok(Summary {

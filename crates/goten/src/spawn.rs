@@ -56,6 +56,7 @@ pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
     kv("quant-bits", a.quant_bits.to_string());
     kv("checkpoint-every", a.checkpoint_every.to_string());
     kv("transport", "tcp".into());
+    kv("enclave", a.enclave.name().into());
     kv("device", a.device.name().into());
     kv("timeout", a.timeout.to_string());
     if let Some(k) = &a.data_key {

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::devices::DeviceKind;
+use crate::enclave_proc::EnclaveKind;
 use crate::exec::{CkptStore, LocalHost, PartyHost, fingerprint, platform_sealing_key};
 use crate::report::{DealerLog, Reporter, finish, report_traffic};
 use crate::session_loop::{LoopPlan, Summary, train_loop};
@@ -26,6 +27,7 @@ use goten_enclave::session::{
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::{Ring, SecretKey};
 use goten_party::cluster::SIMULATION_NOTICE;
+use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 
 /// Execution mode.
@@ -160,6 +162,11 @@ pub struct TrainArgs {
     /// loopback, mutually authenticated TLS, as on separate machines).
     #[arg(long, value_enum, default_value_t = TransportKind::InProcess)]
     pub(crate) transport: TransportKind,
+    /// Goten mode: where E0 and E1 run: `in-process` (called directly, the default) or
+    /// `process` (each a child process of its party, talking over a Unix socket only in the
+    /// ecall codec: the shape of an SGX deployment).
+    #[arg(long, value_enum, default_value_t = EnclaveKind::InProcess)]
+    pub(crate) enclave: EnclaveKind,
     /// Seconds to wait for any message from another party before giving up (goten mode).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) timeout: u64,
@@ -237,6 +244,12 @@ pub(crate) fn prepare(a: &TrainArgs) -> Result<Setup> {
         bail!(
             "--device {} applies to goten mode's untrusted devices; plain and enclave modes compute inside the (CPU) enclave",
             a.device.name()
+        );
+    }
+    if a.enclave == EnclaveKind::Process && a.mode != Mode::Goten {
+        bail!(
+            "--enclave process runs E0 and E1 of goten mode as child processes; {} mode has no parties (use --mode goten)",
+            a.mode.name()
         );
     }
     if a.epochs == 0 || a.steps == Some(0) {
@@ -360,6 +373,38 @@ pub(crate) fn party_body<'a>(
     }
 }
 
+/// The training body of S0 or S1 with its enclave in a child process: the same loop, the
+/// session's ecalls sent over the process boundary.
+pub(crate) fn remote_party_body<'a>(
+    a: &'a TrainArgs,
+    setup: &'a Setup,
+    reporters: [Option<&'a Mutex<Reporter>>; 2],
+) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'a {
+    move |p: &mut RemoteParty| {
+        let role = p.enclave.role();
+        p.enclave.start(
+            setup.session_config(a),
+            setup.splits(),
+            *setup.sealing.expose(),
+        )?;
+        let ck = CkptStore {
+            dir: a.out.clone(),
+            role: if role == Role::S0 { "e0" } else { "e1" },
+        };
+        let plan = LoopPlan {
+            args: a,
+            exporter: role == Role::S0,
+        };
+        train_loop(
+            &mut p.enclave,
+            &mut PartyHost(&mut p.host),
+            &plan,
+            &ck,
+            reporters[role.index()],
+        )
+    }
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
     if a.transport == TransportKind::Tcp {
         return crate::spawn::run(a);
@@ -416,9 +461,21 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 a.resume,
                 true,
             )?);
-            let body = party_body(&a, &setup, [Some(&reporter), Some(&reporter1)]);
-            let run =
-                run_local(&cfg, &trusts, devices, nets, &body).context("secure training failed")?;
+            let reporters = [Some(&reporter), Some(&reporter1)];
+            let run = if a.enclave == EnclaveKind::Process {
+                let body = remote_party_body(&a, &setup, reporters);
+                let spawn = |role| crate::enclave_proc::spawn(role, cfg.timeout);
+                run_local_remote(&cfg, &trusts, devices, nets, &spawn, &body)
+            } else {
+                run_local(
+                    &cfg,
+                    &trusts,
+                    devices,
+                    nets,
+                    &party_body(&a, &setup, reporters),
+                )
+            }
+            .context("secure training failed")?;
             let mut dealer_log = DealerLog::open(&a.out.join("party-2"), a.resume)?;
             for &(i, t) in &run.dealer_iterations {
                 dealer_log.iteration(i, t);

@@ -566,3 +566,109 @@ fn the_readme_quickstart_command_trains_securely() {
         dir.join("goten-run/metrics.jsonl").exists() && dir.join("goten-run/curves.png").exists()
     );
 }
+
+/// Enclave-process pids of a goten run with pid `parent` (from /proc: their command line
+/// names the socket in the parent's private folder).
+fn enclave_children(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("enclave-process") && cmd.contains(&format!("goten-enclave-{parent}-")) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+#[test]
+fn enclave_processes_give_the_same_model_and_a_dead_one_is_named() {
+    // Same seed and keys: enclaves in child processes train exactly what in-process ones do.
+    let mut exports = Vec::new();
+    for kind in ["in-process", "process"] {
+        let dir = tmp(&format!("enclave-{kind}"));
+        let m = dir.join("m.safetensors");
+        let out = train_in(
+            &dir,
+            "goten",
+            &[
+                "--steps",
+                "5",
+                "--enclave",
+                kind,
+                "--danger-deterministic-keys",
+                "4",
+                "--export",
+                m.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exports.push(std::fs::read(&m).unwrap());
+    }
+    assert_eq!(exports[0], exports[1], "process mode changes the result");
+    // Plain mode has no parties to put enclaves in.
+    let out = train_in(&tmp("enclave-plain"), "plain", &["--enclave", "process"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Kill E1's process mid-run: the run stops at once with an error naming it.
+    let dir = tmp("enclave-kill");
+    let child = Command::new(env!("CARGO_BIN_EXE_goten"))
+        .args([
+            "train",
+            "--enclave",
+            "process",
+            "--synthetic-train",
+            "4096",
+            "--test-limit",
+            "64",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let e1 = loop {
+        let kids = enclave_children(child.id());
+        let started =
+            std::fs::read_to_string(dir.join("metrics.jsonl")).is_ok_and(|m| m.contains("\"lr\""));
+        if let (true, Some((pid, _))) = (started, kids.iter().find(|(_, c)| c.contains("e1.sock")))
+        {
+            break *pid;
+        }
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "no enclave process or no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Command::new("kill")
+        .args(["-9", &e1.to_string()])
+        .status()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let parent = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("E1's enclave process closed the channel"),
+        "{err}"
+    );
+    assert!(t.elapsed().as_secs() < 30, "took {:?} to stop", t.elapsed());
+    // No enclave process outlives its party.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        enclave_children(parent).is_empty(),
+        "an enclave process outlived its party"
+    );
+}

@@ -95,6 +95,56 @@ pub enum SessionError {
     /// Called in a state where the call makes no sense.
     #[error("{0}")]
     State(&'static str),
+    /// An error an enclave in another process reported, with whose fault it is.
+    #[error("{message}")]
+    Reported {
+        /// Whose fault.
+        fault: Fault,
+        /// The enclave's message.
+        message: String,
+    },
+}
+
+/// Whose fault a session error is: kept when an error crosses a process boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller's configuration.
+    Config,
+    /// Another party (or a product it returned).
+    Peer,
+    /// The untrusted device.
+    Device,
+    /// The input data.
+    Data,
+    /// Local storage (a checkpoint).
+    Storage,
+    /// A bug.
+    Internal,
+}
+
+impl SessionError {
+    /// Whose fault this error is.
+    pub fn fault(&self) -> Fault {
+        use crate::linear::LinearError;
+        match self {
+            SessionError::Config(_) | SessionError::Nn(NnError::Numeric(_)) => Fault::Config,
+            SessionError::Data(_) => Fault::Data,
+            SessionError::Checkpoint(_) => Fault::Storage,
+            SessionError::Diverged(_) => Fault::Peer,
+            SessionError::Reported { fault, .. } => *fault,
+            SessionError::Nn(NnError::Enclave(e)) => match e {
+                EnclaveError::Config(_) | EnclaveError::Quant(_) => Fault::Config,
+                EnclaveError::Keys(_) => Fault::Peer,
+                EnclaveError::Linear(LinearError::Plan(_)) => Fault::Config,
+                EnclaveError::Linear(
+                    LinearError::Shape(_) | LinearError::Range { .. } | LinearError::Usage(_),
+                ) => Fault::Internal,
+                EnclaveError::Linear(_) => Fault::Peer,
+                EnclaveError::State(_) => Fault::Internal,
+            },
+            SessionError::State(_) | SessionError::Nn(_) => Fault::Internal,
+        }
+    }
 }
 
 impl From<EnclaveError> for SessionError {
@@ -169,6 +219,8 @@ pub struct TrainSession<'k> {
     window: LossWindow,
     /// The permutation of the current epoch: (epoch, order).
     order: Option<(u64, Vec<usize>)>,
+    /// Checkpoints opened for a resume, not yet adopted.
+    opened: Vec<Opened>,
 }
 
 impl std::fmt::Debug for TrainSession<'_> {
@@ -263,6 +315,7 @@ impl<'k> TrainSession<'k> {
             progress: Progress::default(),
             window,
             order: None,
+            opened: Vec::new(),
         })
     }
 
@@ -485,5 +538,88 @@ impl<'k> TrainSession<'k> {
             batchnorm: export::batchnorm_prefixes(&self.model),
             steps: self.progress.step,
         }
+    }
+}
+
+/// The ecalls of a training session, as the host's loop sees them: implemented by
+/// [`TrainSession`] in this process and by a proxy to an enclave in another process, so the
+/// loop is the same in both (and results are bit for bit the same).
+pub trait SessionEcalls {
+    /// Trains on the next batch.
+    fn step(&mut self, host: Option<&mut dyn HostServices>) -> Result<StepReport, SessionError>;
+    /// Evaluates on the whole test split.
+    fn evaluate(&mut self, host: Option<&mut dyn HostServices>)
+    -> Result<EvalReport, SessionError>;
+    /// The state tag for the peer enclave.
+    fn state_tag(&mut self) -> Result<StateTag, SessionError>;
+    /// Fails unless the peer's tag equals this enclave's.
+    fn check_peer_tag(&mut self, peer: &StateTag) -> Result<(), SessionError>;
+    /// Seals the full state.
+    fn checkpoint(&mut self) -> Result<SealedCheckpoint, SessionError>;
+    /// Opens a sealed checkpoint and keeps it for [`Self::resume_at`]; returns its step.
+    fn open_checkpoint(&mut self, sealed: &[u8]) -> Result<u64, SessionError>;
+    /// Continues from the opened checkpoint of `step`.
+    fn resume_at(&mut self, step: u64) -> Result<(), SessionError>;
+    /// The open loss window at the end of a run, when long enough to release.
+    fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError>;
+    /// The trained model for its owner.
+    fn export_for_model_owner(&mut self) -> Result<Export, SessionError>;
+    /// Steps done.
+    fn step_count(&self) -> u64;
+    /// Whether every planned step is done.
+    fn done(&self) -> bool;
+    /// Whether the last step ended an epoch.
+    fn at_epoch_end(&self) -> bool;
+}
+
+impl SessionEcalls for TrainSession<'_> {
+    fn step(&mut self, host: Option<&mut dyn HostServices>) -> Result<StepReport, SessionError> {
+        TrainSession::step(self, host)
+    }
+    fn evaluate(
+        &mut self,
+        host: Option<&mut dyn HostServices>,
+    ) -> Result<EvalReport, SessionError> {
+        TrainSession::evaluate(self, host)
+    }
+    fn state_tag(&mut self) -> Result<StateTag, SessionError> {
+        TrainSession::state_tag(self)
+    }
+    fn check_peer_tag(&mut self, peer: &StateTag) -> Result<(), SessionError> {
+        TrainSession::check_peer_tag(self, peer)
+    }
+    fn checkpoint(&mut self) -> Result<SealedCheckpoint, SessionError> {
+        TrainSession::checkpoint(self)
+    }
+    fn open_checkpoint(&mut self, sealed: &[u8]) -> Result<u64, SessionError> {
+        let o = TrainSession::open_checkpoint(self, sealed)?;
+        let step = o.step();
+        self.opened.push(o);
+        Ok(step)
+    }
+    fn resume_at(&mut self, step: u64) -> Result<(), SessionError> {
+        let i = self
+            .opened
+            .iter()
+            .position(|o| o.step() == step)
+            .ok_or(SessionError::State("no opened checkpoint of that step"))?;
+        let o = self.opened.swap_remove(i);
+        self.opened.clear();
+        self.resume(o)
+    }
+    fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError> {
+        Ok(TrainSession::flush_loss(self))
+    }
+    fn export_for_model_owner(&mut self) -> Result<Export, SessionError> {
+        Ok(TrainSession::export_for_model_owner(self))
+    }
+    fn step_count(&self) -> u64 {
+        TrainSession::step_count(self)
+    }
+    fn done(&self) -> bool {
+        TrainSession::done(self)
+    }
+    fn at_epoch_end(&self) -> bool {
+        TrainSession::at_epoch_end(self)
     }
 }

@@ -1,0 +1,707 @@
+//! The ecall/ocall codec between a host and its enclave process: versioned frames, strict
+//! decoding.
+//!
+//! Where it sits: on the local channel of `--enclave process` ([`super`]). Frame: `"GE"`,
+//! version 1, kind u8, body length u32, body. Bodies reuse the wire format's pieces (op
+//! headers, evidence, hellos, packed ring tensors) and the same rules: every length is checked
+//! against the frame before use, counts are bounded, trailing bytes are an error. The host
+//! never trusts the enclave's frames more than a peer's, and the enclave never trusts the
+//! host's.
+
+use goten_enclave::attest::Evidence;
+use goten_enclave::keys::{Hello, WrappedKey};
+use goten_enclave::linear::{DeviceJob, JobReply};
+use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::export::Named;
+use goten_enclave::nn::optim::Schedule;
+use goten_enclave::session::{
+    EvalReport, Export, Fault, Protection, Split, StepReport, TrainConfig, WindowLoss,
+};
+use goten_field::{Ring, RingTensor, codec};
+
+use crate::transport::Message;
+use crate::wire::{self, R, W, WireError};
+
+/// Version of the ecall codec.
+pub const VERSION: u8 = 1;
+/// Frame header: magic, version, kind, body length.
+pub const HEADER: usize = 8;
+/// Largest body accepted (2 GiB would not fit u32 lengths of the splits; 1.5 GiB bounds memory).
+pub const MAX_BODY: usize = 3 << 29;
+
+/// What a process enclave is started with (before its key exchange).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitParams {
+    /// 0 (E0) or 1 (E1).
+    pub role: u8,
+    /// Share ring width.
+    pub ring_bits: u32,
+    /// Quantization width.
+    pub quant_bits: u32,
+    /// Stochastic (1) or nearest (0) rounding.
+    pub stochastic: bool,
+    /// Tests only: the ephemeral X25519 secret.
+    pub danger_ephemeral: Option<[u8; 32]>,
+    /// Platform public keys trusted for E0/E1 evidence.
+    pub trusted_platforms: Vec<[u8; 32]>,
+    /// Measurement expected of E0 and E1.
+    pub expected_measurement: [u8; 32],
+    /// S2's pinned identity key.
+    pub pinned_dealer: [u8; 32],
+}
+
+/// Host to enclave: ecalls, and answers to the enclave's ocalls.
+pub enum ToEnclave {
+    /// Creates the enclave: answered with its report data.
+    Init(InitParams),
+    /// The hello for this evidence.
+    Hello(Evidence),
+    /// Finishes the key exchange (E1: with E0's wrapped dealer key).
+    FinishKx {
+        /// The three hellos in role order.
+        hellos: Box<[Hello; 3]>,
+        /// E0's wrapped dealer key (for E1).
+        wrapped: Option<WrappedKey>,
+    },
+    /// Starts the training session.
+    Start {
+        /// The job.
+        cfg: TrainConfig,
+        /// Training split.
+        train: Split,
+        /// Test split.
+        test: Split,
+        /// The platform sealing key (simulation: on hardware the enclave derives it).
+        sealing: [u8; 32],
+    },
+    /// Ecall "step".
+    Step,
+    /// Ecall "evaluate".
+    Evaluate,
+    /// Ecall "state tag".
+    StateTag,
+    /// Ecall "check the peer's tag".
+    CheckPeerTag([u8; 32]),
+    /// Ecall "checkpoint".
+    Checkpoint,
+    /// Ecall "open a checkpoint".
+    OpenCheckpoint(Vec<u8>),
+    /// Ecall "resume at step".
+    ResumeAt(u64),
+    /// Ecall "flush the loss window".
+    FlushLoss,
+    /// Ecall "export".
+    Export,
+    /// Answer to [`FromEnclave::Announce`].
+    Announced,
+    /// Answer to [`FromEnclave::RunJob`].
+    JobDone(JobReply),
+    /// An ocall failed on the host (its error stays with the host).
+    OcallFailed(String),
+    /// The host is done: the enclave process exits.
+    Shutdown,
+}
+
+/// Enclave to host: ecall results, errors, and ocalls.
+pub enum FromEnclave {
+    /// Report data for the evidence.
+    ReportData([u8; 32]),
+    /// The enclave's hello.
+    Hello(Hello),
+    /// Key exchange finished (E0: the wrapped dealer key for E1).
+    Finished(Option<WrappedKey>),
+    /// A call without a result succeeded.
+    Done,
+    /// A step's report.
+    Step(StepReport),
+    /// An evaluation's report.
+    Eval(EvalReport),
+    /// A state tag.
+    Tag([u8; 32]),
+    /// A sealed checkpoint.
+    Sealed(Vec<u8>),
+    /// The step of an opened checkpoint.
+    Opened(u64),
+    /// The last loss window.
+    Loss(Option<WindowLoss>),
+    /// The model owner's export.
+    Export(Export),
+    /// The call failed.
+    Error(Fault, String),
+    /// Ocall: announce a part to S2.
+    Announce(goten_enclave::OpHeader),
+    /// Ocall: run a device job.
+    RunJob(DeviceJob),
+}
+
+fn bad(what: &'static str, detail: impl Into<String>) -> WireError {
+    WireError::Malformed {
+        what,
+        detail: detail.into(),
+    }
+}
+
+impl W {
+    fn blob(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.bytes(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.blob(s.as_bytes());
+    }
+    fn tensor(&mut self, t: &RingTensor) {
+        self.shape(t.shape());
+        self.bytes(&codec::encode_packed(t.ring(), t.data()));
+    }
+    fn hello(&mut self, h: &Hello) {
+        self.blob(&wire::encode(&Message::Hello(h.clone()), 0));
+    }
+    fn f32(&mut self, v: f32) {
+        self.u32(v.to_bits());
+    }
+}
+
+impl<'a> R<'a> {
+    fn blob(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u64(what)?;
+        if n > self.0.len() as u64 {
+            return Err(WireError::Truncated(what));
+        }
+        self.take(n as usize, what)
+    }
+    fn str(&mut self, what: &'static str) -> Result<String, WireError> {
+        String::from_utf8(self.blob(what)?.to_vec()).map_err(|_| bad(what, "not UTF-8"))
+    }
+    fn tensor(&mut self, ring: Ring) -> Result<RingTensor, WireError> {
+        let shape = self.shape()?;
+        let n: usize = shape.iter().product();
+        let len = codec::packed_len(ring, n);
+        let bytes = self.take(len, "ring tensor")?;
+        let data =
+            codec::decode_packed(ring, bytes, n).map_err(|e| bad("ring tensor", e.to_string()))?;
+        RingTensor::from_residues(ring, &shape, data).map_err(|e| bad("ring tensor", e.to_string()))
+    }
+    fn hello(&mut self) -> Result<Hello, WireError> {
+        match wire::decode(self.blob("hello")?, Ring::DEFAULT)?.1 {
+            Message::Hello(h) => Ok(h),
+            m => Err(bad("hello", format!("got {}", m.kind()))),
+        }
+    }
+    fn f32(&mut self, what: &'static str) -> Result<f32, WireError> {
+        Ok(f32::from_bits(self.u32(what)?))
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(bad(what, format!("flag {v}"))),
+        }
+    }
+}
+
+fn frame(kind: u8, body: W) -> Vec<u8> {
+    let mut f = Vec::with_capacity(HEADER + body.0.len());
+    f.extend_from_slice(b"GE");
+    f.push(VERSION);
+    f.push(kind);
+    f.extend_from_slice(&(body.0.len() as u32).to_le_bytes());
+    f.extend_from_slice(&body.0);
+    f
+}
+
+/// Checks a frame header; returns (kind, body length).
+pub fn parse_header(h: &[u8; HEADER]) -> Result<(u8, usize), WireError> {
+    if &h[..2] != b"GE" || h[2] != VERSION {
+        return Err(WireError::Magic);
+    }
+    let n = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
+    if n > MAX_BODY {
+        return Err(WireError::Limit(format!("ecall body of {n} bytes")));
+    }
+    Ok((h[3], n))
+}
+
+fn done(r: R<'_>) -> Result<(), WireError> {
+    if r.0.is_empty() {
+        Ok(())
+    } else {
+        Err(bad("ecall frame", format!("{} trailing bytes", r.0.len())))
+    }
+}
+
+fn put_config(w: &mut W, c: &TrainConfig) {
+    w.str(c.model.name());
+    w.u64(c.classes as u64);
+    w.u64(c.seed);
+    w.u64(c.epochs);
+    w.u64(c.batch as u64);
+    w.f32(c.lr);
+    match c.schedule {
+        Schedule::Constant => w.u8(0),
+        Schedule::Step { every, gamma } => {
+            w.u8(1);
+            w.u64(every as u64);
+            w.f32(gamma);
+        }
+        Schedule::Cosine { total } => {
+            w.u8(2);
+            w.u64(total);
+        }
+    }
+    w.u64(c.total_steps);
+    w.u64(c.loss_window);
+    w.u8(u8::from(c.protection == Protection::Protected));
+    w.bytes(&c.fingerprint);
+}
+
+fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
+    let name = r.str("model")?;
+    let model = ModelKind::parse(&name).ok_or_else(|| bad("config", format!("model {name:?}")))?;
+    let classes = r.u64("config")? as usize;
+    let (seed, epochs, batch) = (
+        r.u64("config")?,
+        r.u64("config")?,
+        r.u64("config")? as usize,
+    );
+    let lr = r.f32("config")?;
+    let schedule = match r.u8("schedule")? {
+        0 => Schedule::Constant,
+        1 => Schedule::Step {
+            every: r.u64("schedule")? as usize,
+            gamma: r.f32("schedule")?,
+        },
+        2 => Schedule::Cosine {
+            total: r.u64("schedule")?,
+        },
+        k => return Err(bad("schedule", format!("kind {k}"))),
+    };
+    Ok(TrainConfig {
+        model,
+        classes,
+        seed,
+        epochs,
+        batch,
+        lr,
+        schedule,
+        total_steps: r.u64("config")?,
+        loss_window: r.u64("config")?,
+        protection: if r.flag("config")? {
+            Protection::Protected
+        } else {
+            Protection::None
+        },
+        fingerprint: r.arr("config")?,
+    })
+}
+
+fn put_split(w: &mut W, s: &Split) {
+    match s {
+        Split::Plain { images, labels } => {
+            w.u8(0);
+            w.blob(images);
+            w.blob(labels);
+        }
+        Split::Sealed {
+            split,
+            records,
+            key,
+        } => {
+            w.u8(1);
+            w.str(split);
+            w.u64(records.len() as u64);
+            records.iter().for_each(|r| w.blob(r));
+            w.bytes(key.expose());
+        }
+    }
+}
+
+fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
+    match r.u8("split")? {
+        0 => Ok(Split::Plain {
+            images: r.blob("split images")?.to_vec(),
+            labels: r.blob("split labels")?.to_vec(),
+        }),
+        1 => {
+            let split = r.str("split name")?;
+            let n = r.u64("split records")?;
+            // Each record takes at least its 8-byte length: bounds the count by the frame.
+            if n > r.0.len() as u64 / 8 {
+                return Err(WireError::Truncated("split records"));
+            }
+            let records = (0..n)
+                .map(|_| r.blob("sealed record").map(<[u8]>::to_vec))
+                .collect::<Result<_, _>>()?;
+            let key = goten_field::SecretKey::from_bytes(r.arr("data key")?);
+            Ok(Split::Sealed {
+                split,
+                records,
+                key,
+            })
+        }
+        k => Err(bad("split", format!("kind {k}"))),
+    }
+}
+
+fn put_window(w: &mut W, l: &Option<WindowLoss>) {
+    match l {
+        None => w.u8(0),
+        Some(l) => {
+            w.u8(1);
+            w.u64(l.first_step);
+            w.u64(l.last_step);
+            w.f32(l.mean);
+        }
+    }
+}
+
+fn get_window(r: &mut R<'_>) -> Result<Option<WindowLoss>, WireError> {
+    Ok(if r.flag("loss window")? {
+        Some(WindowLoss {
+            first_step: r.u64("loss window")?,
+            last_step: r.u64("loss window")?,
+            mean: r.f32("loss window")?,
+        })
+    } else {
+        None
+    })
+}
+
+fn put_wrapped(w: &mut W, k: &Option<WrappedKey>) {
+    match k {
+        None => w.u8(0),
+        Some(k) => {
+            w.u8(1);
+            w.bytes(&k.ciphertext);
+            w.bytes(&k.tag);
+        }
+    }
+}
+
+fn get_wrapped(r: &mut R<'_>) -> Result<Option<WrappedKey>, WireError> {
+    Ok(if r.flag("wrapped key")? {
+        Some(WrappedKey {
+            ciphertext: r.arr("wrapped key")?,
+            tag: r.arr("wrapped key")?,
+        })
+    } else {
+        None
+    })
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::Config,
+    Fault::Peer,
+    Fault::Device,
+    Fault::Data,
+    Fault::Storage,
+    Fault::Internal,
+];
+
+/// Encodes a host-to-enclave message.
+pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {
+    let mut w = W(Vec::new());
+    let kind = match m {
+        ToEnclave::Init(p) => {
+            w.u8(p.role);
+            w.u32(p.ring_bits);
+            w.u32(p.quant_bits);
+            w.u8(u8::from(p.stochastic));
+            match &p.danger_ephemeral {
+                None => w.u8(0),
+                Some(k) => {
+                    w.u8(1);
+                    w.bytes(k);
+                }
+            }
+            w.u64(p.trusted_platforms.len() as u64);
+            p.trusted_platforms.iter().for_each(|k| w.bytes(k));
+            w.bytes(&p.expected_measurement);
+            w.bytes(&p.pinned_dealer);
+            1
+        }
+        ToEnclave::Hello(e) => {
+            w.evidence(e);
+            2
+        }
+        ToEnclave::FinishKx { hellos, wrapped } => {
+            hellos.iter().for_each(|h| w.hello(h));
+            put_wrapped(&mut w, wrapped);
+            3
+        }
+        ToEnclave::Start {
+            cfg,
+            train,
+            test,
+            sealing,
+        } => {
+            put_config(&mut w, cfg);
+            put_split(&mut w, train);
+            put_split(&mut w, test);
+            w.bytes(sealing);
+            4
+        }
+        ToEnclave::Step => 5,
+        ToEnclave::Evaluate => 6,
+        ToEnclave::StateTag => 7,
+        ToEnclave::CheckPeerTag(t) => {
+            w.bytes(t);
+            8
+        }
+        ToEnclave::Checkpoint => 9,
+        ToEnclave::OpenCheckpoint(b) => {
+            w.blob(b);
+            10
+        }
+        ToEnclave::ResumeAt(s) => {
+            w.u64(*s);
+            11
+        }
+        ToEnclave::FlushLoss => 12,
+        ToEnclave::Export => 13,
+        ToEnclave::Announced => 14,
+        ToEnclave::JobDone(j) => {
+            for t in [&j.own, &j.peer, &j.dealer] {
+                w.tensor(t);
+            }
+            15
+        }
+        ToEnclave::OcallFailed(msg) => {
+            w.str(msg);
+            16
+        }
+        ToEnclave::Shutdown => 17,
+    };
+    frame(kind, w)
+}
+
+/// Decodes a host-to-enclave body of `kind`; `ring` is the enclave's share ring.
+pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave, WireError> {
+    let mut r = R(body);
+    let m = match kind {
+        1 => {
+            let role = r.u8("init")?;
+            if role > 1 {
+                return Err(bad("init", format!("enclave role {role}")));
+            }
+            let (ring_bits, quant_bits) = (r.u32("init")?, r.u32("init")?);
+            let stochastic = r.flag("init")?;
+            let danger_ephemeral = if r.flag("init")? {
+                Some(r.arr("init")?)
+            } else {
+                None
+            };
+            let n = r.u64("init")?;
+            if n > 64 {
+                return Err(WireError::Limit(format!("{n} trusted platforms")));
+            }
+            let trusted_platforms = (0..n).map(|_| r.arr("init")).collect::<Result<_, _>>()?;
+            ToEnclave::Init(InitParams {
+                role,
+                ring_bits,
+                quant_bits,
+                stochastic,
+                danger_ephemeral,
+                trusted_platforms,
+                expected_measurement: r.arr("init")?,
+                pinned_dealer: r.arr("init")?,
+            })
+        }
+        2 => ToEnclave::Hello(r.evidence()?),
+        3 => ToEnclave::FinishKx {
+            hellos: Box::new([r.hello()?, r.hello()?, r.hello()?]),
+            wrapped: get_wrapped(&mut r)?,
+        },
+        4 => ToEnclave::Start {
+            cfg: get_config(&mut r)?,
+            train: get_split(&mut r)?,
+            test: get_split(&mut r)?,
+            sealing: r.arr("sealing key")?,
+        },
+        5 => ToEnclave::Step,
+        6 => ToEnclave::Evaluate,
+        7 => ToEnclave::StateTag,
+        8 => ToEnclave::CheckPeerTag(r.arr("state tag")?),
+        9 => ToEnclave::Checkpoint,
+        10 => ToEnclave::OpenCheckpoint(r.blob("checkpoint")?.to_vec()),
+        11 => ToEnclave::ResumeAt(r.u64("resume")?),
+        12 => ToEnclave::FlushLoss,
+        13 => ToEnclave::Export,
+        14 => ToEnclave::Announced,
+        15 => ToEnclave::JobDone(JobReply {
+            own: r.tensor(ring)?,
+            peer: r.tensor(ring)?,
+            dealer: r.tensor(ring)?,
+        }),
+        16 => ToEnclave::OcallFailed(r.str("ocall error")?),
+        17 => ToEnclave::Shutdown,
+        k => return Err(WireError::Kind(k)),
+    };
+    done(r)?;
+    Ok(m)
+}
+
+/// Encodes an enclave-to-host message.
+pub fn encode_from_enclave(m: &FromEnclave) -> Vec<u8> {
+    let mut w = W(Vec::new());
+    let kind = match m {
+        FromEnclave::ReportData(d) => {
+            w.bytes(d);
+            1
+        }
+        FromEnclave::Hello(h) => {
+            w.hello(h);
+            2
+        }
+        FromEnclave::Finished(k) => {
+            put_wrapped(&mut w, k);
+            3
+        }
+        FromEnclave::Done => 4,
+        FromEnclave::Step(s) => {
+            w.u64(s.step);
+            w.u64(s.epoch);
+            w.u64(s.images as u64);
+            w.f32(s.lr);
+            put_window(&mut w, &s.loss);
+            5
+        }
+        FromEnclave::Eval(e) => {
+            w.u64(e.step);
+            w.u64(e.epoch);
+            w.f32(e.loss);
+            w.u64(e.accuracy.to_bits());
+            w.u64(e.images as u64);
+            6
+        }
+        FromEnclave::Tag(t) => {
+            w.bytes(t);
+            7
+        }
+        FromEnclave::Sealed(b) => {
+            w.blob(b);
+            8
+        }
+        FromEnclave::Opened(s) => {
+            w.u64(*s);
+            9
+        }
+        FromEnclave::Loss(l) => {
+            put_window(&mut w, l);
+            10
+        }
+        FromEnclave::Export(e) => {
+            w.u64(e.steps);
+            w.u64(e.tensors.len() as u64);
+            for t in &e.tensors {
+                w.str(&t.name);
+                w.shape(&t.shape);
+                t.data.iter().for_each(|&x| w.f32(x));
+            }
+            w.u64(e.batchnorm.len() as u64);
+            e.batchnorm.iter().for_each(|p| w.str(p));
+            11
+        }
+        FromEnclave::Error(f, msg) => {
+            w.u8(FAULTS.iter().position(|x| x == f).expect("listed") as u8);
+            w.str(msg);
+            12
+        }
+        FromEnclave::Announce(h) => {
+            w.header(h);
+            13
+        }
+        FromEnclave::RunJob(j) => {
+            w.header(&j.header);
+            w.u64(j.terms.len() as u64);
+            for (a, b) in &j.terms {
+                w.tensor(a.tensor());
+                w.tensor(b.tensor());
+            }
+            w.tensor(j.pad.tensor());
+            14
+        }
+    };
+    frame(kind, w)
+}
+
+/// Decodes an enclave-to-host body of `kind`.
+pub fn decode_from_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<FromEnclave, WireError> {
+    let mut r = R(body);
+    let m = match kind {
+        1 => FromEnclave::ReportData(r.arr("report data")?),
+        2 => FromEnclave::Hello(r.hello()?),
+        3 => FromEnclave::Finished(get_wrapped(&mut r)?),
+        4 => FromEnclave::Done,
+        5 => FromEnclave::Step(StepReport {
+            step: r.u64("step report")?,
+            epoch: r.u64("step report")?,
+            images: r.u64("step report")? as usize,
+            lr: r.f32("step report")?,
+            loss: get_window(&mut r)?,
+        }),
+        6 => FromEnclave::Eval(EvalReport {
+            step: r.u64("evaluation")?,
+            epoch: r.u64("evaluation")?,
+            loss: r.f32("evaluation")?,
+            accuracy: f64::from_bits(r.u64("evaluation")?),
+            images: r.u64("evaluation")? as usize,
+        }),
+        7 => FromEnclave::Tag(r.arr("state tag")?),
+        8 => FromEnclave::Sealed(r.blob("sealed checkpoint")?.to_vec()),
+        9 => FromEnclave::Opened(r.u64("opened checkpoint")?),
+        10 => FromEnclave::Loss(get_window(&mut r)?),
+        11 => {
+            let steps = r.u64("export")?;
+            let n = r.u64("export")?;
+            if n > 100_000 {
+                return Err(WireError::Limit(format!("{n} exported tensors")));
+            }
+            let mut tensors = Vec::new();
+            for _ in 0..n {
+                let name = r.str("export")?;
+                let shape = r.shape()?;
+                let len: usize = shape.iter().product();
+                let raw = r.take(4 * len, "export")?;
+                let data = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                tensors.push(Named { name, shape, data });
+            }
+            let m = r.u64("export")?;
+            if m > 100_000 {
+                return Err(WireError::Limit(format!("{m} batch-norm layers")));
+            }
+            let batchnorm = (0..m).map(|_| r.str("export")).collect::<Result<_, _>>()?;
+            FromEnclave::Export(Export {
+                tensors,
+                batchnorm,
+                steps,
+            })
+        }
+        12 => {
+            let f = usize::from(r.u8("error")?);
+            let fault = *FAULTS
+                .get(f)
+                .ok_or_else(|| bad("error", format!("fault {f}")))?;
+            FromEnclave::Error(fault, r.str("error")?)
+        }
+        13 => FromEnclave::Announce(r.header()?),
+        14 => {
+            let header = r.header()?;
+            let n = r.u64("device job")?;
+            if n > 16 {
+                return Err(WireError::Limit(format!("{n} terms")));
+            }
+            let mut terms = Vec::new();
+            for _ in 0..n {
+                terms.push((r.tensor(ring)?, r.tensor(ring)?));
+            }
+            let pad = r.tensor(ring)?;
+            FromEnclave::RunJob(DeviceJob::from_parts(header, terms, pad))
+        }
+        k => return Err(WireError::Kind(k)),
+    };
+    done(r)?;
+    Ok(m)
+}

@@ -1,0 +1,238 @@
+//! Bodies of the ecall codec: the training configuration, dataset splits, loss windows and
+//! wrapped keys, on top of the wire format's integers, shapes and evidence.
+//!
+//! Where it sits: under [`super::codec`], which frames these. Every reader checks lengths
+//! against the bytes left before using them.
+
+use goten_enclave::keys::{Hello, WrappedKey};
+use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::optim::Schedule;
+use goten_enclave::session::{Protection, Split, TrainConfig, WindowLoss};
+use goten_field::{Ring, RingTensor, codec};
+
+use crate::transport::Message;
+use crate::wire::{self, R, W, WireError};
+
+pub(super) fn bad(what: &'static str, detail: impl Into<String>) -> WireError {
+    WireError::Malformed {
+        what,
+        detail: detail.into(),
+    }
+}
+
+impl W {
+    pub(super) fn blob(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.bytes(b);
+    }
+    pub(super) fn str(&mut self, s: &str) {
+        self.blob(s.as_bytes());
+    }
+    pub(super) fn tensor(&mut self, t: &RingTensor) {
+        self.shape(t.shape());
+        self.bytes(&codec::encode_packed(t.ring(), t.data()));
+    }
+    pub(super) fn hello(&mut self, h: &Hello) {
+        self.blob(&wire::encode(&Message::Hello(h.clone()), 0));
+    }
+    pub(super) fn f32(&mut self, v: f32) {
+        self.u32(v.to_bits());
+    }
+}
+
+impl<'a> R<'a> {
+    pub(super) fn blob(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u64(what)?;
+        if n > self.0.len() as u64 {
+            return Err(WireError::Truncated(what));
+        }
+        self.take(n as usize, what)
+    }
+    pub(super) fn str(&mut self, what: &'static str) -> Result<String, WireError> {
+        String::from_utf8(self.blob(what)?.to_vec()).map_err(|_| bad(what, "not UTF-8"))
+    }
+    pub(super) fn tensor(&mut self, ring: Ring) -> Result<RingTensor, WireError> {
+        let shape = self.shape()?;
+        let n: usize = shape.iter().product();
+        let len = codec::packed_len(ring, n);
+        let bytes = self.take(len, "ring tensor")?;
+        let data =
+            codec::decode_packed(ring, bytes, n).map_err(|e| bad("ring tensor", e.to_string()))?;
+        RingTensor::from_residues(ring, &shape, data).map_err(|e| bad("ring tensor", e.to_string()))
+    }
+    pub(super) fn hello(&mut self) -> Result<Hello, WireError> {
+        match wire::decode(self.blob("hello")?, Ring::DEFAULT)?.1 {
+            Message::Hello(h) => Ok(h),
+            m => Err(bad("hello", format!("got {}", m.kind()))),
+        }
+    }
+    pub(super) fn f32(&mut self, what: &'static str) -> Result<f32, WireError> {
+        Ok(f32::from_bits(self.u32(what)?))
+    }
+    pub(super) fn flag(&mut self, what: &'static str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(bad(what, format!("flag {v}"))),
+        }
+    }
+}
+
+pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
+    w.str(c.model.name());
+    w.u64(c.classes as u64);
+    w.u64(c.seed);
+    w.u64(c.epochs);
+    w.u64(c.batch as u64);
+    w.f32(c.lr);
+    match c.schedule {
+        Schedule::Constant => w.u8(0),
+        Schedule::Step { every, gamma } => {
+            w.u8(1);
+            w.u64(every as u64);
+            w.f32(gamma);
+        }
+        Schedule::Cosine { total } => {
+            w.u8(2);
+            w.u64(total);
+        }
+    }
+    w.u64(c.total_steps);
+    w.u64(c.loss_window);
+    w.u8(u8::from(c.protection == Protection::Protected));
+    w.bytes(&c.fingerprint);
+}
+
+pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
+    let name = r.str("model")?;
+    let model = ModelKind::parse(&name).ok_or_else(|| bad("config", format!("model {name:?}")))?;
+    let classes = r.u64("config")? as usize;
+    let (seed, epochs, batch) = (
+        r.u64("config")?,
+        r.u64("config")?,
+        r.u64("config")? as usize,
+    );
+    let lr = r.f32("config")?;
+    let schedule = match r.u8("schedule")? {
+        0 => Schedule::Constant,
+        1 => Schedule::Step {
+            every: r.u64("schedule")? as usize,
+            gamma: r.f32("schedule")?,
+        },
+        2 => Schedule::Cosine {
+            total: r.u64("schedule")?,
+        },
+        k => return Err(bad("schedule", format!("kind {k}"))),
+    };
+    Ok(TrainConfig {
+        model,
+        classes,
+        seed,
+        epochs,
+        batch,
+        lr,
+        schedule,
+        total_steps: r.u64("config")?,
+        loss_window: r.u64("config")?,
+        protection: if r.flag("config")? {
+            Protection::Protected
+        } else {
+            Protection::None
+        },
+        fingerprint: r.arr("config")?,
+    })
+}
+
+pub(super) fn put_split(w: &mut W, s: &Split) {
+    match s {
+        Split::Plain { images, labels } => {
+            w.u8(0);
+            w.blob(images);
+            w.blob(labels);
+        }
+        Split::Sealed {
+            split,
+            records,
+            key,
+        } => {
+            w.u8(1);
+            w.str(split);
+            w.u64(records.len() as u64);
+            records.iter().for_each(|r| w.blob(r));
+            w.bytes(key.expose());
+        }
+    }
+}
+
+pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
+    match r.u8("split")? {
+        0 => Ok(Split::Plain {
+            images: r.blob("split images")?.to_vec(),
+            labels: r.blob("split labels")?.to_vec(),
+        }),
+        1 => {
+            let split = r.str("split name")?;
+            let n = r.u64("split records")?;
+            // Each record takes at least its 8-byte length: bounds the count by the frame.
+            if n > r.0.len() as u64 / 8 {
+                return Err(WireError::Truncated("split records"));
+            }
+            let records = (0..n)
+                .map(|_| r.blob("sealed record").map(<[u8]>::to_vec))
+                .collect::<Result<_, _>>()?;
+            let key = goten_field::SecretKey::from_bytes(r.arr("data key")?);
+            Ok(Split::Sealed {
+                split,
+                records,
+                key,
+            })
+        }
+        k => Err(bad("split", format!("kind {k}"))),
+    }
+}
+
+pub(super) fn put_window(w: &mut W, l: &Option<WindowLoss>) {
+    match l {
+        None => w.u8(0),
+        Some(l) => {
+            w.u8(1);
+            w.u64(l.first_step);
+            w.u64(l.last_step);
+            w.f32(l.mean);
+        }
+    }
+}
+
+pub(super) fn get_window(r: &mut R<'_>) -> Result<Option<WindowLoss>, WireError> {
+    Ok(if r.flag("loss window")? {
+        Some(WindowLoss {
+            first_step: r.u64("loss window")?,
+            last_step: r.u64("loss window")?,
+            mean: r.f32("loss window")?,
+        })
+    } else {
+        None
+    })
+}
+
+pub(super) fn put_wrapped(w: &mut W, k: &Option<WrappedKey>) {
+    match k {
+        None => w.u8(0),
+        Some(k) => {
+            w.u8(1);
+            w.bytes(&k.ciphertext);
+            w.bytes(&k.tag);
+        }
+    }
+}
+
+pub(super) fn get_wrapped(r: &mut R<'_>) -> Result<Option<WrappedKey>, WireError> {
+    Ok(if r.flag("wrapped key")? {
+        Some(WrappedKey {
+            ciphertext: r.arr("wrapped key")?,
+            tag: r.arr("wrapped key")?,
+        })
+    } else {
+        None
+    })
+}

@@ -1,0 +1,131 @@
+//! The ecall codec of `--enclave process`: messages round-trip, and random, truncated or
+//! oversized bodies are errors, never panics (both ends treat the other as untrusted).
+
+use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::optim::Schedule;
+use goten_enclave::session::{Fault, Protection, Split, StepReport, TrainConfig, WindowLoss};
+use goten_field::Ring;
+use goten_party::ecall::codec::{
+    FromEnclave, HEADER, ToEnclave, decode_from_enclave, decode_to_enclave, encode_from_enclave,
+    encode_to_enclave, parse_header,
+};
+use proptest::prelude::*;
+
+fn split(frame: &[u8]) -> (u8, &[u8]) {
+    let (kind, n) = parse_header(frame[..HEADER].try_into().unwrap()).unwrap();
+    assert_eq!(frame.len(), HEADER + n);
+    (kind, &frame[HEADER..])
+}
+
+fn start() -> ToEnclave {
+    ToEnclave::Start {
+        cfg: TrainConfig {
+            model: ModelKind::Small,
+            classes: 10,
+            seed: 7,
+            epochs: 2,
+            batch: 16,
+            lr: 0.05,
+            schedule: Schedule::Step {
+                every: 3,
+                gamma: 0.5,
+            },
+            total_steps: 9,
+            loss_window: 8,
+            protection: Protection::Protected,
+            fingerprint: [3; 32],
+        },
+        train: Split::Plain {
+            images: vec![1; 3072 * 2],
+            labels: vec![0, 9],
+        },
+        test: Split::Sealed {
+            split: "test".into(),
+            records: vec![vec![5; 40], vec![6; 40]],
+            key: goten_field::SecretKey::from_bytes([2; 32]),
+        },
+        sealing: [4; 32],
+    }
+}
+
+#[test]
+fn messages_round_trip_and_prefixes_are_errors() {
+    let f = encode_to_enclave(&start());
+    let (kind, body) = split(&f);
+    let ToEnclave::Start {
+        cfg,
+        train,
+        test,
+        sealing,
+    } = decode_to_enclave(kind, body, Ring::DEFAULT).unwrap()
+    else {
+        panic!("wrong kind");
+    };
+    assert_eq!(
+        cfg.schedule,
+        Schedule::Step {
+            every: 3,
+            gamma: 0.5
+        }
+    );
+    assert_eq!((cfg.total_steps, cfg.loss_window, sealing), (9, 8, [4; 32]));
+    assert_eq!((train.len(), test.len()), (2, 2));
+    for cut in 0..body.len() {
+        assert!(
+            decode_to_enclave(kind, &body[..cut], Ring::DEFAULT).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut longer = body.to_vec();
+    longer.push(0);
+    assert!(
+        decode_to_enclave(kind, &longer, Ring::DEFAULT).is_err(),
+        "trailing byte"
+    );
+    let report = StepReport {
+        step: 4,
+        epoch: 1,
+        images: 16,
+        lr: 0.01,
+        loss: Some(WindowLoss {
+            first_step: 1,
+            last_step: 4,
+            mean: 2.5,
+        }),
+    };
+    for m in [
+        FromEnclave::Step(report),
+        FromEnclave::Error(Fault::Data, "sealed record 3 fails".into()),
+        FromEnclave::Tag([8; 32]),
+    ] {
+        let f = encode_from_enclave(&m);
+        let (kind, body) = split(&f);
+        let back = decode_from_enclave(kind, body, Ring::DEFAULT).unwrap();
+        match (m, back) {
+            (FromEnclave::Step(a), FromEnclave::Step(b)) => assert_eq!(a, b),
+            (FromEnclave::Error(f1, m1), FromEnclave::Error(f2, m2)) => {
+                assert_eq!((f1, m1), (f2, m2))
+            }
+            (FromEnclave::Tag(a), FromEnclave::Tag(b)) => assert_eq!(a, b),
+            _ => panic!("kind changed"),
+        }
+        for cut in 0..body.len() {
+            assert!(decode_from_enclave(kind, &body[..cut], Ring::DEFAULT).is_err());
+        }
+    }
+    // A header claiming more than the limit is refused before anything is read.
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(b"GE\x01\x05");
+    h[4..].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(parse_header(&h).is_err());
+    h[2] = 2;
+    assert!(parse_header(&h).is_err(), "another version");
+}
+
+proptest! {
+    #[test]
+    fn random_bodies_never_panic(kind in 0u8..20, body in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode_to_enclave(kind, &body, Ring::DEFAULT);
+        let _ = decode_from_enclave(kind, &body, Ring::DEFAULT);
+    }
+}

@@ -37,6 +37,11 @@ pub struct TrainBenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// `process`: add rows for whole goten sessions with enclaves in this process
+    /// (`goten-session`) and in child processes (`goten-process`), with each enclave's peak
+    /// memory (also selectable in --modes).
+    #[arg(long, value_enum, default_value_t = crate::enclave_proc::EnclaveKind::InProcess)]
+    enclave: crate::enclave_proc::EnclaveKind,
 }
 
 /// Times every linear op that passes through it.
@@ -132,7 +137,40 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
             "mode", "img/s", "s/step", "linear", "nonlin", "quant/prg", "transport"
         );
     }
-    for mode in a.modes.split(',').map(str::trim) {
+    let mut modes: Vec<&str> = a.modes.split(',').map(str::trim).collect();
+    if a.enclave == crate::enclave_proc::EnclaveKind::Process {
+        modes.extend(["goten-session", "goten-process"]);
+    }
+    for mode in modes {
+        if let Some(process) = match mode {
+            "goten-session" => Some(false),
+            "goten-process" => Some(true),
+            _ => None,
+        } {
+            let threads = if a.threads == 0 {
+                (cores / 3).max(1)
+            } else {
+                a.threads
+            };
+            let r = crate::bench_session::run(kind, n, a.steps, process, threads, a.device)?;
+            let ips = n as f64 / r.secs_per_step;
+            let [m0, m1] = r.peak_kb.map(|m| m.map_or(f64::NAN, |k| k as f64 / 1024.0));
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"mode": mode, "model": kind.name(), "batch": n, "img_per_s": ips,
+                           "secs_per_step": r.secs_per_step, "e0_peak_mib": m0, "e1_peak_mib": m1,
+                           "peak_is_whole_process": !process})
+                );
+            } else {
+                println!(
+                    "{mode:<8} {ips:>8.2} {:>9.3}   peak memory: E0 {m0:.0} MiB, E1 {m1:.0} MiB{}",
+                    r.secs_per_step,
+                    if process { "" } else { " (this whole process)" }
+                );
+            }
+            continue;
+        }
         let split = match mode {
             "plain" | "enclave" => {
                 let threads = if a.threads == 0 { cores } else { a.threads };

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_op;
+mod bench_session;
 mod bench_train;
 mod devices;
 mod enclave_proc;

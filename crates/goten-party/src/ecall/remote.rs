@@ -90,6 +90,11 @@ impl RemoteEnclave {
         self.ch.bytes_sent
     }
 
+    /// The child's process id, if this side started it (for memory reports).
+    pub fn child_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// This enclave's role.
     pub fn role(&self) -> Role {
         self.role

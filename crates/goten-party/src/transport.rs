@@ -47,6 +47,13 @@ pub enum Message {
         /// Step.
         step: u64,
     },
+    /// E0/E1: a receipt that the sender's enclave sealed its checkpoint of `step`.
+    Receipt {
+        /// Step sealed.
+        step: u64,
+        /// The receipt's MAC (pair key).
+        mac: [u8; 32],
+    },
     /// The sender has no more work.
     Done,
 }
@@ -62,6 +69,7 @@ impl Message {
             Message::StateDigest { .. } => "state digest",
             Message::Job { .. } => "job description",
             Message::Resume { .. } => "resume point",
+            Message::Receipt { .. } => "checkpoint receipt",
             Message::Done => "done",
         }
     }

@@ -300,6 +300,11 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             b.u64(*step);
             8
         }
+        Message::Receipt { step, mac } => {
+            b.u64(*step);
+            b.bytes(mac);
+            9
+        }
     };
     let mut f = Vec::with_capacity(HEADER + b.0.len());
     f.extend_from_slice(b"GT");
@@ -398,6 +403,10 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
         },
         8 => Message::Resume {
             step: r.u64("resume point")?,
+        },
+        9 => Message::Receipt {
+            step: r.u64("checkpoint receipt")?,
+            mac: r.arr("checkpoint receipt")?,
         },
         k => return Err(WireError::Kind(k)),
     };

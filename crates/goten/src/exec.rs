@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::source::Source;
 use anyhow::{Context, Result};
 use goten_enclave::HostServices;
-use goten_enclave::session::StateTag;
+use goten_enclave::session::{Receipt, StateTag};
 use goten_field::SecretKey;
 use goten_party::host::EnclaveHost;
 use goten_party::transport::Message;
@@ -28,6 +28,8 @@ pub(crate) trait SessionHost {
     fn services(&mut self) -> Option<&mut dyn HostServices>;
     /// Sends this enclave's state tag to the peer's host and returns the peer's.
     fn exchange_tag(&mut self, step: u64, tag: StateTag) -> Result<Option<StateTag>, PartyError>;
+    /// Sends this enclave's checkpoint receipt to the peer's host and returns the peer's.
+    fn exchange_receipt(&mut self, r: Receipt) -> Result<Option<Receipt>, PartyError>;
     /// Agrees with the peer on the step to resume from (`newest`: this side's newest).
     fn agree_resume(&mut self, newest: u64) -> Result<u64, PartyError>;
     /// Bytes sent and received so far (`None`: no transport).
@@ -42,6 +44,9 @@ impl SessionHost for LocalHost {
         None
     }
     fn exchange_tag(&mut self, _: u64, _: StateTag) -> Result<Option<StateTag>, PartyError> {
+        Ok(None)
+    }
+    fn exchange_receipt(&mut self, _: Receipt) -> Result<Option<Receipt>, PartyError> {
         Ok(None)
     }
     fn agree_resume(&mut self, newest: u64) -> Result<u64, PartyError> {
@@ -74,6 +79,26 @@ impl SessionHost for PartyHost<'_> {
             m => Err(NetError::Unexpected {
                 peer,
                 expected: format!("state tag of step {step}"),
+                got: m.kind().into(),
+            }
+            .into()),
+        }
+    }
+    fn exchange_receipt(&mut self, r: Receipt) -> Result<Option<Receipt>, PartyError> {
+        let peer = self.0.peer();
+        let t = self.0.transport();
+        t.send(
+            peer,
+            Message::Receipt {
+                step: r.step,
+                mac: r.mac,
+            },
+        )?;
+        match t.recv(peer)? {
+            Message::Receipt { step, mac } if step == r.step => Ok(Some(Receipt { step, mac })),
+            m => Err(NetError::Unexpected {
+                peer,
+                expected: format!("checkpoint receipt of step {}", r.step),
                 got: m.kind().into(),
             }
             .into()),

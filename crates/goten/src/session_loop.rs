@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use goten_enclave::session::SessionEcalls;
+use goten_enclave::session::{SessionEcalls, SessionError};
 use goten_party::PartyError;
 
 use crate::exec::{CkptStore, SessionHost, storage};
@@ -38,6 +38,7 @@ fn resume(
     s: &mut dyn SessionEcalls,
     h: &mut dyn SessionHost,
     ck: &CkptStore,
+    allow_rollback: bool,
 ) -> Result<u64, PartyError> {
     let mut opened = Vec::new();
     let mut failed = Vec::new();
@@ -65,6 +66,10 @@ fn resume(
     let step = h.agree_resume(newest)?;
     let steps: Vec<u64> = opened.iter().map(|&(_, step)| step).collect();
     let Some((path, _)) = opened.into_iter().find(|&(_, s)| s == step) else {
+        // The enclave judges a rolled-back peer first: its refusal says what happened.
+        if let Err(e @ SessionError::Reported { .. }) = s.resume_at(step, allow_rollback) {
+            return Err(e.into());
+        }
         return Err(storage(
             format!(
                 "the other enclave can resume only from step {step}, this one holds steps {steps:?}; restore matching checkpoints or start over"
@@ -72,7 +77,7 @@ fn resume(
             &ck.path(),
         ));
     };
-    s.resume_at(step)?;
+    s.resume_at(step, allow_rollback)?;
     eprintln!(
         "{}: resuming from the checkpoint of step {step} ({})",
         ck.role,
@@ -108,13 +113,22 @@ pub(crate) fn train_loop(
         }
     };
     if a.resume {
-        let step = resume(s, h, ck)?;
+        let step = resume(s, h, ck, a.allow_rollback)?;
         report(&mut |r| r.forget_after(step));
     }
     let (start, mut images, mut last_loss) = (Instant::now(), 0u64, f32::NAN);
-    let save = |s: &mut dyn SessionEcalls| -> Result<(), PartyError> {
+    // After both enclaves stored a checkpoint they trade receipts for it: each seals the
+    // other's into its next checkpoint, so a rolled-back peer is caught on resume.
+    let save = |s: &mut dyn SessionEcalls, h: &mut dyn SessionHost| -> Result<(), PartyError> {
         let sealed = s.checkpoint()?;
-        ck.write(&sealed.0)
+        ck.write(&sealed.0)?;
+        if h.services().is_some() {
+            let mine = s.sealed_receipt()?;
+            if let Some(peer) = h.exchange_receipt(mine)? {
+                s.accept_peer_receipt(&peer)?;
+            }
+        }
+        Ok(())
     };
     let evaluate = |s: &mut dyn SessionEcalls, h: &mut dyn SessionHost| {
         let e = s.evaluate(h.services())?;
@@ -141,11 +155,11 @@ pub(crate) fn train_loop(
         if eval_now && more {
             evaluate(s, h)?;
             if a.checkpoint_every == 0 {
-                save(s)?;
+                save(s, h)?;
             }
         }
         if a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && more {
-            save(s)?;
+            save(s, h)?;
         }
     }
     if let Some(w) = s.flush_loss()? {
@@ -153,7 +167,7 @@ pub(crate) fn train_loop(
         report(&mut |r| r.window(&w, s.step_count()));
     }
     let secs = start.elapsed().as_secs_f64();
-    save(s)?;
+    save(s, h)?;
     let e = evaluate(s, h)?;
     if let (Some(path), true) = (&a.export, plan.exporter) {
         crate::model_io::write(&s.export_for_model_owner()?, path)

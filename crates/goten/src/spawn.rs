@@ -74,6 +74,9 @@ pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
     if a.resume {
         v.push("--resume".into());
     }
+    if a.allow_rollback {
+        v.push("--allow-rollback".into());
+    }
     if a.json && lead {
         v.push("--json".into());
     }
@@ -233,6 +236,7 @@ mod tests {
             "--danger-deterministic-keys",
             "1",
             "--resume",
+            "--allow-rollback",
             "--json",
         ];
         let m = cmd.clone().try_get_matches_from(all_set).unwrap();

@@ -182,6 +182,10 @@ pub struct TrainArgs {
     /// tell a host too much about single batches).
     #[arg(long)]
     pub(crate) loss_window: Option<u64>,
+    /// On --resume, accept that the other enclave's checkpoints are older than a step it
+    /// confirmed it had sealed (its files were rolled back or lost); refused without this.
+    #[arg(long)]
+    pub(crate) allow_rollback: bool,
     /// Seal a checkpoint every N steps (0: at every evaluation); one is always sealed at the end.
     #[arg(long, default_value_t = 0)]
     pub(crate) checkpoint_every: u64,

@@ -672,3 +672,34 @@ fn enclave_processes_give_the_same_model_and_a_dead_one_is_named() {
         "an enclave process outlived its party"
     );
 }
+
+#[test]
+fn a_peer_rolled_back_behind_its_receipt_is_refused() {
+    let d = tmp("rollback");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--epochs", "2", "--checkpoint-every", "2"];
+        args.extend_from_slice(extra);
+        train_in(&d, "goten", &args)
+    };
+    assert!(run(&["--steps", "2"]).status.success());
+    let old = std::fs::read(d.join("checkpoint-e1.sealed")).unwrap();
+    let out = run(&["--steps", "8", "--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // S1's host puts back E1's checkpoint of step 2; E0 holds E1's receipt for step 6.
+    for f in ["checkpoint-e1.sealed", "checkpoint-e1.prev.sealed"] {
+        std::fs::write(d.join(f), &old).unwrap();
+    }
+    let out = run(&["--steps", "10", "--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("refusing to resume from step 2")
+            && err.contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(6), "{err}");
+}

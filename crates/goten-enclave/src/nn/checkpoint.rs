@@ -8,8 +8,8 @@
 //! failure is a hard error. The state includes the job secret behind the rounding noise, so a
 //! resumed run continues bit for bit.
 //!
-//! Plaintext layout (little-endian): `GCKP`, version u32 = 1, job fingerprint [32], step u64,
-//! epoch u64, PRG step u64, images u64, job secret flag u8 (+ 32 bytes), model name (u32 length
+//! Plaintext layout (little-endian): `GCKP`, version u32 = 2, job fingerprint [32], step u64,
+//! epoch u64, PRG step u64, images u64, peer-sealed step u64, job secret flag u8 (+ 32 bytes), model name (u32 length
 //! + bytes), tensor count u32, then each tensor as u64 length + f32 values, in layer order.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -23,7 +23,7 @@ use super::model::{Model, ModelKind};
 
 const MAGIC: &[u8; 4] = b"GCKP";
 const FILE_MAGIC: &[u8; 8] = b"GOTENSLD";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Where training stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct Progress {
     pub prg_step: u64,
     /// Images trained on.
     pub images: u64,
+    /// The newest step the peer enclave confirmed it had sealed (goten mode): a resume from
+    /// an older step means the peer's files were rolled back.
+    pub peer_sealed: u64,
 }
 
 /// Why a checkpoint cannot be used.
@@ -159,6 +162,7 @@ pub fn seal(
         progress.epoch,
         progress.prg_step,
         progress.images,
+        progress.peer_sealed,
     ] {
         w.u64(v);
     }
@@ -240,8 +244,14 @@ pub fn unseal(
             .map_err(|_| CheckpointError::Tampered)?,
     );
     let mut r = Reader(&plain);
-    if r.take(4)? != MAGIC || r.u32()? != VERSION {
+    if r.take(4)? != MAGIC {
         return Err(CheckpointError::NotACheckpoint);
+    }
+    let v = r.u32()?;
+    if v != VERSION {
+        return Err(CheckpointError::Malformed(format!(
+            "format version {v}, this build reads {VERSION}: resume with the goten that wrote it, or start over"
+        )));
     }
     if r.take(32)? != fingerprint {
         return Err(CheckpointError::OtherJob);
@@ -251,6 +261,7 @@ pub fn unseal(
         epoch: r.u64()?,
         prg_step: r.u64()?,
         images: r.u64()?,
+        peer_sealed: r.u64()?,
     };
     let job_secret = match r.take(1)?[0] {
         0 => None,

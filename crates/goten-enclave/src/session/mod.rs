@@ -10,6 +10,7 @@
 //! ciphertext, or (through the host services of [`crate::linear`]) one-time-padded shares.
 
 mod data;
+mod ecalls;
 pub mod release;
 
 use goten_field::SecretKey;
@@ -21,8 +22,9 @@ use crate::nn::checkpoint::{self, CheckpointError, Progress};
 use crate::nn::export::{self, Named};
 use crate::nn::optim::{Schedule, Sgd};
 use crate::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend};
-use crate::{EnclaveError, KeyedEnclave};
+use crate::{EnclaveError, KeyedEnclave, Role};
 pub use data::{IMAGE_BYTES, Split};
+pub use ecalls::SessionEcalls;
 use release::LossWindow;
 pub use release::{EvalReport, MIN_PROTECTED_WINDOW, StepReport, WindowLoss};
 
@@ -165,6 +167,17 @@ impl std::fmt::Debug for StateTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StateTag(..)")
     }
+}
+
+/// An enclave's word, under the pair key, that it has sealed and stored its checkpoint of
+/// `step`: the peer seals it into its own checkpoints, so a host that rolls back its own
+/// enclave's files behind the newest receipt is caught on resume (DESIGN.md section 15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The step sealed.
+    pub step: u64,
+    /// HMAC-SHA256 under a key derived from the pair key, bound to the sender's role.
+    pub mac: [u8; 32],
 }
 
 /// A checkpoint opened inside the enclave, waiting to be adopted; the host sees its step only.
@@ -442,6 +455,54 @@ impl<'k> TrainSession<'k> {
         })
     }
 
+    fn receipt_mac(&self, role: Role, step: u64) -> Result<[u8; 32], SessionError> {
+        let Linear::Protocol { enclave, .. } = &self.linear else {
+            return Err(SessionError::State("only goten mode has a peer enclave"));
+        };
+        let key = enclave.seeds().state_mac_key();
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose()).expect("any key length");
+        mac.update(b"goten/sealed-receipt/v1");
+        mac.update(&[role.index() as u8]);
+        mac.update(&step.to_le_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// Ecall "receipt": after this enclave's checkpoint of the current step is stored, a MAC
+    /// (pair key) saying so, for the peer to seal into its own next checkpoint.
+    pub fn sealed_receipt(&self) -> Result<Receipt, SessionError> {
+        let Linear::Protocol { enclave, .. } = &self.linear else {
+            return Err(SessionError::State("only goten mode has a peer enclave"));
+        };
+        let step = self.progress.step;
+        Ok(Receipt {
+            step,
+            mac: self.receipt_mac(enclave.role(), step)?,
+        })
+    }
+
+    /// Ecall "accept the peer's receipt": remembers the newest step the peer has sealed.
+    pub fn accept_peer_receipt(&mut self, r: &Receipt) -> Result<(), SessionError> {
+        let Linear::Protocol { enclave, .. } = &self.linear else {
+            return Err(SessionError::State("only goten mode has a peer enclave"));
+        };
+        let peer = if enclave.role() == Role::S0 {
+            Role::S1
+        } else {
+            Role::S0
+        };
+        let want = self.receipt_mac(peer, r.step)?;
+        let diff = want.iter().zip(r.mac).fold(0u8, |d, (a, b)| d | (a ^ b));
+        if diff != 0 || r.step > self.progress.step {
+            return Err(SessionError::Reported {
+                fault: Fault::Peer,
+                message: format!("{peer}'s receipt for step {} does not verify", r.step),
+            });
+        }
+        self.progress.peer_sealed = self.progress.peer_sealed.max(r.step);
+        Ok(())
+    }
+
     /// Ecall "state tag": a MAC of the full state for the peer enclave (goten mode).
     pub fn state_tag(&self) -> Result<StateTag, SessionError> {
         let Linear::Protocol { enclave, .. } = &self.linear else {
@@ -538,88 +599,5 @@ impl<'k> TrainSession<'k> {
             batchnorm: export::batchnorm_prefixes(&self.model),
             steps: self.progress.step,
         }
-    }
-}
-
-/// The ecalls of a training session, as the host's loop sees them: implemented by
-/// [`TrainSession`] in this process and by a proxy to an enclave in another process, so the
-/// loop is the same in both (and results are bit for bit the same).
-pub trait SessionEcalls {
-    /// Trains on the next batch.
-    fn step(&mut self, host: Option<&mut dyn HostServices>) -> Result<StepReport, SessionError>;
-    /// Evaluates on the whole test split.
-    fn evaluate(&mut self, host: Option<&mut dyn HostServices>)
-    -> Result<EvalReport, SessionError>;
-    /// The state tag for the peer enclave.
-    fn state_tag(&mut self) -> Result<StateTag, SessionError>;
-    /// Fails unless the peer's tag equals this enclave's.
-    fn check_peer_tag(&mut self, peer: &StateTag) -> Result<(), SessionError>;
-    /// Seals the full state.
-    fn checkpoint(&mut self) -> Result<SealedCheckpoint, SessionError>;
-    /// Opens a sealed checkpoint and keeps it for [`Self::resume_at`]; returns its step.
-    fn open_checkpoint(&mut self, sealed: &[u8]) -> Result<u64, SessionError>;
-    /// Continues from the opened checkpoint of `step`.
-    fn resume_at(&mut self, step: u64) -> Result<(), SessionError>;
-    /// The open loss window at the end of a run, when long enough to release.
-    fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError>;
-    /// The trained model for its owner.
-    fn export_for_model_owner(&mut self) -> Result<Export, SessionError>;
-    /// Steps done.
-    fn step_count(&self) -> u64;
-    /// Whether every planned step is done.
-    fn done(&self) -> bool;
-    /// Whether the last step ended an epoch.
-    fn at_epoch_end(&self) -> bool;
-}
-
-impl SessionEcalls for TrainSession<'_> {
-    fn step(&mut self, host: Option<&mut dyn HostServices>) -> Result<StepReport, SessionError> {
-        TrainSession::step(self, host)
-    }
-    fn evaluate(
-        &mut self,
-        host: Option<&mut dyn HostServices>,
-    ) -> Result<EvalReport, SessionError> {
-        TrainSession::evaluate(self, host)
-    }
-    fn state_tag(&mut self) -> Result<StateTag, SessionError> {
-        TrainSession::state_tag(self)
-    }
-    fn check_peer_tag(&mut self, peer: &StateTag) -> Result<(), SessionError> {
-        TrainSession::check_peer_tag(self, peer)
-    }
-    fn checkpoint(&mut self) -> Result<SealedCheckpoint, SessionError> {
-        TrainSession::checkpoint(self)
-    }
-    fn open_checkpoint(&mut self, sealed: &[u8]) -> Result<u64, SessionError> {
-        let o = TrainSession::open_checkpoint(self, sealed)?;
-        let step = o.step();
-        self.opened.push(o);
-        Ok(step)
-    }
-    fn resume_at(&mut self, step: u64) -> Result<(), SessionError> {
-        let i = self
-            .opened
-            .iter()
-            .position(|o| o.step() == step)
-            .ok_or(SessionError::State("no opened checkpoint of that step"))?;
-        let o = self.opened.swap_remove(i);
-        self.opened.clear();
-        self.resume(o)
-    }
-    fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError> {
-        Ok(TrainSession::flush_loss(self))
-    }
-    fn export_for_model_owner(&mut self) -> Result<Export, SessionError> {
-        Ok(TrainSession::export_for_model_owner(self))
-    }
-    fn step_count(&self) -> u64 {
-        TrainSession::step_count(self)
-    }
-    fn done(&self) -> bool {
-        TrainSession::done(self)
-    }
-    fn at_epoch_end(&self) -> bool {
-        TrainSession::at_epoch_end(self)
     }
 }

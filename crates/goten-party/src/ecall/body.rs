@@ -28,9 +28,16 @@ impl W {
     pub(super) fn str(&mut self, s: &str) {
         self.blob(s.as_bytes());
     }
+    /// A ring tensor as canonical u32 words: on a local socket, bytes are cheap and packing
+    /// at k bits is not (the wire between machines packs; this channel does not).
     pub(super) fn tensor(&mut self, t: &RingTensor) {
         self.shape(t.shape());
-        self.bytes(&codec::encode_packed(t.ring(), t.data()));
+        let ring = t.ring();
+        self.0.reserve(4 * t.len());
+        for &x in t.data() {
+            self.0
+                .extend_from_slice(&ring.to_canonical(x).to_le_bytes());
+        }
     }
     pub(super) fn hello(&mut self, h: &Hello) {
         self.blob(&wire::encode(&Message::Hello(h.clone()), 0));
@@ -54,10 +61,12 @@ impl<'a> R<'a> {
     pub(super) fn tensor(&mut self, ring: Ring) -> Result<RingTensor, WireError> {
         let shape = self.shape()?;
         let n: usize = shape.iter().product();
-        let len = codec::packed_len(ring, n);
+        let len = n
+            .checked_mul(4)
+            .ok_or(WireError::Truncated("ring tensor"))?;
         let bytes = self.take(len, "ring tensor")?;
         let data =
-            codec::decode_packed(ring, bytes, n).map_err(|e| bad("ring tensor", e.to_string()))?;
+            codec::decode_u32(ring, bytes, n).map_err(|e| bad("ring tensor", e.to_string()))?;
         RingTensor::from_residues(ring, &shape, data).map_err(|e| bad("ring tensor", e.to_string()))
     }
     pub(super) fn hello(&mut self) -> Result<Hello, WireError> {

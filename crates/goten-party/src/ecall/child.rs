@@ -154,8 +154,13 @@ fn ecall(
         }
         ToEnclave::Checkpoint => FromEnclave::Sealed(SessionEcalls::checkpoint(s)?.0),
         ToEnclave::OpenCheckpoint(b) => FromEnclave::Opened(SessionEcalls::open_checkpoint(s, &b)?),
-        ToEnclave::ResumeAt(step) => {
-            s.resume_at(step)?;
+        ToEnclave::ResumeAt(step, allow) => {
+            s.resume_at(step, allow)?;
+            FromEnclave::Done
+        }
+        ToEnclave::SealedReceipt => FromEnclave::Receipt(SessionEcalls::sealed_receipt(s)?),
+        ToEnclave::AcceptReceipt(r) => {
+            SessionEcalls::accept_peer_receipt(s, &r)?;
             FromEnclave::Done
         }
         ToEnclave::FlushLoss => FromEnclave::Loss(SessionEcalls::flush_loss(s)?),

@@ -13,7 +13,7 @@ use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::{DeviceJob, JobReply};
 use goten_enclave::nn::export::Named;
 use goten_enclave::session::{
-    EvalReport, Export, Fault, Split, StepReport, TrainConfig, WindowLoss,
+    EvalReport, Export, Fault, Receipt, Split, StepReport, TrainConfig, WindowLoss,
 };
 use goten_field::Ring;
 
@@ -87,8 +87,12 @@ pub enum ToEnclave {
     Checkpoint,
     /// Ecall "open a checkpoint".
     OpenCheckpoint(Vec<u8>),
-    /// Ecall "resume at step".
-    ResumeAt(u64),
+    /// Ecall "resume at step" (and whether the user allows a rolled-back peer).
+    ResumeAt(u64, bool),
+    /// Ecall "receipt for the checkpoint just stored".
+    SealedReceipt,
+    /// Ecall "accept the peer's receipt".
+    AcceptReceipt(Receipt),
     /// Ecall "flush the loss window".
     FlushLoss,
     /// Ecall "export".
@@ -123,6 +127,8 @@ pub enum FromEnclave {
     Sealed(Vec<u8>),
     /// The step of an opened checkpoint.
     Opened(u64),
+    /// This enclave's receipt for its stored checkpoint.
+    Receipt(Receipt),
     /// The last loss window.
     Loss(Option<WindowLoss>),
     /// The model owner's export.
@@ -229,9 +235,16 @@ pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {
             w.blob(b);
             10
         }
-        ToEnclave::ResumeAt(s) => {
+        ToEnclave::ResumeAt(s, allow) => {
             w.u64(*s);
+            w.u8(u8::from(*allow));
             11
+        }
+        ToEnclave::SealedReceipt => 18,
+        ToEnclave::AcceptReceipt(r) => {
+            w.u64(r.step);
+            w.bytes(&r.mac);
+            19
         }
         ToEnclave::FlushLoss => 12,
         ToEnclave::Export => 13,
@@ -300,7 +313,7 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
         8 => ToEnclave::CheckPeerTag(r.arr("state tag")?),
         9 => ToEnclave::Checkpoint,
         10 => ToEnclave::OpenCheckpoint(r.blob("checkpoint")?.to_vec()),
-        11 => ToEnclave::ResumeAt(r.u64("resume")?),
+        11 => ToEnclave::ResumeAt(r.u64("resume")?, r.flag("resume")?),
         12 => ToEnclave::FlushLoss,
         13 => ToEnclave::Export,
         14 => ToEnclave::Announced,
@@ -311,6 +324,11 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
         }),
         16 => ToEnclave::OcallFailed(r.str("ocall error")?),
         17 => ToEnclave::Shutdown,
+        18 => ToEnclave::SealedReceipt,
+        19 => ToEnclave::AcceptReceipt(Receipt {
+            step: r.u64("receipt")?,
+            mac: r.arr("receipt")?,
+        }),
         k => return Err(WireError::Kind(k)),
     };
     done(r)?;
@@ -361,6 +379,11 @@ pub fn encode_from_enclave(m: &FromEnclave) -> Vec<u8> {
         FromEnclave::Opened(s) => {
             w.u64(*s);
             9
+        }
+        FromEnclave::Receipt(r) => {
+            w.u64(r.step);
+            w.bytes(&r.mac);
+            15
         }
         FromEnclave::Loss(l) => {
             put_window(&mut w, l);
@@ -426,6 +449,10 @@ pub fn decode_from_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<FromEncl
         7 => FromEnclave::Tag(r.arr("state tag")?),
         8 => FromEnclave::Sealed(r.blob("sealed checkpoint")?.to_vec()),
         9 => FromEnclave::Opened(r.u64("opened checkpoint")?),
+        15 => FromEnclave::Receipt(Receipt {
+            step: r.u64("receipt")?,
+            mac: r.arr("receipt")?,
+        }),
         10 => FromEnclave::Loss(get_window(&mut r)?),
         11 => {
             let steps = r.u64("export")?;

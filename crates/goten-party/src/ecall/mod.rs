@@ -87,8 +87,14 @@ impl Channel {
         let mut head = [0u8; codec::HEADER];
         self.read_exact(&mut head)?;
         let (kind, n) = codec::parse_header(&head)?;
+        // Up to 256 MiB is read straight into its buffer; beyond that the buffer grows as bytes
+        // arrive, so a lying length costs the liar, not this side's memory.
         let mut body = Vec::new();
-        // Grows as bytes arrive: a lying length costs the liar, not this side's memory.
+        if n <= 1 << 28 {
+            body.resize(n, 0);
+            self.read_exact(&mut body)?;
+            return Ok((kind, body));
+        }
         (&mut self.stream)
             .take(n as u64)
             .read_to_end(&mut body)

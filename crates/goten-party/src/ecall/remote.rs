@@ -14,8 +14,8 @@ use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::HostServices;
 use goten_enclave::session::{
-    EvalReport, Export, Fault, SealedCheckpoint, SessionEcalls, SessionError, Split, StateTag,
-    StepReport, TrainConfig, WindowLoss,
+    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, Split,
+    StateTag, StepReport, TrainConfig, WindowLoss,
 };
 
 use super::codec::{FromEnclave, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave};
@@ -281,10 +281,19 @@ impl SessionEcalls for RemoteEnclave {
             _ => Err(self.unexpected("something other than a checkpoint's step")),
         }
     }
-    fn resume_at(&mut self, step: u64) -> Result<(), SessionError> {
-        self.done_call(ToEnclave::ResumeAt(step))?;
+    fn resume_at(&mut self, step: u64, allow_rollback: bool) -> Result<(), SessionError> {
+        self.done_call(ToEnclave::ResumeAt(step, allow_rollback))?;
         self.step = step;
         Ok(())
+    }
+    fn sealed_receipt(&mut self) -> Result<Receipt, SessionError> {
+        match self.call(ToEnclave::SealedReceipt, None)? {
+            FromEnclave::Receipt(r) => Ok(r),
+            _ => Err(self.unexpected("something other than a receipt")),
+        }
+    }
+    fn accept_peer_receipt(&mut self, r: &Receipt) -> Result<(), SessionError> {
+        self.done_call(ToEnclave::AcceptReceipt(*r))
     }
     fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError> {
         match self.call(ToEnclave::FlushLoss, None)? {

@@ -16,7 +16,7 @@ use goten_enclave::attest::{
     DealerIdentity, DealerVerifier, Measurement, SimulatedAttester, SimulatedVerifier,
     enclave_measurement,
 };
-use goten_enclave::keys::{Hello, KeyError, KeyExchange, Trust};
+use goten_enclave::keys::{Hello, KeyError, KeyExchange, Trust, WrappedKey};
 use goten_enclave::quant::Quantized;
 use goten_enclave::{Enclave, EnclaveConfig, EnclaveError, KeyedEnclave, Role, SecretTensor};
 use goten_field::{BilinearOp, ShapeError};
@@ -393,6 +393,19 @@ pub(crate) fn missing_secret(role: Role, what: &str) -> PartyError {
     )))
 }
 
+/// E1's host: E0's wrapped dealer key, the message after the hellos.
+pub(crate) fn recv_wrapped(t: &mut dyn Transport) -> Result<WrappedKey, PartyError> {
+    match t.recv(Role::S0)? {
+        Message::WrappedKey(w) => Ok(w),
+        m => Err(NetError::Unexpected {
+            peer: Role::S0,
+            expected: "wrapped key".into(),
+            got: m.kind().into(),
+        }
+        .into()),
+    }
+}
+
 fn enclave_party(
     role: Role,
     cfg: &ClusterConfig,
@@ -415,18 +428,7 @@ fn enclave_party(
             .send(Role::S1, Message::WrappedKey(wrapped))?;
         keyed
     } else {
-        let wrapped = match host.transport().recv(Role::S0)? {
-            Message::WrappedKey(w) => w,
-            m => {
-                return Err(NetError::Unexpected {
-                    peer: Role::S0,
-                    expected: "wrapped key".into(),
-                    got: m.kind().into(),
-                }
-                .into());
-            }
-        };
-        enclave.finish_e1(&hellos, &trust, &wrapped)?
+        enclave.finish_e1(&hellos, &trust, &recv_wrapped(host.transport())?)?
     };
     let party = Party { enclave, host };
     Ok(party)

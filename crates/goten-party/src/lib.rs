@@ -11,7 +11,8 @@
 //! - [`handshake`]: job and resume-point agreement;
 //! - [`tcp`], [`wire`]: the TLS transport and its frame format;
 //! - [`deploy`]: key files and the cluster file of a deployment on separate machines;
-//! - [`record`]: recording wrappers for privacy audits.
+//! - [`record`]: recording wrappers for privacy audits;
+//! - [`ecall`]: enclaves as child processes (`--enclave process`): codec, child loop, host proxy.
 
 pub mod cluster;
 pub mod dealer;

@@ -10,11 +10,14 @@
 //! a socket (recording the raw frames each enclave writes, then decoding them). One test
 //! function on purpose: the leak switch is process-wide.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::chi2_top6;
 use goten_enclave::linear::{DeviceJob, HostServices, JobReply, OpHeader};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
@@ -153,16 +156,6 @@ fn audited_run() -> (Vec<Crossing>, Vec<f32>) {
     )
     .expect("the audited run trains");
     (log.into_inner().unwrap(), run.results.0)
-}
-
-/// Chi-square statistic of the top 6 bits (64 cells) of ring values.
-fn chi2_top6(ring: Ring, x: &[i32]) -> f64 {
-    let mut counts = [0f64; 64];
-    for &v in x {
-        counts[(ring.to_canonical(v) >> (ring.bits() - 6)) as usize] += 1.0;
-    }
-    let e = x.len() as f64 / 64.0;
-    counts.iter().map(|c| (c - e).powi(2) / e).sum()
 }
 
 /// Chi-square statistic of byte values (256 cells).

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{devices, mesh, quantized, values};
+use common::{chi2_top6, devices, mesh, quantized, values};
 use goten_device::Device;
 use goten_enclave::Role;
 use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor};
@@ -18,16 +18,6 @@ fn matches(ring: Ring, x: &[i32], y: &[i32]) -> usize {
         .zip(y)
         .filter(|&(&a, &b)| a == b || a == ring.neg(b))
         .count()
-}
-
-/// Chi-square statistic of the top 6 bits (64 cells).
-fn chi2_top6(ring: Ring, x: &[i32]) -> f64 {
-    let mut counts = [0f64; 64];
-    for &v in x {
-        counts[(ring.to_canonical(v) >> (ring.bits() - 6)) as usize] += 1.0;
-    }
-    let e = x.len() as f64 / 64.0;
-    counts.iter().map(|c| (c - e).powi(2) / e).sum()
 }
 
 #[test]

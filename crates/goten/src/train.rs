@@ -344,6 +344,19 @@ pub(crate) fn party_threads(a: &TrainArgs, parties_here: usize) -> usize {
     }
 }
 
+/// E0's or E1's checkpoint store, and its loop plan (S0's host writes the export).
+fn party_store_and_plan(a: &TrainArgs, role: Role) -> (CkptStore, LoopPlan<'_>) {
+    let ck = CkptStore {
+        dir: a.out.clone(),
+        role: if role == Role::S0 { "e0" } else { "e1" },
+    };
+    let plan = LoopPlan {
+        args: a,
+        exporter: role == Role::S0,
+    };
+    (ck, plan)
+}
+
 /// The training body of S0 or S1: a session on the keyed enclave, driven through its host.
 pub(crate) fn party_body<'a>(
     a: &'a TrainArgs,
@@ -359,14 +372,7 @@ pub(crate) fn party_body<'a>(
             setup.splits(),
             setup.sealing.clone(),
         )?;
-        let ck = CkptStore {
-            dir: a.out.clone(),
-            role: if role == Role::S0 { "e0" } else { "e1" },
-        };
-        let plan = LoopPlan {
-            args: a,
-            exporter: role == Role::S0,
-        };
+        let (ck, plan) = party_store_and_plan(a, role);
         train_loop(
             &mut s,
             &mut PartyHost(&mut p.host),
@@ -391,14 +397,7 @@ pub(crate) fn remote_party_body<'a>(
             setup.splits(),
             *setup.sealing.expose(),
         )?;
-        let ck = CkptStore {
-            dir: a.out.clone(),
-            role: if role == Role::S0 { "e0" } else { "e1" },
-        };
-        let plan = LoopPlan {
-            args: a,
-            exporter: role == Role::S0,
-        };
+        let (ck, plan) = party_store_and_plan(a, role);
         train_loop(
             &mut p.enclave,
             &mut PartyHost(&mut p.host),

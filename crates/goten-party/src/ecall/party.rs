@@ -12,10 +12,11 @@ use super::codec::InitParams;
 use super::remote::RemoteEnclave;
 use crate::PartyError;
 use crate::cluster::{
-    ClusterConfig, LocalRun, PartyReport, Trusts, drive, exchange_hellos, missing_secret, run_three,
+    ClusterConfig, LocalRun, PartyReport, Trusts, drive, exchange_hellos, missing_secret,
+    recv_wrapped, run_three,
 };
 use crate::host::EnclaveHost;
-use crate::transport::{Message, NetError, Transport};
+use crate::transport::{Message, Transport};
 
 /// S0 or S1 during a process-mode run: its enclave process and its host.
 pub struct RemoteParty {
@@ -59,17 +60,7 @@ fn key_exchange(
         host.transport()
             .send(Role::S1, Message::WrappedKey(wrapped))?;
     } else {
-        let wrapped = match host.transport().recv(Role::S0)? {
-            Message::WrappedKey(w) => w,
-            m => {
-                return Err(NetError::Unexpected {
-                    peer: Role::S0,
-                    expected: "wrapped key".into(),
-                    got: m.kind().into(),
-                }
-                .into());
-            }
-        };
+        let wrapped = recv_wrapped(host.transport())?;
         enclave.finish(hellos, Some(wrapped))?;
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use goten_device::{CpuDevice, Device};
 use goten_enclave::quant::Quantized;
+use goten_field::Ring;
 use goten_party::cluster::LocalRun;
 use goten_party::{
     ClusterConfig, Party, PartyError, Transport, Trusts, in_process_mesh, run_local,
@@ -48,4 +49,14 @@ pub fn floats(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     v.chunks_exact(4)
         .map(|c| c.iter().map(|&x| x as f32).sum::<f32>() / 2000.0 * scale)
         .collect()
+}
+
+/// Chi-square statistic of the top 6 bits (64 cells).
+pub fn chi2_top6(ring: Ring, x: &[i32]) -> f64 {
+    let mut counts = [0f64; 64];
+    for &v in x {
+        counts[(ring.to_canonical(v) >> (ring.bits() - 6)) as usize] += 1.0;
+    }
+    let e = x.len() as f64 / 64.0;
+    counts.iter().map(|c| (c - e).powi(2) / e).sum()
 }

@@ -1,15 +1,8 @@
-//! `--enclave process`: starting an enclave as a child process, and the child's entry point.
-//!
-//! Where it sits: host-side plumbing of goten mode. The host makes a private folder (mode
-//! 0700) with a Unix socket, starts this same binary as `goten enclave-process --socket
-//! PATH`, accepts its one connection and removes the socket file; from then on the two talk
-//! only in the ecall codec (`goten_party::ecall`). Under SGX the child would be the enclave
-//! program run by an SGX runtime such as Gramine (DESIGN.md section 15).
+//! `--enclave process` on the command line: the option, and this binary as the enclave
+//! program (`goten enclave-process`, started by `goten_runtime::enclave_process`).
 
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -35,77 +28,18 @@ impl EnclaveKind {
     }
 }
 
-fn spawn_err(role: Role, e: impl std::fmt::Display) -> PartyError {
-    PartyError::Storage(format!(
-        "cannot start E{}'s enclave process: {e}",
-        role.index()
-    ))
-}
-
-/// A private folder for the sockets of this process's enclaves.
-fn socket_dir() -> std::io::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("goten-enclave-{}-{nanos}", std::process::id()));
-    let mut b = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(&dir)?;
-    Ok(dir)
-}
-
-/// Starts `role`'s enclave process and connects to it; answers must come within `timeout`.
+/// Starts `role`'s enclave process from this binary.
 pub(crate) fn spawn(role: Role, timeout: Duration) -> Result<RemoteEnclave, PartyError> {
-    let dir = socket_dir().map_err(|e| spawn_err(role, e))?;
-    let r = spawn_in(&dir, role, timeout);
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
-fn spawn_in(dir: &Path, role: Role, timeout: Duration) -> Result<RemoteEnclave, PartyError> {
-    let path = dir.join(format!("e{}.sock", role.index()));
-    let listener = UnixListener::bind(&path).map_err(|e| spawn_err(role, e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| spawn_err(role, e))?;
-    let exe = std::env::current_exe().map_err(|e| spawn_err(role, e))?;
-    let mut child = Command::new(exe)
-        .arg("enclave-process")
-        .arg("--socket")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| spawn_err(role, e))?;
-    let t = Instant::now();
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(spawn_err(role, format!("it exited at start-up ({status})")));
-                }
-                if t.elapsed() > Duration::from_secs(30) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(spawn_err(role, "it did not connect within 30 s"));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(spawn_err(role, e)),
-        }
-    };
-    stream
-        .set_nonblocking(false)
-        .map_err(|e| spawn_err(role, e))?;
-    RemoteEnclave::new(role, stream, Some(child), timeout).map_err(|e| spawn_err(role, e))
+    let exe = std::env::current_exe().map_err(|e| {
+        PartyError::Storage(format!(
+            "cannot find this program to start E{}: {e}",
+            role.index()
+        ))
+    })?;
+    goten_runtime::enclave_process::spawn(&exe, role, timeout)
 }
 
 /// `goten enclave-process --socket PATH`: the child's whole life.
 pub(crate) fn run_child(socket: &Path) -> Result<()> {
-    let stream = UnixStream::connect(socket)
-        .with_context(|| format!("enclave process: cannot connect to {}", socket.display()))?;
-    goten_party::ecall::child::serve(stream).context("enclave process")?;
-    Ok(())
+    goten_runtime::enclave_process::run_child(socket).context("enclave process")
 }

@@ -17,7 +17,6 @@ mod party;
 mod plot;
 mod predict;
 mod report;
-mod session_loop;
 mod shapes;
 mod source;
 mod spawn;

@@ -53,7 +53,7 @@ pub fn write(export: &Export, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    crate::exec::write_durably(path, &buf)
+    goten_runtime::store::write_durably(path, &buf)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

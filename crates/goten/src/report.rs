@@ -16,8 +16,8 @@ use goten_party::Traffic;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::session_loop::Summary;
 use crate::train::{Mode, Setup, TrainArgs};
+use goten_runtime::{Observer, Summary};
 
 /// Progress bar, metrics file and running numbers; only E0's thread (or the single plain /
 /// enclave run) reports.
@@ -136,7 +136,7 @@ impl Reporter {
             .map(|l| format!("{l}\n"))
             .collect();
         // Best effort, like every metrics write.
-        let _ = crate::exec::write_durably(&self.path, kept.as_bytes());
+        let _ = goten_runtime::store::write_durably(&self.path, kept.as_bytes());
         if let Ok(f) = std::fs::OpenOptions::new().append(true).open(&self.path) {
             self.metrics = f;
         }
@@ -149,6 +149,21 @@ impl Reporter {
             100.0 * acc
         ));
         self.line(json!({"step": step, "epoch": epoch, "test_loss": loss, "test_accuracy": acc}));
+    }
+}
+
+impl Observer for Reporter {
+    fn step(&mut self, r: &StepReport, traffic: Option<Traffic>) {
+        Reporter::step(self, r, traffic);
+    }
+    fn window(&mut self, w: &WindowLoss, step: u64) {
+        Reporter::window(self, w, step);
+    }
+    fn eval(&mut self, e: &EvalReport) {
+        Reporter::eval(self, e);
+    }
+    fn resumed_at(&mut self, step: u64) {
+        self.forget_after(step);
     }
 }
 

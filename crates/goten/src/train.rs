@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use crate::devices::DeviceKind;
 use crate::enclave_proc::EnclaveKind;
-use crate::exec::{CkptStore, LocalHost, PartyHost, fingerprint, platform_sealing_key};
+use crate::exec::fingerprint;
 use crate::report::{DealerLog, Reporter, finish, report_traffic};
-use crate::session_loop::{LoopPlan, Summary, train_loop};
 use crate::source::Source;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -29,6 +28,8 @@ use goten_field::{Ring, SecretKey};
 use goten_party::cluster::SIMULATION_NOTICE;
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
+use goten_runtime::store::platform_sealing_key;
+use goten_runtime::{CkptStore, LocalHost, LoopPlan, PartyHost, Summary, train_loop};
 
 /// Execution mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -323,7 +324,7 @@ pub(crate) fn prepare(a: &TrainArgs) -> Result<Setup> {
     let fingerprint = fingerprint(a, &train, &test);
     Ok(Setup {
         fingerprint,
-        sealing: platform_sealing_key()?,
+        sealing: platform_sealing_key().context("the simulated platform's sealing key")?,
         kind,
         enclave: EnclaveConfig { ring, quant },
         train,
@@ -350,11 +351,24 @@ fn party_store_and_plan(a: &TrainArgs, role: Role) -> (CkptStore, LoopPlan<'_>) 
         dir: a.out.clone(),
         role: if role == Role::S0 { "e0" } else { "e1" },
     };
-    let plan = LoopPlan {
-        args: a,
-        exporter: role == Role::S0,
-    };
-    (ck, plan)
+    (ck, loop_plan(a, role == Role::S0))
+}
+
+/// The loop's plan from the options; `exporter`: this host writes `--export`.
+fn loop_plan(a: &TrainArgs, exporter: bool) -> LoopPlan<'_> {
+    let export = a.export.as_ref().filter(|_| exporter).map(|path| {
+        Box::new(move |e: &goten_enclave::session::Export| {
+            crate::model_io::write(e, path)
+                .map_err(|err| PartyError::Storage(format!("{}: {err:#}", path.display())))
+        }) as Box<goten_runtime::train_loop::ExportSink<'_>>
+    });
+    LoopPlan {
+        resume: a.resume,
+        allow_rollback: a.allow_rollback,
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
+        export,
+    }
 }
 
 /// The training body of S0 or S1: a session on the keyed enclave, driven through its host.
@@ -378,7 +392,7 @@ pub(crate) fn party_body<'a>(
             &mut PartyHost(&mut p.host),
             &plan,
             &ck,
-            reporters[i],
+            reporters[i].map(|r| r as &Mutex<dyn goten_runtime::Observer>),
         )
     }
 }
@@ -403,7 +417,7 @@ pub(crate) fn remote_party_body<'a>(
             &mut PartyHost(&mut p.host),
             &plan,
             &ck,
-            reporters[role.index()],
+            reporters[role.index()].map(|r| r as &Mutex<dyn goten_runtime::Observer>),
         )
     }
 }
@@ -439,10 +453,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 dir: a.out.clone(),
                 role: "enclave",
             };
-            let plan = LoopPlan {
-                args: &a,
-                exporter: true,
-            };
+            let plan = loop_plan(&a, true);
             pool.install(|| train_loop(&mut s, &mut LocalHost, &plan, &ck, Some(&reporter)))?
         }
         Mode::Goten => {

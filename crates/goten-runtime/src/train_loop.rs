@@ -1,5 +1,5 @@
-//! The host's training loop: it drives the enclave's session through its ecalls and records
-//! what the session releases.
+//! The host's training loop: it drives the enclave's session through its ecalls and hands
+//! what the session releases to an [`Observer`].
 //!
 //! Where it sits: host-side, the same for every mode. It decides nothing secret: when to
 //! evaluate and checkpoint depends on public step counts; the batches, the order, the model
@@ -11,25 +11,50 @@ use std::time::Instant;
 use goten_enclave::session::{SessionEcalls, SessionError};
 use goten_party::PartyError;
 
-use crate::exec::{CkptStore, SessionHost, storage};
-use crate::report::Reporter;
-use crate::train::TrainArgs;
+use goten_enclave::session::{EvalReport, Export, StepReport, WindowLoss};
+use goten_party::Traffic;
+
+use crate::session_host::SessionHost;
+use crate::store::{CkptStore, storage};
 
 /// What a finished run reports.
-pub(crate) struct Summary {
-    pub(crate) steps: u64,
-    pub(crate) images: u64,
-    pub(crate) secs: f64,
+pub struct Summary {
+    pub steps: u64,
+    pub images: u64,
+    pub secs: f64,
     /// The last released loss window's mean (NaN when none was long enough to release).
-    pub(crate) train_loss: f32,
-    pub(crate) test_accuracy: f64,
+    pub train_loss: f32,
+    pub test_accuracy: f64,
 }
 
-/// What the loop does besides stepping.
-pub(crate) struct LoopPlan<'a> {
-    pub(crate) args: &'a TrainArgs,
-    /// This host writes the model owner's export (one party only).
-    pub(crate) exporter: bool,
+/// What the loop does besides stepping: all public choices of the caller.
+pub struct LoopPlan<'a> {
+    /// Continue from the sealed checkpoints in the store.
+    pub resume: bool,
+    /// On resume, accept a peer whose checkpoints were rolled back.
+    pub allow_rollback: bool,
+    /// Evaluate every N steps (0: at the end of each epoch).
+    pub eval_every: u64,
+    /// Seal a checkpoint every N steps (0: at every evaluation).
+    pub checkpoint_every: u64,
+    /// Where the model owner's export goes, if anywhere (one party writes it).
+    pub export: Option<Box<ExportSink<'a>>>,
+}
+
+/// Receives the model owner's export at the end of a run.
+pub type ExportSink<'a> = dyn Fn(&Export) -> Result<(), PartyError> + Sync + 'a;
+
+/// Sees what a session releases, as it happens (a progress display, a metrics file, a
+/// server's status page). Called from the party's thread.
+pub trait Observer: Send {
+    /// A training step; `traffic`: this party's bytes during it.
+    fn step(&mut self, r: &StepReport, traffic: Option<Traffic>);
+    /// The loss window released at the end of a run (`step`: steps done).
+    fn window(&mut self, w: &WindowLoss, step: u64);
+    /// An evaluation.
+    fn eval(&mut self, e: &EvalReport);
+    /// The run resumed after `step`: forget anything recorded for later steps.
+    fn resumed_at(&mut self, step: u64);
 }
 
 /// Resumes from the newest checkpoint that opens and that the peer can match; a checkpoint
@@ -99,22 +124,22 @@ fn sync(s: &mut dyn SessionEcalls, h: &mut dyn SessionHost) -> Result<(), PartyE
 }
 
 /// The training loop every mode shares.
-pub(crate) fn train_loop(
+pub fn train_loop(
     s: &mut dyn SessionEcalls,
     h: &mut dyn SessionHost,
     plan: &LoopPlan<'_>,
     ck: &CkptStore,
-    reporter: Option<&Mutex<Reporter>>,
+    observer: Option<&Mutex<dyn Observer + '_>>,
 ) -> Result<Summary, PartyError> {
-    let a = plan.args;
-    let report = |f: &mut dyn FnMut(&mut Reporter)| {
-        if let Some(r) = reporter {
-            f(&mut r.lock().expect("reporter lock"));
+    let a = plan;
+    let report = |f: &mut dyn FnMut(&mut dyn Observer)| {
+        if let Some(r) = observer {
+            f(&mut *r.lock().expect("observer lock"));
         }
     };
     if a.resume {
         let step = resume(s, h, ck, a.allow_rollback)?;
-        report(&mut |r| r.forget_after(step));
+        report(&mut |r| r.resumed_at(step));
     }
     let (start, mut images, mut last_loss) = (Instant::now(), 0u64, f32::NAN);
     // After both enclaves stored a checkpoint they trade receipts for it: each seals the
@@ -169,9 +194,8 @@ pub(crate) fn train_loop(
     let secs = start.elapsed().as_secs_f64();
     save(s, h)?;
     let e = evaluate(s, h)?;
-    if let (Some(path), true) = (&a.export, plan.exporter) {
-        crate::model_io::write(&s.export_for_model_owner()?, path)
-            .map_err(|e| storage(format!("{e:#}"), path))?;
+    if let Some(sink) = &plan.export {
+        sink(&s.export_for_model_owner()?)?;
     }
     Ok(Summary {
         steps: s.step_count(),

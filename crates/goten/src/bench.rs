@@ -3,16 +3,15 @@
 //! Every modular-kernel line carries its float references (f32 and f64 products of the same
 //! shape, same algorithm, same run, same threads), so ratios stay meaningful on noisy machines.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use goten_device::CpuDevice;
 use goten_device::float_ref::{Float, FloatRef};
-use goten_field::{Prg, Ring, RingTensor, SecretKey};
+use goten_field::{Prg, Ring, RingTensor};
 use serde_json::json;
 
 use crate::bench_op::{self, OpArgs};
+use crate::bench_util::{bench_key, shape_str, time_best};
 use crate::shapes::{Job, vgg_jobs};
 
 /// What to measure.
@@ -60,23 +59,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// Fastest of `reps` timed runs after one warm-up.
-pub(crate) fn time_best(reps: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Ok(best)
-}
-
-pub(crate) fn bench_key() -> SecretKey {
-    // Benchmark data only: a fixed key keeps runs reproducible. Never used for real shares.
-    SecretKey::from_bytes([0x5A; 32])
-}
-
 fn random_ring(ring: Ring, shape: &[usize], op_id: u64) -> Result<RingTensor> {
     let mut t = RingTensor::zeros(ring, shape)?;
     Prg::new(&bench_key(), "bench/operand", op_id).fill_ring(ring, 0, 0, t.data_mut());
@@ -88,16 +70,6 @@ fn random_float<T: Float>(shape: &[usize], op_id: u64, conv: impl Fn(f32) -> T) 
     let mut v = vec![0f32; n];
     Prg::new(&bench_key(), "bench/float", op_id).fill_unit_f32(0, 0, &mut v);
     v.into_iter().map(|x| conv(x - 0.5)).collect()
-}
-
-pub(crate) fn shape_str(j: &Job) -> String {
-    let d = |s: &[usize]| {
-        s.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join("x")
-    };
-    format!("{} * {}", d(&j.a), d(&j.b))
 }
 
 fn kernels(args: KernelArgs) -> Result<()> {

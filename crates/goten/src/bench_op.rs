@@ -17,7 +17,7 @@ use goten_party::cluster::SIMULATION_NOTICE;
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use serde_json::json;
 
-use crate::bench::{bench_key, shape_str, time_best};
+use crate::bench_util::{bench_key, shape_str, time_best};
 use crate::shapes::{Job, vgg_jobs};
 
 /// Modular products per op: S0 computes two, S1 two, S2 one.

@@ -7,7 +7,7 @@
 use crate::source::Source;
 use sha2::{Digest, Sha256};
 
-use crate::train::TrainArgs;
+use crate::options::TrainArgs;
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
 pub(crate) fn fingerprint(a: &TrainArgs, train: &Source, test: &Source) -> [u8; 32] {

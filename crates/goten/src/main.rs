@@ -8,11 +8,14 @@ mod bench;
 mod bench_op;
 mod bench_session;
 mod bench_train;
+mod bench_util;
 mod devices;
 mod enclave_proc;
 mod exec;
 mod exit;
+mod keys;
 mod model_io;
+mod options;
 mod party;
 mod plot;
 mod predict;
@@ -52,7 +55,7 @@ enum Command {
     /// Classify images from a CIFAR-format file with an exported model.
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
-    Train(train::TrainArgs),
+    Train(options::TrainArgs),
     /// Write a party's key file and public cluster entry (deployment on separate machines).
     Keygen(party::KeygenArgs),
     /// Run one party (S0, S1 or S2) of a deployment on separate machines.

@@ -5,7 +5,6 @@
 //! the other two over mutually authenticated TLS (`goten_party::deploy`), checks that all run
 //! the same job, then runs S0/S1's training loop or S2's dealer loop.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,8 +22,8 @@ use goten_party::handshake::{JobId, agree_job};
 use goten_party::{ClusterConfig, PartyError};
 use serde_json::json;
 
-use crate::report::{DealerLog, Reporter, finish, report_traffic};
-use crate::train::{Mode, TrainArgs};
+use crate::options::{Mode, TrainArgs};
+use crate::report::{DealerLog, Reporter, report_traffic};
 
 /// Options of `goten keygen`.
 #[derive(Args, Debug)]
@@ -64,44 +63,13 @@ pub struct PartyArgs {
     pub(crate) train: TrainArgs,
 }
 
-/// Creates `path` with `text`, readable only by its owner, refusing to overwrite.
-pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))
-}
-
-/// Writes `party-ID.key` and `party-ID.toml` for `role` into `dir`.
-pub(crate) fn write_keys(
-    dir: &Path,
-    role: Role,
-    address: Option<String>,
-    danger_seed: Option<u64>,
-) -> Result<(PathBuf, deploy::PartyEntry)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (key, entry) = deploy::keygen(role, address, danger_seed)?;
-    let i = role.index();
-    let key_path = dir.join(format!("party-{i}.key"));
-    write_secret(&key_path, &key.to_toml())?;
-    let public = ClusterFile {
-        party: vec![entry.clone()],
-    };
-    let pub_path = dir.join(format!("party-{i}.toml"));
-    std::fs::write(&pub_path, public.to_toml())
-        .with_context(|| format!("cannot write {}", pub_path.display()))?;
-    Ok((key_path, entry))
-}
-
 pub fn keygen(a: KeygenArgs) -> Result<()> {
     let role = Role::ALL[usize::from(a.id)];
     if role != Role::S2 && a.address.is_none() {
         bail!("{role} needs --address HOST:PORT: the other parties connect to it");
     }
-    let (key_path, _) = write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
+    let (key_path, _) =
+        crate::keys::write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
     let i = a.id;
     eprintln!(
         "wrote {} (SECRET: keep it on this machine) and {}.\n\
@@ -149,7 +117,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
     let trusts = deploy::trusts(&cluster, &key, ephemeral)
         .with_context(|| format!("{}", key_path.display()))?;
     let timeout = Duration::from_secs(t.timeout);
-    let threads = crate::train::party_threads(t, 1);
+    let threads = crate::options::party_threads(t, 1);
     let device = crate::devices::make(t.device, threads)?;
     if role == Role::S2 {
         eprintln!("note: {SIMULATION_NOTICE}");
@@ -233,7 +201,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
     .map_err(|e| at(role, e))
     .context("secure training failed")?;
     report_traffic(&reporter, &[(role, report)]);
-    finish(t, &setup, summary, reporter)
+    crate::train::finish(t, &setup, summary, reporter)
 }
 
 fn at(role: Role, e: PartyError) -> PartyError {

@@ -16,8 +16,7 @@ use goten_party::Traffic;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::train::{Mode, Setup, TrainArgs};
-use goten_runtime::{Observer, Summary};
+use goten_runtime::Observer;
 
 /// Progress bar, metrics file and running numbers; only E0's thread (or the single plain /
 /// enclave run) reports.
@@ -152,6 +151,13 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Removes the progress bar (the run is over).
+    pub(crate) fn clear_bar(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl Observer for Reporter {
     fn step(&mut self, r: &StepReport, traffic: Option<Traffic>) {
         Reporter::step(self, r, traffic);
@@ -233,51 +239,4 @@ pub(crate) fn report_traffic(
         ));
     }
     r.say(msg);
-}
-
-/// Plot, summary line and the `--json` object of a finished run.
-pub(crate) fn finish(
-    a: &TrainArgs,
-    setup: &Setup,
-    summary: Summary,
-    reporter: Mutex<Reporter>,
-) -> Result<()> {
-    let kind = setup.kind;
-    let rep = reporter.into_inner().expect("reporter lock");
-    rep.bar.finish_and_clear();
-    let mode = format!("{:?}", a.mode).to_lowercase();
-    let png = a.out.join("curves.png");
-    // The plot is a convenience: failing to draw it must not fail a finished run.
-    if let Err(e) = crate::plot::draw(
-        &a.out.join("metrics.jsonl"),
-        &png,
-        &format!("goten train: {} ({mode} mode)", kind.name()),
-    ) {
-        eprintln!("warning: could not draw {}: {e:#}", png.display());
-    }
-    let ips = summary.images as f64 / summary.secs.max(1e-9);
-    let loss = if summary.train_loss.is_finite() {
-        format!("last released train loss {:.3}", summary.train_loss)
-    } else {
-        "no train loss released (fewer than half a loss window since the start)".to_string()
-    };
-    eprintln!(
-        "{mode} {}: {} steps, {} images in {:.1} s ({ips:.1} img/s), {loss}, test accuracy {:.2} % on {} images; metrics in {}",
-        kind.name(),
-        summary.steps,
-        summary.images,
-        summary.secs,
-        100.0 * summary.test_accuracy,
-        setup.test.len(),
-        a.out.join("metrics.jsonl").display()
-    );
-    if a.json {
-        println!(
-            "{}",
-            json!({"mode": mode, "model": kind.name(), "steps": summary.steps, "images": summary.images, "img_per_s": ips,
-                   "train_loss": summary.train_loss, "test_accuracy": summary.test_accuracy, "synthetic_data": setup.synthetic,
-                   "simulated_attestation": a.mode != Mode::Plain, "loss_window": a.loss_window_or_default(), "transport": a.transport.name()})
-        );
-    }
-    Ok(())
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use goten_enclave::Role;
 use goten_party::deploy::ClusterFile;
 
-use crate::train::{Mode, Sched, TrainArgs};
+use crate::options::{Mode, Sched, TrainArgs};
 
 /// The command-line form of `a`, for a party process writing into `out`.
 pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
@@ -51,7 +51,7 @@ pub(crate) fn to_argv(a: &TrainArgs, out: &Path, lead: bool) -> Vec<String> {
     kv("synthetic-train", a.synthetic_train.to_string());
     kv("out", out.display().to_string());
     // Three processes share this machine, as three threads of an in-process run do.
-    kv("threads", crate::train::party_threads(a, 3).to_string());
+    kv("threads", crate::options::party_threads(a, 3).to_string());
     kv("ring-bits", a.ring_bits.to_string());
     kv("quant-bits", a.quant_bits.to_string());
     kv("checkpoint-every", a.checkpoint_every.to_string());
@@ -103,7 +103,7 @@ fn make_cluster(dir: &Path, danger_seed: Option<u64>) -> Result<PathBuf> {
         } else {
             Some(format!("127.0.0.1:{}", free_port()?))
         };
-        entries.push(crate::party::write_keys(dir, role, addr, danger_seed)?.1);
+        entries.push(crate::keys::write_keys(dir, role, addr, danger_seed)?.1);
     }
     let path = dir.join("cluster.toml");
     std::fs::write(&path, ClusterFile { party: entries }.to_toml())
@@ -253,8 +253,8 @@ mod tests {
         // sets on purpose: each party's folder, its share of the cores, the transport.
         let mut want = a.clone();
         want.out = "out".into();
-        want.threads = crate::train::party_threads(&a, 3);
-        want.transport = crate::train::TransportKind::Tcp;
+        want.threads = crate::options::party_threads(&a, 3);
+        want.transport = crate::options::TransportKind::Tcp;
         let back = TrainArgs::from_arg_matches(
             &cmd.try_get_matches_from(std::iter::once("train".to_string()).chain(argv))
                 .unwrap(),

@@ -6,17 +6,17 @@
 //! the loss, evaluation) runs in enclave code (`goten_enclave::nn`). In goten mode the three
 //! parties run as threads of this process and E0/E1 compare state digests at every evaluation.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::devices::DeviceKind;
 use crate::enclave_proc::EnclaveKind;
 use crate::exec::fingerprint;
-use crate::report::{DealerLog, Reporter, finish, report_traffic};
+use crate::options::Sched;
+pub(crate) use crate::options::{Mode, TrainArgs, TransportKind, party_threads};
+use crate::report::{DealerLog, Reporter, report_traffic};
 use crate::source::Source;
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::quant::QuantConfig;
@@ -30,167 +30,7 @@ use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use goten_runtime::store::platform_sealing_key;
 use goten_runtime::{CkptStore, LocalHost, LoopPlan, PartyHost, Summary, train_loop};
-
-/// Execution mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Float32, no protection: the accuracy and cost reference.
-    Plain,
-    /// Everything inside one enclave on the CPU, linear layers in float32 (the pure-TEE baseline).
-    Enclave,
-    /// Three parties: linear layers outsourced on secret shares.
-    Goten,
-}
-
-/// How the parties of goten mode talk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    /// Threads of this process.
-    InProcess,
-    /// Separate processes over TLS on loopback.
-    Tcp,
-}
-
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Plain => "plain",
-            Mode::Enclave => "enclave",
-            Mode::Goten => "goten",
-        }
-    }
-}
-
-impl TrainArgs {
-    /// `--loss-window`, or the mode's default.
-    pub(crate) fn loss_window_or_default(&self) -> u64 {
-        self.loss_window
-            .unwrap_or(if self.mode == Mode::Plain { 1 } else { 10 })
-    }
-}
-
-impl TransportKind {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            TransportKind::InProcess => "in-process",
-            TransportKind::Tcp => "tcp",
-        }
-    }
-}
-
-/// Learning-rate schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Sched {
-    /// Constant rate.
-    Constant,
-    /// Halve every `--step-epochs` epochs.
-    Step,
-    /// Cosine decay to zero over the run.
-    Cosine,
-}
-
-/// Options of `goten train`.
-#[derive(Args, Debug, Clone)]
-pub struct TrainArgs {
-    /// Model: `small` (two conv blocks, quick) or `vgg11` (VGG-11-BN).
-    #[arg(long, default_value = "small")]
-    pub(crate) model: String,
-    /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.
-    /// (A folder holding `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
-    #[arg(long, default_value = "synthetic")]
-    pub(crate) data: String,
-    /// Execution mode.
-    #[arg(long, value_enum, default_value_t = Mode::Goten)]
-    pub(crate) mode: Mode,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) epochs: usize,
-    /// Stop after this many steps (default: all steps of all epochs).
-    #[arg(long)]
-    pub(crate) steps: Option<u64>,
-    /// Batch size.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub(crate) batch: u32,
-    /// Base learning rate.
-    #[arg(long, default_value_t = 0.02)]
-    pub(crate) lr: f32,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = Sched::Cosine)]
-    pub(crate) schedule: Sched,
-    /// Epochs between halvings for `--schedule step`.
-    #[arg(long, default_value_t = 30)]
-    pub(crate) step_epochs: usize,
-    /// Seed of weights, data order and augmentation (and of the synthetic data).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
-    /// Evaluate every N steps (0: at the end of each epoch).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) eval_every: u64,
-    /// Use at most this many training images.
-    #[arg(long)]
-    pub(crate) train_limit: Option<usize>,
-    /// Use at most this many test images.
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) test_limit: usize,
-    /// Images of the synthetic training set.
-    #[arg(long, default_value_t = 1024)]
-    pub(crate) synthetic_train: usize,
-    /// Folder for metrics.jsonl (created if needed).
-    #[arg(long, default_value = "goten-run")]
-    pub(crate) out: PathBuf,
-    /// CPU threads for float products and for each party's device (0: automatic).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) threads: usize,
-    /// Width k of the share ring Z_2^k (goten mode).
-    #[arg(long, default_value_t = Ring::DEFAULT_BITS)]
-    pub(crate) ring_bits: u32,
-    /// Quantization width in bits (goten mode).
-    #[arg(long, default_value_t = 8)]
-    pub(crate) quant_bits: u32,
-    /// Print one JSON object with the results as the last stdout line.
-    #[arg(long)]
-    pub(crate) json: bool,
-    /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
-    #[arg(long)]
-    pub(crate) export: Option<PathBuf>,
-    /// Data key for a sealed dataset (from `goten seal-data`); default: `DATA/data.key`.
-    #[arg(long)]
-    pub(crate) data_key: Option<PathBuf>,
-    /// Continue from the sealed checkpoint in `--out` (same settings required).
-    #[arg(long)]
-    pub(crate) resume: bool,
-    /// Goten mode: `in-process` (three threads, the default) or `tcp` (three processes on
-    /// loopback, mutually authenticated TLS, as on separate machines).
-    #[arg(long, value_enum, default_value_t = TransportKind::InProcess)]
-    pub(crate) transport: TransportKind,
-    /// Goten mode: where E0 and E1 run: `in-process` (called directly, the default) or
-    /// `process` (each a child process of its party, talking over a Unix socket only in the
-    /// ecall codec: the shape of an SGX deployment).
-    #[arg(long, value_enum, default_value_t = EnclaveKind::InProcess)]
-    pub(crate) enclave: EnclaveKind,
-    /// Seconds to wait for any message from another party before giving up (goten mode).
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub(crate) timeout: u64,
-    /// Untrusted device of the parties in goten mode: `cpu` or `cuda` (a build with
-    /// `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub(crate) device: DeviceKind,
-    /// Derive every key and mask from this public seed: reproducible runs for tests only.
-    #[arg(long, hide = true)]
-    pub(crate) danger_deterministic_keys: Option<u64>,
-    /// Release the training loss as a mean over windows of N steps (default: 1 in plain mode,
-    /// 10 in enclave and goten modes, which accept no fewer than 8: single-step losses would
-    /// tell a host too much about single batches).
-    #[arg(long)]
-    pub(crate) loss_window: Option<u64>,
-    /// On --resume, accept that the other enclave's checkpoints are older than a step it
-    /// confirmed it had sealed (its files were rolled back or lost); refused without this.
-    #[arg(long)]
-    pub(crate) allow_rollback: bool,
-    /// Seal a checkpoint every N steps (0: at every evaluation); one is always sealed at the end.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) checkpoint_every: u64,
-}
+use serde_json::json;
 
 /// Everything a run needs besides the execution: parsed settings and the loaded data.
 pub(crate) struct Setup {
@@ -333,16 +173,6 @@ pub(crate) fn prepare(a: &TrainArgs) -> Result<Setup> {
         total_steps,
         synthetic,
     })
-}
-
-/// Threads of each party's device.
-pub(crate) fn party_threads(a: &TrainArgs, parties_here: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if a.threads == 0 {
-        (cores / parties_here).max(1)
-    } else {
-        a.threads
-    }
 }
 
 /// E0's or E1's checkpoint store, and its loop plan (S0's host writes the export).
@@ -500,4 +330,51 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     };
     finish(&a, &setup, summary, reporter)
+}
+
+/// Plot, summary line and the `--json` object of a finished run.
+pub(crate) fn finish(
+    a: &TrainArgs,
+    setup: &Setup,
+    summary: Summary,
+    reporter: Mutex<Reporter>,
+) -> Result<()> {
+    let kind = setup.kind;
+    let rep = reporter.into_inner().expect("reporter lock");
+    rep.clear_bar();
+    let mode = format!("{:?}", a.mode).to_lowercase();
+    let png = a.out.join("curves.png");
+    // The plot is a convenience: failing to draw it must not fail a finished run.
+    if let Err(e) = crate::plot::draw(
+        &a.out.join("metrics.jsonl"),
+        &png,
+        &format!("goten train: {} ({mode} mode)", kind.name()),
+    ) {
+        eprintln!("warning: could not draw {}: {e:#}", png.display());
+    }
+    let ips = summary.images as f64 / summary.secs.max(1e-9);
+    let loss = if summary.train_loss.is_finite() {
+        format!("last released train loss {:.3}", summary.train_loss)
+    } else {
+        "no train loss released (fewer than half a loss window since the start)".to_string()
+    };
+    eprintln!(
+        "{mode} {}: {} steps, {} images in {:.1} s ({ips:.1} img/s), {loss}, test accuracy {:.2} % on {} images; metrics in {}",
+        kind.name(),
+        summary.steps,
+        summary.images,
+        summary.secs,
+        100.0 * summary.test_accuracy,
+        setup.test.len(),
+        a.out.join("metrics.jsonl").display()
+    );
+    if a.json {
+        println!(
+            "{}",
+            json!({"mode": mode, "model": kind.name(), "steps": summary.steps, "images": summary.images, "img_per_s": ips,
+                   "train_loss": summary.train_loss, "test_accuracy": summary.test_accuracy, "synthetic_data": setup.synthetic,
+                   "simulated_attestation": a.mode != Mode::Plain, "loss_window": a.loss_window_or_default(), "transport": a.transport.name()})
+        );
+    }
+    Ok(())
 }

@@ -58,6 +58,30 @@ impl CkptStore {
     /// Stores a sealed checkpoint and keeps the previous one: a crash mid-write leaves a good
     /// one, and a party restarted one checkpoint ahead of its peer can step back to the
     /// peer's (see [`goten_party::handshake::agree_resume`]).
+    /// The host's record of the newest step it stored: not a security control (the host is
+    /// untrusted; goten mode's receipts are that), but it catches older checkpoint files copied
+    /// over newer ones by mistake, in every mode.
+    fn marker_path(&self) -> PathBuf {
+        self.dir.join(format!("checkpoint-{}.newest", self.role))
+    }
+
+    /// The newest step stored here, as recorded when it was written.
+    pub fn newest_recorded(&self) -> Option<u64> {
+        std::fs::read_to_string(self.marker_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stores the sealed checkpoint of `step` (see [`Self::write`]) and records the step.
+    pub fn write_step(&self, bytes: &[u8], step: u64) -> Result<(), PartyError> {
+        self.write(bytes)?;
+        let m = self.marker_path();
+        write_durably(&m, format!("{step}\n").as_bytes()).map_err(|e| storage(e, &m))
+    }
+
+    /// Stores a sealed checkpoint (without recording its step).
     pub fn write(&self, bytes: &[u8]) -> Result<(), PartyError> {
         let path = self.path();
         let tmp = path.with_extension("sealed.tmp");

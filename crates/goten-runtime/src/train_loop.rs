@@ -88,6 +88,19 @@ fn resume(
             .expect("read returns at least one");
         return Err(storage(e, &path));
     };
+    if let Some(recorded) = ck.newest_recorded().filter(|&r| r > newest) {
+        if !allow_rollback {
+            return Err(storage(
+                format!(
+                    "this folder last stored step {recorded}, but its checkpoints that open reach only step {newest}: older checkpoint files were copied over newer ones, or the newest was damaged; pass --allow-rollback to resume from step {newest}"
+                ),
+                &ck.path(),
+            ));
+        }
+        eprintln!(
+            "WARNING: resuming from step {newest} although step {recorded} was stored here (--allow-rollback)"
+        );
+    }
     let step = h.agree_resume(newest)?;
     let steps: Vec<u64> = opened.iter().map(|&(_, step)| step).collect();
     let Some((path, _)) = opened.into_iter().find(|&(_, s)| s == step) else {
@@ -146,7 +159,7 @@ pub fn train_loop(
     // other's into its next checkpoint, so a rolled-back peer is caught on resume.
     let save = |s: &mut dyn SessionEcalls, h: &mut dyn SessionHost| -> Result<(), PartyError> {
         let sealed = s.checkpoint()?;
-        ck.write(&sealed.0)?;
+        ck.write_step(&sealed.0, s.step_count())?;
         if h.services().is_some() {
             let mine = s.sealed_receipt()?;
             if let Some(peer) = h.exchange_receipt(mine)? {

@@ -292,7 +292,20 @@ fn resume_continues_exactly_and_refuses_tampering() {
         std::fs::write(p, bytes).unwrap();
     };
     flip(&ck);
+    // Falling back past a stored step needs the user's consent.
     let out = train_in(&c, "goten", &["--steps", "8", "--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("last stored step 6")
+            && err.contains("--allow-rollback"),
+        "{err}"
+    );
+    let out = train_in(
+        &c,
+        "goten",
+        &["--steps", "8", "--resume", "--allow-rollback"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success()
@@ -314,6 +327,42 @@ fn resume_continues_exactly_and_refuses_tampering() {
         "{err}"
     );
     assert_eq!(out.status.code(), Some(6), "local storage fault: exit 6");
+    // Older checkpoint files copied over newer ones (plain mode: b stored step 8) are refused
+    // unless the user asks for it.
+    let old_ck = tmp("resume-old");
+    assert!(
+        train_in(&old_ck, "plain", &["--steps", "2"])
+            .status
+            .success()
+    );
+    for f in [
+        "checkpoint-enclave.sealed",
+        "checkpoint-enclave.prev.sealed",
+    ] {
+        let _ = std::fs::remove_file(b.join(f));
+    }
+    std::fs::copy(
+        old_ck.join("checkpoint-enclave.sealed"),
+        b.join("checkpoint-enclave.sealed"),
+    )
+    .unwrap();
+    let out = train_in(&b, "plain", &["--steps", "8", "--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("last stored step 8") && err.contains("copied over"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(6));
+    let out = train_in(
+        &b,
+        "plain",
+        &["--steps", "8", "--resume", "--allow-rollback"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Other settings than the checkpoint's are refused.
     let out = train_in(&b, "plain", &["--steps", "9", "--resume", "--lr", "0.1"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -693,6 +742,9 @@ fn a_peer_rolled_back_behind_its_receipt_is_refused() {
     for f in ["checkpoint-e1.sealed", "checkpoint-e1.prev.sealed"] {
         std::fs::write(d.join(f), &old).unwrap();
     }
+    // A deliberate rollback also rewrites the host's own record of the newest step; only the
+    // other enclave's receipt can catch it.
+    std::fs::write(d.join("checkpoint-e1.newest"), "2\n").unwrap();
     let out = run(&["--steps", "10", "--resume"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -30,6 +30,7 @@ use goten_party::ecall::child;
 use goten_party::ecall::codec::{self, FromEnclave};
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::ecall::remote::RemoteEnclave;
+use goten_party::host::EnclaveHost;
 use goten_party::transport::Message;
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 
@@ -92,6 +93,68 @@ fn config() -> TrainConfig {
     }
 }
 
+/// The run's loop, the same in both arrangements: steps, and every 4 steps an evaluation, a
+/// tag comparison and a checkpoint. With `rec`, what the session returns and every device job
+/// are recorded (in-process; through the codec the tap records the raw frames instead).
+/// Returns the model owner's export.
+fn drive(
+    s: &mut dyn SessionEcalls,
+    host: &mut EnclaveHost,
+    rec: Option<(Role, &Mutex<Vec<Crossing>>)>,
+) -> Result<Vec<f32>, PartyError> {
+    let push = |c: Crossing| {
+        if let Some((_, log)) = rec {
+            log.lock().unwrap().push(c);
+        }
+    };
+    let bytes = |what, b: Vec<u8>| {
+        if let Some((role, _)) = rec {
+            push(Crossing::Bytes(role, what, b));
+        }
+    };
+    while !s.done() {
+        let mut recording;
+        let h: &mut dyn HostServices = match rec {
+            Some((role, log)) => {
+                recording = Recording {
+                    inner: &mut *host,
+                    role,
+                    log,
+                };
+                &mut recording
+            }
+            None => &mut *host,
+        };
+        let r = s.step(Some(&mut *h))?;
+        push(Crossing::Step(r));
+        if r.step % 4 == 0 {
+            let e = s.evaluate(Some(h))?;
+            bytes("evaluation", format!("{e:?}").into_bytes());
+            let tag = s.state_tag()?;
+            bytes("state tag", tag.0.to_vec());
+            let peer = host.peer();
+            let t = host.transport();
+            t.send(
+                peer,
+                Message::StateDigest {
+                    step: r.step,
+                    digest: tag.0,
+                },
+            )?;
+            let Message::StateDigest { digest, .. } = t.recv(peer)? else {
+                panic!("expected the peer's tag");
+            };
+            s.check_peer_tag(&goten_enclave::session::StateTag(digest))?;
+            bytes("checkpoint", s.checkpoint()?.0);
+        }
+    }
+    Ok(s.export_for_model_owner()?
+        .tensors
+        .into_iter()
+        .flat_map(|t| t.data)
+        .collect())
+}
+
 /// A goten-mode run of 8 steps with an evaluation, a tag comparison and a checkpoint every 4
 /// steps; returns everything that crossed and S0's export (the model owner's copy).
 fn audited_run() -> (Vec<Crossing>, Vec<f32>) {
@@ -111,41 +174,7 @@ fn audited_run() -> (Vec<Crossing>, Vec<f32>) {
             (split(&train), split(&test)),
             sealing.clone(),
         )?;
-        let bytes = |what, b: Vec<u8>| log.lock().unwrap().push(Crossing::Bytes(role, what, b));
-        while !s.done() {
-            let mut h = Recording {
-                inner: &mut p.host,
-                role,
-                log: &log,
-            };
-            let r = s.step(Some(&mut h))?;
-            log.lock().unwrap().push(Crossing::Step(r));
-            if r.step % 4 == 0 {
-                let e = s.evaluate(Some(&mut h))?;
-                bytes("evaluation", format!("{e:?}").into_bytes());
-                let tag = s.state_tag()?;
-                bytes("state tag", tag.0.to_vec());
-                let peer = p.host.peer();
-                let t = p.host.transport();
-                t.send(
-                    peer,
-                    Message::StateDigest {
-                        step: r.step,
-                        digest: tag.0,
-                    },
-                )?;
-                let Message::StateDigest { digest, .. } = t.recv(peer)? else {
-                    panic!("expected the peer's tag");
-                };
-                s.check_peer_tag(&goten_enclave::session::StateTag(digest))?;
-                bytes("checkpoint", s.checkpoint()?.0);
-            }
-        }
-        Ok(s.export_for_model_owner()
-            .tensors
-            .into_iter()
-            .flat_map(|t| t.data)
-            .collect())
+        drive(&mut s, &mut p.host, Some((role, &log)))
     };
     let run = run_local(
         &ClusterConfig::default(),
@@ -317,36 +346,12 @@ fn audited_run_through_the_codec() -> (Vec<Crossing>, Vec<f32>) {
         Ok(RemoteEnclave::new(role, host_end, None, Duration::from_secs(60)).unwrap())
     };
     let body = |p: &mut RemoteParty| -> Result<Vec<f32>, PartyError> {
-        p.enclave
-            .start(config(), (split(&train), split(&test)), [9; 32])?;
-        while !p.enclave.done() {
-            let r = p.enclave.step(Some(&mut p.host))?;
-            if r.step % 4 == 0 {
-                p.enclave.evaluate(Some(&mut p.host))?;
-                let tag = p.enclave.state_tag()?;
-                let peer = p.host.peer();
-                let t = p.host.transport();
-                t.send(
-                    peer,
-                    Message::StateDigest {
-                        step: r.step,
-                        digest: tag.0,
-                    },
-                )?;
-                let Message::StateDigest { digest, .. } = t.recv(peer)? else {
-                    panic!("expected the peer's tag");
-                };
-                p.enclave
-                    .check_peer_tag(&goten_enclave::session::StateTag(digest))?;
-                p.enclave.checkpoint()?;
-            }
-        }
-        Ok(p.enclave
-            .export_for_model_owner()?
-            .tensors
-            .into_iter()
-            .flat_map(|t| t.data)
-            .collect())
+        p.enclave.start(
+            config(),
+            (split(&train), split(&test)),
+            SecretKey::from_bytes([9; 32]),
+        )?;
+        drive(&mut p.enclave, &mut p.host, None)
     };
     let (devices, nets) = local_cpu_parts(1, Duration::from_secs(60)).unwrap();
     let run = run_local_remote(

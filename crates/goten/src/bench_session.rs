@@ -89,12 +89,12 @@ pub(crate) fn run(
     };
     let (devices, nets) = crate::devices::local_parts(device, threads, cfg.timeout)?;
     let trusts = Trusts::generate();
-    let sealing = [7u8; 32];
+    let sealing = goten_field::SecretKey::from_bytes([7u8; 32]);
     let (secs, peak_kb) = if process {
         let spawn = |role| crate::enclave_proc::spawn(role, cfg.timeout);
         let body = |p: &mut RemoteParty| -> Result<(f64, Option<u64>), PartyError> {
             p.enclave
-                .start(config(kind, n, steps), splits(n, steps), sealing)?;
+                .start(config(kind, n, steps), splits(n, steps), sealing.clone())?;
             let secs = drive(&mut p.enclave, &mut p.host)?;
             Ok((secs, peak_kb(p.enclave.child_pid())))
         };
@@ -108,7 +108,7 @@ pub(crate) fn run(
                 &mut p.enclave,
                 config(kind, n, steps),
                 splits(n, steps),
-                goten_field::SecretKey::from_bytes(sealing),
+                sealing.clone(),
             )?;
             drive(&mut s, &mut p.host)
         };

@@ -239,7 +239,7 @@ pub(crate) fn remote_party_body<'a>(
         p.enclave.start(
             setup.session_config(a),
             setup.splits(),
-            *setup.sealing.expose(),
+            setup.sealing.clone(),
         )?;
         let (ck, plan) = party_store_and_plan(a, role);
         train_loop(

@@ -68,15 +68,16 @@ impl Split {
     }
 
     /// Checks the split and opens every sealed record, once, inside the enclave: a tampered
-    /// record stops the run before its first step instead of at a step the secret order picks.
-    pub(crate) fn open_all(self, what: &str, classes: usize) -> Result<Split, SessionError> {
-        let split = match self {
+    /// record or a label out of range stops the run before its first step, instead of at a
+    /// step the secret order picks.
+    pub(crate) fn open_all(self, what: &str, classes: usize) -> Result<Records, SessionError> {
+        let (images, labels) = match self {
             Split::Sealed {
                 split,
                 records,
                 key,
             } => {
-                let mut images = Vec::with_capacity(records.len() * IMAGE_BYTES);
+                let mut images = Zeroizing::new(Vec::with_capacity(records.len() * IMAGE_BYTES));
                 let mut labels = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {
                     let rec = sealed_data::open(&key, &split, i as u64, r)
@@ -84,79 +85,57 @@ impl Split {
                     labels.push(rec[0]);
                     images.extend_from_slice(&rec[1..]);
                 }
-                Split::Plain { images, labels }
+                (images, labels)
             }
-            plain => plain,
+            Split::Plain { images, labels } => (Zeroizing::new(images), labels),
         };
-        split.validate(what, classes)?;
-        Ok(split)
-    }
-
-    fn validate(&self, what: &str, classes: usize) -> Result<(), SessionError> {
-        if let Split::Plain { images, labels } = self {
-            if images.len() != labels.len() * IMAGE_BYTES {
-                return Err(SessionError::Data(format!(
-                    "{what} split: {} image bytes for {} labels",
-                    images.len(),
-                    labels.len()
-                )));
-            }
-            if let Some(i) = labels.iter().position(|&l| usize::from(l) >= classes) {
-                return Err(SessionError::Data(format!(
-                    "{what} split: label {} of record {i} is outside 0-{}",
-                    labels[i],
-                    classes - 1
-                )));
-            }
+        if images.len() != labels.len() * IMAGE_BYTES {
+            return Err(SessionError::Data(format!(
+                "{what} split: {} image bytes for {} labels",
+                images.len(),
+                labels.len()
+            )));
         }
-        if self.is_empty() {
+        if let Some(i) = labels.iter().position(|&l| usize::from(l) >= classes) {
+            return Err(SessionError::Data(format!(
+                "{what} split: label {} of record {i} is outside 0-{}",
+                labels[i],
+                classes - 1
+            )));
+        }
+        if labels.is_empty() {
             return Err(SessionError::Data(format!("{what} split is empty")));
         }
-        Ok(())
+        Ok(Records { images, labels })
+    }
+}
+
+/// A split's records as the session holds them: opened, checked, wiped when dropped.
+pub(crate) struct Records {
+    images: Zeroizing<Vec<u8>>,
+    labels: Vec<u8>,
+}
+
+impl Records {
+    pub(crate) fn len(&self) -> usize {
+        self.labels.len()
     }
 
     /// The normalised (and, with `augment`, cropped and flipped) batch of records `idx`, with
-    /// their labels; sealed records are opened here, inside the enclave.
+    /// their labels.
     pub(crate) fn batch(
         &self,
         idx: &[usize],
-        classes: usize,
         augment: Option<(&SecretKey, u64)>,
-    ) -> Result<(SecretTensor, Vec<u8>), SessionError> {
-        match self {
-            Split::Plain { images, labels } => {
-                let imgs: Vec<&[u8]> = idx
-                    .iter()
-                    .map(|&i| &images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES])
-                    .collect();
-                Ok((
-                    input::batch(&imgs, augment),
-                    idx.iter().map(|&i| labels[i]).collect(),
-                ))
-            }
-            Split::Sealed {
-                split,
-                records,
-                key,
-            } => {
-                let opened: Vec<Zeroizing<Vec<u8>>> = idx
-                    .iter()
-                    .map(|&i| sealed_data::open(key, split, i as u64, &records[i]))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| SessionError::Data(e.to_string()))?;
-                let labels: Vec<u8> = opened.iter().map(|r| r[0]).collect();
-                if let Some(p) = labels.iter().position(|&l| usize::from(l) >= classes) {
-                    return Err(SessionError::Data(format!(
-                        "sealed {split} record {} holds label {}, outside 0-{}",
-                        idx[p],
-                        labels[p],
-                        classes - 1
-                    )));
-                }
-                let imgs: Vec<&[u8]> = opened.iter().map(|r| &r[1..]).collect();
-                Ok((input::batch(&imgs, augment), labels))
-            }
-        }
+    ) -> (SecretTensor, Vec<u8>) {
+        let imgs: Vec<&[u8]> = idx
+            .iter()
+            .map(|&i| &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES])
+            .collect();
+        (
+            input::batch(&imgs, augment),
+            idx.iter().map(|&i| self.labels[i]).collect(),
+        )
     }
 }
 

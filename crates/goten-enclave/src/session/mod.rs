@@ -221,8 +221,8 @@ enum Linear<'k> {
 /// One training job inside an enclave. Debug output is redacted.
 pub struct TrainSession<'k> {
     cfg: TrainConfig,
-    train: Split,
-    test: Split,
+    train: data::Records,
+    test: data::Records,
     model: Model,
     sgd: Sgd,
     linear: Linear<'k>,
@@ -245,6 +245,30 @@ impl std::fmt::Debug for TrainSession<'_> {
             self.progress.step
         )
     }
+}
+
+/// Runs `f` with the session's linear backend: float products inside, or the protocol through
+/// `host`, continuing the session's PRG step counter.
+fn with_backend<'o, R>(
+    linear: &mut Linear<'_>,
+    host: Option<&mut (dyn HostServices + 'o)>,
+    f: impl FnOnce(&mut dyn crate::nn::LinearBackend) -> Result<R, NnError>,
+) -> Result<R, SessionError> {
+    match linear {
+        Linear::Float(be) => Ok(f(be)?),
+        Linear::Protocol { enclave, counter } => {
+            let host = host.ok_or(SessionError::State("goten mode needs its host"))?;
+            let mut be = ProtocolBackend::new(enclave, host, *counter);
+            let r = f(&mut be);
+            *counter = be.step();
+            Ok(r?)
+        }
+    }
+}
+
+/// Equality of two MACs in constant time: a host should learn nothing from timing.
+fn macs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 impl<'k> TrainSession<'k> {
@@ -356,11 +380,6 @@ impl<'k> TrainSession<'k> {
         self.progress.step > 0 && self.progress.step.is_multiple_of(self.steps_per_epoch())
     }
 
-    /// Records in the training and test splits (public: the host stores them).
-    pub fn split_sizes(&self) -> (usize, usize) {
-        (self.train.len(), self.test.len())
-    }
-
     /// Ecall "step": trains on the next batch of the secret order.
     pub fn step(
         &mut self,
@@ -381,23 +400,15 @@ impl<'k> TrainSession<'k> {
             ord[within..(within + self.cfg.batch).min(ord.len())].to_vec()
         };
         let aug = self.job.derive(b"goten/augment");
-        let (x, labels) =
-            self.train
-                .batch(&idx, self.cfg.classes, Some((&aug, self.progress.step)))?;
+        let (x, labels) = self.train.batch(&idx, Some((&aug, self.progress.step)));
         let lr = self
             .cfg
             .schedule
             .lr(self.cfg.lr, self.progress.step, epoch as usize);
-        let stats = match &mut self.linear {
-            Linear::Float(be) => self.model.train_step(be, x, &labels, &self.sgd, lr)?,
-            Linear::Protocol { enclave, counter } => {
-                let host = host.ok_or(SessionError::State("goten mode needs its host"))?;
-                let mut be = ProtocolBackend::new(enclave, host, *counter);
-                let r = self.model.train_step(&mut be, x, &labels, &self.sgd, lr);
-                *counter = be.step();
-                r?
-            }
-        };
+        let (model, sgd) = (&mut self.model, &self.sgd);
+        let stats = with_backend(&mut self.linear, host, |be| {
+            model.train_step(be, x, &labels, sgd, lr)
+        })?;
         if !stats.loss.is_finite() {
             return Err(SessionError::Nn(NnError::Numeric(format!(
                 "training diverged at step {} (loss is not finite); lower --lr",
@@ -430,19 +441,11 @@ impl<'k> TrainSession<'k> {
         let n = self.test.len();
         for start in (0..n).step_by(self.cfg.batch) {
             let idx: Vec<usize> = (start..(start + self.cfg.batch).min(n)).collect();
-            let (x, labels) = self.test.batch(&idx, self.cfg.classes, None)?;
-            let (l, c) = match &mut self.linear {
-                Linear::Float(be) => self.model.evaluate(be, x, &labels)?,
-                Linear::Protocol { enclave, counter } => {
-                    let host = host
-                        .as_deref_mut()
-                        .ok_or(SessionError::State("goten mode needs its host"))?;
-                    let mut be = ProtocolBackend::new(enclave, host, *counter);
-                    let r = self.model.evaluate(&mut be, x, &labels);
-                    *counter = be.step();
-                    r?
-                }
-            };
+            let (x, labels) = self.test.batch(&idx, None);
+            let model = &mut self.model;
+            let (l, c) = with_backend(&mut self.linear, host.as_deref_mut(), |be| {
+                model.evaluate(be, x, &labels)
+            })?;
             loss += f64::from(l) * idx.len() as f64;
             correct += c;
         }
@@ -455,15 +458,22 @@ impl<'k> TrainSession<'k> {
         })
     }
 
-    fn receipt_mac(&self, role: Role, step: u64) -> Result<[u8; 32], SessionError> {
+    /// An HMAC under the key only E0 and E1 hold (from the pair key), started with `label`,
+    /// and this enclave's role.
+    fn pair_mac(&self, label: &[u8]) -> Result<(Hmac<Sha256>, Role), SessionError> {
         let Linear::Protocol { enclave, .. } = &self.linear else {
             return Err(SessionError::State("only goten mode has a peer enclave"));
         };
         let key = enclave.seeds().state_mac_key();
         let mut mac =
             <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose()).expect("any key length");
-        mac.update(b"goten/sealed-receipt/v1");
-        mac.update(&[role.index() as u8]);
+        mac.update(label);
+        Ok((mac, enclave.role()))
+    }
+
+    fn receipt_mac(&self, from: Role, step: u64) -> Result<[u8; 32], SessionError> {
+        let (mut mac, _) = self.pair_mac(b"goten/sealed-receipt/v1")?;
+        mac.update(&[from.index() as u8]);
         mac.update(&step.to_le_bytes());
         Ok(mac.finalize().into_bytes().into())
     }
@@ -471,29 +481,19 @@ impl<'k> TrainSession<'k> {
     /// Ecall "receipt": after this enclave's checkpoint of the current step is stored, a MAC
     /// (pair key) saying so, for the peer to seal into its own next checkpoint.
     pub fn sealed_receipt(&self) -> Result<Receipt, SessionError> {
-        let Linear::Protocol { enclave, .. } = &self.linear else {
-            return Err(SessionError::State("only goten mode has a peer enclave"));
-        };
+        let (_, me) = self.pair_mac(b"")?;
         let step = self.progress.step;
         Ok(Receipt {
             step,
-            mac: self.receipt_mac(enclave.role(), step)?,
+            mac: self.receipt_mac(me, step)?,
         })
     }
 
     /// Ecall "accept the peer's receipt": remembers the newest step the peer has sealed.
     pub fn accept_peer_receipt(&mut self, r: &Receipt) -> Result<(), SessionError> {
-        let Linear::Protocol { enclave, .. } = &self.linear else {
-            return Err(SessionError::State("only goten mode has a peer enclave"));
-        };
-        let peer = if enclave.role() == Role::S0 {
-            Role::S1
-        } else {
-            Role::S0
-        };
-        let want = self.receipt_mac(peer, r.step)?;
-        let diff = want.iter().zip(r.mac).fold(0u8, |d, (a, b)| d | (a ^ b));
-        if diff != 0 || r.step > self.progress.step {
+        let (_, me) = self.pair_mac(b"")?;
+        let peer = if me == Role::S0 { Role::S1 } else { Role::S0 };
+        if !macs_equal(&self.receipt_mac(peer, r.step)?, &r.mac) || r.step > self.progress.step {
             return Err(SessionError::Reported {
                 fault: Fault::Peer,
                 message: format!("{peer}'s receipt for step {} does not verify", r.step),
@@ -505,13 +505,7 @@ impl<'k> TrainSession<'k> {
 
     /// Ecall "state tag": a MAC of the full state for the peer enclave (goten mode).
     pub fn state_tag(&self) -> Result<StateTag, SessionError> {
-        let Linear::Protocol { enclave, .. } = &self.linear else {
-            return Err(SessionError::State("only goten mode has a peer enclave"));
-        };
-        let key = enclave.seeds().state_mac_key();
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose()).expect("any key length");
-        mac.update(b"goten/state-tag/v1");
+        let (mut mac, _) = self.pair_mac(b"goten/state-tag/v1")?;
         mac.update(&self.progress.step.to_le_bytes());
         self.model.feed_state(&mut |b| mac.update(b));
         Ok(StateTag(mac.finalize().into_bytes().into()))
@@ -519,10 +513,7 @@ impl<'k> TrainSession<'k> {
 
     /// Ecall "check the peer's tag": fails unless the peer's state equals this one's.
     pub fn check_peer_tag(&self, peer: &StateTag) -> Result<(), SessionError> {
-        let mine = self.state_tag()?;
-        // Constant time: the tags are MACs, and a host should learn nothing from timing.
-        let diff = mine.0.iter().zip(peer.0).fold(0u8, |d, (a, b)| d | (a ^ b));
-        if diff == 0 {
+        if macs_equal(&self.state_tag()?.0, &peer.0) {
             Ok(())
         } else {
             Err(SessionError::Diverged(self.progress.step))

@@ -12,7 +12,7 @@ use goten_enclave::linear::{DeviceJob, HostServices, JobReply, OpHeader};
 use goten_enclave::quant::{QuantConfig, Rounding};
 use goten_enclave::session::{Fault, SessionEcalls, SessionError, TrainSession};
 use goten_enclave::{Enclave, EnclaveConfig, KeyedEnclave, Role};
-use goten_field::{Ring, SecretKey};
+use goten_field::Ring;
 
 use super::codec::{FromEnclave, InitParams, ToEnclave, decode_to_enclave, encode_from_enclave};
 use super::{Channel, ChannelError};
@@ -182,12 +182,7 @@ pub fn serve(stream: std::os::unix::net::UnixStream) -> Result<(), ServeError> {
         } => Some((cfg, train, test, sealing)),
         _ => None,
     })?;
-    let mut s = match TrainSession::goten(
-        &mut keyed,
-        cfg,
-        (train, test),
-        SecretKey::from_bytes(sealing),
-    ) {
+    let mut s = match TrainSession::goten(&mut keyed, cfg, (train, test), sealing) {
         Ok(s) => s,
         Err(e) => return Err(fail(&mut ch, e.fault(), e.to_string())),
     };

@@ -73,7 +73,7 @@ pub enum ToEnclave {
         /// Test split.
         test: Split,
         /// The platform sealing key (simulation: on hardware the enclave derives it).
-        sealing: [u8; 32],
+        sealing: goten_field::SecretKey,
     },
     /// Ecall "step".
     Step,
@@ -220,7 +220,7 @@ pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {
             put_config(&mut w, cfg);
             put_split(&mut w, train);
             put_split(&mut w, test);
-            w.bytes(sealing);
+            w.bytes(sealing.expose());
             4
         }
         ToEnclave::Step => 5,
@@ -305,7 +305,7 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
             cfg: get_config(&mut r)?,
             train: get_split(&mut r)?,
             test: get_split(&mut r)?,
-            sealing: r.arr("sealing key")?,
+            sealing: goten_field::SecretKey::from_bytes(r.arr("sealing key")?),
         },
         5 => ToEnclave::Step,
         6 => ToEnclave::Evaluate,

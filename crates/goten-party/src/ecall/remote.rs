@@ -217,7 +217,7 @@ impl RemoteEnclave {
         &mut self,
         cfg: TrainConfig,
         (train, test): (Split, Split),
-        sealing: [u8; 32],
+        sealing: goten_field::SecretKey,
     ) -> Result<(), SessionError> {
         self.total = cfg.total_steps;
         self.per_epoch = (train.len().div_ceil(cfg.batch.max(1)) as u64).max(1);

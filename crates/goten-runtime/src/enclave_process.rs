@@ -45,6 +45,14 @@ pub fn spawn(program: &Path, role: Role, timeout: Duration) -> Result<RemoteEncl
     r
 }
 
+/// Starts `role`'s enclave process from this program (which must answer the
+/// `enclave-process` command, as the `goten` binary does).
+pub fn spawn_self(role: Role, timeout: Duration) -> Result<RemoteEnclave, PartyError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| spawn_err(role, format!("cannot find this program: {e}")))?;
+    spawn(&exe, role, timeout)
+}
+
 fn spawn_in(
     program: &Path,
     dir: &Path,

@@ -13,6 +13,7 @@ use goten_enclave::session::SessionError;
 use goten_enclave::{EnclaveError, bound::PlanError};
 use goten_party::deploy::DeployError;
 use goten_party::{NetError, PartyError};
+use goten_runtime::RuntimeError;
 
 /// Whose fault a failure was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +33,15 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::Config,
+        Fault::Peer,
+        Fault::Device,
+        Fault::Data,
+        Fault::Storage,
+        Fault::Internal,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Fault::Config => "configuration",
@@ -101,11 +111,27 @@ fn session(e: &SessionError) -> Option<Fault> {
     })
 }
 
+fn runtime(e: &RuntimeError) -> Option<Fault> {
+    Some(match e {
+        RuntimeError::Config(_) | RuntimeError::Deploy(_) => Fault::Config,
+        RuntimeError::Data { .. } => Fault::Data,
+        RuntimeError::Storage { .. } => Fault::Storage,
+        RuntimeError::Device(_) => Fault::Device,
+        // A party process of a launch: its class is its exit status.
+        RuntimeError::Launch { code, .. } => {
+            return code.and_then(|c| Fault::ALL.into_iter().find(|f| *f as i32 == c));
+        }
+        RuntimeError::Party(p) => return party(p),
+    })
+}
+
 /// The class of `e`: the first cause in its chain that names a culprit; configuration when
 /// none does (the command's own checks of its options).
 pub(crate) fn classify(e: &anyhow::Error) -> Fault {
     for cause in e.chain() {
-        let found = if let Some(p) = cause.downcast_ref::<PartyError>() {
+        let found = if let Some(r) = cause.downcast_ref::<RuntimeError>() {
+            runtime(r)
+        } else if let Some(p) = cause.downcast_ref::<PartyError>() {
             party(p)
         } else if let Some(s) = cause.downcast_ref::<SessionError>() {
             session(s)

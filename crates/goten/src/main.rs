@@ -1,28 +1,17 @@
 //! The `goten` command line: a thin binary over the libraries.
 //!
-//! Where it sits: outermost layer. It parses arguments, builds devices and runs jobs; all
-//! protocol and arithmetic live in the library crates. Errors from libraries are mapped to a
-//! plain-language message and a non-zero exit status here and only here.
+//! Where it sits: outermost layer. It parses arguments and shows progress and results; jobs run
+//! in `goten-runtime`, benchmarks in `goten-bench`, and all protocol and arithmetic below them.
+//! Errors from libraries are mapped to a plain-language message and an exit status per class
+//! of fault (`exit.rs`) here and only here.
 
-mod bench;
-mod bench_op;
-mod bench_session;
-mod bench_train;
-mod bench_util;
-mod devices;
 mod enclave_proc;
-mod exec;
 mod exit;
-mod keys;
-mod model_io;
 mod options;
 mod party;
 mod plot;
 mod predict;
 mod report;
-mod shapes;
-mod source;
-mod spawn;
 mod train;
 
 use std::process::ExitCode;
@@ -55,7 +44,7 @@ enum Command {
     /// Classify images from a CIFAR-format file with an exported model.
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
-    Train(options::TrainArgs),
+    Train(train::TrainCmd),
     /// Write a party's key file and public cluster entry (deployment on separate machines).
     Keygen(party::KeygenArgs),
     /// Run one party (S0, S1 or S2) of a deployment on separate machines.
@@ -70,7 +59,7 @@ enum Command {
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
-        what: bench::BenchCommand,
+        what: goten_bench::BenchCommand,
     },
 }
 
@@ -82,16 +71,13 @@ fn main() -> ExitCode {
         );
     }
     let result = match cli.command {
-        Command::Bench { what } => bench::run(what),
+        Command::Bench { what } => goten_bench::run(what),
         Command::Train(a) => train::run(a),
         Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),
-        Command::SealData { data, out, key_out } => {
-            let key = key_out.unwrap_or_else(|| out.join("data.key"));
-            source::seal_data(&data, &out, &key)
-        }
+        Command::SealData { data, out, key_out } => seal_data(&data, &out, key_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +87,24 @@ fn main() -> ExitCode {
             ExitCode::from(fault as u8)
         }
     }
+}
+
+/// `goten seal-data`: the data owner's step.
+fn seal_data(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    key_out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let key = key_out.unwrap_or_else(|| out.join("data.key"));
+    let n = goten_runtime::data::seal_dataset(data, out, &key)?;
+    eprintln!(
+        "sealed {} training and {} test images into {}; data key in {} (provision it to the enclaves, keep it from the hosts)",
+        n.train,
+        n.test,
+        out.display(),
+        key.display()
+    );
+    Ok(())
 }
 
 /// The error and its causes on one line, skipping causes whose text an outer message already

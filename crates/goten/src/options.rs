@@ -1,74 +1,16 @@
-//! The options of `goten train` (and of `goten party`, which takes the same): modes,
-//! transports, schedules, and the defaults that depend on them.
+//! The options of `goten train` (and of `goten party`, which takes the same): one flag per
+//! field of the runtime's `JobConfig`, with help texts, converted by [`TrainArgs::to_config`].
 //!
-//! Where it sits: at the top of the CLI; `train.rs`, `spawn.rs`, `party.rs` and the job
-//! fingerprint read these, and nothing here depends on them.
+//! Where it sits: at the top of the CLI; `train.rs` and `party.rs` read these, and nothing
+//! here depends on them. The choices (modes, transports, ...) are the runtime's, parsed by
+//! name.
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use goten_field::Ring;
-
-use crate::devices::DeviceKind;
-use crate::enclave_proc::EnclaveKind;
-
-/// Execution mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Float32, no protection: the accuracy and cost reference.
-    Plain,
-    /// Everything inside one enclave on the CPU, linear layers in float32 (the pure-TEE baseline).
-    Enclave,
-    /// Three parties: linear layers outsourced on secret shares.
-    Goten,
-}
-
-/// How the parties of goten mode talk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    /// Threads of this process.
-    InProcess,
-    /// Separate processes over TLS on loopback.
-    Tcp,
-}
-
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Plain => "plain",
-            Mode::Enclave => "enclave",
-            Mode::Goten => "goten",
-        }
-    }
-}
-
-impl TrainArgs {
-    /// `--loss-window`, or the mode's default.
-    pub(crate) fn loss_window_or_default(&self) -> u64 {
-        self.loss_window
-            .unwrap_or(if self.mode == Mode::Plain { 1 } else { 10 })
-    }
-}
-
-impl TransportKind {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            TransportKind::InProcess => "in-process",
-            TransportKind::Tcp => "tcp",
-        }
-    }
-}
-
-/// Learning-rate schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Sched {
-    /// Constant rate.
-    Constant,
-    /// Halve every `--step-epochs` epochs.
-    Step,
-    /// Cosine decay to zero over the run.
-    Cosine,
-}
+use goten_runtime::JobConfig;
+use goten_runtime::config::{DeviceKind, EnclaveKind, Mode, Sched, TransportKind};
 
 /// Options of `goten train`.
 #[derive(Args, Debug, Clone)]
@@ -80,8 +22,9 @@ pub struct TrainArgs {
     /// (A folder holding `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
     #[arg(long, default_value = "synthetic")]
     pub(crate) data: String,
-    /// Execution mode.
-    #[arg(long, value_enum, default_value_t = Mode::Goten)]
+    /// Execution mode: `plain` (float32, no protection: the reference), `enclave` (everything
+    /// in one enclave on the CPU) or `goten` (three parties, linear layers on secret shares).
+    #[arg(long, default_value = "goten")]
     pub(crate) mode: Mode,
     /// Passes over the training set.
     #[arg(long, default_value_t = 1)]
@@ -95,8 +38,8 @@ pub struct TrainArgs {
     /// Base learning rate.
     #[arg(long, default_value_t = 0.02)]
     pub(crate) lr: f32,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = Sched::Cosine)]
+    /// Learning-rate schedule: `constant`, `step` (halve every --step-epochs) or `cosine`.
+    #[arg(long, default_value = "cosine")]
     pub(crate) schedule: Sched,
     /// Epochs between halvings for `--schedule step`.
     #[arg(long, default_value_t = 30)]
@@ -128,9 +71,6 @@ pub struct TrainArgs {
     /// Quantization width in bits (goten mode).
     #[arg(long, default_value_t = 8)]
     pub(crate) quant_bits: u32,
-    /// Print one JSON object with the results as the last stdout line.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
     #[arg(long)]
     pub(crate) export: Option<PathBuf>,
@@ -142,19 +82,19 @@ pub struct TrainArgs {
     pub(crate) resume: bool,
     /// Goten mode: `in-process` (three threads, the default) or `tcp` (three processes on
     /// loopback, mutually authenticated TLS, as on separate machines).
-    #[arg(long, value_enum, default_value_t = TransportKind::InProcess)]
+    #[arg(long, default_value = "in-process")]
     pub(crate) transport: TransportKind,
     /// Goten mode: where E0 and E1 run: `in-process` (called directly, the default) or
     /// `process` (each a child process of its party, talking over a Unix socket only in the
     /// ecall codec: the shape of an SGX deployment).
-    #[arg(long, value_enum, default_value_t = EnclaveKind::InProcess)]
+    #[arg(long, default_value = "in-process")]
     pub(crate) enclave: EnclaveKind,
     /// Seconds to wait for any message from another party before giving up (goten mode).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) timeout: u64,
     /// Untrusted device of the parties in goten mode: `cpu` or `cuda` (a build with
     /// `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, default_value = "cpu")]
     pub(crate) device: DeviceKind,
     /// Derive every key and mask from this public seed: reproducible runs for tests only.
     #[arg(long, hide = true)]
@@ -173,12 +113,130 @@ pub struct TrainArgs {
     pub(crate) checkpoint_every: u64,
 }
 
-/// Threads of each party's device.
-pub(crate) fn party_threads(a: &TrainArgs, parties_here: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if a.threads == 0 {
-        (cores / parties_here).max(1)
-    } else {
-        a.threads
+impl TrainArgs {
+    /// The runtime's job configuration (validated later, by the runtime).
+    pub(crate) fn to_config(&self) -> JobConfig {
+        JobConfig {
+            model: self.model.clone(),
+            data: self.data.clone(),
+            mode: self.mode,
+            epochs: self.epochs,
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            schedule: self.schedule,
+            step_epochs: self.step_epochs,
+            seed: self.seed,
+            eval_every: self.eval_every,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            synthetic_train: self.synthetic_train,
+            out: self.out.clone(),
+            threads: self.threads,
+            ring_bits: self.ring_bits,
+            quant_bits: self.quant_bits,
+            export: self.export.clone(),
+            data_key: self.data_key.clone(),
+            resume: self.resume,
+            transport: self.transport,
+            enclave: self.enclave,
+            timeout: self.timeout,
+            device: self.device,
+            danger_deterministic_keys: self.danger_deterministic_keys,
+            loss_window: self.loss_window,
+            allow_rollback: self.allow_rollback,
+            checkpoint_every: self.checkpoint_every,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    fn parse(args: &[&str]) -> TrainArgs {
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        let m = cmd
+            .try_get_matches_from(std::iter::once("train").chain(args.iter().copied()))
+            .unwrap();
+        TrainArgs::from_arg_matches(&m).unwrap()
+    }
+
+    /// The command line's defaults are the runtime's: a job file that leaves a field out
+    /// means what leaving out the flag means.
+    #[test]
+    fn defaults_match_the_runtime() {
+        assert_eq!(parse(&[]).to_config(), JobConfig::default());
+    }
+
+    /// Every flag reaches the configuration (a flag left out of `to_config` would keep the
+    /// default and fail here).
+    #[test]
+    fn every_flag_reaches_the_config() {
+        let c = parse(&[
+            "--model",
+            "vgg11",
+            "--data",
+            "d",
+            "--mode",
+            "enclave",
+            "--epochs",
+            "2",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--lr",
+            "0.5",
+            "--schedule",
+            "step",
+            "--step-epochs",
+            "5",
+            "--seed",
+            "6",
+            "--eval-every",
+            "7",
+            "--train-limit",
+            "8",
+            "--test-limit",
+            "9",
+            "--synthetic-train",
+            "10",
+            "--out",
+            "o",
+            "--threads",
+            "11",
+            "--ring-bits",
+            "20",
+            "--quant-bits",
+            "6",
+            "--export",
+            "e",
+            "--data-key",
+            "k",
+            "--resume",
+            "--transport",
+            "tcp",
+            "--enclave",
+            "process",
+            "--timeout",
+            "12",
+            "--device",
+            "cuda",
+            "--danger-deterministic-keys",
+            "13",
+            "--loss-window",
+            "14",
+            "--allow-rollback",
+            "--checkpoint-every",
+            "15",
+        ])
+        .to_config();
+        let text = serde_json::to_value(&c).unwrap();
+        let default = serde_json::to_value(JobConfig::default()).unwrap();
+        for (k, v) in text.as_object().unwrap() {
+            assert_ne!(v, &default[k], "--{k} did not reach the job configuration");
+        }
     }
 }

@@ -1,28 +1,21 @@
 //! `goten keygen` and `goten party`: one party of a deployment on separate machines.
 //!
-//! Where it sits: host-side orchestration, like `train.rs`, for one party instead of three.
-//! `keygen` writes a party's secret key file and its public cluster entry; `party` connects to
-//! the other two over mutually authenticated TLS (`goten_party::deploy`), checks that all run
-//! the same job, then runs S0/S1's training loop or S2's dealer loop.
+//! Where it sits: the front end of `goten_runtime::party_run`. `keygen` writes a party's secret
+//! key file and its public cluster entry; `party` takes its job from flags (as `goten train`)
+//! or from a job file (`--job`, what `goten train --transport tcp` writes for each party),
+//! and shows S0/S1's progress or S2's traffic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use goten_enclave::Role;
-use goten_enclave::quant::QuantConfig;
-use goten_field::Ring;
-use goten_party::cluster::{
-    SIMULATION_NOTICE, danger_deterministic_ephemeral, run_dealer_party, run_enclave_party,
-};
-use goten_party::deploy::{self, ClusterFile, KeyFile};
-use goten_party::handshake::{JobId, agree_job};
-use goten_party::{ClusterConfig, PartyError};
+use goten_runtime::party_run::{Deployment, run_dealer, run_trainer};
+use goten_runtime::{JobConfig, Observer};
 use serde_json::json;
 
-use crate::options::{Mode, TrainArgs};
+use crate::options::TrainArgs;
 use crate::report::{DealerLog, Reporter, report_traffic};
 
 /// Options of `goten keygen`.
@@ -57,8 +50,15 @@ pub struct PartyArgs {
     /// Listen here instead of at the cluster file's address (e.g. 0.0.0.0:7000).
     #[arg(long)]
     pub(crate) listen: Option<String>,
+    /// The job as a JSON file (fields as the training options, e.g. `"epochs": 5`; missing
+    /// ones take their defaults) instead of training options.
+    #[arg(long, conflicts_with = "TrainArgs")]
+    pub(crate) job: Option<PathBuf>,
+    /// Print one JSON object with the results as the last stdout line.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Training options: S0 and S1 must be given the same ones (S2 ignores them except
-    /// --timeout, --threads, --out and --json).
+    /// --timeout, --threads, --device, --out and --resume).
     #[command(flatten)]
     pub(crate) train: TrainArgs,
 }
@@ -69,7 +69,7 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
         bail!("{role} needs --address HOST:PORT: the other parties connect to it");
     }
     let (key_path, _) =
-        crate::keys::write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
+        goten_runtime::keys::write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
     let i = a.id;
     eprintln!(
         "wrote {} (SECRET: keep it on this machine) and {}.\n\
@@ -81,76 +81,29 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
     Ok(())
 }
 
-fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {what} {}", path.display()))
-}
-
 pub fn run(a: PartyArgs) -> Result<()> {
     let role = Role::ALL[usize::from(a.id)];
-    let cluster = ClusterFile::parse(
-        &read(&a.cluster, "cluster file")?,
-        &a.cluster.display().to_string(),
-    )?;
-    let key_path = a.key.clone().unwrap_or_else(|| {
-        a.cluster
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("party-{}.key", a.id))
-    });
-    let key = KeyFile::parse(
-        &read(&key_path, "key file")?,
-        &key_path.display().to_string(),
-    )?;
-    if key.role() != role {
-        bail!(
-            "{} is the key of {}, but this is --id {} ({role})",
-            key_path.display(),
-            key.role(),
-            a.id
-        );
-    }
-    let t = &a.train;
-    let ephemeral = t
-        .danger_deterministic_keys
-        .map(danger_deterministic_ephemeral);
-    let trusts = deploy::trusts(&cluster, &key, ephemeral)
-        .with_context(|| format!("{}", key_path.display()))?;
-    let timeout = Duration::from_secs(t.timeout);
-    let threads = crate::options::party_threads(t, 1);
-    let device = crate::devices::make(t.device, threads)?;
+    let c = match &a.job {
+        Some(path) => JobConfig::read(path)?,
+        None => a.train.to_config(),
+    };
+    let d = Deployment {
+        role,
+        cluster: a.cluster,
+        key: a.key,
+        listen: a.listen,
+    };
     if role == Role::S2 {
-        eprintln!("note: {SIMULATION_NOTICE}");
-        let mut net = deploy::connect(
-            &cluster,
-            &key,
-            a.listen.as_deref(),
-            timeout,
-            Ring::default(),
-        )
-        .context("S2 cannot reach S0 and S1")?;
-        let job = agree_job(&mut net, None).map_err(|e| at(role, e))?;
-        let ring = Ring::new(job.ring_bits).context("the job's ring")?;
-        net.set_ring(ring);
-        let cfg = ClusterConfig {
-            enclave: goten_enclave::EnclaveConfig {
-                ring,
-                quant: QuantConfig::default(),
-            },
-            timeout,
-        };
-        let mut log = DealerLog::open(&t.out, t.resume)?;
-        let r = run_dealer_party(&cfg, &trusts, device, Box::new(net), &mut |i, b| {
-            log.iteration(i, b)
-        })
-        .map_err(|e| at(role, e))?;
+        eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
+        let mut log = DealerLog::open(&c.out, c.resume)?;
+        let r = run_dealer(&d, &c, &mut |i, b| log.iteration(i, b))?.report;
         eprintln!(
             "S2 done: {:.1} s on the device, sent {:.1} MB, received {:.1} MB",
             r.device_secs,
             r.traffic.sent as f64 / 1e6,
             r.traffic.received as f64 / 1e6
         );
-        if t.json {
+        if a.json {
             println!(
                 "{}",
                 json!({"party": "S2", "bytes_sent": r.traffic.sent, "bytes_received": r.traffic.received})
@@ -158,55 +111,11 @@ pub fn run(a: PartyArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if t.mode != Mode::Goten {
-        bail!("goten party runs goten mode only (got --mode {:?})", t.mode);
-    }
-    let setup = crate::train::prepare(t)?;
-    let mut net = deploy::connect(
-        &cluster,
-        &key,
-        a.listen.as_deref(),
-        timeout,
-        setup.enclave.ring,
-    )
-    .with_context(|| format!("{role} cannot reach the other parties"))?;
-    let ours = JobId {
-        ring_bits: setup.enclave.ring.bits(),
-        digest: setup.fingerprint,
-    };
-    agree_job(&mut net, Some(ours)).map_err(|e| at(role, e))?;
+    let setup = crate::train::prepare_loudly(&c)?;
     // Each party reports in its own terminal (a launcher sends S1's to its log file).
-    let reporter = Mutex::new(Reporter::new(setup.total_steps, &t.out, t.resume, false)?);
-    let cfg = ClusterConfig {
-        enclave: setup.enclave,
-        timeout,
-    };
-    let reporters = [Some(&reporter), Some(&reporter)];
-    let (summary, report) = if t.enclave == crate::enclave_proc::EnclaveKind::Process {
-        let enclave = crate::enclave_proc::spawn(role, timeout).map_err(|e| at(role, e))?;
-        let body = crate::train::remote_party_body(t, &setup, reporters);
-        goten_party::ecall::party::run_remote_enclave_party(
-            role,
-            &cfg,
-            &trusts,
-            device,
-            Box::new(net),
-            enclave,
-            &body,
-        )
-    } else {
-        let body = crate::train::party_body(t, &setup, reporters);
-        run_enclave_party(role, &cfg, &trusts, device, Box::new(net), &body)
-    }
-    .map_err(|e| at(role, e))
-    .context("secure training failed")?;
+    let reporter = Mutex::new(Reporter::new(setup.total_steps, &c.out, c.resume, false)?);
+    let (summary, report) = run_trainer(&d, &c, &setup, Some(&reporter as &Mutex<dyn Observer>))
+        .context("training failed")?;
     report_traffic(&reporter, &[(role, report)]);
-    crate::train::finish(t, &setup, summary, reporter)
-}
-
-fn at(role: Role, e: PartyError) -> PartyError {
-    PartyError::At {
-        role,
-        source: Box::new(e),
-    }
+    crate::train::finish(&c, &setup, summary, reporter, a.json)
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use goten_enclave::nn::ModelKind;
 use serde_json::json;
 
-use crate::model_io;
+use goten_runtime::model_io;
 
 /// Options of `goten predict`.
 #[derive(Args, Debug)]

@@ -91,6 +91,28 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
     assert!(step["bytes_received"].as_u64().unwrap() > 100_000, "{step}");
     assert!(m.contains("traffic_total"));
     assert!(out_b.join("party-1/checkpoint-e1.sealed").exists());
+    // The launcher handed each party its job as a file, not as re-spelled flags: the same
+    // job, each with its own folder, only S0 exporting.
+    let job = |i: usize| -> serde_json::Value {
+        let p = out_b.join(format!("cluster/job-{i}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    };
+    let (j0, j1) = (job(0), job(1));
+    assert_eq!(j0["steps"], 4);
+    assert_eq!(j0["transport"], "tcp");
+    assert_eq!(j0["export"], b.to_str().unwrap());
+    assert!(j1["export"].is_null());
+    assert_eq!(j1["out"], out_b.join("party-1").to_str().unwrap());
+    for k in [
+        "model",
+        "batch",
+        "seed",
+        "lr",
+        "synthetic_train",
+        "danger_deterministic_keys",
+    ] {
+        assert_eq!(j0[k], j1[k], "{k}");
+    }
     // Every party's traffic per iteration, in both layouts: S1's steps and S2's protocol
     // iterations (4 training steps and the evaluation batches).
     for out in [&out_a, &out_b] {
@@ -377,10 +399,49 @@ fn party_errors_are_clear() {
     ]);
     assert!(!r.status.success());
     assert!(text(&r).contains("--address"), "{}", text(&r));
+    // A job file that is not one, or holds a bad setting, names the file and the setting,
+    // and the job file excludes training flags.
+    let job = d.join("job.json");
+    for (content, want) in [
+        ("{\"epochs\": 2, \"bach\": 3}", "unknown field `bach`"),
+        ("{\"mode\": \"goten\", \"loss_window\": 2}", "loss window 2"),
+    ] {
+        std::fs::write(&job, content).unwrap();
+        let c = cluster.to_str().unwrap();
+        let r = goten(&[
+            "party",
+            "--id",
+            "0",
+            "--cluster",
+            c,
+            "--job",
+            job.to_str().unwrap(),
+        ]);
+        assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+        assert!(
+            text(&r).contains("job.json") && text(&r).contains(want),
+            "{}",
+            text(&r)
+        );
+    }
+    let c = cluster.to_str().unwrap();
+    let r = goten(&[
+        "party",
+        "--id",
+        "0",
+        "--cluster",
+        c,
+        "--job",
+        "j",
+        "--epochs",
+        "3",
+    ]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("cannot be used with"), "{}", text(&r));
     // Plain mode has no parties.
     let r = goten(&["train", "--mode", "plain", "--transport", "tcp"]);
     assert!(!r.status.success());
-    assert!(text(&r).contains("needs --mode goten"), "{}", text(&r));
+    assert!(text(&r).contains("needs goten mode"), "{}", text(&r));
 }
 
 /// `--device cuda` where it cannot work (a build without the `cuda` feature, or no GPU) is a

@@ -6,15 +6,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use goten_enclave::nn::Model;
 use goten_enclave::nn::export::import;
 use goten_enclave::session::Export;
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::RuntimeError;
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::data(path.display().to_string(), why.to_string())
+}
+
 /// Writes an export to `path` (once, through a temporary file and a rename); BN layers get
 /// `num_batches_tracked = steps` as PyTorch expects.
-pub fn write(export: &Export, path: &Path) -> Result<()> {
+pub fn write(export: &Export, path: &Path) -> Result<(), RuntimeError> {
     let steps = export.steps;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = export
         .tensors
@@ -41,35 +46,37 @@ pub fn write(export: &Export, path: &Path) -> Result<()> {
         .map(|(n, s, d, t)| {
             Ok((
                 n.clone(),
-                TensorView::new(*t, s.clone(), d).map_err(|e| anyhow::anyhow!("{n}: {e}"))?,
+                TensorView::new(*t, s.clone(), d)
+                    .map_err(|e| RuntimeError::config(format!("export tensor {n}: {e}")))?,
             ))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
     // One metadata entry only: safetensors writes the map in hash order, and identical weights
     // must give identical files (runs are compared byte for byte).
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let buf =
-        safetensors::tensor::serialize(views, Some(meta)).context("cannot encode the model")?;
+    let buf = safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| RuntimeError::config(format!("cannot encode the model: {e}")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RuntimeError::storage(format!("cannot create {}", dir.display()), e))?;
     }
-    goten_runtime::store::write_durably(path, &buf)
-        .with_context(|| format!("cannot write {}", path.display()))
+    crate::store::write_durably(path, &buf)
+        .map_err(|e| RuntimeError::storage(format!("cannot write {}", path.display()), e))
 }
 
 /// Loads weights from `path` into `model` (which fixes the architecture).
-pub fn read(model: &mut Model, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+pub fn read(model: &mut Model, path: &Path) -> Result<(), RuntimeError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| RuntimeError::storage(format!("cannot read {}", path.display()), e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+        .map_err(|e| corrupt(path, format!("not a valid safetensors file: {e}")))?;
     for name in st.names() {
-        let t = st.tensor(name)?;
+        let t = st.tensor(name).map_err(|e| corrupt(path, e))?;
         if t.dtype() != Dtype::F32 && !name.ends_with("num_batches_tracked") {
-            bail!(
-                "{}: tensor {name} is {:?}, expected F32",
-                path.display(),
-                t.dtype()
-            );
+            return Err(corrupt(
+                path,
+                format!("tensor {name} is {:?}, expected F32", t.dtype()),
+            ));
         }
     }
     let get = |name: &str| {
@@ -84,11 +91,6 @@ pub fn read(model: &mut Model, path: &Path) -> Result<()> {
             )
         })
     };
-    import(model, &get).with_context(|| {
-        format!(
-            "{} does not fit the {} model",
-            path.display(),
-            model.kind().name()
-        )
-    })
+    let kind = model.kind().name();
+    import(model, &get).map_err(|e| corrupt(path, format!("does not fit the {kind} model: {e}")))
 }

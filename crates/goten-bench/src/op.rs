@@ -17,8 +17,8 @@ use goten_party::cluster::SIMULATION_NOTICE;
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 use serde_json::json;
 
-use crate::bench_util::{bench_key, shape_str, time_best};
 use crate::shapes::{Job, vgg_jobs};
+use crate::util::{bench_key, shape_str, time_best};
 
 /// Modular products per op: S0 computes two, S1 two, S2 one.
 const DEVICE_PRODUCTS: f64 = 5.0;
@@ -40,8 +40,8 @@ pub struct OpArgs {
     #[arg(long, default_value_t = 0)]
     party_threads: usize,
     /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
-    device: crate::devices::DeviceKind,
+    #[arg(long, default_value = "cpu")]
+    device: goten_runtime::devices::DeviceKind,
     /// Timed repetitions per op (the fastest is reported), after one warm-up run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -149,7 +149,8 @@ pub fn run(args: OpArgs) -> Result<()> {
     } else {
         args.party_threads
     };
-    let (devices, nets) = crate::devices::local_parts(args.device, party_threads, cfg.timeout)?;
+    let (devices, nets) =
+        goten_runtime::devices::local_parts(args.device, party_threads, cfg.timeout)?;
     let reps = args.reps;
     let body = |p: &mut Party| -> Result<Vec<Timing>, PartyError> {
         jobs.iter()

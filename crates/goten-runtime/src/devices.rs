@@ -1,35 +1,18 @@
-//! Which untrusted device a party computes on: `--device cpu|cuda`.
+//! Which untrusted device a party computes on: CPU or CUDA.
 //!
-//! Where it sits: host-side setup for `goten train`, `goten party` and `goten bench`. The CUDA
-//! backend exists when goten is built with `--features cuda`; a build without it, or a machine
+//! Where it sits: host-side setup for every executor and the benchmarks. The CUDA backend
+//! exists when the runtime is built with its `cuda` feature; a build without it, or a machine
 //! without a usable GPU, gets a clear error naming what is missing.
 
 use std::time::Duration;
 
-use clap::ValueEnum;
 use goten_device::{Device, DeviceError};
 use goten_party::cluster::LocalParts;
 
-/// A device kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceKind {
-    /// The multi-threaded CPU backend.
-    Cpu,
-    /// An NVIDIA GPU through CUDA (build with `--features cuda`).
-    Cuda,
-}
-
-impl DeviceKind {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Cuda => "cuda",
-        }
-    }
-}
+pub use crate::config::DeviceKind;
 
 /// A device of `kind`; `threads` host workers (for CUDA: convolution lowering on the host).
-pub(crate) fn make(kind: DeviceKind, threads: usize) -> Result<Box<dyn Device>, DeviceError> {
+pub fn make(kind: DeviceKind, threads: usize) -> Result<Box<dyn Device>, DeviceError> {
     match kind {
         DeviceKind::Cpu => Ok(Box::new(goten_device::CpuDevice::new(threads)?)),
         DeviceKind::Cuda => cuda(threads),
@@ -50,7 +33,7 @@ fn cuda(_threads: usize) -> Result<Box<dyn Device>, DeviceError> {
 }
 
 /// Three devices of `kind` and a connected in-process mesh (a single-machine run).
-pub(crate) fn local_parts(
+pub fn local_parts(
     kind: DeviceKind,
     threads: usize,
     timeout: Duration,

@@ -1,7 +1,20 @@
 //! `goten bench`: measurements that print a table, or JSON lines with `--json`.
 //!
-//! Every modular-kernel line carries its float references (f32 and f64 products of the same
-//! shape, same algorithm, same run, same threads), so ratios stay meaningful on noisy machines.
+//! Where it sits: beside the runtime, above every library it measures; the `goten` binary
+//! mounts [`BenchCommand`] as its `bench` subcommand. Every modular-kernel line carries its
+//! float references (f32 and f64 products of the same shape, same algorithm, same run, same
+//! threads), so ratios stay meaningful on noisy machines.
+//!
+//! - this file: `goten bench kernels` and the command itself;
+//! - [`op`]: one secure op end to end against plain float products;
+//! - [`train`], [`session`]: training throughput per mode, whole sessions, enclave memory;
+//! - [`shapes`], [`util`]: the VGG-11 shapes and shared helpers.
+
+mod op;
+mod session;
+mod shapes;
+mod train;
+mod util;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -10,9 +23,9 @@ use goten_device::float_ref::{Float, FloatRef};
 use goten_field::{Prg, Ring, RingTensor};
 use serde_json::json;
 
-use crate::bench_op::{self, OpArgs};
-use crate::bench_util::{bench_key, shape_str, time_best};
+use crate::op::OpArgs;
 use crate::shapes::{Job, vgg_jobs};
+use crate::util::{bench_key, shape_str, time_best};
 
 /// What to measure.
 #[derive(Subcommand, Debug)]
@@ -22,7 +35,7 @@ pub enum BenchCommand {
     /// One secure op end to end (three parties in this process) against plain float products.
     Op(OpArgs),
     /// Training throughput per mode, with the time split into its parts.
-    Train(crate::bench_train::TrainBenchArgs),
+    Train(crate::train::TrainBenchArgs),
 }
 
 /// Options of `goten bench kernels`.
@@ -38,8 +51,8 @@ pub struct KernelArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
-    device: crate::devices::DeviceKind,
+    #[arg(long, default_value = "cpu")]
+    device: goten_runtime::devices::DeviceKind,
     /// Timed repetitions per kernel (the fastest is reported), after one warm-up run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -54,8 +67,8 @@ pub struct KernelArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
-        BenchCommand::Op(a) => bench_op::run(a),
-        BenchCommand::Train(a) => crate::bench_train::run(a),
+        BenchCommand::Op(a) => op::run(a),
+        BenchCommand::Train(a) => crate::train::run(a),
     }
 }
 
@@ -74,7 +87,7 @@ fn random_float<T: Float>(shape: &[usize], op_id: u64, conv: impl Fn(f32) -> T) 
 
 fn kernels(args: KernelArgs) -> Result<()> {
     let ring = Ring::new(args.ring_bits).context("--ring-bits")?;
-    let dev = crate::devices::make(args.device, args.threads)?;
+    let dev = goten_runtime::devices::make(args.device, args.threads)?;
     let fref = FloatRef::new(args.threads)?;
     let threads = CpuDevice::new(args.threads)?.threads();
     let matches = |s: &str| args.filter.as_deref().is_none_or(|f| s.contains(f));

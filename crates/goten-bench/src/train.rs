@@ -32,16 +32,16 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value_t = crate::devices::DeviceKind::Cpu)]
-    device: crate::devices::DeviceKind,
+    #[arg(long, default_value = "cpu")]
+    device: goten_runtime::devices::DeviceKind,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
     /// `process`: add rows for whole goten sessions with enclaves in this process
     /// (`goten-session`) and in child processes (`goten-process`), with each enclave's peak
     /// memory (also selectable in --modes).
-    #[arg(long, value_enum, default_value_t = crate::enclave_proc::EnclaveKind::InProcess)]
-    enclave: crate::enclave_proc::EnclaveKind,
+    #[arg(long, default_value = "in-process")]
+    enclave: goten_runtime::config::EnclaveKind,
 }
 
 /// Times every linear op that passes through it.
@@ -138,7 +138,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
         );
     }
     let mut modes: Vec<&str> = a.modes.split(',').map(str::trim).collect();
-    if a.enclave == crate::enclave_proc::EnclaveKind::Process {
+    if a.enclave == goten_runtime::config::EnclaveKind::Process {
         modes.extend(["goten-session", "goten-process"]);
     }
     for mode in modes {
@@ -152,7 +152,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
             } else {
                 a.threads
             };
-            let r = crate::bench_session::run(kind, n, a.steps, process, threads, a.device)?;
+            let r = crate::session::run(kind, n, a.steps, process, threads, a.device)?;
             let ips = n as f64 / r.secs_per_step;
             let [m0, m1] = r.peak_kb.map(|m| m.map_or(f64::NAN, |k| k as f64 / 1024.0));
             if a.json {
@@ -195,7 +195,8 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                     enclave: EnclaveConfig::default(),
                     timeout: Duration::from_secs(600),
                 };
-                let (devices, nets) = crate::devices::local_parts(a.device, threads, cfg.timeout)?;
+                let (devices, nets) =
+                    goten_runtime::devices::local_parts(a.device, threads, cfg.timeout)?;
                 let body = |p: &mut Party| -> Result<Split, PartyError> {
                     let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
                     let r = run_steps(kind, n, a.steps, &mut be);

@@ -81,17 +81,17 @@ pub(crate) fn run(
     steps: u64,
     process: bool,
     threads: usize,
-    device: crate::devices::DeviceKind,
+    device: goten_runtime::devices::DeviceKind,
 ) -> Result<SessionRow> {
     let cfg = ClusterConfig {
         enclave: goten_enclave::EnclaveConfig::default(),
         timeout: Duration::from_secs(600),
     };
-    let (devices, nets) = crate::devices::local_parts(device, threads, cfg.timeout)?;
+    let (devices, nets) = goten_runtime::devices::local_parts(device, threads, cfg.timeout)?;
     let trusts = Trusts::generate();
     let sealing = goten_field::SecretKey::from_bytes([7u8; 32]);
     let (secs, peak_kb) = if process {
-        let spawn = |role| crate::enclave_proc::spawn(role, cfg.timeout);
+        let spawn = |role| goten_runtime::enclave_process::spawn_self(role, cfg.timeout);
         let body = |p: &mut RemoteParty| -> Result<(f64, Option<u64>), PartyError> {
             p.enclave
                 .start(config(kind, n, steps), splits(n, steps), sealing.clone())?;

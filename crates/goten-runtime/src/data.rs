@@ -1,0 +1,161 @@
+//! Where training images come from: plaintext datasets, or a data owner's sealed records that
+//! only enclave code opens.
+//!
+//! Where it sits: between the dataset readers and the enclave's session, which receives each
+//! split once ([`Source::to_split`]) and from then on chooses batches and opens sealed records
+//! itself; the host side only ever holds ciphertext (or data that was public to begin with).
+//! [`seal_dataset`] is the data owner's tool that makes the sealed files.
+
+use std::path::Path;
+
+use goten_data::{Dataset, SealedSet};
+use goten_enclave::sealed_data;
+use goten_enclave::session::Split;
+use goten_field::SecretKey;
+use sha2::{Digest, Sha256};
+
+use crate::RuntimeError;
+
+/// One split of a dataset.
+pub enum Source {
+    /// Plaintext images and labels.
+    Plain(Dataset),
+    /// Sealed records and the data key provisioned to the enclaves.
+    Sealed(SealedSet, SecretKey),
+}
+
+impl Source {
+    /// Records in this split.
+    pub fn len(&self) -> usize {
+        match self {
+            Source::Plain(d) => d.len(),
+            Source::Sealed(s, _) => s.len(),
+        }
+    }
+
+    /// Whether the split holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the first `n` records.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            Source::Plain(d) => d.truncate(n),
+            Source::Sealed(s, _) => s.truncate(n),
+        }
+    }
+
+    /// Feeds what identifies this data into a job fingerprint.
+    pub fn identify(&self, h: &mut Sha256) {
+        h.update((self.len() as u64).to_le_bytes());
+        match self {
+            Source::Plain(d) => {
+                h.update(&d.labels);
+                h.update(&d.images);
+            }
+            Source::Sealed(s, _) => h.update(s.ciphertext()),
+        }
+    }
+
+    /// A copy of this split as the enclave receives it (once, at the start of a session).
+    pub fn to_split(&self) -> Split {
+        match self {
+            Source::Plain(d) => Split::Plain {
+                images: d.images.clone(),
+                labels: d.labels.clone(),
+            },
+            Source::Sealed(s, key) => Split::Sealed {
+                split: s.split.clone(),
+                records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
+                key: key.clone(),
+            },
+        }
+    }
+}
+
+fn read_key(path: &Path) -> Result<SecretKey, RuntimeError> {
+    let b = std::fs::read(path).map_err(|e| {
+        RuntimeError::storage(format!("cannot read the data key {}", path.display()), e)
+    })?;
+    let arr: [u8; 32] = b.as_slice().try_into().map_err(|_| {
+        RuntimeError::config(format!(
+            "{} is not a data key (expected 32 bytes, found {})",
+            path.display(),
+            b.len()
+        ))
+    })?;
+    Ok(SecretKey::from_bytes(arr))
+}
+
+/// Loads `train.sealed` and `test.sealed` from `dir` with the data key at `key_path`.
+pub fn load_sealed(dir: &Path, key_path: &Path) -> Result<(Source, Source), RuntimeError> {
+    let key = read_key(key_path)?;
+    let load = |name: &str| {
+        let path = dir.join(name);
+        goten_data::load_sealed(&path).map_err(|e| RuntimeError::data("sealed dataset", e))
+    };
+    let (train, test) = (load("train.sealed")?, load("test.sealed")?);
+    if train.split != "train" || test.split != "test" {
+        return Err(RuntimeError::data(
+            dir.display().to_string(),
+            "train.sealed / test.sealed hold the wrong splits",
+        ));
+    }
+    Ok((
+        Source::Sealed(train, key.clone()),
+        Source::Sealed(test, key),
+    ))
+}
+
+/// What [`seal_dataset`] wrote.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Training records sealed.
+    pub train: usize,
+    /// Test records sealed.
+    pub test: usize,
+}
+
+/// The data owner's step (`goten seal-data`): seals every record of the CIFAR-10 data at
+/// `data` under a fresh data key and writes `train.sealed` and `test.sealed` into `out` and
+/// the key to `key_out` (mode 0600, never overwritten).
+pub fn seal_dataset(data: &Path, out: &Path, key_out: &Path) -> Result<Sealed, RuntimeError> {
+    let (train, test) = goten_data::load_cifar(data)
+        .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| RuntimeError::storage(format!("cannot create {}", out.display()), e))?;
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k)
+        .map_err(|e| RuntimeError::storage("no entropy", std::io::Error::other(e.to_string())))?;
+    let key = SecretKey::from_bytes(k);
+    for (split, d) in [("train", &train), ("test", &test)] {
+        let recs: Vec<Vec<u8>> = (0..d.len())
+            .map(|i| {
+                let rec = [&[d.labels[i]][..], d.image(i)].concat();
+                sealed_data::seal(&key, split, i as u64, &rec)
+            })
+            .collect();
+        let path = out.join(format!("{split}.sealed"));
+        goten_data::write_sealed(&path, split, &recs).map_err(|e| {
+            RuntimeError::storage(
+                format!("cannot write {}", path.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
+    crate::keys::write_secret(key_out, &k).map_err(|e| {
+        RuntimeError::storage(
+            format!(
+                "cannot write the data key {} (it must not exist yet)",
+                key_out.display()
+            ),
+            e,
+        )
+    })?;
+    k.fill(0);
+    Ok(Sealed {
+        train: train.len(),
+        test: test.len(),
+    })
+}

@@ -1,0 +1,170 @@
+//! A prepared job: the validated configuration with its data loaded, its schedule planned and
+//! its fingerprint taken.
+//!
+//! Where it sits: between [`crate::config`] and the executors ([`crate::local`],
+//! [`crate::party_run`]). Loading happens once per party; each enclave receives its own copy of
+//! the splits when its session starts.
+
+use goten_enclave::EnclaveConfig;
+use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::optim::Schedule;
+use goten_enclave::quant::QuantConfig;
+use goten_enclave::session::{Protection, Split, TrainConfig};
+use goten_field::{Ring, SecretKey};
+use goten_party::cluster::SIMULATION_NOTICE;
+use sha2::{Digest, Sha256};
+
+use crate::RuntimeError;
+use crate::config::{JobConfig, Mode, Sched};
+use crate::data::Source;
+use crate::store::platform_sealing_key;
+
+/// Everything a run needs besides the execution: settings and the loaded data.
+pub struct Setup {
+    pub kind: ModelKind,
+    pub enclave: EnclaveConfig,
+    pub train: Source,
+    pub test: Source,
+    pub schedule: Schedule,
+    pub total_steps: u64,
+    /// Hash of everything a checkpoint and the other parties must agree with.
+    pub fingerprint: [u8; 32],
+    /// The simulated platform's sealing key.
+    pub sealing: SecretKey,
+    /// What the user must be told before the run (simulation, synthetic data, danger flags).
+    pub notices: Vec<String>,
+}
+
+impl Setup {
+    /// The session's view of the job.
+    pub fn session_config(&self, c: &JobConfig) -> TrainConfig {
+        TrainConfig {
+            model: self.kind,
+            classes: goten_data::CLASSES,
+            seed: c.seed,
+            epochs: c.epochs as u64,
+            batch: c.batch as usize,
+            lr: c.lr,
+            schedule: self.schedule,
+            total_steps: self.total_steps,
+            loss_window: c.loss_window_or_default(),
+            protection: if c.mode == Mode::Plain {
+                Protection::None
+            } else {
+                Protection::Protected
+            },
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// A fresh copy of both splits for one enclave.
+    pub fn splits(&self) -> (Split, Split) {
+        (self.train.to_split(), self.test.to_split())
+    }
+}
+
+/// Validates `c` and loads its data.
+pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
+    c.validate()?;
+    let kind = ModelKind::parse(&c.model).expect("validated");
+    let ring = Ring::new(c.ring_bits).expect("validated");
+    let quant = QuantConfig {
+        bits: c.quant_bits,
+        ..QuantConfig::default()
+    };
+    let mut notices = Vec::new();
+    let data_path = std::path::Path::new(&c.data);
+    let (mut train, mut test) = if c.synthetic() {
+        let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
+        (Source::Plain(tr), Source::Plain(te))
+    } else if data_path.join("train.sealed").exists() {
+        let key = c
+            .data_key
+            .clone()
+            .unwrap_or_else(|| data_path.join("data.key"));
+        notices.push(format!(
+            "note: sealed dataset; the data key {} is handed to the enclaves (simulation: in a deployment the data owner releases it only to attested enclaves)",
+            key.display()
+        ));
+        crate::data::load_sealed(data_path, &key)?
+    } else {
+        let (tr, te) = goten_data::load_cifar(data_path)
+            .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
+        (Source::Plain(tr), Source::Plain(te))
+    };
+    if let Some(n) = c.train_limit {
+        train.truncate(n);
+    }
+    test.truncate(c.test_limit);
+    if train.is_empty() || test.is_empty() {
+        return Err(RuntimeError::config(
+            "the dataset is empty after the train and test limits",
+        ));
+    }
+    if c.synthetic() {
+        notices.push(format!(
+            "note: training on SYNTHETIC data ({} images generated in memory); pass --data DIR for CIFAR-10",
+            train.len()
+        ));
+    }
+    if c.mode != Mode::Plain {
+        notices.push(format!("note: {SIMULATION_NOTICE}"));
+    }
+    if c.danger_deterministic_keys.is_some() {
+        notices.push(
+            "WARNING: --danger-deterministic-keys: every key and mask derives from a public seed; this run protects nothing (tests only)".into(),
+        );
+    }
+    let per_epoch = train.len().div_ceil(c.batch as usize) as u64;
+    let total_steps = c.steps.unwrap_or(u64::MAX).min(per_epoch * c.epochs as u64);
+    let schedule = match c.schedule {
+        Sched::Constant => Schedule::Constant,
+        Sched::Step => Schedule::Step {
+            every: c.step_epochs,
+            gamma: 0.5,
+        },
+        // The planned length, not the step limit: stopping early and resuming must see the
+        // same rates.
+        Sched::Cosine => Schedule::Cosine {
+            total: per_epoch * c.epochs as u64,
+        },
+    };
+    let sealing = platform_sealing_key()?;
+    Ok(Setup {
+        fingerprint: fingerprint(c, &train, &test),
+        sealing,
+        kind,
+        enclave: EnclaveConfig { ring, quant },
+        train,
+        test,
+        schedule,
+        total_steps,
+        notices,
+    })
+}
+
+/// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
+fn fingerprint(c: &JobConfig, train: &Source, test: &Source) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let desc = format!(
+        "goten/job/v3|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}|{}",
+        c.model,
+        c.mode,
+        c.epochs,
+        c.batch,
+        c.lr.to_bits(),
+        c.schedule,
+        c.step_epochs,
+        c.seed,
+        c.ring_bits,
+        c.quant_bits,
+        c.loss_window_or_default(),
+        // The data's content is hashed below; its path may differ between parties.
+        c.synthetic()
+    );
+    h.update(desc.as_bytes());
+    for d in [train, test] {
+        d.identify(&mut h);
+    }
+    h.finalize().into()
+}

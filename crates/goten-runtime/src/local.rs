@@ -1,0 +1,183 @@
+//! Running a prepared job in this process: plain and enclave mode on one session, goten mode
+//! as three party threads (E0 and E1 in-process or as child processes).
+//!
+//! Where it sits: the executors under `goten train` (in-process transport) and any other front
+//! end. [`party_body`] and [`remote_party_body`] are also what one party of a deployment runs
+//! ([`crate::party_run`]).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use goten_enclave::Role;
+use goten_enclave::session::{LocalSecret, TrainSession};
+use goten_party::ecall::party::{RemoteParty, run_local_remote};
+use goten_party::{ClusterConfig, Party, PartyError, PartyReport, Traffic, Trusts, run_local};
+
+use crate::RuntimeError;
+use crate::config::{EnclaveKind, JobConfig, Mode, TransportKind};
+use crate::job::Setup;
+use crate::{CkptStore, LocalHost, LoopPlan, Observer, PartyHost, Summary, train_loop};
+
+/// Who sees S0's and S1's releases (plain and enclave mode use the first).
+pub type Observers<'a> = [Option<&'a Mutex<dyn Observer + 'a>>; 2];
+
+/// What a finished run returns besides the session's summary.
+pub struct Outcome {
+    /// S0's summary (the single session's in plain and enclave mode).
+    pub summary: Summary,
+    /// Every party's time and traffic (goten mode).
+    pub reports: Vec<(Role, PartyReport)>,
+    /// S2's traffic per protocol iteration (goten mode).
+    pub dealer_iterations: Vec<(u64, Traffic)>,
+}
+
+/// E0's or E1's checkpoint store.
+fn party_store(c: &JobConfig, role: Role) -> CkptStore {
+    CkptStore {
+        dir: c.out.clone(),
+        role: if role == Role::S0 { "e0" } else { "e1" },
+    }
+}
+
+/// The loop's plan from the configuration; `exporter`: this host writes the export.
+fn loop_plan(c: &JobConfig, exporter: bool) -> LoopPlan<'_> {
+    let export = c.export.as_ref().filter(|_| exporter).map(|path| {
+        Box::new(move |e: &goten_enclave::session::Export| {
+            crate::model_io::write(e, path).map_err(|err| PartyError::Storage(err.to_string()))
+        }) as Box<crate::train_loop::ExportSink<'_>>
+    });
+    LoopPlan {
+        resume: c.resume,
+        allow_rollback: c.allow_rollback,
+        eval_every: c.eval_every,
+        checkpoint_every: c.checkpoint_every,
+        export,
+    }
+}
+
+/// The training body of S0 or S1: a session on the keyed enclave, driven through its host.
+pub fn party_body<'a>(
+    c: &'a JobConfig,
+    setup: &'a Setup,
+    observers: Observers<'a>,
+) -> impl Fn(&mut Party) -> Result<Summary, PartyError> + Sync + 'a {
+    move |p: &mut Party| {
+        let role = p.enclave.role();
+        let mut s = TrainSession::goten(
+            &mut p.enclave,
+            setup.session_config(c),
+            setup.splits(),
+            setup.sealing.clone(),
+        )?;
+        let plan = loop_plan(c, role == Role::S0);
+        let h = &mut PartyHost(&mut p.host);
+        train_loop(
+            &mut s,
+            h,
+            &plan,
+            &party_store(c, role),
+            observers[role.index()],
+        )
+    }
+}
+
+/// The training body of S0 or S1 with its enclave in a child process: the same loop, the
+/// session's ecalls sent over the process boundary.
+pub fn remote_party_body<'a>(
+    c: &'a JobConfig,
+    setup: &'a Setup,
+    observers: Observers<'a>,
+) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'a {
+    move |p: &mut RemoteParty| {
+        let role = p.enclave.role();
+        p.enclave.start(
+            setup.session_config(c),
+            setup.splits(),
+            setup.sealing.clone(),
+        )?;
+        let plan = loop_plan(c, role == Role::S0);
+        let h = &mut PartyHost(&mut p.host);
+        train_loop(
+            &mut p.enclave,
+            h,
+            &plan,
+            &party_store(c, role),
+            observers[role.index()],
+        )
+    }
+}
+
+/// Runs `c` (transport in-process) on this machine.
+pub fn run<'a>(
+    c: &'a JobConfig,
+    setup: &'a Setup,
+    observers: Observers<'a>,
+) -> Result<Outcome, RuntimeError> {
+    if c.transport != TransportKind::InProcess {
+        return Err(RuntimeError::config(
+            "the tcp transport runs the parties as separate processes: use the launcher",
+        ));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if c.mode != Mode::Goten {
+        let threads = if c.threads == 0 { cores } else { c.threads };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| {
+                RuntimeError::config(format!("cannot start {threads} worker threads: {e}"))
+            })?;
+        let secret = if c.mode == Mode::Plain || c.danger_deterministic_keys.is_some() {
+            LocalSecret::DangerFromSeed
+        } else {
+            LocalSecret::Fresh
+        };
+        let mut s = TrainSession::local(
+            setup.session_config(c),
+            setup.splits(),
+            setup.sealing.clone(),
+            secret,
+            threads,
+        )
+        .map_err(PartyError::from)?;
+        let ck = CkptStore {
+            dir: c.out.clone(),
+            role: "enclave",
+        };
+        let plan = loop_plan(c, true);
+        let summary =
+            pool.install(|| train_loop(&mut s, &mut LocalHost, &plan, &ck, observers[0]))?;
+        return Ok(Outcome {
+            summary,
+            reports: Vec::new(),
+            dealer_iterations: Vec::new(),
+        });
+    }
+    let cfg = ClusterConfig {
+        enclave: setup.enclave,
+        timeout: Duration::from_secs(c.timeout),
+    };
+    let (devices, nets) = crate::devices::local_parts(c.device, c.party_threads(3), cfg.timeout)?;
+    let trusts = match c.danger_deterministic_keys {
+        Some(seed) => Trusts::danger_deterministic(seed),
+        None => Trusts::generate(),
+    };
+    let run = if c.enclave == EnclaveKind::Process {
+        let body = remote_party_body(c, setup, observers);
+        let spawn = |role| crate::enclave_process::spawn_self(role, cfg.timeout);
+        run_local_remote(&cfg, &trusts, devices, nets, &spawn, &body)
+    } else {
+        run_local(
+            &cfg,
+            &trusts,
+            devices,
+            nets,
+            &party_body(c, setup, observers),
+        )
+    }?;
+    Ok(Outcome {
+        summary: run.results.0,
+        reports: Role::ALL.into_iter().zip(run.reports).collect(),
+        dealer_iterations: run.dealer_iterations,
+    })
+}

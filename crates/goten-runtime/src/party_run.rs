@@ -1,0 +1,187 @@
+//! One party of a deployment on separate machines (`goten party`): S0 or S1 with its enclave,
+//! or S2, the dealer.
+//!
+//! Where it sits: an executor beside [`crate::local`]. It reads the cluster and key files,
+//! connects to the other two parties over mutually authenticated TLS (`goten_party::deploy`),
+//! checks that all run the same job, then runs the training loop or the dealer loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use goten_enclave::quant::QuantConfig;
+use goten_enclave::{EnclaveConfig, Role};
+use goten_field::Ring;
+use goten_party::cluster::{danger_deterministic_ephemeral, run_dealer_party, run_enclave_party};
+use goten_party::deploy::{self, ClusterFile, KeyFile};
+use goten_party::ecall::party::run_remote_enclave_party;
+use goten_party::handshake::{JobId, agree_job};
+use goten_party::{ClusterConfig, PartyError, PartyReport, Traffic};
+
+use crate::config::{EnclaveKind, JobConfig, Mode};
+use crate::job::Setup;
+use crate::local::{party_body, remote_party_body};
+use crate::{Observer, RuntimeError, Summary};
+
+/// Where a party finds its deployment.
+pub struct Deployment {
+    /// This party.
+    pub role: Role,
+    /// The cluster file: the three parties' public entries.
+    pub cluster: PathBuf,
+    /// This party's key file (default: `party-ID.key` next to the cluster file).
+    pub key: Option<PathBuf>,
+    /// Listen here instead of at the cluster file's address.
+    pub listen: Option<String>,
+}
+
+fn read(path: &Path, what: &str) -> Result<String, RuntimeError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| RuntimeError::storage(format!("cannot read the {what} {}", path.display()), e))
+}
+
+fn at(role: Role) -> impl Fn(PartyError) -> RuntimeError {
+    move |e| {
+        RuntimeError::Party(PartyError::At {
+            role,
+            source: Box::new(e),
+        })
+    }
+}
+
+/// A failure to connect: the network's is the peers' (or the network's), the rest the files'.
+fn reach(role: Role) -> impl Fn(deploy::DeployError) -> RuntimeError {
+    move |e| match e {
+        deploy::DeployError::Net(n) => at(role)(PartyError::Net(n)),
+        other => RuntimeError::Deploy(other),
+    }
+}
+
+impl Deployment {
+    /// The cluster, this party's key file, and the trust they establish.
+    fn open(
+        &self,
+        c: &JobConfig,
+    ) -> Result<(ClusterFile, KeyFile, goten_party::Trusts), RuntimeError> {
+        let cluster = ClusterFile::parse(
+            &read(&self.cluster, "cluster file")?,
+            &self.cluster.display().to_string(),
+        )?;
+        let i = self.role.index();
+        let key_path = self.key.clone().unwrap_or_else(|| {
+            self.cluster
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(format!("party-{i}.key"))
+        });
+        let key = KeyFile::parse(
+            &read(&key_path, "key file")?,
+            &key_path.display().to_string(),
+        )?;
+        if key.role() != self.role {
+            return Err(RuntimeError::config(format!(
+                "{} is the key of {}, but this party is {}",
+                key_path.display(),
+                key.role(),
+                self.role
+            )));
+        }
+        let ephemeral = c
+            .danger_deterministic_keys
+            .map(danger_deterministic_ephemeral);
+        let trusts = deploy::trusts(&cluster, &key, ephemeral)?;
+        Ok((cluster, key, trusts))
+    }
+}
+
+/// S2's result.
+pub struct DealerOutcome {
+    /// Its time and traffic.
+    pub report: PartyReport,
+}
+
+/// Runs S2: serves S0 and S1 until both are done; `on_iteration` sees the traffic of each
+/// protocol iteration. Of `c` only the timeout, threads, device and danger seed apply.
+pub fn run_dealer(
+    d: &Deployment,
+    c: &JobConfig,
+    on_iteration: &mut dyn FnMut(u64, Traffic),
+) -> Result<DealerOutcome, RuntimeError> {
+    let role = d.role;
+    let (cluster, key, trusts) = d.open(c)?;
+    let timeout = Duration::from_secs(c.timeout);
+    let device = crate::devices::make(c.device, c.party_threads(1))?;
+    let mut net = deploy::connect(
+        &cluster,
+        &key,
+        d.listen.as_deref(),
+        timeout,
+        Ring::default(),
+    )
+    .map_err(reach(role))?;
+    let job = agree_job(&mut net, None).map_err(at(role))?;
+    let ring = Ring::new(job.ring_bits)
+        .map_err(|e| RuntimeError::config(format!("the job's ring from S0 and S1: {e}")))?;
+    net.set_ring(ring);
+    let cfg = ClusterConfig {
+        enclave: EnclaveConfig {
+            ring,
+            quant: QuantConfig::default(),
+        },
+        timeout,
+    };
+    let report =
+        run_dealer_party(&cfg, &trusts, device, Box::new(net), on_iteration).map_err(at(role))?;
+    Ok(DealerOutcome { report })
+}
+
+/// Runs S0 or S1 of `c` (prepared as `setup`): connects, agrees on the job, trains.
+pub fn run_trainer<'a>(
+    d: &Deployment,
+    c: &'a JobConfig,
+    setup: &'a Setup,
+    observer: Option<&'a Mutex<dyn Observer + 'a>>,
+) -> Result<(Summary, PartyReport), RuntimeError> {
+    let role = d.role;
+    if role == Role::S2 {
+        return Err(RuntimeError::config(
+            "S2 runs the dealer, not a training session",
+        ));
+    }
+    if c.mode != Mode::Goten {
+        return Err(RuntimeError::config(format!(
+            "a party runs goten mode only (got mode {})",
+            crate::config::Choice::name(c.mode)
+        )));
+    }
+    let (cluster, key, trusts) = d.open(c)?;
+    let timeout = Duration::from_secs(c.timeout);
+    let device = crate::devices::make(c.device, c.party_threads(1))?;
+    let mut net = deploy::connect(
+        &cluster,
+        &key,
+        d.listen.as_deref(),
+        timeout,
+        setup.enclave.ring,
+    )
+    .map_err(reach(role))?;
+    let ours = JobId {
+        ring_bits: setup.enclave.ring.bits(),
+        digest: setup.fingerprint,
+    };
+    agree_job(&mut net, Some(ours)).map_err(at(role))?;
+    let cfg = ClusterConfig {
+        enclave: setup.enclave,
+        timeout,
+    };
+    let observers = [observer, observer];
+    if c.enclave == EnclaveKind::Process {
+        let enclave = crate::enclave_process::spawn_self(role, timeout).map_err(at(role))?;
+        let body = remote_party_body(c, setup, observers);
+        run_remote_enclave_party(role, &cfg, &trusts, device, Box::new(net), enclave, &body)
+    } else {
+        let body = party_body(c, setup, observers);
+        run_enclave_party(role, &cfg, &trusts, device, Box::new(net), &body)
+    }
+    .map_err(at(role))
+}

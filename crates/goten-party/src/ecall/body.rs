@@ -34,9 +34,15 @@ impl W {
         self.shape(t.shape());
         let ring = t.ring();
         self.0.reserve(4 * t.len());
-        for &x in t.data() {
-            self.0
-                .extend_from_slice(&ring.to_canonical(x).to_le_bytes());
+        // Through a small buffer that stays in cache: the frame's memory is written once (no
+        // zeroing first), and the fixed-size loop vectorises (this runs on every share).
+        let mut tmp = [0u8; 4096];
+        for chunk in t.data().chunks(tmp.len() / 4) {
+            let out = &mut tmp[..4 * chunk.len()];
+            for (dst, &x) in out.chunks_exact_mut(4).zip(chunk) {
+                dst.copy_from_slice(&ring.to_canonical(x).to_le_bytes());
+            }
+            self.0.extend_from_slice(out);
         }
     }
     pub(super) fn hello(&mut self, h: &Hello) {

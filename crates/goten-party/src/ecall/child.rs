@@ -14,7 +14,9 @@ use goten_enclave::session::{Fault, SessionEcalls, SessionError, TrainSession};
 use goten_enclave::{Enclave, EnclaveConfig, KeyedEnclave, Role};
 use goten_field::Ring;
 
-use super::codec::{FromEnclave, InitParams, ToEnclave, decode_to_enclave, encode_from_enclave};
+use super::codec::{
+    FromEnclave, InitParams, ToEnclave, decode_to_enclave, encode_from_enclave_into,
+};
 use super::{Channel, ChannelError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,12 +33,13 @@ pub enum ServeError {
 }
 
 fn recv(ch: &mut Channel) -> Result<ToEnclave, ChannelError> {
+    let ring = ch.ring();
     let (kind, body) = ch.recv()?;
-    Ok(decode_to_enclave(kind, &body, ch.ring())?)
+    Ok(decode_to_enclave(kind, body, ring)?)
 }
 
 fn send(ch: &mut Channel, m: &FromEnclave) -> Result<(), ChannelError> {
-    ch.send(&encode_from_enclave(m))
+    ch.send_with(|buf| encode_from_enclave_into(m, buf))
 }
 
 /// The session's host services, as ocalls over the channel.

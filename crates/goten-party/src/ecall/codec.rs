@@ -141,14 +141,23 @@ pub enum FromEnclave {
     RunJob(DeviceJob),
 }
 
-fn frame(kind: u8, body: W) -> Vec<u8> {
-    let mut f = Vec::with_capacity(HEADER + body.0.len());
-    f.extend_from_slice(b"GE");
-    f.push(VERSION);
-    f.push(kind);
-    f.extend_from_slice(&(body.0.len() as u32).to_le_bytes());
-    f.extend_from_slice(&body.0);
-    f
+/// A writer whose buffer (`buf`, emptied, its capacity kept) starts with room for the header.
+fn start(buf: &mut Vec<u8>) -> W {
+    let mut v = std::mem::take(buf);
+    v.clear();
+    v.resize(HEADER, 0);
+    W(v)
+}
+
+/// Fills in the header of a frame built by [`start`]: the body is never copied.
+fn frame(kind: u8, w: W, buf: &mut Vec<u8>) {
+    let mut f = w.0;
+    let n = (f.len() - HEADER) as u32;
+    f[..2].copy_from_slice(b"GE");
+    f[2] = VERSION;
+    f[3] = kind;
+    f[4..8].copy_from_slice(&n.to_le_bytes());
+    *buf = f;
 }
 
 /// Checks a frame header; returns (kind, body length).
@@ -182,7 +191,15 @@ const FAULTS: [Fault; 6] = [
 
 /// Encodes a host-to-enclave message.
 pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {
-    let mut w = W(Vec::new());
+    let mut buf = Vec::new();
+    encode_to_enclave_into(m, &mut buf);
+    buf
+}
+
+/// Encodes a host-to-enclave message into `buf` (replacing its content, reusing its memory:
+/// a channel keeps one buffer, so large share frames do not fault in fresh pages each time).
+pub fn encode_to_enclave_into(m: &ToEnclave, buf: &mut Vec<u8>) {
+    let mut w = start(buf);
     let kind = match m {
         ToEnclave::Init(p) => {
             w.u8(p.role);
@@ -261,7 +278,7 @@ pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {
         }
         ToEnclave::Shutdown => 17,
     };
-    frame(kind, w)
+    frame(kind, w, buf)
 }
 
 /// Decodes a host-to-enclave body of `kind`; `ring` is the enclave's share ring.
@@ -337,7 +354,14 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
 
 /// Encodes an enclave-to-host message.
 pub fn encode_from_enclave(m: &FromEnclave) -> Vec<u8> {
-    let mut w = W(Vec::new());
+    let mut buf = Vec::new();
+    encode_from_enclave_into(m, &mut buf);
+    buf
+}
+
+/// Encodes an enclave-to-host message into `buf` (see [`encode_to_enclave_into`]).
+pub fn encode_from_enclave_into(m: &FromEnclave, buf: &mut Vec<u8>) {
+    let mut w = start(buf);
     let kind = match m {
         FromEnclave::ReportData(d) => {
             w.bytes(d);
@@ -421,7 +445,7 @@ pub fn encode_from_enclave(m: &FromEnclave) -> Vec<u8> {
             14
         }
     };
-    frame(kind, w)
+    frame(kind, w, buf)
 }
 
 /// Decodes an enclave-to-host body of `kind`.

@@ -46,6 +46,10 @@ pub enum ChannelError {
 pub struct Channel {
     stream: UnixStream,
     ring: Ring,
+    /// The last frame received and the next frame sent: kept, so that the large share frames
+    /// of every step reuse memory instead of faulting in fresh pages.
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
     /// Bytes this end has written (the enclave side's count is what crossed to the host).
     pub bytes_sent: u64,
 }
@@ -56,6 +60,8 @@ impl Channel {
         Channel {
             stream,
             ring,
+            recv_buf: Vec::new(),
+            send_buf: Vec::new(),
             bytes_sent: 0,
         }
     }
@@ -70,6 +76,15 @@ impl Channel {
         self.ring
     }
 
+    /// Encodes a message with `encode` into this channel's send buffer and sends it.
+    pub fn send_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), ChannelError> {
+        let mut buf = std::mem::take(&mut self.send_buf);
+        encode(&mut buf);
+        let r = self.send(&buf);
+        self.send_buf = buf;
+        r
+    }
+
     /// Sends one frame.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         self.stream.write_all(frame).map_err(|e| match e.kind() {
@@ -82,27 +97,31 @@ impl Channel {
         Ok(())
     }
 
-    /// Receives one frame: (kind, body).
-    pub fn recv(&mut self) -> Result<(u8, Vec<u8>), ChannelError> {
+    /// Receives one frame: (kind, body), the body valid until the next call.
+    pub fn recv(&mut self) -> Result<(u8, &[u8]), ChannelError> {
         let mut head = [0u8; codec::HEADER];
         self.read_exact(&mut head)?;
         let (kind, n) = codec::parse_header(&head)?;
-        // Up to 256 MiB is read straight into its buffer; beyond that the buffer grows as bytes
-        // arrive, so a lying length costs the liar, not this side's memory.
-        let mut body = Vec::new();
-        if n <= 1 << 28 {
-            body.resize(n, 0);
-            self.read_exact(&mut body)?;
-            return Ok((kind, body));
-        }
-        (&mut self.stream)
-            .take(n as u64)
-            .read_to_end(&mut body)
-            .map_err(|e| self.io_error(e))?;
-        if body.len() != n {
-            return Err(ChannelError::Closed);
-        }
-        Ok((kind, body))
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        // Up to 256 MiB is read straight into the buffer, which keeps its largest length (so
+        // it is neither zeroed nor faulted in again); beyond that it grows as bytes arrive, so
+        // a lying length costs the liar, not this side's memory.
+        let r = if n <= 1 << 28 {
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            self.read_exact(&mut buf[..n])
+        } else {
+            buf.clear();
+            match (&mut self.stream).take(n as u64).read_to_end(&mut buf) {
+                Ok(got) if got == n => Ok(()),
+                Ok(_) => Err(ChannelError::Closed),
+                Err(e) => Err(self.io_error(e)),
+            }
+        };
+        self.recv_buf = buf;
+        r?;
+        Ok((kind, &self.recv_buf[..n]))
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ChannelError> {
@@ -123,5 +142,47 @@ impl Channel {
             ),
             _ => ChannelError::Io(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::{FromEnclave, decode_from_enclave, encode_from_enclave_into};
+
+    /// The reused buffers hand out exactly each frame, whatever the sizes before it.
+    #[test]
+    fn reused_buffers_return_each_frame_exactly() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (
+            Channel::new(a, Ring::DEFAULT),
+            Channel::new(b, Ring::DEFAULT),
+        );
+        let msgs = [
+            FromEnclave::ReportData([1; 32]),
+            FromEnclave::Error(goten_enclave::session::Fault::Data, "x".repeat(5000)),
+            FromEnclave::Done,
+            FromEnclave::Error(goten_enclave::session::Fault::Peer, "short".into()),
+        ];
+        let writer = std::thread::spawn(move || {
+            for m in &msgs {
+                tx.send_with(|buf| encode_from_enclave_into(m, buf))
+                    .unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let (kind, body) = rx.recv().unwrap();
+            got.push(
+                match decode_from_enclave(kind, body, Ring::DEFAULT).unwrap() {
+                    FromEnclave::ReportData(d) => format!("report {}", d[0]),
+                    FromEnclave::Error(_, m) => format!("error {}", m.len()),
+                    FromEnclave::Done => "done".into(),
+                    _ => "other".into(),
+                },
+            );
+        }
+        writer.join().unwrap();
+        assert_eq!(got, ["report 1", "error 5000", "done", "error 5"]);
     }
 }

@@ -18,7 +18,10 @@ use goten_enclave::session::{
     StateTag, StepReport, TrainConfig, WindowLoss,
 };
 
-use super::codec::{FromEnclave, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave};
+use super::codec::{
+    FromEnclave, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave,
+    encode_to_enclave_into,
+};
 use super::{Channel, ChannelError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -120,15 +123,16 @@ impl RemoteEnclave {
         mut host: Option<&mut dyn HostServices>,
     ) -> Result<FromEnclave, SessionError> {
         self.ocall_error = None;
-        if let Err(e) = self.ch.send(&encode_to_enclave(&m)) {
+        if let Err(e) = self.ch.send_with(|buf| encode_to_enclave_into(&m, buf)) {
             return Err(self.dead(e));
         }
         loop {
-            let (kind, body) = match self.ch.recv() {
-                Ok(f) => f,
+            let ring = self.ch.ring();
+            let decoded = match self.ch.recv() {
+                Ok((kind, body)) => decode_from_enclave(kind, body, ring),
                 Err(e) => return Err(self.dead(e)),
             };
-            let msg = match decode_from_enclave(kind, &body, self.ch.ring()) {
+            let msg = match decoded {
                 Ok(m) => m,
                 Err(e) => return Err(self.dead(ChannelError::Malformed(e))),
             };
@@ -164,7 +168,10 @@ impl RemoteEnclave {
                 }
                 other => return Ok(other),
             };
-            if let Err(e) = self.ch.send(&encode_to_enclave(&answer)) {
+            if let Err(e) = self
+                .ch
+                .send_with(|buf| encode_to_enclave_into(&answer, buf))
+            {
                 return Err(self.dead(e));
             }
         }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
-use goten_enclave::session::{Protection, SessionEcalls, Split, TrainConfig, TrainSession};
+use goten_enclave::session::{Protection, SessionEcalls, TrainConfig, TrainSession};
+use goten_party::ecall::codec::HostSplit;
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 
@@ -53,9 +54,9 @@ fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
     }
 }
 
-fn splits(n: usize, steps: u64) -> (Split, Split) {
+fn splits(n: usize, steps: u64) -> (HostSplit, HostSplit) {
     let (d, t) = goten_data::synthetic(n * (steps as usize + 1), n, 1);
-    let s = |d: goten_data::Dataset| Split::Plain {
+    let s = |d: goten_data::Dataset| HostSplit::Plain {
         images: d.images,
         labels: d.labels,
     };
@@ -93,8 +94,7 @@ pub(crate) fn run(
     let (secs, peak_kb) = if process {
         let spawn = |role| goten_runtime::enclave_process::spawn_self(role, cfg.timeout);
         let body = |p: &mut RemoteParty| -> Result<(f64, Option<u64>), PartyError> {
-            p.enclave
-                .start(config(kind, n, steps), splits(n, steps), sealing.clone())?;
+            p.enclave.start(config(kind, n, steps), splits(n, steps))?;
             let secs = drive(&mut p.enclave, &mut p.host)?;
             Ok((secs, peak_kb(p.enclave.child_pid())))
         };
@@ -107,7 +107,10 @@ pub(crate) fn run(
             let mut s = TrainSession::goten(
                 &mut p.enclave,
                 config(kind, n, steps),
-                splits(n, steps),
+                {
+                    let (a, b) = splits(n, steps);
+                    (a.into_split(), b.into_split())
+                },
                 sealing.clone(),
             )?;
             drive(&mut s, &mut p.host)

@@ -8,8 +8,8 @@
 //!
 //! One sealed record: nonce (12 bytes) || ciphertext (3,073 bytes) || tag (16 bytes).
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Nonce;
+use aes_gcm::aead::{Aead, Payload};
 use goten_field::{Prg, SecretKey};
 use zeroize::Zeroizing;
 
@@ -49,7 +49,7 @@ pub fn seal(key: &SecretKey, split: &str, index: u64, record: &[u8]) -> Vec<u8> 
     for (i, x) in w.iter().enumerate() {
         nonce[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
     }
-    let cipher = Aes256Gcm::new_from_slice(key.expose()).expect("32-byte key");
+    let cipher = key.aes256gcm();
     let ct = cipher
         .encrypt(
             &Nonce::from(nonce),
@@ -77,7 +77,7 @@ pub fn open(
         return Err(err());
     }
     let nonce: [u8; 12] = sealed[..12].try_into().expect("12 bytes");
-    let cipher = Aes256Gcm::new_from_slice(key.expose()).expect("32-byte key");
+    let cipher = key.aes256gcm();
     let plain = cipher
         .decrypt(
             &Nonce::from(nonce),

@@ -14,15 +14,20 @@
 //! because 2^k divides 2^32, so no rejection loop is needed.
 
 use aes::Aes128;
-use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use aes::cipher::{Array, BlockCipherEncrypt};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use hkdf::Hkdf;
+use hmac::Hmac;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ring::Ring;
 
 /// A 256-bit secret from which PRG keys are derived. Never printed, zeroized on drop, not
-/// serializable: it can leave the enclave only by a deliberate [`SecretKey::expose`].
+/// serializable, and its bytes are not public: other crates use a key only through what it
+/// keys ([`Prg`], [`SecretKey::derive`], [`SecretKey::aes256gcm`], [`SecretKey::hmac_sha256`])
+/// or wrapped under another key ([`SecretKey::wrap`]), so no untrusted crate can read one.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SecretKey([u8; 32]);
 
@@ -32,9 +37,43 @@ impl SecretKey {
         SecretKey(bytes)
     }
 
-    /// The raw bytes, for key derivation inside the trusted code only.
-    pub fn expose(&self) -> &[u8; 32] {
+    /// The raw bytes, for this crate's own constructions only.
+    pub(crate) fn expose(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// AES-256-GCM keyed with this key (the cipher never gives its key back).
+    pub fn aes256gcm(&self) -> Aes256Gcm {
+        Aes256Gcm::new_from_slice(&self.0).expect("a 32-byte key")
+    }
+
+    /// HMAC-SHA256 keyed with this key.
+    pub fn hmac_sha256(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0).expect("any key length")
+    }
+
+    /// This key encrypted under `kek` (AES-256-GCM under `kek`'s sub-key for wrapping, so the
+    /// `nonce` may be one `kek` itself was used with; it must not repeat between wraps under
+    /// one `kek`). `aad` binds the context.
+    pub fn wrap(&self, kek: &SecretKey, nonce: &[u8; 12], aad: &[u8]) -> [u8; WRAPPED_KEY_BYTES] {
+        let ct = kek
+            .derive(b"goten/key-wrap/v1")
+            .aes256gcm()
+            .encrypt(nonce.into(), Payload { msg: &self.0, aad })
+            .expect("AES-GCM encryption of 32 bytes");
+        ct.try_into().expect("32 bytes and a 16-byte tag")
+    }
+
+    /// The key that [`SecretKey::wrap`] wrapped under `kek` with `nonce` and `aad`; `None` when
+    /// `wrapped` was altered or belongs to another key or context.
+    pub fn unwrap(kek: &SecretKey, nonce: &[u8; 12], aad: &[u8], wrapped: &[u8]) -> Option<Self> {
+        let plain = zeroize::Zeroizing::new(
+            kek.derive(b"goten/key-wrap/v1")
+                .aes256gcm()
+                .decrypt(nonce.into(), Payload { msg: wrapped, aad })
+                .ok()?,
+        );
+        Some(SecretKey(plain.as_slice().try_into().ok()?))
     }
 
     /// A sub-key for a labelled purpose: `HKDF-SHA256(self, salt = "goten/subkey/v1", info = label)`.
@@ -45,6 +84,16 @@ impl SecretKey {
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         SecretKey(out)
     }
+}
+
+/// Bytes of a key wrapped by [`SecretKey::wrap`].
+pub const WRAPPED_KEY_BYTES: usize = 48;
+
+/// Tests and deterministic test runs only: `HKDF-SHA256` of a *public* seed, as bytes. The
+/// result is exactly as public as `seed`; no existing [`SecretKey`] is involved, so this cannot
+/// reveal one.
+pub fn danger_derive_public(seed: [u8; 32], label: &[u8]) -> [u8; 32] {
+    SecretKey(seed).derive(label).0
 }
 
 impl std::fmt::Debug for SecretKey {

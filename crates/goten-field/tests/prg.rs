@@ -105,3 +105,45 @@ fn unit_floats_are_in_range_and_spread() {
     let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
     assert!((mean - 0.5).abs() < 0.005, "mean {mean}");
 }
+
+/// A wrapped key opens only under its key-encryption key, nonce and context, and comes back
+/// whole; the AEAD and MAC constructors key what they are given.
+#[test]
+fn wrapped_keys_open_only_in_their_context() {
+    use goten_field::prg::{WRAPPED_KEY_BYTES, danger_derive_public};
+    let key = SecretKey::from_bytes([1; 32]);
+    let kek = SecretKey::from_bytes([2; 32]);
+    let w = key.wrap(&kek, &[3; 12], b"ctx");
+    assert_eq!(w.len(), WRAPPED_KEY_BYTES);
+    assert!(
+        !w.windows(32).any(|x| x == [1; 32]),
+        "the key appears in the clear"
+    );
+    let back = SecretKey::unwrap(&kek, &[3; 12], b"ctx", &w).expect("opens");
+    // Same key: same PRG stream.
+    let stream = |k: &SecretKey| {
+        let mut v = [0u32; 8];
+        goten_field::Prg::new(k, "t", 0).fill_u32(0, 0, &mut v);
+        v
+    };
+    assert_eq!(stream(&back), stream(&key));
+    let other = SecretKey::from_bytes([9; 32]);
+    assert!(SecretKey::unwrap(&other, &[3; 12], b"ctx", &w).is_none());
+    assert!(SecretKey::unwrap(&kek, &[4; 12], b"ctx", &w).is_none());
+    assert!(SecretKey::unwrap(&kek, &[3; 12], b"other", &w).is_none());
+    for i in 0..w.len() {
+        let mut bad = w;
+        bad[i] ^= 1;
+        assert!(
+            SecretKey::unwrap(&kek, &[3; 12], b"ctx", &bad).is_none(),
+            "byte {i}"
+        );
+    }
+    assert!(SecretKey::unwrap(&kek, &[3; 12], b"ctx", &w[..40]).is_none());
+    // Public-seed derivation is the key derivation, as bytes.
+    let d = danger_derive_public([5; 32], b"x");
+    assert_eq!(
+        stream(&SecretKey::from_bytes(d)),
+        stream(&SecretKey::from_bytes([5; 32]).derive(b"x"))
+    );
+}

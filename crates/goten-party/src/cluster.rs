@@ -125,9 +125,7 @@ fn random32() -> [u8; 32] {
 fn danger_derive(seed: u64, label: &str) -> [u8; 32] {
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&seed.to_le_bytes());
-    *goten_field::SecretKey::from_bytes(s)
-        .derive(label.as_bytes())
-        .expose()
+    goten_field::prg::danger_derive_public(s, label.as_bytes())
 }
 
 /// The attestation secret of `role` that [`Trusts::danger_deterministic`] uses: the platform key
@@ -218,11 +216,8 @@ impl Trusts {
 
     /// Tests only: the fixed ephemeral secret of `role` (`None`: fresh entropy).
     pub(crate) fn danger_ephemeral_secret(&self, role: Role) -> Option<[u8; 32]> {
-        self.danger_fixed_ephemeral.map(|seed| {
-            *goten_field::SecretKey::from_bytes(seed)
-                .derive(&[role.index() as u8])
-                .expose()
-        })
+        self.danger_fixed_ephemeral
+            .map(|seed| goten_field::prg::danger_derive_public(seed, &[role.index() as u8]))
     }
 
     pub(crate) fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {

@@ -27,7 +27,7 @@ use goten_enclave::{Role, danger};
 use goten_field::{Ring, SecretKey};
 use goten_party::cluster::local_cpu_parts;
 use goten_party::ecall::child;
-use goten_party::ecall::codec::{self, FromEnclave};
+use goten_party::ecall::codec::{self, FromEnclave, HostSplit};
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::ecall::remote::RemoteEnclave;
 use goten_party::host::EnclaveHost;
@@ -323,15 +323,11 @@ fn tap(mut from: UnixStream, mut to: UnixStream, log: FrameLog) {
 /// enclave writes; returns the crossings decoded from those bytes and S0's export.
 fn audited_run_through_the_codec() -> (Vec<Crossing>, Vec<f32>) {
     let (train, test) = goten_data::synthetic(64, 32, 5);
-    let split = |d: &goten_data::Dataset| Split::Plain {
-        images: d.images.clone(),
-        labels: d.labels.clone(),
-    };
     let frames: [FrameLog; 2] = Default::default();
     let spawn = |role: Role| -> Result<RemoteEnclave, PartyError> {
         let (enclave_end, tap_in) = UnixStream::pair().unwrap();
         let (tap_out, host_end) = UnixStream::pair().unwrap();
-        std::thread::spawn(move || child::serve(enclave_end));
+        std::thread::spawn(move || child::serve(enclave_end, SecretKey::from_bytes([9; 32])));
         tap(
             tap_in.try_clone().unwrap(),
             tap_out.try_clone().unwrap(),
@@ -346,11 +342,11 @@ fn audited_run_through_the_codec() -> (Vec<Crossing>, Vec<f32>) {
         Ok(RemoteEnclave::new(role, host_end, None, Duration::from_secs(60)).unwrap())
     };
     let body = |p: &mut RemoteParty| -> Result<Vec<f32>, PartyError> {
-        p.enclave.start(
-            config(),
-            (split(&train), split(&test)),
-            SecretKey::from_bytes([9; 32]),
-        )?;
+        let host = |d: &goten_data::Dataset| HostSplit::Plain {
+            images: d.images.clone(),
+            labels: d.labels.clone(),
+        };
+        p.enclave.start(config(), (host(&train), host(&test)))?;
         drive(&mut p.enclave, &mut p.host, None)
     };
     let (devices, nets) = local_cpu_parts(1, Duration::from_secs(60)).unwrap();

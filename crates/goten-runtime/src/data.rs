@@ -12,7 +12,9 @@ use goten_data::{Dataset, SealedSet};
 use goten_enclave::sealed_data;
 use goten_enclave::session::Split;
 use goten_field::SecretKey;
+use goten_party::ecall::codec::HostSplit;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::RuntimeError;
 
@@ -20,8 +22,9 @@ use crate::RuntimeError;
 pub enum Source {
     /// Plaintext images and labels.
     Plain(Dataset),
-    /// Sealed records and the data key provisioned to the enclaves.
-    Sealed(SealedSet, SecretKey),
+    /// Sealed records and the data key provisioned to the enclaves (simulation: the host read
+    /// it from the data owner's file; with attestation it would be wrapped for the enclaves).
+    Sealed(SealedSet, Zeroizing<[u8; 32]>),
 }
 
 impl Source {
@@ -58,26 +61,33 @@ impl Source {
         }
     }
 
-    /// A copy of this split as the enclave receives it (once, at the start of a session).
-    pub fn to_split(&self) -> Split {
+    /// A copy of this split as an enclave process receives it (once, at the start of a
+    /// session).
+    pub fn to_host_split(&self) -> HostSplit {
         match self {
-            Source::Plain(d) => Split::Plain {
+            Source::Plain(d) => HostSplit::Plain {
                 images: d.images.clone(),
                 labels: d.labels.clone(),
             },
-            Source::Sealed(s, key) => Split::Sealed {
+            Source::Sealed(s, key) => HostSplit::Sealed {
                 split: s.split.clone(),
                 records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
                 key: key.clone(),
             },
         }
     }
+
+    /// A copy of this split as an enclave in this process receives it.
+    pub fn to_split(&self) -> Split {
+        self.to_host_split().into_split()
+    }
 }
 
-fn read_key(path: &Path) -> Result<SecretKey, RuntimeError> {
+fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, RuntimeError> {
     let b = std::fs::read(path).map_err(|e| {
         RuntimeError::storage(format!("cannot read the data key {}", path.display()), e)
     })?;
+    let b = Zeroizing::new(b);
     let arr: [u8; 32] = b.as_slice().try_into().map_err(|_| {
         RuntimeError::config(format!(
             "{} is not a data key (expected 32 bytes, found {})",
@@ -85,7 +95,7 @@ fn read_key(path: &Path) -> Result<SecretKey, RuntimeError> {
             b.len()
         ))
     })?;
-    Ok(SecretKey::from_bytes(arr))
+    Ok(Zeroizing::new(arr))
 }
 
 /// Loads `train.sealed` and `test.sealed` from `dir` with the data key at `key_path`.

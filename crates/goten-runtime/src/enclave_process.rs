@@ -96,9 +96,12 @@ fn spawn_in(
     RemoteEnclave::new(role, stream, Some(child), timeout).map_err(|e| spawn_err(role, e))
 }
 
-/// The child's whole life: connects to the party's socket and serves its enclave.
+/// The child's whole life: takes its platform's sealing key (simulated: the platform folder;
+/// the host never passes it), connects to the party's socket and serves its enclave.
 pub fn run_child(socket: &Path) -> Result<(), ServeError> {
+    let sealing = crate::store::platform_sealing_key()
+        .map_err(|e| ServeError::Setup(format!("the platform's sealing key: {e}")))?;
     let stream = UnixStream::connect(socket)
         .map_err(|e| ServeError::Setup(format!("cannot connect to {}: {e}", socket.display())))?;
-    goten_party::ecall::child::serve(stream)
+    goten_party::ecall::child::serve(stream, sealing)
 }

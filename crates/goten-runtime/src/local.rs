@@ -90,11 +90,8 @@ pub fn remote_party_body<'a>(
 ) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'a {
     move |p: &mut RemoteParty| {
         let role = p.enclave.role();
-        p.enclave.start(
-            setup.session_config(c),
-            setup.splits(),
-            setup.sealing.clone(),
-        )?;
+        p.enclave
+            .start(setup.session_config(c), setup.host_splits())?;
         let plan = loop_plan(c, role == Role::S0);
         let h = &mut PartyHost(&mut p.host);
         train_loop(

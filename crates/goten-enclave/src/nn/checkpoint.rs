@@ -2,17 +2,18 @@
 //!
 //! Where it sits: at the end of training and every `--checkpoint-every` steps, the enclave
 //! serialises its state and seals it with AES-256-GCM under a platform sealing key (in SGX, the
-//! MRENCLAVE-bound sealing key; in simulation, a key the simulated platform keeps in the output
-//! folder). The associated data binds the format version and the enclave's role, so a
+//! MRENCLAVE-bound sealing key; in simulation, a key the simulated platform keeps in its own
+//! folder, outside every run folder). The associated data binds the format version and the enclave's role, so a
 //! checkpoint cannot be altered, truncated, or swapped between E0 and E1 undetected: any tag
 //! failure is a hard error. The state includes the job secret behind the rounding noise, so a
 //! resumed run continues bit for bit.
 //!
-//! Plaintext layout (little-endian): `GCKP`, version u32 = 2, job fingerprint [32], step u64,
-//! epoch u64, PRG step u64, images u64, peer-sealed step u64, job secret flag u8 (+ 32 bytes), model name (u32 length
+//! Plaintext layout (little-endian): `GCKP`, version u32 = 3, job fingerprint [32], step u64,
+//! epoch u64, PRG step u64, images u64, peer-sealed step u64, job secret flag u8 (+ the job
+//! secret wrapped under the sealing key with the file's nonce, 48 bytes), model name (u32 length
 //! + bytes), tensor count u32, then each tensor as u64 length + f32 values, in layer order.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use goten_field::SecretKey;
 use zeroize::Zeroizing;
@@ -23,7 +24,7 @@ use super::model::{Model, ModelKind};
 
 const MAGIC: &[u8; 4] = b"GCKP";
 const FILE_MAGIC: &[u8; 8] = b"GOTENSLD";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Where training stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +141,11 @@ fn aad(role: &str) -> Vec<u8> {
 }
 
 fn cipher(key: &SecretKey) -> Aes256Gcm {
-    Aes256Gcm::new_from_slice(key.expose()).expect("32-byte key")
+    key.aes256gcm()
+}
+
+fn secret_aad(role: &str) -> Vec<u8> {
+    [aad(role).as_slice(), b"/job-secret"].concat()
 }
 
 /// Seals `model` and `progress` (and the job secret, if any) for `role` ("E0", "E1" or
@@ -153,6 +158,9 @@ pub fn seal(
     key: &SecretKey,
     role: &str,
 ) -> Result<Vec<u8>, CheckpointError> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| CheckpointError::Malformed(format!("no entropy: {e}")))?;
     let mut w = Writer(Vec::new());
     w.0.extend_from_slice(MAGIC);
     w.u32(VERSION);
@@ -169,7 +177,7 @@ pub fn seal(
     match job_secret {
         Some(s) => {
             w.0.push(1);
-            w.0.extend_from_slice(s.expose());
+            w.0.extend_from_slice(&s.wrap(key, &nonce, &secret_aad(role)));
         }
         None => w.0.push(0),
     }
@@ -192,9 +200,6 @@ pub fn seal(
         w.floats(t);
     }
     let plain = Zeroizing::new(w.0);
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| CheckpointError::Malformed(format!("no entropy: {e}")))?;
     let ct = cipher(key)
         .encrypt(
             &Nonce::from(nonce),
@@ -265,9 +270,15 @@ pub fn unseal(
     };
     let job_secret = match r.take(1)?[0] {
         0 => None,
-        1 => Some(SecretKey::from_bytes(
-            r.take(32)?.try_into().expect("32 bytes"),
-        )),
+        1 => Some(
+            SecretKey::unwrap(
+                key,
+                &nonce,
+                &secret_aad(role),
+                r.take(goten_field::prg::WRAPPED_KEY_BYTES)?,
+            )
+            .ok_or(CheckpointError::Tampered)?,
+        ),
         f => return Err(CheckpointError::Malformed(format!("bad flag {f}"))),
     };
     let n = r.u32()? as usize;

@@ -14,7 +14,7 @@ mod ecalls;
 pub mod release;
 
 use goten_field::SecretKey;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::linear::HostServices;
@@ -465,8 +465,7 @@ impl<'k> TrainSession<'k> {
             return Err(SessionError::State("only goten mode has a peer enclave"));
         };
         let key = enclave.seeds().state_mac_key();
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose()).expect("any key length");
+        let mut mac = key.hmac_sha256();
         mac.update(label);
         Ok((mac, enclave.role()))
     }

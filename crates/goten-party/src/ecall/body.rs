@@ -7,9 +7,10 @@
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
-use goten_enclave::session::{Protection, Split, TrainConfig, WindowLoss};
+use goten_enclave::session::{Protection, TrainConfig, WindowLoss};
 use goten_field::{Ring, RingTensor, codec};
 
+use super::codec::HostSplit;
 use crate::transport::Message;
 use crate::wire::{self, R, W, WireError};
 
@@ -158,14 +159,14 @@ pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
     })
 }
 
-pub(super) fn put_split(w: &mut W, s: &Split) {
+pub(super) fn put_split(w: &mut W, s: &HostSplit) {
     match s {
-        Split::Plain { images, labels } => {
+        HostSplit::Plain { images, labels } => {
             w.u8(0);
             w.blob(images);
             w.blob(labels);
         }
-        Split::Sealed {
+        HostSplit::Sealed {
             split,
             records,
             key,
@@ -174,14 +175,14 @@ pub(super) fn put_split(w: &mut W, s: &Split) {
             w.str(split);
             w.u64(records.len() as u64);
             records.iter().for_each(|r| w.blob(r));
-            w.bytes(key.expose());
+            w.bytes(&key[..]);
         }
     }
 }
 
-pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
+pub(super) fn get_split(r: &mut R<'_>) -> Result<HostSplit, WireError> {
     match r.u8("split")? {
-        0 => Ok(Split::Plain {
+        0 => Ok(HostSplit::Plain {
             images: r.blob("split images")?.to_vec(),
             labels: r.blob("split labels")?.to_vec(),
         }),
@@ -195,8 +196,8 @@ pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
             let records = (0..n)
                 .map(|_| r.blob("sealed record").map(<[u8]>::to_vec))
                 .collect::<Result<_, _>>()?;
-            let key = goten_field::SecretKey::from_bytes(r.arr("data key")?);
-            Ok(Split::Sealed {
+            let key = zeroize::Zeroizing::new(r.arr("data key")?);
+            Ok(HostSplit::Sealed {
                 split,
                 records,
                 key,

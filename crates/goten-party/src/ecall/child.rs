@@ -172,20 +172,21 @@ fn ecall(
     })
 }
 
-/// Serves one enclave over `stream` until the host shuts it down or goes away.
-pub fn serve(stream: std::os::unix::net::UnixStream) -> Result<(), ServeError> {
+/// Serves one enclave over `stream` until the host shuts it down or goes away; `sealing`: the
+/// platform's sealing key, which the enclave program obtains itself (simulation: from the
+/// platform folder; on SGX from the CPU), never from its host.
+pub fn serve(
+    stream: std::os::unix::net::UnixStream,
+    sealing: goten_field::SecretKey,
+) -> Result<(), ServeError> {
     let mut ch = Channel::new(stream, Ring::DEFAULT);
     let mut keyed = key_exchange(&mut ch)?;
-    let (cfg, train, test, sealing) = expect(&mut ch, "the session start", |m| match m {
-        ToEnclave::Start {
-            cfg,
-            train,
-            test,
-            sealing,
-        } => Some((cfg, train, test, sealing)),
+    let (cfg, train, test) = expect(&mut ch, "the session start", |m| match m {
+        ToEnclave::Start { cfg, train, test } => Some((cfg, train, test)),
         _ => None,
     })?;
-    let mut s = match TrainSession::goten(&mut keyed, cfg, (train, test), sealing) {
+    let splits = (train.into_split(), test.into_split());
+    let mut s = match TrainSession::goten(&mut keyed, cfg, splits, sealing) {
         Ok(s) => s,
         Err(e) => return Err(fail(&mut ch, e.fault(), e.to_string())),
     };

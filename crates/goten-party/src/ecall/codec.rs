@@ -23,8 +23,9 @@ use super::body::{
 };
 use crate::wire::{R, W, WireError};
 
-/// Version of the ecall codec.
-pub const VERSION: u8 = 1;
+/// Version of the ecall codec (2: the session start carries no sealing key; the enclave
+/// process has its platform's).
+pub const VERSION: u8 = 2;
 /// Frame header: magic, version, kind, body length.
 pub const HEADER: usize = 8;
 /// Largest body accepted (2 GiB would not fit u32 lengths of the splits; 1.5 GiB bounds memory).
@@ -51,6 +52,61 @@ pub struct InitParams {
     pub pinned_dealer: [u8; 32],
 }
 
+/// A dataset split as a host hands it to an enclave process: plaintext the host already had,
+/// or sealed records with the data key the host was given. Simulation: the host reads the data
+/// owner's key from a file and passes it on; with attestation the data owner wraps it for the
+/// attested enclave, and no host holds it. The enclave process turns it into a session
+/// [`Split`], whose key is an opaque [`goten_field::SecretKey`].
+pub enum HostSplit {
+    /// Plaintext images (3,072 bytes each) and labels.
+    Plain {
+        /// Images.
+        images: Vec<u8>,
+        /// Labels.
+        labels: Vec<u8>,
+    },
+    /// Sealed records and the data key.
+    Sealed {
+        /// `train` or `test`.
+        split: String,
+        /// The records, as sealed by the data owner.
+        records: Vec<Vec<u8>>,
+        /// The data key, wiped on drop.
+        key: zeroize::Zeroizing<[u8; 32]>,
+    },
+}
+
+impl HostSplit {
+    /// Records in the split.
+    pub fn len(&self) -> usize {
+        match self {
+            HostSplit::Plain { labels, .. } => labels.len(),
+            HostSplit::Sealed { records, .. } => records.len(),
+        }
+    }
+
+    /// Whether the split is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session's split (inside the enclave).
+    pub fn into_split(self) -> Split {
+        match self {
+            HostSplit::Plain { images, labels } => Split::Plain { images, labels },
+            HostSplit::Sealed {
+                split,
+                records,
+                key,
+            } => Split::Sealed {
+                split,
+                records,
+                key: goten_field::SecretKey::from_bytes(*key),
+            },
+        }
+    }
+}
+
 /// Host to enclave: ecalls, and answers to the enclave's ocalls.
 pub enum ToEnclave {
     /// Creates the enclave: answered with its report data.
@@ -64,16 +120,14 @@ pub enum ToEnclave {
         /// E0's wrapped dealer key (for E1).
         wrapped: Option<WrappedKey>,
     },
-    /// Starts the training session.
+    /// Starts the training session (the enclave process has its platform's sealing key).
     Start {
         /// The job.
         cfg: TrainConfig,
         /// Training split.
-        train: Split,
+        train: HostSplit,
         /// Test split.
-        test: Split,
-        /// The platform sealing key (simulation: on hardware the enclave derives it).
-        sealing: goten_field::SecretKey,
+        test: HostSplit,
     },
     /// Ecall "step".
     Step,
@@ -228,16 +282,10 @@ pub fn encode_to_enclave_into(m: &ToEnclave, buf: &mut Vec<u8>) {
             put_wrapped(&mut w, wrapped);
             3
         }
-        ToEnclave::Start {
-            cfg,
-            train,
-            test,
-            sealing,
-        } => {
+        ToEnclave::Start { cfg, train, test } => {
             put_config(&mut w, cfg);
             put_split(&mut w, train);
             put_split(&mut w, test);
-            w.bytes(sealing.expose());
             4
         }
         ToEnclave::Step => 5,
@@ -322,7 +370,6 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
             cfg: get_config(&mut r)?,
             train: get_split(&mut r)?,
             test: get_split(&mut r)?,
-            sealing: goten_field::SecretKey::from_bytes(r.arr("sealing key")?),
         },
         5 => ToEnclave::Step,
         6 => ToEnclave::Evaluate,

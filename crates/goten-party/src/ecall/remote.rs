@@ -14,12 +14,12 @@ use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::HostServices;
 use goten_enclave::session::{
-    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, Split,
-    StateTag, StepReport, TrainConfig, WindowLoss,
+    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, StateTag,
+    StepReport, TrainConfig, WindowLoss,
 };
 
 use super::codec::{
-    FromEnclave, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave,
+    FromEnclave, HostSplit, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave,
     encode_to_enclave_into,
 };
 use super::{Channel, ChannelError};
@@ -219,21 +219,16 @@ impl RemoteEnclave {
         }
     }
 
-    /// Starts the training session with the job, both splits and the sealing key.
+    /// Starts the training session with the job and both splits (the enclave process seals
+    /// with its own platform's key).
     pub fn start(
         &mut self,
         cfg: TrainConfig,
-        (train, test): (Split, Split),
-        sealing: goten_field::SecretKey,
+        (train, test): (HostSplit, HostSplit),
     ) -> Result<(), SessionError> {
         self.total = cfg.total_steps;
         self.per_epoch = (train.len().div_ceil(cfg.batch.max(1)) as u64).max(1);
-        let m = ToEnclave::Start {
-            cfg,
-            train,
-            test,
-            sealing,
-        };
+        let m = ToEnclave::Start { cfg, train, test };
         match self.call(m, None)? {
             FromEnclave::Done => Ok(()),
             _ => Err(self.unexpected("something other than the session start")),

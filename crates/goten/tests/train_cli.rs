@@ -148,13 +148,16 @@ fn quick_run(mode: &str, data: &[&str], name: &str) -> (serde_json::Value, Vec<s
     (v, metrics(&dir))
 }
 
-fn loss_decreases(m: &[serde_json::Value]) {
+fn loss_decreases(mode: &str, m: &[serde_json::Value]) {
     let losses: Vec<f64> = m.iter().filter_map(|v| v["loss"].as_f64()).collect();
     assert!(losses.len() >= 2, "too few loss values: {losses:?}");
     let k = (losses.len() / 4).max(1);
     let first: f64 = losses[..k].iter().sum::<f64>() / k as f64;
     let last: f64 = losses[losses.len() - k..].iter().sum::<f64>() / k as f64;
-    assert!(last < first, "loss did not decrease: {first} -> {last}");
+    assert!(
+        last < first,
+        "{mode}: loss did not decrease: {first} -> {last} ({losses:?})"
+    );
     assert!(
         m.iter().any(|v| v.get("test_accuracy").is_some()),
         "an evaluation is recorded"
@@ -164,14 +167,16 @@ fn loss_decreases(m: &[serde_json::Value]) {
 #[test]
 fn synthetic_runs_in_every_mode() {
     for mode in ["plain", "enclave", "goten"] {
+        // Two epochs: protected modes draw a fresh batch order each run, and a 12-step run's
+        // two loss windows were occasionally too noisy to compare (a flaky failure in CI).
         let (v, m) = quick_run(
             mode,
-            &["--synthetic-train", "384", "--batch", "32"],
+            &["--synthetic-train", "384", "--batch", "32", "--epochs", "2"],
             &format!("syn-{mode}"),
         );
         assert_eq!(v["synthetic_data"], true);
         assert!(v["test_accuracy"].as_f64().unwrap() > 0.3, "{mode}: {v}");
-        loss_decreases(&m);
+        loss_decreases(mode, &m);
     }
 }
 
@@ -198,7 +203,7 @@ fn cifar_subset_runs_in_every_mode() {
         assert_eq!(v["steps"], 32);
         // Chance is 10 %; 300 test images put 18 % about 4.6 standard deviations above it.
         assert!(v["test_accuracy"].as_f64().unwrap() > 0.18, "{mode}: {v}");
-        loss_decreases(&m);
+        loss_decreases(mode, &m);
     }
 }
 

@@ -19,6 +19,7 @@
 
 use goten_field::ops::ConvDims;
 use goten_field::{BilinearOp, ShapeError};
+use rayon::prelude::*;
 
 /// The Mersenne prime 2^61 - 1.
 const P: u64 = (1 << 61) - 1;
@@ -43,13 +44,13 @@ fn add(a: u64, b: u64) -> u64 {
     if s >= P { s - P } else { s }
 }
 
+/// `v mod p` by folding (no division: this runs on every entry of every checked result).
 #[inline(always)]
 fn field(v: i64) -> u64 {
-    if v >= 0 {
-        (v as u64) % P
-    } else {
-        P - ((v.unsigned_abs()) % P)
-    }
+    let m = v.unsigned_abs();
+    let y = (m & P) + (m >> 61);
+    let y = if y >= P { y - P } else { y };
+    if v >= 0 || y == 0 { y } else { P - y }
 }
 
 /// Challenge lengths (r, s) in field elements.
@@ -76,23 +77,42 @@ fn axpy(out: &mut [u64], k: u64, x: impl Iterator<Item = i64>) {
     }
 }
 
-/// Sum over `outer` blocks of `k[block] * block` for a `[outer, inner]` array.
-fn contract<T: Copy + Into<i64>>(
+/// Sum over `outer` blocks of `k[block] * block` for a `[outer, inner]` array, on all cores:
+/// groups of blocks are summed apart and the partial sums added, which is exact in any order
+/// (field arithmetic), so the result does not depend on the thread count.
+fn contract<T: Copy + Into<i64> + Sync>(
     data: &[T],
     outer: usize,
     inner: usize,
     k: &[u64],
-    pick: impl Fn(usize) -> usize,
+    pick: impl Fn(usize) -> usize + Sync,
 ) -> Vec<u64> {
-    let mut out = vec![0u64; inner];
-    for b in 0..outer {
-        axpy(
-            &mut out,
-            k[pick(b)],
-            data[b * inner..(b + 1) * inner].iter().map(|&v| v.into()),
-        );
+    if inner == 0 || outer == 0 {
+        return vec![0u64; inner];
     }
-    out
+    // About 16 Ki entries per task.
+    let per_task = ((1 << 14) / inner).max(1);
+    data[..outer * inner]
+        .par_chunks(per_task * inner)
+        .enumerate()
+        .map(|(g, blocks)| {
+            let mut out = vec![0u64; inner];
+            for (j, blk) in blocks.chunks_exact(inner).enumerate() {
+                axpy(
+                    &mut out,
+                    k[pick(g * per_task + j)],
+                    blk.iter().map(|&v| v.into()),
+                );
+            }
+            out
+        })
+        .reduce(
+            || vec![0u64; inner],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x = add(*x, y));
+                a
+            },
+        )
 }
 
 fn taps(d: &ConvDims, mut f: impl FnMut(usize, usize, usize)) {
@@ -209,5 +229,23 @@ mod tests {
         assert_eq!(mul(P - 1, P - 1), 1);
         assert_eq!(mul(1 << 40, 1 << 40), field(1 << 19));
         assert_eq!(reduce(u128::from(P) * 3), 0);
+        // Folding equals the remainder on the edges of the range.
+        for v in [
+            0i64,
+            1,
+            -1,
+            P as i64,
+            -(P as i64),
+            P as i64 + 5,
+            -(P as i64) - 5,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+            1 << 62,
+            -(1 << 62),
+        ] {
+            let want = (i128::from(v)).rem_euclid(i128::from(P)) as u64;
+            assert_eq!(field(v), want, "{v}");
+        }
     }
 }

@@ -252,9 +252,8 @@ impl KeyedEnclave {
         let (na, nb) = (a.expose().len(), b.expose().len());
         let mut noise = vec![0f32; na + nb];
         if self.cfg.quant.rounding == quant::Rounding::Stochastic {
-            seeds
-                .pair(PairPurpose::RoundingNoise, op_id)
-                .fill_unit_f32(iteration, 0, &mut noise);
+            let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+            crate::shares::expand_unit(&prg, iteration, &mut noise);
         }
         let qa = self.cfg.quant.quantize(a.expose(), &noise[..na])?;
         let qb = self.cfg.quant.quantize(b.expose(), &noise[na..])?;

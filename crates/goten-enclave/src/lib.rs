@@ -12,7 +12,8 @@
 //! - [`quant`]: dynamic quantization and dequantization;
 //! - [`bound`]: the magnitude bound and split plan that rule out silent wraparound;
 //! - [`check`]: the Freivalds-style integrity check of every reconstructed result;
-//! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction);
+//! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction), whose
+//!   share formation and reconstruction passes (`shares`) are fused and run on all cores;
 //! - [`nn`]: layers, models, loss and optimizer of the training program;
 //! - [`session`]: the training program behind its ecalls, and the release policy;
 //! - [`secret`]: the plaintext tensor type that never leaves.
@@ -33,6 +34,7 @@ pub mod sealed_data;
 pub mod secret;
 pub mod seeds;
 pub mod session;
+mod shares;
 
 /// Whether this build made the plaintext accessors public (the test-only feature
 /// `danger-test-expose`); a binary that sees `true` must say so loudly.

@@ -15,6 +15,7 @@ use crate::check;
 use crate::keys::Role;
 use crate::quant::Quantized;
 use crate::seeds::{DealerPurpose, PairPurpose, SeedBook};
+use crate::shares;
 
 /// Public description of one part of an op: all a host or S2 needs, nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -193,22 +194,6 @@ pub enum LinearError {
     Usage(String),
 }
 
-fn expand(
-    prg: &goten_field::Prg,
-    ring: Ring,
-    shape: &[usize],
-    iteration: u64,
-) -> Result<RingTensor, ShapeError> {
-    let mut t = RingTensor::zeros(ring, shape)?;
-    prg.fill_ring(ring, iteration, 0, t.data_mut());
-    Ok(t)
-}
-
-fn embed(ring: Ring, shape: &[usize], v: Vec<i32>) -> Result<RingTensor, ShapeError> {
-    // Quantized values are small (checked against the ring's headroom at configuration).
-    RingTensor::from_residues(ring, shape, v)
-}
-
 /// Runs `op` on quantized operands through the three-party protocol and returns the exact
 /// integer result `aQ (x) bQ` (row-major, output shape of the op).
 #[allow(clippy::too_many_arguments)]
@@ -311,16 +296,17 @@ fn execute(
     let mut acc = vec![0i64; out_len];
     let parts = ranges.len() as u32;
     for (part, &(s, e)) in ranges.iter().enumerate() {
-        let (pa, psa) = if parts == 1 {
-            (ctx.a.1.to_vec(), ctx.a.0.to_vec())
-        } else {
-            bound::slice_axis(ctx.a.1, ctx.a.0, ax_a, s, e)
+        // One part (the usual case) uses the operands as they are; more take slices.
+        let sliced = |(shape, v): (&[usize], &[i32]), ax| {
+            (parts > 1).then(|| bound::slice_axis(v, shape, ax, s, e))
         };
-        let (pb, psb) = if parts == 1 {
-            (ctx.b.1.to_vec(), ctx.b.0.to_vec())
-        } else {
-            bound::slice_axis(ctx.b.1, ctx.b.0, ax_b, s, e)
-        };
+        let (sa, sb) = (sliced(ctx.a, ax_a), sliced(ctx.b, ax_b));
+        let (pa, psa) = sa
+            .as_ref()
+            .map_or((ctx.a.1, ctx.a.0), |(v, sh)| (&v[..], &sh[..]));
+        let (pb, psb) = sb
+            .as_ref()
+            .map_or((ctx.b.1, ctx.b.0), |(v, sh)| (&v[..], &sh[..]));
         let header = OpHeader {
             op_id: ctx.ids.0,
             iteration: ctx.ids.1,
@@ -328,8 +314,8 @@ fn execute(
             part: part as u32,
             parts,
             op: *ctx.op,
-            a_shape: psa,
-            b_shape: psb,
+            a_shape: psa.to_vec(),
+            b_shape: psb.to_vec(),
         };
         let c = run_part(ctx.role, ctx.ring, ctx.seeds, host, &header, pa, pb)?;
         acc.iter_mut()
@@ -339,15 +325,16 @@ fn execute(
     Ok(acc)
 }
 
-/// One part: shares and masks, the ocall, reconstruction.
+/// One part: shares and masks, the ocall, reconstruction. Every pass runs on all cores over
+/// fixed chunks ([`crate::shares`]), so results do not depend on the thread count.
 fn run_part(
     role: Role,
     ring: Ring,
     seeds: &SeedBook,
     host: &mut dyn HostServices,
     h: &OpHeader,
-    a: Vec<i32>,
-    b: Vec<i32>,
+    aq: &[i32],
+    bq: &[i32],
 ) -> Result<RingTensor, LinearError> {
     let id = h.stream_id();
     let it = h.iteration;
@@ -357,59 +344,50 @@ fn run_part(
         part: h.part,
         source,
     })?;
-    let aq = embed(ring, &h.a_shape, a)?;
-    let bq = embed(ring, &h.b_shape, b)?;
-    let u = expand(
-        &seeds.dealer(DealerPurpose::MaskU, id),
-        ring,
-        &h.a_shape,
-        it,
-    )?;
-    let v = expand(
-        &seeds.dealer(DealerPurpose::MaskV, id),
-        ring,
-        &h.b_shape,
-        it,
-    )?;
-    let e = aq.sub(&u)?;
-    let f = bq.sub(&v)?;
-    drop((u, v));
-    let a0 = expand(&seeds.pair(PairPurpose::ShareA0, id), ring, &h.a_shape, it)?;
-    // The audit's negative test only (feature `danger-test-expose`): A0 = aQ, so A1 = 0.
-    #[cfg(feature = "danger-test-expose")]
-    let a0 = if crate::danger::leak_operand() {
-        aq.clone()
-    } else {
-        a0
-    };
-    let b0 = expand(&seeds.pair(PairPurpose::ShareB0, id), ring, &h.b_shape, it)?;
-    let cm0 = expand(&seeds.pair(PairPurpose::PadC0, id), ring, &out, it)?;
-    let cm1 = expand(&seeds.pair(PairPurpose::PadC1, id), ring, &out, it)?;
-    let cmz = expand(&seeds.dealer(DealerPurpose::PadZ, id), ring, &out, it)?;
-    // S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1 - CM1.
-    let (terms, pad) = match role {
-        Role::S0 => {
-            let b0f = b0.sub(&f)?;
-            (
-                vec![(Share(a0), Share(f.clone())), (Share(e), Share(b0f))],
-                Share(cm0.clone()),
-            )
-        }
-        Role::S1 => {
-            let a1 = aq.sub(&a0)?;
-            let b1 = bq.sub(&b0)?;
-            (
-                vec![(Share(a1), Share(f.clone())), (Share(e), Share(b1))],
-                Share(cm1.clone()),
-            )
-        }
+    let tensor = |shape: &[usize], v: Vec<i32>| RingTensor::from_residues(ring, shape, v);
+    // The masked operands E = aQ - U and F = bQ - V, the same for both enclaves.
+    let e = shares::minus_stream(&seeds.dealer(DealerPurpose::MaskU, id), ring, it, aq);
+    let f = shares::minus_stream(&seeds.dealer(DealerPurpose::MaskV, id), ring, it, bq);
+    let (a0p, b0p) = (
+        seeds.pair(PairPurpose::ShareA0, id),
+        seeds.pair(PairPurpose::ShareB0, id),
+    );
+    let (own_pad, other_pads) = match role {
+        Role::S0 => (PairPurpose::PadC0, PairPurpose::PadC1),
+        Role::S1 => (PairPurpose::PadC1, PairPurpose::PadC0),
         Role::S2 => return Err(LinearError::Usage("S2 has no enclave".into())),
     };
-    drop((aq, bq));
+    let n_out: usize = out.iter().product();
+    let pad = shares::expand(&seeds.pair(own_pad, id), ring, it, n_out);
+    // S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1 - CM1, with
+    // A1 = aQ - A0 and B1 = bQ - B0.
+    let (x, y) = match role {
+        Role::S0 => (
+            shares::expand(&a0p, ring, it, aq.len()),
+            shares::stream_minus(&b0p, ring, it, &f),
+        ),
+        _ => (
+            shares::minus_stream(&a0p, ring, it, aq),
+            shares::minus_stream(&b0p, ring, it, bq),
+        ),
+    };
+    // The audit's negative test only (feature `danger-test-expose`): A0 = aQ, so A1 = 0.
+    #[cfg(feature = "danger-test-expose")]
+    let x = if crate::danger::leak_operand() {
+        match role {
+            Role::S0 => aq.to_vec(),
+            _ => vec![0; aq.len()],
+        }
+    } else {
+        x
+    };
     let job = DeviceJob {
         header: h.clone(),
-        terms,
-        pad,
+        terms: vec![
+            (Share(tensor(&h.a_shape, x)?), Share(tensor(&h.b_shape, f)?)),
+            (Share(tensor(&h.a_shape, e)?), Share(tensor(&h.b_shape, y)?)),
+        ],
+        pad: Share(tensor(&out, pad.clone())?),
     };
     let reply = host.run_job(job).map_err(|source| LinearError::Host {
         op_id: h.op_id,
@@ -432,8 +410,15 @@ fn run_part(
     }
     // c = C0' + C1' + Z' + CM0 + CM1 + CMZ = aQ (x) bQ, exactly, by the plan's bound.
     let mut c = reply.own;
-    for t in [&reply.peer, &reply.dealer, &cm0, &cm1, &cmz] {
-        c.add_assign(t)?;
-    }
+    shares::reconstruct(
+        ring,
+        it,
+        c.data_mut(),
+        [reply.peer.data(), reply.dealer.data(), &pad],
+        [
+            &seeds.pair(other_pads, id),
+            &seeds.dealer(DealerPurpose::PadZ, id),
+        ],
+    );
     Ok(c)
 }

@@ -16,6 +16,7 @@
 //! `sum_t (|a_t| u_b + |b_t| u_a + u_a u_b)` over the terms of each output entry, plus f32
 //! rounding of the result (`docs/DESIGN.md`, fidelity bound).
 
+use rayon::prelude::*;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -102,33 +103,42 @@ impl QuantConfig {
     /// rounding; it is ignored for nearest rounding.
     pub fn quantize(&self, x: &[f32], noise: &[f32]) -> Result<Quantized, QuantError> {
         self.validate()?;
-        let mut m = 0f32;
-        for (i, &v) in x.iter().enumerate() {
-            if !v.is_finite() {
-                return Err(QuantError::NonFinite(i));
-            }
-            m = m.max(v.abs());
+        // On all cores over fixed chunks; max and the elementwise map are exact, so the result
+        // does not depend on the thread count.
+        let m = x
+            .par_chunks(CHUNK)
+            // NaN counts as infinite: `max` would skip it.
+            .map(|c| {
+                c.iter().fold(0f32, |m, &v| {
+                    m.max(if v.is_nan() { f32::INFINITY } else { v.abs() })
+                })
+            })
+            .reduce(|| 0f32, f32::max);
+        if !m.is_finite() {
+            let i = x
+                .iter()
+                .position(|v| !v.is_finite())
+                .expect("a non-finite entry");
+            return Err(QuantError::NonFinite(i));
         }
         let e = if m == 0.0 { 0 } else { floor_log2(m) };
         let shift = self.bits as i32 - 2 - e;
         let scale = 2f64.powi(shift);
-        let (lo, hi) = (
-            -(1i64 << (self.bits - 1)) as f64,
-            ((1i64 << (self.bits - 1)) - 1) as f64,
-        );
+        let (lo, hi) = (-(1i64 << (self.bits - 1)), (1i64 << (self.bits - 1)) - 1);
+        let q = |y: f64| floor_small(y).clamp(lo, hi) as i32;
         let values = match self.rounding {
             Rounding::Stochastic => {
                 assert_eq!(noise.len(), x.len(), "one noise value per element");
-                x.iter()
-                    .zip(noise)
-                    .map(|(&v, &r)| {
-                        (f64::from(v) * scale + f64::from(r)).floor().clamp(lo, hi) as i32
-                    })
+                x.par_iter()
+                    .zip(noise.par_iter())
+                    .with_min_len(CHUNK)
+                    .map(|(&v, &r)| q(f64::from(v) * scale + f64::from(r)))
                     .collect()
             }
             Rounding::Nearest => x
-                .iter()
-                .map(|&v| (f64::from(v) * scale + 0.5).floor().clamp(lo, hi) as i32)
+                .par_iter()
+                .with_min_len(CHUNK)
+                .map(|&v| q(f64::from(v) * scale + 0.5))
                 .collect(),
         };
         Ok(Quantized { values, shift })
@@ -145,7 +155,22 @@ impl QuantConfig {
 /// Scales an exact integer result back: c * 2^-(shift_a + shift_b), rounded once to f32.
 pub fn dequantize(c: &[i64], shift_a: i32, shift_b: i32) -> Vec<f32> {
     let scale = 2f64.powi(-(shift_a + shift_b));
-    c.iter().map(|&v| (v as f64 * scale) as f32).collect()
+    c.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| (v as f64 * scale) as f32)
+        .collect()
+}
+
+/// Entries per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// `floor(y)` as an integer for |y| < 2^62, without a libm call (the baseline x86-64 target
+/// has no rounding instruction, and this runs on every operand entry): truncate, then step
+/// down for negative non-integers.
+#[inline(always)]
+fn floor_small(y: f64) -> i64 {
+    let t = y as i64;
+    if (t as f64) > y { t - 1 } else { t }
 }
 
 #[cfg(test)]
@@ -200,6 +225,28 @@ mod tests {
             .is_err()
         );
         assert!(format!("{:?}", q.quantize(&[1.0], &[0.0]).unwrap()).contains("redacted"));
+    }
+
+    #[test]
+    fn floor_small_is_floor() {
+        for y in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            1.999,
+            -1.999,
+            127.5,
+            -128.5,
+            1e15 + 0.5,
+            -1e15 - 0.5,
+            f64::EPSILON,
+            -f64::EPSILON,
+        ] {
+            assert_eq!(floor_small(y), y.floor() as i64, "{y}");
+        }
     }
 
     #[test]

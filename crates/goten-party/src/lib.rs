@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod ecall;
 pub mod handshake;
 pub mod host;
+mod pinning;
 pub mod record;
 pub mod tcp;
 pub mod transport;

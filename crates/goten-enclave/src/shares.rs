@@ -33,21 +33,22 @@ pub(crate) fn expand_unit(prg: &Prg, iteration: u64, out: &mut [f32]) {
 
 /// `x - stream` elementwise in the ring (a masked or shared operand).
 pub(crate) fn minus_stream(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
-    let mut out = vec![0i32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(k, (o, x))| {
-            prg.fill_ring(ring, iteration, (k * CHUNK) as u64, o);
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = ring.sub(x, *o);
-            }
-        });
-    out
+    with_stream(prg, ring, iteration, x, |x, s| ring.sub(x, s))
 }
 
 /// `stream - x` elementwise in the ring.
 pub(crate) fn stream_minus(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
+    with_stream(prg, ring, iteration, x, |x, s| ring.sub(s, x))
+}
+
+/// `f(x[i], stream[i])` for every `i`, the stream expanded chunk by chunk into the output.
+fn with_stream(
+    prg: &Prg,
+    ring: Ring,
+    iteration: u64,
+    x: &[i32],
+    f: impl Fn(i32, i32) -> i32 + Sync,
+) -> Vec<i32> {
     let mut out = vec![0i32; x.len()];
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
@@ -55,7 +56,7 @@ pub(crate) fn stream_minus(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> 
         .for_each(|(k, (o, x))| {
             prg.fill_ring(ring, iteration, (k * CHUNK) as u64, o);
             for (o, &x) in o.iter_mut().zip(x) {
-                *o = ring.sub(*o, x);
+                *o = f(x, *o);
             }
         });
     out

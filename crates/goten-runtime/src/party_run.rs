@@ -94,6 +94,31 @@ impl Deployment {
     }
 }
 
+/// A party connected to the other two, with its device.
+struct Connected {
+    trusts: goten_party::Trusts,
+    device: Box<dyn goten_device::Device>,
+    net: goten_party::tcp::TcpTransport,
+    timeout: Duration,
+}
+
+impl Deployment {
+    /// Reads the files, makes the device and connects over TLS (shares of `ring`).
+    fn connect(&self, c: &JobConfig, ring: Ring) -> Result<Connected, RuntimeError> {
+        let (cluster, key, trusts) = self.open(c)?;
+        let timeout = Duration::from_secs(c.timeout);
+        let device = crate::devices::make(c.device, c.party_threads(1))?;
+        let net = deploy::connect(&cluster, &key, self.listen.as_deref(), timeout, ring)
+            .map_err(reach(self.role))?;
+        Ok(Connected {
+            trusts,
+            device,
+            net,
+            timeout,
+        })
+    }
+}
+
 /// S2's result.
 pub struct DealerOutcome {
     /// Its time and traffic.
@@ -108,17 +133,12 @@ pub fn run_dealer(
     on_iteration: &mut dyn FnMut(u64, Traffic),
 ) -> Result<DealerOutcome, RuntimeError> {
     let role = d.role;
-    let (cluster, key, trusts) = d.open(c)?;
-    let timeout = Duration::from_secs(c.timeout);
-    let device = crate::devices::make(c.device, c.party_threads(1))?;
-    let mut net = deploy::connect(
-        &cluster,
-        &key,
-        d.listen.as_deref(),
+    let Connected {
+        trusts,
+        device,
+        mut net,
         timeout,
-        Ring::default(),
-    )
-    .map_err(reach(role))?;
+    } = d.connect(c, Ring::default())?;
     let job = agree_job(&mut net, None).map_err(at(role))?;
     let ring = Ring::new(job.ring_bits)
         .map_err(|e| RuntimeError::config(format!("the job's ring from S0 and S1: {e}")))?;
@@ -154,17 +174,12 @@ pub fn run_trainer<'a>(
             crate::config::Choice::name(c.mode)
         )));
     }
-    let (cluster, key, trusts) = d.open(c)?;
-    let timeout = Duration::from_secs(c.timeout);
-    let device = crate::devices::make(c.device, c.party_threads(1))?;
-    let mut net = deploy::connect(
-        &cluster,
-        &key,
-        d.listen.as_deref(),
+    let Connected {
+        trusts,
+        device,
+        mut net,
         timeout,
-        setup.enclave.ring,
-    )
-    .map_err(reach(role))?;
+    } = d.connect(c, setup.enclave.ring)?;
     let ours = JobId {
         ring_bits: setup.enclave.ring.bits(),
         digest: setup.fingerprint,

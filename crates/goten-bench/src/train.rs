@@ -272,6 +272,8 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                        "linear_secs_per_step": split.device / steps, "nonlinear_secs_per_step": nonlin / steps,
                        "quant_prg_secs_per_step": quant / steps, "transport_secs_per_step": split.transport / steps});
             if let Some((bytes, elems)) = split.wire {
+                v["enclave_ms_per_image"] = (1e3 * quant / steps / n as f64).into();
+                v["enclave_threads"] = rayon::current_num_threads().into();
                 v["wire_bytes_per_step"] = bytes.round().into();
                 v["share_elements_per_step"] = elems.round().into();
                 v["bytes_per_element"] = (bytes / elems.max(1.0)).into();
@@ -289,6 +291,11 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
                 split.transport / steps
             );
             if let Some((bytes, elems)) = split.wire {
+                println!(
+                    "         enclave: {:.2} ms per image (quant/prg per step / batch), {} enclave threads (RAYON_NUM_THREADS)",
+                    1e3 * quant / steps / n as f64,
+                    rayon::current_num_threads()
+                );
                 println!(
                     "         wire: {:.1} MB/step by all parties, {:.3} bytes per share element (prototype: {:.1} MB/step as float32)",
                     bytes / 1e6,

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
-use goten_enclave::session::{Protection, SessionEcalls, TrainConfig, TrainSession};
-use goten_party::ecall::codec::HostSplit;
+use goten_enclave::session::{Protection, SessionEcalls, Split, TrainConfig, TrainSession};
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
 
@@ -54,9 +53,9 @@ fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
     }
 }
 
-fn splits(n: usize, steps: u64) -> (HostSplit, HostSplit) {
+fn splits(n: usize, steps: u64) -> (Split, Split) {
     let (d, t) = goten_data::synthetic(n * (steps as usize + 1), n, 1);
-    let s = |d: goten_data::Dataset| HostSplit::Plain {
+    let s = |d: goten_data::Dataset| Split::Plain {
         images: d.images,
         labels: d.labels,
     };
@@ -107,10 +106,7 @@ pub(crate) fn run(
             let mut s = TrainSession::goten(
                 &mut p.enclave,
                 config(kind, n, steps),
-                {
-                    let (a, b) = splits(n, steps);
-                    (a.into_split(), b.into_split())
-                },
+                splits(n, steps),
                 sealing.clone(),
             )?;
             drive(&mut s, &mut p.host)

@@ -76,18 +76,24 @@ pub(crate) fn reconstruct(
         .zip(dealer.par_chunks(CHUNK))
         .zip(pad.par_chunks(CHUNK))
         .enumerate()
-        .for_each(|(k, (((o, p), d), m))| {
-            let mut s = [vec![0i32; o.len()], vec![0i32; o.len()]];
-            for (buf, prg) in s.iter_mut().zip(streams) {
-                prg.fill_ring(ring, iteration, (k * CHUNK) as u64, buf);
-            }
-            for i in 0..o.len() {
-                let sum = [p[i], d[i], m[i], s[0][i], s[1][i]]
-                    .iter()
-                    .fold(o[i] as u32, |acc, &v| acc.wrapping_add(v as u32));
-                o[i] = ring.reduce_u32(sum);
-            }
-        });
+        // The two stream buffers are made once per worker's share of the chunks, not per chunk.
+        .for_each_init(
+            || [vec![0i32; CHUNK], vec![0i32; CHUNK]],
+            |bufs, (k, (((o, p), d), m))| {
+                let [s0, s1] = bufs;
+                let s = [&mut s0[..o.len()], &mut s1[..o.len()]];
+                for (buf, prg) in s.into_iter().zip(streams) {
+                    prg.fill_ring(ring, iteration, (k * CHUNK) as u64, buf);
+                }
+                let s = [&s0[..o.len()], &s1[..o.len()]];
+                for i in 0..o.len() {
+                    let sum = [p[i], d[i], m[i], s[0][i], s[1][i]]
+                        .iter()
+                        .fold(o[i] as u32, |acc, &v| acc.wrapping_add(v as u32));
+                    o[i] = ring.reduce_u32(sum);
+                }
+            },
+        );
 }
 
 #[cfg(test)]

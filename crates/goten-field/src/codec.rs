@@ -14,6 +14,7 @@
 use thiserror::Error;
 
 use crate::ring::Ring;
+use crate::tensor::RingTensor;
 
 /// Why a buffer is not a valid encoding.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -152,6 +153,34 @@ pub fn encode_u32(ring: Ring, data: &[i32]) -> Vec<u8> {
     data.iter()
         .flat_map(|&x| ring.to_canonical(x).to_le_bytes())
         .collect()
+}
+
+/// Elements of `shape`, or a length error naming the overflow.
+fn numel(shape: &[usize], found: usize) -> Result<usize, CodecError> {
+    crate::tensor::checked_numel(shape).map_err(|_| CodecError::PayloadLength {
+        found,
+        expected: usize::MAX,
+    })
+}
+
+/// A tensor of `shape` from canonical u32 words ([`decode_u32`]): each element checked once.
+pub fn decode_u32_tensor(
+    ring: Ring,
+    shape: &[usize],
+    bytes: &[u8],
+) -> Result<RingTensor, CodecError> {
+    let data = decode_u32(ring, bytes, numel(shape, bytes.len())?)?;
+    Ok(RingTensor::from_valid(ring, shape, data))
+}
+
+/// A tensor of `shape` from a packed encoding ([`decode_packed`]): each element checked once.
+pub fn decode_packed_tensor(
+    ring: Ring,
+    shape: &[usize],
+    bytes: &[u8],
+) -> Result<RingTensor, CodecError> {
+    let data = decode_packed(ring, bytes, numel(shape, bytes.len())?)?;
+    Ok(RingTensor::from_valid(ring, shape, data))
 }
 
 /// Decodes canonical u32 LE words, requiring exactly `expected` of them, each below 2^k.

@@ -96,3 +96,37 @@ fn packed_is_no_wider_than_the_ring() {
     let bytes = encode_packed(r, &vec![-1; n]);
     assert_eq!(bytes.len(), 10 + (n * 21).div_ceil(8));
 }
+
+/// The tensor decoders (each element checked once) keep every check of the slice decoders,
+/// take the element count from the shape, and refuse a shape whose count overflows.
+#[test]
+fn tensor_decoders_check_once_and_fully() {
+    use goten_field::codec::{decode_packed_tensor, decode_u32_tensor};
+    let r = r21();
+    let vals = [r.min_centered(), -1, 0, 5, r.max_centered(), 7];
+    for (t, back) in [
+        (decode_u32_tensor(r, &[2, 3], &encode_u32(r, &vals)), "u32"),
+        (
+            decode_packed_tensor(r, &[2, 3], &encode_packed(r, &vals)),
+            "packed",
+        ),
+    ] {
+        let t = t.unwrap_or_else(|e| panic!("{back}: {e}"));
+        assert_eq!(
+            (t.shape(), t.data(), t.ring()),
+            (&[2usize, 3][..], &vals[..], r)
+        );
+    }
+    // Wrong count for the shape, an out-of-range word, an overflowing shape.
+    let words = encode_u32(r, &vals);
+    assert!(decode_u32_tensor(r, &[7], &words).is_err());
+    assert!(decode_packed_tensor(r, &[5], &encode_packed(r, &vals)).is_err());
+    let mut bad = words.clone();
+    bad[4..8].copy_from_slice(&(1u32 << 21).to_le_bytes());
+    assert!(matches!(
+        decode_u32_tensor(r, &[2, 3], &bad),
+        Err(CodecError::OutOfRange { index: 1, .. })
+    ));
+    assert!(decode_u32_tensor(r, &[usize::MAX, 2], &words).is_err());
+    assert!(decode_packed_tensor(r, &[usize::MAX, 2], &encode_packed(r, &vals)).is_err());
+}

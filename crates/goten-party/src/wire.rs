@@ -11,7 +11,7 @@
 use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::{OpHeader, Role};
-use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor, codec};
+use goten_field::{BilinearOp, Conv2dParams, Ring, codec};
 use thiserror::Error;
 
 use crate::transport::Message;
@@ -377,14 +377,8 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
         4 => {
             let header = r.header()?;
             let shape = header.output_shape().expect("checked in header()");
-            let count: usize = shape.iter().product();
             let rest = std::mem::take(&mut r.0);
-            let data =
-                codec::decode_packed(ring, rest, count).map_err(|e| WireError::Malformed {
-                    what: "product",
-                    detail: e.to_string(),
-                })?;
-            let tensor = RingTensor::from_residues(ring, &shape, data).map_err(|e| {
+            let tensor = codec::decode_packed_tensor(ring, &shape, rest).map_err(|e| {
                 WireError::Malformed {
                     what: "product",
                     detail: e.to_string(),

@@ -27,7 +27,7 @@ use goten_enclave::{Role, danger};
 use goten_field::{Ring, SecretKey};
 use goten_party::cluster::local_cpu_parts;
 use goten_party::ecall::child;
-use goten_party::ecall::codec::{self, FromEnclave, HostSplit};
+use goten_party::ecall::codec::{self, FromEnclave};
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
 use goten_party::ecall::remote::RemoteEnclave;
 use goten_party::host::EnclaveHost;
@@ -342,7 +342,7 @@ fn audited_run_through_the_codec() -> (Vec<Crossing>, Vec<f32>) {
         Ok(RemoteEnclave::new(role, host_end, None, Duration::from_secs(60)).unwrap())
     };
     let body = |p: &mut RemoteParty| -> Result<Vec<f32>, PartyError> {
-        let host = |d: &goten_data::Dataset| HostSplit::Plain {
+        let host = |d: &goten_data::Dataset| Split::Plain {
             images: d.images.clone(),
             labels: d.labels.clone(),
         };

@@ -3,11 +3,11 @@
 
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
-use goten_enclave::session::{Fault, Protection, StepReport, TrainConfig, WindowLoss};
+use goten_enclave::session::{Fault, Protection, Split, StepReport, TrainConfig, WindowLoss};
 use goten_field::Ring;
 use goten_party::ecall::codec::{
-    FromEnclave, HEADER, HostSplit, ToEnclave, decode_from_enclave, decode_to_enclave,
-    encode_from_enclave, encode_to_enclave, parse_header,
+    FromEnclave, HEADER, ToEnclave, decode_from_enclave, decode_to_enclave, encode_from_enclave,
+    encode_to_enclave, parse_header,
 };
 use proptest::prelude::*;
 
@@ -35,11 +35,11 @@ fn start() -> ToEnclave {
             protection: Protection::Protected,
             fingerprint: [3; 32],
         },
-        train: HostSplit::Plain {
+        train: Split::Plain {
             images: vec![1; 3072 * 2],
             labels: vec![0, 9],
         },
-        test: HostSplit::Sealed {
+        test: Split::Sealed {
             split: "test".into(),
             records: vec![vec![5; 40], vec![6; 40]],
             key: zeroize::Zeroizing::new([2; 32]),
@@ -65,7 +65,7 @@ fn messages_round_trip_and_prefixes_are_errors() {
     );
     assert_eq!((cfg.total_steps, cfg.loss_window), (9, 8));
     // The data key the host was given reaches the enclave process; no sealing key travels.
-    assert!(matches!(&test, HostSplit::Sealed { key, .. } if **key == [2; 32]));
+    assert!(matches!(&test, Split::Sealed { key, .. } if **key == [2; 32]));
     assert_eq!((train.len(), test.len()), (2, 2));
     for cut in 0..body.len() {
         assert!(

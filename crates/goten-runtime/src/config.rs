@@ -258,7 +258,7 @@ impl JobConfig {
         }
         if self.transport == TransportKind::Tcp && self.mode != Mode::Goten {
             return bad(format!(
-                "the tcp transport connects goten mode's parties; {mode} mode has none (use mode goten)"
+                "the tcp transport needs goten mode: it connects its parties, and {mode} mode has none"
             ));
         }
         if self.mode != Mode::Plain && self.loss_window_or_default() < MIN_PROTECTED_WINDOW {

@@ -12,7 +12,6 @@ use goten_data::{Dataset, SealedSet};
 use goten_enclave::sealed_data;
 use goten_enclave::session::Split;
 use goten_field::SecretKey;
-use goten_party::ecall::codec::HostSplit;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -61,25 +60,19 @@ impl Source {
         }
     }
 
-    /// A copy of this split as an enclave process receives it (once, at the start of a
-    /// session).
-    pub fn to_host_split(&self) -> HostSplit {
+    /// A copy of this split as an enclave receives it (once, at the start of a session).
+    pub fn to_split(&self) -> Split {
         match self {
-            Source::Plain(d) => HostSplit::Plain {
+            Source::Plain(d) => Split::Plain {
                 images: d.images.clone(),
                 labels: d.labels.clone(),
             },
-            Source::Sealed(s, key) => HostSplit::Sealed {
+            Source::Sealed(s, key) => Split::Sealed {
                 split: s.split.clone(),
                 records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
                 key: key.clone(),
             },
         }
-    }
-
-    /// A copy of this split as an enclave in this process receives it.
-    pub fn to_split(&self) -> Split {
-        self.to_host_split().into_split()
     }
 }
 

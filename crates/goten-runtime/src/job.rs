@@ -12,7 +12,6 @@ use goten_enclave::quant::QuantConfig;
 use goten_enclave::session::{Protection, Split, TrainConfig};
 use goten_field::{Ring, SecretKey};
 use goten_party::cluster::SIMULATION_NOTICE;
-use goten_party::ecall::codec::HostSplit;
 use sha2::{Digest, Sha256};
 
 use crate::RuntimeError;
@@ -58,14 +57,9 @@ impl Setup {
         }
     }
 
-    /// A fresh copy of both splits for one enclave in this process.
+    /// A fresh copy of both splits for one enclave.
     pub fn splits(&self) -> (Split, Split) {
         (self.train.to_split(), self.test.to_split())
-    }
-
-    /// A fresh copy of both splits for one enclave process.
-    pub fn host_splits(&self) -> (HostSplit, HostSplit) {
-        (self.train.to_host_split(), self.test.to_host_split())
     }
 }
 

@@ -19,7 +19,7 @@ use goten_enclave::Role;
 use goten_party::deploy::ClusterFile;
 
 use crate::RuntimeError;
-use crate::config::{JobConfig, Mode, TransportKind};
+use crate::config::{JobConfig, TransportKind};
 
 /// The job as party `role` of a local launch runs it, writing into `out`.
 pub fn party_job(c: &JobConfig, role: Role, out: &Path) -> JobConfig {
@@ -81,11 +81,7 @@ fn last_error(log: &Path) -> String {
 /// Runs `c` as three `goten party` processes of `program` on loopback; `json`: S0 prints its
 /// JSON result line.
 pub fn run(c: &JobConfig, program: &Path, json: bool) -> Result<(), RuntimeError> {
-    if c.mode != Mode::Goten {
-        return Err(RuntimeError::config(
-            "the tcp transport needs goten mode (plain and enclave modes have no parties)",
-        ));
-    }
+    // Also refuses a tcp launch of plain or enclave mode.
     c.validate()?;
     std::fs::create_dir_all(&c.out).map_err(io(format!(
         "cannot create output folder {}",

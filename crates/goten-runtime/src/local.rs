@@ -55,6 +55,26 @@ fn loop_plan(c: &JobConfig, exporter: bool) -> LoopPlan<'_> {
     }
 }
 
+/// S0's or S1's loop over its session (in this process or behind an enclave process): the
+/// same plan, store and observer either way; S0's host writes the export.
+fn drive<'a>(
+    c: &'a JobConfig,
+    role: Role,
+    s: &mut dyn goten_enclave::session::SessionEcalls,
+    host: &mut goten_party::host::EnclaveHost,
+    observers: Observers<'a>,
+) -> Result<Summary, PartyError> {
+    let plan = loop_plan(c, role == Role::S0);
+    let store = party_store(c, role);
+    train_loop(
+        s,
+        &mut PartyHost(host),
+        &plan,
+        &store,
+        observers[role.index()],
+    )
+}
+
 /// The training body of S0 or S1: a session on the keyed enclave, driven through its host.
 pub fn party_body<'a>(
     c: &'a JobConfig,
@@ -69,15 +89,7 @@ pub fn party_body<'a>(
             setup.splits(),
             setup.sealing.clone(),
         )?;
-        let plan = loop_plan(c, role == Role::S0);
-        let h = &mut PartyHost(&mut p.host);
-        train_loop(
-            &mut s,
-            h,
-            &plan,
-            &party_store(c, role),
-            observers[role.index()],
-        )
+        drive(c, role, &mut s, &mut p.host, observers)
     }
 }
 
@@ -90,17 +102,8 @@ pub fn remote_party_body<'a>(
 ) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'a {
     move |p: &mut RemoteParty| {
         let role = p.enclave.role();
-        p.enclave
-            .start(setup.session_config(c), setup.host_splits())?;
-        let plan = loop_plan(c, role == Role::S0);
-        let h = &mut PartyHost(&mut p.host);
-        train_loop(
-            &mut p.enclave,
-            h,
-            &plan,
-            &party_store(c, role),
-            observers[role.index()],
-        )
+        p.enclave.start(setup.session_config(c), setup.splits())?;
+        drive(c, role, &mut p.enclave, &mut p.host, observers)
     }
 }
 

@@ -83,8 +83,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let fault = exit::classify(&e);
-            eprintln!("error ({}): {}", fault.label(), describe(&e));
-            ExitCode::from(fault as u8)
+            eprintln!("error ({}): {}", exit::label(fault), describe(&e));
+            ExitCode::from(exit::code(fault))
         }
     }
 }

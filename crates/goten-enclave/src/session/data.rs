@@ -33,8 +33,10 @@ pub enum Split {
         split: String,
         /// Sealed records in file order.
         records: Vec<Vec<u8>>,
-        /// The data key.
-        key: SecretKey,
+        /// The data key's bytes, as provisioned (simulation: the host read them from the data
+        /// owner's file; with attestation the owner wraps them for the enclave). Wiped on drop;
+        /// the session keys its record decryption with them once, at the start.
+        key: Zeroizing<[u8; 32]>,
     },
 }
 
@@ -77,6 +79,7 @@ impl Split {
                 records,
                 key,
             } => {
+                let key = SecretKey::from_bytes(*key);
                 let mut images = Zeroizing::new(Vec::with_capacity(records.len() * IMAGE_BYTES));
                 let mut labels = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {

@@ -11,6 +11,7 @@
 
 mod data;
 mod ecalls;
+mod fault;
 pub mod release;
 
 use goten_field::SecretKey;
@@ -25,6 +26,7 @@ use crate::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend};
 use crate::{EnclaveError, KeyedEnclave, Role};
 pub use data::{IMAGE_BYTES, Split};
 pub use ecalls::SessionEcalls;
+pub use fault::Fault;
 use release::LossWindow;
 pub use release::{EvalReport, MIN_PROTECTED_WINDOW, StepReport, WindowLoss};
 
@@ -105,48 +107,6 @@ pub enum SessionError {
         /// The enclave's message.
         message: String,
     },
-}
-
-/// Whose fault a session error is: kept when an error crosses a process boundary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller's configuration.
-    Config,
-    /// Another party (or a product it returned).
-    Peer,
-    /// The untrusted device.
-    Device,
-    /// The input data.
-    Data,
-    /// Local storage (a checkpoint).
-    Storage,
-    /// A bug.
-    Internal,
-}
-
-impl SessionError {
-    /// Whose fault this error is.
-    pub fn fault(&self) -> Fault {
-        use crate::linear::LinearError;
-        match self {
-            SessionError::Config(_) | SessionError::Nn(NnError::Numeric(_)) => Fault::Config,
-            SessionError::Data(_) => Fault::Data,
-            SessionError::Checkpoint(_) => Fault::Storage,
-            SessionError::Diverged(_) => Fault::Peer,
-            SessionError::Reported { fault, .. } => *fault,
-            SessionError::Nn(NnError::Enclave(e)) => match e {
-                EnclaveError::Config(_) | EnclaveError::Quant(_) => Fault::Config,
-                EnclaveError::Keys(_) => Fault::Peer,
-                EnclaveError::Linear(LinearError::Plan(_)) => Fault::Config,
-                EnclaveError::Linear(
-                    LinearError::Shape(_) | LinearError::Range { .. } | LinearError::Usage(_),
-                ) => Fault::Internal,
-                EnclaveError::Linear(_) => Fault::Peer,
-                EnclaveError::State(_) => Fault::Internal,
-            },
-            SessionError::State(_) | SessionError::Nn(_) => Fault::Internal,
-        }
-    }
 }
 
 impl From<EnclaveError> for SessionError {

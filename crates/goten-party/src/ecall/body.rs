@@ -7,10 +7,9 @@
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
-use goten_enclave::session::{Protection, TrainConfig, WindowLoss};
+use goten_enclave::session::{Protection, Split, TrainConfig, WindowLoss};
 use goten_field::{Ring, RingTensor, codec};
 
-use super::codec::HostSplit;
 use crate::transport::Message;
 use crate::wire::{self, R, W, WireError};
 
@@ -67,14 +66,12 @@ impl<'a> R<'a> {
     }
     pub(super) fn tensor(&mut self, ring: Ring) -> Result<RingTensor, WireError> {
         let shape = self.shape()?;
-        let n: usize = shape.iter().product();
-        let len = n
-            .checked_mul(4)
+        let len = shape
+            .iter()
+            .try_fold(4usize, |acc, &d| acc.checked_mul(d))
             .ok_or(WireError::Truncated("ring tensor"))?;
         let bytes = self.take(len, "ring tensor")?;
-        let data =
-            codec::decode_u32(ring, bytes, n).map_err(|e| bad("ring tensor", e.to_string()))?;
-        RingTensor::from_residues(ring, &shape, data).map_err(|e| bad("ring tensor", e.to_string()))
+        codec::decode_u32_tensor(ring, &shape, bytes).map_err(|e| bad("ring tensor", e.to_string()))
     }
     pub(super) fn hello(&mut self) -> Result<Hello, WireError> {
         match wire::decode(self.blob("hello")?, Ring::DEFAULT)?.1 {
@@ -159,14 +156,14 @@ pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
     })
 }
 
-pub(super) fn put_split(w: &mut W, s: &HostSplit) {
+pub(super) fn put_split(w: &mut W, s: &Split) {
     match s {
-        HostSplit::Plain { images, labels } => {
+        Split::Plain { images, labels } => {
             w.u8(0);
             w.blob(images);
             w.blob(labels);
         }
-        HostSplit::Sealed {
+        Split::Sealed {
             split,
             records,
             key,
@@ -180,9 +177,9 @@ pub(super) fn put_split(w: &mut W, s: &HostSplit) {
     }
 }
 
-pub(super) fn get_split(r: &mut R<'_>) -> Result<HostSplit, WireError> {
+pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
     match r.u8("split")? {
-        0 => Ok(HostSplit::Plain {
+        0 => Ok(Split::Plain {
             images: r.blob("split images")?.to_vec(),
             labels: r.blob("split labels")?.to_vec(),
         }),
@@ -197,7 +194,7 @@ pub(super) fn get_split(r: &mut R<'_>) -> Result<HostSplit, WireError> {
                 .map(|_| r.blob("sealed record").map(<[u8]>::to_vec))
                 .collect::<Result<_, _>>()?;
             let key = zeroize::Zeroizing::new(r.arr("data key")?);
-            Ok(HostSplit::Sealed {
+            Ok(Split::Sealed {
                 split,
                 records,
                 key,

@@ -185,7 +185,7 @@ pub fn serve(
         ToEnclave::Start { cfg, train, test } => Some((cfg, train, test)),
         _ => None,
     })?;
-    let splits = (train.into_split(), test.into_split());
+    let splits = (train, test);
     let mut s = match TrainSession::goten(&mut keyed, cfg, splits, sealing) {
         Ok(s) => s,
         Err(e) => return Err(fail(&mut ch, e.fault(), e.to_string())),

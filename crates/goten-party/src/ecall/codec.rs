@@ -52,61 +52,6 @@ pub struct InitParams {
     pub pinned_dealer: [u8; 32],
 }
 
-/// A dataset split as a host hands it to an enclave process: plaintext the host already had,
-/// or sealed records with the data key the host was given. Simulation: the host reads the data
-/// owner's key from a file and passes it on; with attestation the data owner wraps it for the
-/// attested enclave, and no host holds it. The enclave process turns it into a session
-/// [`Split`], whose key is an opaque [`goten_field::SecretKey`].
-pub enum HostSplit {
-    /// Plaintext images (3,072 bytes each) and labels.
-    Plain {
-        /// Images.
-        images: Vec<u8>,
-        /// Labels.
-        labels: Vec<u8>,
-    },
-    /// Sealed records and the data key.
-    Sealed {
-        /// `train` or `test`.
-        split: String,
-        /// The records, as sealed by the data owner.
-        records: Vec<Vec<u8>>,
-        /// The data key, wiped on drop.
-        key: zeroize::Zeroizing<[u8; 32]>,
-    },
-}
-
-impl HostSplit {
-    /// Records in the split.
-    pub fn len(&self) -> usize {
-        match self {
-            HostSplit::Plain { labels, .. } => labels.len(),
-            HostSplit::Sealed { records, .. } => records.len(),
-        }
-    }
-
-    /// Whether the split is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The session's split (inside the enclave).
-    pub fn into_split(self) -> Split {
-        match self {
-            HostSplit::Plain { images, labels } => Split::Plain { images, labels },
-            HostSplit::Sealed {
-                split,
-                records,
-                key,
-            } => Split::Sealed {
-                split,
-                records,
-                key: goten_field::SecretKey::from_bytes(*key),
-            },
-        }
-    }
-}
-
 /// Host to enclave: ecalls, and answers to the enclave's ocalls.
 pub enum ToEnclave {
     /// Creates the enclave: answered with its report data.
@@ -125,9 +70,9 @@ pub enum ToEnclave {
         /// The job.
         cfg: TrainConfig,
         /// Training split.
-        train: HostSplit,
+        train: Split,
         /// Test split.
-        test: HostSplit,
+        test: Split,
     },
     /// Ecall "step".
     Step,
@@ -234,14 +179,7 @@ fn done(r: R<'_>) -> Result<(), WireError> {
     }
 }
 
-const FAULTS: [Fault; 6] = [
-    Fault::Config,
-    Fault::Peer,
-    Fault::Device,
-    Fault::Data,
-    Fault::Storage,
-    Fault::Internal,
-];
+const FAULTS: [Fault; 6] = Fault::ALL;
 
 /// Encodes a host-to-enclave message.
 pub fn encode_to_enclave(m: &ToEnclave) -> Vec<u8> {

@@ -14,12 +14,12 @@ use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::HostServices;
 use goten_enclave::session::{
-    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, StateTag,
-    StepReport, TrainConfig, WindowLoss,
+    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, Split,
+    StateTag, StepReport, TrainConfig, WindowLoss,
 };
 
 use super::codec::{
-    FromEnclave, HostSplit, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave,
+    FromEnclave, InitParams, ToEnclave, decode_from_enclave, encode_to_enclave,
     encode_to_enclave_into,
 };
 use super::{Channel, ChannelError};
@@ -224,7 +224,7 @@ impl RemoteEnclave {
     pub fn start(
         &mut self,
         cfg: TrainConfig,
-        (train, test): (HostSplit, HostSplit),
+        (train, test): (Split, Split),
     ) -> Result<(), SessionError> {
         self.total = cfg.total_steps;
         self.per_epoch = (train.len().div_ceil(cfg.batch.max(1)) as u64).max(1);

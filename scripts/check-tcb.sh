@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 list=docs/tcb-dependencies.txt
-found=$(for c in goten-enclave goten-field; do
+found=$(for c in goten-enclave goten-field goten-attest; do
     cargo tree -p "$c" -e normal --prefix none --format '{p}' --locked
 done | sed 's/ v[0-9].*//' | grep -v '^goten-' | sort -u)
 allowed=$(grep -v '^#' "$list" | sed '/^$/d' | sort -u)

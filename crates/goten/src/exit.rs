@@ -77,6 +77,16 @@ fn runtime(e: &RuntimeError) -> Option<Fault> {
     })
 }
 
+/// Evidence that does not verify is bad input; a machine without the TEE interface, or a
+/// request the verifier cannot serve, is configuration.
+fn attestation(e: &goten_attest::AttestationError) -> Fault {
+    use goten_attest::AttestationError as A;
+    match e {
+        A::Generate(_) | A::Unsupported(_) => Fault::Config,
+        _ => Fault::Data,
+    }
+}
+
 /// The class of `e`: the first cause in its chain that names a culprit; configuration when
 /// none does (the command's own checks of its options).
 pub(crate) fn classify(e: &anyhow::Error) -> Fault {
@@ -99,6 +109,8 @@ pub(crate) fn classify(e: &anyhow::Error) -> Fault {
             Some(Fault::Data)
         } else if cause.is::<CheckpointError>() || cause.is::<std::io::Error>() {
             Some(Fault::Storage)
+        } else if let Some(a) = cause.downcast_ref::<goten_attest::AttestationError>() {
+            Some(attestation(a))
         } else if cause.is::<DeployError>() || cause.is::<PlanError>() {
             Some(Fault::Config)
         } else {

@@ -5,6 +5,7 @@
 //! Errors from libraries are mapped to a plain-language message and an exit status per class
 //! of fault (`exit.rs`) here and only here.
 
+mod attestation;
 mod enclave_proc;
 mod exit;
 mod options;
@@ -56,6 +57,11 @@ enum Command {
         #[arg(long)]
         socket: std::path::PathBuf,
     },
+    /// Verify TEE evidence offline, or print this build's simulated measurement.
+    Attestation {
+        #[command(subcommand)]
+        what: attestation::AttestationCommand,
+    },
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Bench { what } => goten_bench::run(what),
+        Command::Attestation { what } => attestation::run(what),
         Command::Train(a) => train::run(a),
         Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),

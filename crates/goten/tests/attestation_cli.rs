@@ -1,0 +1,138 @@
+//! `goten attestation verify` and `goten attestation measure` as an operator runs them: exit 0
+//! only for evidence that verifies, a clear message and exit 5 for evidence that does not, exit 2
+//! for bad usage.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../goten-attest/tests/fixtures")
+}
+
+fn goten(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_goten"))
+        .args(args)
+        .output()
+        .expect("run goten")
+}
+
+fn verify(kind: &str, evidence: &Path, collateral: &str, extra: &[&str]) -> Output {
+    let f = fixtures();
+    let mut a = vec![
+        "attestation",
+        "verify",
+        "--kind",
+        kind,
+        "--evidence",
+        evidence.to_str().unwrap(),
+        "--collateral",
+    ];
+    let col = f.join(collateral);
+    a.push(col.to_str().unwrap());
+    a.extend_from_slice(extra);
+    goten(&a)
+}
+
+const AT: &[&str] = &["--at", "2025-06-20T00:00:00Z"];
+
+#[test]
+fn genuine_evidence_verifies_and_prints_its_measurements() {
+    let f = fixtures();
+    let out = verify("tdx", &f.join("tdx_quote"), "tdx_quote_collateral.json", AT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mr_td        91eb2b44"), "{text}");
+
+    let json_at = [AT[0], AT[1], "--json"];
+    let out = verify(
+        "sgx",
+        &f.join("sgx_quote"),
+        "sgx_quote_collateral.json",
+        &json_at,
+    );
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout);
+    let j: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(j["status"], "verified");
+    assert_eq!(j["tcb_status"], "ConfigurationAndSWHardeningNeeded");
+    assert_eq!(j["advisories"][1], "INTEL-SA-00615");
+
+    let out = verify("sev-snp", &f.join("report_milan.hex"), "vcek_milan.der", AT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn evidence_that_does_not_verify_exits_5_with_the_reason() {
+    let f = fixtures();
+    let dir = std::env::temp_dir().join(format!("goten-attest-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut q = std::fs::read(f.join("tdx_quote")).unwrap();
+    q[200] ^= 1;
+    let bad = dir.join("tdx_flipped");
+    std::fs::write(&bad, &q).unwrap();
+    let out = verify("tdx", &bad, "tdx_quote_collateral.json", AT);
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tdx_flipped does not verify"), "{err}");
+
+    let late = ["--at", "2040-01-01T00:00:00Z"];
+    let out = verify(
+        "tdx",
+        &f.join("tdx_quote"),
+        "tdx_quote_collateral.json",
+        &late,
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let out = verify("sgx", &f.join("tdx_quote"), "tdx_quote_collateral.json", AT);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected sgx evidence, got tdx"));
+    let out = verify("tdx", &dir.join("missing"), "tdx_quote_collateral.json", AT);
+    assert_eq!(out.status.code(), Some(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let f = fixtures();
+    let out = verify(
+        "tdx",
+        &f.join("tdx_quote"),
+        "tdx_quote_collateral.json",
+        &["--at", "yesterday"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+    let out = verify(
+        "simulated",
+        &f.join("tdx_quote"),
+        "tdx_quote_collateral.json",
+        AT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn measure_prints_a_stable_hash_of_this_build() {
+    let a = goten(&["attestation", "measure"]);
+    let b = goten(&["attestation", "measure", "--json"]);
+    assert!(a.status.success() && b.status.success());
+    let hex = String::from_utf8_lossy(&a.stdout).trim().to_string();
+    assert_eq!(hex.len(), 64);
+    let j: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_eq!(j["measurement"], hex.as_str());
+    // It is the hash of the binary itself: any change to the program changes it.
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_goten")).unwrap();
+    let want: String = goten_attest::measure::measure_bytes(&bin)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, want);
+}

@@ -12,21 +12,11 @@
 //! [`Evidence::is_simulated`] says so and every run reports it.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// SHA-256 measurement of enclave code (MRENCLAVE-like).
+/// SHA-256 measurement of enclave code (MRENCLAVE-like). In simulation it is the hash of the
+/// running program (`goten_attest::measure`), which this I/O-free crate does not compute.
 pub type Measurement = [u8; 32];
-
-/// The measurement of this build of the enclave program. A real TEE measures the loaded code;
-/// the simulation uses a digest of the crate name and version, so peers running a different
-/// enclave version are refused.
-pub fn enclave_measurement() -> Measurement {
-    let mut h = Sha256::new();
-    h.update(b"goten-enclave/");
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.finalize().into()
-}
 
 /// Evidence a party presents in its hello.
 #[derive(Clone, Debug, PartialEq, Eq)]

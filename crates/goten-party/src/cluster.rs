@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use goten_device::{Device, DeviceError};
 use goten_enclave::attest::{
     DealerIdentity, DealerVerifier, Measurement, SimulatedAttester, SimulatedVerifier,
-    enclave_measurement,
 };
 use goten_enclave::keys::{Hello, KeyError, KeyExchange, Trust, WrappedKey};
 use goten_enclave::quant::Quantized;
@@ -146,6 +145,17 @@ pub fn danger_deterministic_ephemeral(seed: u64) -> [u8; 32] {
     danger_derive(seed, "ephemeral")
 }
 
+/// The simulated measurement of the enclave program in a run whose parties all live in this
+/// process (or its enclave processes, which run this same executable): the hash of the running
+/// program (`goten attestation measure`). Should the executable be unreadable, every party of
+/// such a run still computes the same stand-in, and the run says so.
+pub fn local_measurement() -> Measurement {
+    goten_attest::measure::program_measurement().unwrap_or_else(|e| {
+        eprintln!("warning: {e}; the simulated enclave measurement falls back to a fixed label");
+        goten_attest::measure::measure_bytes(b"goten: unmeasured program")
+    })
+}
+
 /// The public key of an attestation secret of `role` (what a cluster file lists).
 pub fn attestation_public_key(role: Role, secret: [u8; 32]) -> [u8; 32] {
     if role == Role::S2 {
@@ -164,8 +174,8 @@ impl Trusts {
         Trusts {
             trusted_platforms: vec![platform.public_key()],
             platforms: [Some(platform.clone()), Some(platform)],
-            expected_measurement: enclave_measurement(),
-            measurements: [enclave_measurement(); 2],
+            expected_measurement: local_measurement(),
+            measurements: [local_measurement(); 2],
             pinned_dealer: dealer.public_key(),
             dealer: Some(dealer),
             danger_fixed_ephemeral: ephemeral,
@@ -189,13 +199,16 @@ impl Trusts {
 
     /// What `role` holds in a deployment on separate machines: its own attestation secret
     /// and the public keys of the others' (`public[i]` is party i's; S0's and S1's are trusted
-    /// platform keys, S2's is the pinned dealer identity).
+    /// platform keys, S2's is the pinned dealer identity), the measurement its own enclave
+    /// reports (`own`) and the one the cluster pins (`expected`).
     pub fn for_party(
         role: Role,
         secret: [u8; 32],
         public: [[u8; 32]; 3],
+        measurement: (Measurement, Measurement),
         danger_fixed_ephemeral: Option<[u8; 32]>,
     ) -> Self {
+        let (own, expected) = measurement;
         let mut platforms = [None, None];
         let mut dealer = None;
         if role == Role::S2 {
@@ -206,8 +219,8 @@ impl Trusts {
         Trusts {
             platforms,
             trusted_platforms: vec![public[0], public[1]],
-            expected_measurement: enclave_measurement(),
-            measurements: [enclave_measurement(); 2],
+            expected_measurement: expected,
+            measurements: [own; 2],
             dealer,
             pinned_dealer: public[2],
             danger_fixed_ephemeral,

@@ -61,12 +61,25 @@ pub struct PartyEntry {
     pub attestation_key: String,
 }
 
-/// The cluster file: the three parties.
+/// The cluster file: the three parties and what their enclaves must prove.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     /// The parties, in any order.
     pub party: Vec<PartyEntry>,
+    /// The enclave measurement every party requires of E0 and E1 (absent: each party requires
+    /// its own program's, so all three must run the identical build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationPins>,
+}
+
+/// The `[attestation]` table of a cluster file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationPins {
+    /// The simulated enclave measurement (hex), as `goten attestation measure` prints it on
+    /// the build every party runs.
+    pub measurement: String,
 }
 
 /// A party's secret key file.
@@ -196,6 +209,16 @@ impl KeyFile {
 }
 
 impl ClusterFile {
+    /// A cluster file of these entries, pinning `measurement` when given.
+    pub fn new(party: Vec<PartyEntry>, measurement: Option<[u8; 32]>) -> ClusterFile {
+        ClusterFile {
+            party,
+            attestation: measurement.map(|m| AttestationPins {
+                measurement: hex(&m),
+            }),
+        }
+    }
+
     /// Parses and checks a cluster file: exactly one entry per party, addresses for S0 and
     /// S1, well-formed certificates and keys.
     pub fn parse(text: &str, file: &str) -> Result<ClusterFile, DeployError> {
@@ -219,6 +242,9 @@ impl ClusterFile {
                     role.index()
                 )));
             }
+        }
+        if let Some(a) = &c.attestation {
+            key32(&a.measurement, file, "[attestation] measurement")?;
         }
         for p in &c.party {
             let role = role_of(p.id, file)?;
@@ -292,10 +318,19 @@ pub fn trusts(
             "attestation_key",
         )?;
     }
+    let own = goten_attest::measure::program_measurement().map_err(|e| DeployError::Invalid {
+        file: "this program".into(),
+        detail: e.to_string(),
+    })?;
+    let expected = match &cluster.attestation {
+        Some(a) => key32(&a.measurement, "cluster file", "[attestation] measurement")?,
+        None => own,
+    };
     Ok(Trusts::for_party(
         role,
         secret,
         public,
+        (own, expected),
         danger_fixed_ephemeral,
     ))
 }
@@ -361,7 +396,7 @@ mod tests {
             keys.push(k);
             entries.push(e);
         }
-        (ClusterFile { party: entries }, keys)
+        (ClusterFile::new(entries, None), keys)
     }
 
     #[test]

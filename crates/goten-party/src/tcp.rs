@@ -87,6 +87,11 @@ impl Conn {
         }
         let mut moved = false;
         loop {
+            // Hold at most the frame being assembled (plus one read's worth): a peer that sends
+            // ahead of the protocol waits in its own send buffer, not in our memory.
+            if self.holds_whole_frame() {
+                return Ok(moved);
+            }
             let eof = match self.tls.read_tls(&mut self.sock) {
                 Ok(0) => true,
                 Ok(_) => false,
@@ -109,6 +114,19 @@ impl Conn {
                 self.close(std::io::ErrorKind::UnexpectedEof, "connection closed");
                 return Ok(moved);
             }
+        }
+    }
+
+    /// Whether the inbound buffer already holds a complete frame (or a header that no frame may
+    /// have, which the reader will refuse): reading more can wait until it is consumed.
+    fn holds_whole_frame(&self) -> bool {
+        let Some(head) = self.inbuf.get(..wire::HEADER) else {
+            return false;
+        };
+        let head: [u8; wire::HEADER] = head.try_into().expect("header length");
+        match wire::body_len(&head) {
+            Ok(n) => self.inbuf.len() >= wire::HEADER + n,
+            Err(_) => true,
         }
     }
 
@@ -236,49 +254,45 @@ impl TcpTransport {
             listener
                 .set_nonblocking(true)
                 .map_err(|e| tls_err(s.me, e))?;
+            // Start-up deadline, checked on every pass; each accepted connection gets at most
+            // HANDSHAKE_SECS to finish TLS, so an idle or trickling client (a port scanner, a
+            // slow-loris) delays start-up by seconds, never by the whole timeout.
             let deadline = Instant::now() + s.timeout;
             while higher.iter().any(|r| conns[r.index()].is_none()) {
+                let now = Instant::now();
+                if now > deadline {
+                    let missing = higher
+                        .iter()
+                        .find(|r| conns[r.index()].is_none())
+                        .expect("one is missing");
+                    return Err(NetError::Timeout {
+                        peer: *missing,
+                        secs: s.timeout.as_secs_f64(),
+                    });
+                }
                 let (tcp, _) = match listener.accept() {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() > deadline {
-                            let missing = higher
-                                .iter()
-                                .find(|r| conns[r.index()].is_none())
-                                .expect("one is missing");
-                            return Err(NetError::Timeout {
-                                peer: *missing,
-                                secs: s.timeout.as_secs_f64(),
-                            });
-                        }
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
                     }
                     Err(e) => return Err(tls_err(s.me, e)),
                 };
-                tcp.set_nonblocking(false).map_err(|e| tls_err(s.me, e))?;
-                tcp.set_read_timeout(Some(s.timeout))
+                let limit = Duration::from_secs(HANDSHAKE_SECS)
+                    .min(deadline.saturating_duration_since(now))
+                    .max(Duration::from_millis(100));
+                let Some(stream) = server_handshake(tcp, &cfg, limit) else {
+                    continue; // an unknown, idle or slow client: drop it and keep listening
+                };
+                stream
+                    .sock
+                    .set_read_timeout(Some(s.timeout))
                     .map_err(|e| tls_err(s.me, e))?;
-                let mut stream = StreamOwned::new(
-                    ServerConnection::new(cfg.clone()).map_err(|e| tls_err(s.me, e))?,
-                    tcp,
-                );
-                let mut ok = true;
-                while stream.conn.is_handshaking() {
-                    if stream.conn.complete_io(&mut stream.sock).is_err() {
-                        ok = false; // an unknown client: drop it and keep listening
-                        break;
-                    }
-                }
-                let Some(cert) = ok
-                    .then(|| {
-                        stream
-                            .conn
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| c.to_vec())
-                    })
-                    .flatten()
+                let Some(cert) = stream
+                    .conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec())
                 else {
                     continue;
                 };
@@ -313,6 +327,30 @@ impl TcpTransport {
             .as_mut()
             .ok_or(NetError::NoRoute { from: me, to: peer })
     }
+}
+
+/// Seconds an accepted connection has to complete its TLS handshake.
+pub const HANDSHAKE_SECS: u64 = 5;
+
+/// Runs the server side of a TLS handshake on `tcp` within `limit`; `None` when the client
+/// fails it (unknown certificate, garbage) or does not finish in time.
+fn server_handshake(
+    tcp: TcpStream,
+    cfg: &Arc<rustls::ServerConfig>,
+    limit: Duration,
+) -> Option<StreamOwned<ServerConnection, TcpStream>> {
+    let until = Instant::now() + limit;
+    tcp.set_nonblocking(false).ok()?;
+    tcp.set_read_timeout(Some(limit)).ok()?;
+    tcp.set_write_timeout(Some(limit)).ok()?;
+    let mut stream = StreamOwned::new(ServerConnection::new(cfg.clone()).ok()?, tcp);
+    while stream.conn.is_handshaking() {
+        if Instant::now() > until || stream.conn.complete_io(&mut stream.sock).is_err() {
+            return None;
+        }
+    }
+    stream.sock.set_write_timeout(None).ok()?;
+    Some(stream)
 }
 
 fn connect_retry(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {

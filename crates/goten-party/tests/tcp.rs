@@ -298,3 +298,27 @@ fn simultaneous_large_frames_do_not_deadlock() {
         });
     });
 }
+
+#[test]
+fn an_idle_connection_does_not_stall_start_up() {
+    // A client that connects to S0 first and never speaks (a port scanner, a slow-loris) must
+    // cost at most the per-connection handshake limit, not the whole start-up timeout.
+    let ids = identities();
+    let idle = std::sync::Mutex::new(Vec::new());
+    let occupy = |a0: std::net::SocketAddr| {
+        idle.lock()
+            .unwrap()
+            .push(std::net::TcpStream::connect(a0).unwrap());
+        a0
+    };
+    let t = std::time::Instant::now();
+    let [t0, t1, t2] = mesh_with(&ids, certs(&ids), Duration::from_secs(60), Some(&occupy));
+    assert!(t0.is_ok() && t1.is_ok() && t2.is_ok());
+    let waited = t.elapsed().as_secs_f64();
+    let limit = goten_party::tcp::HANDSHAKE_SECS as f64 + 5.0;
+    assert!(
+        waited < limit,
+        "start-up took {waited:.1} s with an idle client connected"
+    );
+    drop(idle);
+}

@@ -1,7 +1,7 @@
 //! The frame codec: every message round-trips; random, truncated, oversized or inconsistent
 //! frames are errors, never panics or huge allocations.
 
-use goten_enclave::attest::{DealerIdentity, SimulatedAttester, enclave_measurement};
+use goten_enclave::attest::{DealerIdentity, SimulatedAttester};
 use goten_enclave::keys::{KeyExchange, WrappedKey};
 use goten_enclave::{OpHeader, Role};
 use goten_field::{BilinearOp, Conv2dParams, Ring, RingTensor};
@@ -30,8 +30,7 @@ fn header() -> OpHeader {
 
 fn samples() -> Vec<Message> {
     let kx = KeyExchange::from_secret(Role::S1, [5; 32]);
-    let sim =
-        SimulatedAttester::from_secret([6; 32]).attest(enclave_measurement(), kx.report_data());
+    let sim = SimulatedAttester::from_secret([6; 32]).attest([0x5a; 32], kx.report_data());
     let kx2 = KeyExchange::from_secret(Role::S2, [8; 32]);
     let dealer = DealerIdentity::from_secret([7; 32]).sign(kx2.report_data());
     let h = header();

@@ -134,7 +134,7 @@ pub struct JobConfig {
     pub quant_bits: u32,
     /// Where the model owner's export goes.
     pub export: Option<PathBuf>,
-    /// Data key of a sealed dataset (default: `DATA/data.key`).
+    /// Data key of a sealed dataset (required for one; must lie outside the data folder).
     pub data_key: Option<PathBuf>,
     pub resume: bool,
     pub transport: TransportKind,

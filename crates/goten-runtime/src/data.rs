@@ -91,8 +91,46 @@ fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, RuntimeError> {
     Ok(Zeroizing::new(arr))
 }
 
-/// Loads `train.sealed` and `test.sealed` from `dir` with the data key at `key_path`.
+/// Whether `path` lies inside the folder `dir` (after resolving links and `..`; a path that
+/// does not exist yet is judged by its parent folder).
+pub fn lies_inside(path: &Path, dir: &Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    let resolved = std::fs::canonicalize(path).or_else(|_| {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::canonicalize(parent).map(|p| p.join(path.file_name().unwrap_or_default()))
+    });
+    resolved.is_ok_and(|p| p.starts_with(&dir))
+}
+
+/// The data key must live with the data owner, never beside the sealed data that every host
+/// receives: a key inside the data folder would hand the hosts the plaintext.
+fn check_key_outside(dir: &Path, key_path: &Path) -> Result<(), RuntimeError> {
+    if lies_inside(key_path, dir) {
+        return Err(RuntimeError::config(format!(
+            "the data key {} lies inside the data folder {}, which the hosts receive: move it out (the data owner keeps it) and pass --data-key",
+            key_path.display(),
+            dir.display()
+        )));
+    }
+    let stray = dir.join("data.key");
+    if stray.exists() {
+        return Err(RuntimeError::config(format!(
+            "a data key {} lies inside the data folder, which the hosts receive: move it to the data owner's machine (goten seal-data now writes it outside) and pass --data-key",
+            stray.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `train.sealed` and `test.sealed` from `dir` with the data key at `key_path`, which must
+/// lie outside `dir`.
 pub fn load_sealed(dir: &Path, key_path: &Path) -> Result<(Source, Source), RuntimeError> {
+    check_key_outside(dir, key_path)?;
     let key = read_key(key_path)?;
     let load = |name: &str| {
         let path = dir.join(name);
@@ -120,14 +158,37 @@ pub struct Sealed {
     pub test: usize,
 }
 
+/// The default place of the data key for sealed output `out`: beside it, not inside it
+/// (`sealed/` -> `sealed.key`).
+pub fn default_key_path(out: &Path) -> std::path::PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "sealed".into());
+    name.push(".key");
+    out.with_file_name(name)
+}
+
 /// The data owner's step (`goten seal-data`): seals every record of the CIFAR-10 data at
 /// `data` under a fresh data key and writes `train.sealed` and `test.sealed` into `out` and
-/// the key to `key_out` (mode 0600, never overwritten).
+/// the key to `key_out` (mode 0600, never overwritten), which must lie outside `out` and `data`.
 pub fn seal_dataset(data: &Path, out: &Path, key_out: &Path) -> Result<Sealed, RuntimeError> {
-    let (train, test) = goten_data::load_cifar(data)
-        .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
     std::fs::create_dir_all(out)
         .map_err(|e| RuntimeError::storage(format!("cannot create {}", out.display()), e))?;
+    for (dir, what) in [
+        (out, "the sealed output folder"),
+        (data, "the dataset folder"),
+    ] {
+        if lies_inside(key_out, dir) {
+            return Err(RuntimeError::config(format!(
+                "--key-out {} lies inside {what} {}: the data key must stay with the data owner, apart from the data the hosts receive",
+                key_out.display(),
+                dir.display()
+            )));
+        }
+    }
+    let (train, test) = goten_data::load_cifar(data)
+        .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
     let mut k = [0u8; 32];
     getrandom::fill(&mut k)
         .map_err(|e| RuntimeError::storage("no entropy", std::io::Error::other(e.to_string())))?;

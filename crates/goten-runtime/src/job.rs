@@ -78,10 +78,12 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
         (Source::Plain(tr), Source::Plain(te))
     } else if data_path.join("train.sealed").exists() {
-        let key = c
-            .data_key
-            .clone()
-            .unwrap_or_else(|| data_path.join("data.key"));
+        let key = c.data_key.clone().ok_or_else(|| {
+            RuntimeError::config(format!(
+                "{} is a sealed dataset: pass its data key with --data-key FILE (the data owner's key, kept outside the data folder)",
+                data_path.display()
+            ))
+        })?;
         notices.push(format!(
             "note: sealed dataset; the data key {} is handed to the enclaves (simulation: in a deployment the data owner releases it only to attested enclaves)",
             key.display()

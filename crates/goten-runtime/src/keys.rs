@@ -39,9 +39,7 @@ pub fn write_keys(
         "cannot create {} (it must not exist yet)",
         key_path.display()
     )))?;
-    let public = ClusterFile {
-        party: vec![entry.clone()],
-    };
+    let public = ClusterFile::new(vec![entry.clone()], None);
     let pub_path = dir.join(format!("party-{i}.toml"));
     std::fs::write(&pub_path, public.to_toml())
         .map_err(io(format!("cannot write {}", pub_path.display())))?;

@@ -61,7 +61,9 @@ fn make_cluster(dir: &Path, danger_seed: Option<u64>) -> Result<PathBuf, Runtime
         entries.push(crate::keys::write_keys(dir, role, addr, danger_seed)?.1);
     }
     let path = dir.join("cluster.toml");
-    std::fs::write(&path, ClusterFile { party: entries }.to_toml())
+    // Every party runs this executable: pin its measurement, as an operator would.
+    let cluster = ClusterFile::new(entries, Some(goten_party::cluster::local_measurement()));
+    std::fs::write(&path, cluster.to_toml())
         .map_err(io(format!("cannot write {}", path.display())))?;
     Ok(path)
 }

@@ -38,7 +38,8 @@ enum Command {
         /// Output folder for train.sealed and test.sealed.
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Where to write the new data key (default: OUT/data.key; must not exist).
+        /// Where to write the new data key (default: OUT.key beside the output folder; must not
+        /// exist, and never inside OUT or DATA: the hosts receive OUT, the owner keeps the key).
         #[arg(long)]
         key_out: Option<std::path::PathBuf>,
     },
@@ -102,10 +103,10 @@ fn seal_data(
     out: &std::path::Path,
     key_out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let key = key_out.unwrap_or_else(|| out.join("data.key"));
+    let key = key_out.unwrap_or_else(|| goten_runtime::data::default_key_path(out));
     let n = goten_runtime::data::seal_dataset(data, out, &key)?;
     eprintln!(
-        "sealed {} training and {} test images into {}; data key in {} (provision it to the enclaves, keep it from the hosts)",
+        "sealed {} training and {} test images into {}; data key in {} (keep it with the data owner, away from the hosts; train with --data-key)",
         n.train,
         n.test,
         out.display(),

@@ -74,7 +74,8 @@ pub struct TrainArgs {
     /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
     #[arg(long)]
     pub(crate) export: Option<PathBuf>,
-    /// Data key for a sealed dataset (from `goten seal-data`); default: `DATA/data.key`.
+    /// Data key of a sealed dataset (from `goten seal-data`); required for one, and refused
+    /// inside the data folder (the hosts receive that folder).
     #[arg(long)]
     pub(crate) data_key: Option<PathBuf>,
     /// Continue from the sealed checkpoint in `--out` (same settings required).

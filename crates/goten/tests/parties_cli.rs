@@ -328,6 +328,48 @@ fn stalled_party_times_out_with_its_name() {
 }
 
 #[test]
+fn an_enclave_with_another_measurement_than_the_cluster_pins_is_refused() {
+    let d = tmp("measure");
+    let cluster = keygen_cluster(&d);
+    // The operator pins a measurement that is not this build's (`goten attestation measure`).
+    let mut text = std::fs::read_to_string(&cluster).unwrap();
+    text.push_str(&format!(
+        "\n[attestation]\nmeasurement = \"{}\"\n",
+        "ab".repeat(32)
+    ));
+    std::fs::write(&cluster, text).unwrap();
+    let kids: Vec<Child> = (0..3)
+        .map(|i| {
+            party(
+                &cluster,
+                i,
+                &d.join(format!("s{i}")),
+                &["--steps", "2", "--timeout", "20"],
+            )
+        })
+        .collect();
+    let mut refused = 0;
+    for c in kids {
+        let (ok, err, _) = finish(c, Duration::from_secs(40));
+        assert!(!ok);
+        if err.contains("measurement") && err.contains(&"ab".repeat(32)) {
+            refused += 1;
+        }
+    }
+    // Every party that checks enclave evidence (all three) names the measurement.
+    assert!(refused >= 2, "no party named the measurement");
+    // A malformed pin is a configuration error before anything starts.
+    let mut text = std::fs::read_to_string(&cluster).unwrap();
+    text = text.replace(&"ab".repeat(32), "abc");
+    std::fs::write(&cluster, text).unwrap();
+    let (ok, err, _) = finish(
+        party(&cluster, 0, &d.join("bad"), &["--steps", "1"]),
+        Duration::from_secs(20),
+    );
+    assert!(!ok && err.contains("[attestation] measurement"), "{err}");
+}
+
+#[test]
 fn parties_of_different_jobs_refuse_to_start() {
     let d = tmp("mismatch");
     let cluster = keygen_cluster(&d);

@@ -511,7 +511,22 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(sealed.join("data.key").exists());
+    // The key lands beside the sealed folder, never inside what the hosts receive.
+    let key = base.join("sealed.key");
+    assert!(key.exists() && !sealed.join("data.key").exists());
+    let inside = goten(&[
+        "seal-data",
+        "--data",
+        plain.to_str().unwrap(),
+        "--out",
+        base.join("sealed2").to_str().unwrap(),
+        "--key-out",
+        base.join("sealed2/k.key").to_str().unwrap(),
+    ]);
+    assert_eq!(inside.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&inside.stderr).contains("lies inside the sealed output folder")
+    );
     // The sealed files hold no plaintext record: no 64-byte run of any image appears in them.
     let raw = std::fs::read(plain.join("data_batch_1.bin")).unwrap();
     let enc = std::fs::read(sealed.join("train.sealed")).unwrap();
@@ -521,7 +536,12 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
     );
     let run = |data: &Path, name: &str| {
         let o = tmp(name);
-        let out = goten(&[
+        let key_args: &[&str] = if data == sealed.as_path() {
+            &["--data-key", key.to_str().unwrap()]
+        } else {
+            &[]
+        };
+        let mut args = vec![
             "train",
             "--mode",
             "plain",
@@ -534,8 +554,9 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
             "--out",
             o.to_str().unwrap(),
             "--json",
-        ]);
-        (out, o)
+        ];
+        args.extend(key_args);
+        (goten(&args), o)
     };
     let (a, da) = run(&plain, "sealed-a");
     let (b, db) = run(&sealed, "sealed-b");
@@ -569,6 +590,38 @@ fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
         Some(5),
         "a tampered record is an input data fault"
     );
+    // Without --data-key, or with a key inside the data folder, training refuses to start.
+    std::fs::write(sealed.join("train.sealed"), &enc).unwrap();
+    let nokey = goten(&[
+        "train",
+        "--data",
+        sealed.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        tmp("sealed-e").to_str().unwrap(),
+    ]);
+    assert_eq!(nokey.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nokey.stderr).contains("--data-key"));
+    std::fs::copy(&key, sealed.join("data.key")).unwrap();
+    let stray = goten(&[
+        "train",
+        "--data",
+        sealed.to_str().unwrap(),
+        "--data-key",
+        key.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        tmp("sealed-f").to_str().unwrap(),
+    ]);
+    assert_eq!(stray.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&stray.stderr).contains("inside the data folder"),
+        "{}",
+        String::from_utf8_lossy(&stray.stderr)
+    );
+    std::fs::remove_file(sealed.join("data.key")).unwrap();
     // A wrong data key is refused too.
     std::fs::write(sealed.join("train.sealed"), &enc).unwrap();
     std::fs::write(base.join("other.key"), [9u8; 32]).unwrap();

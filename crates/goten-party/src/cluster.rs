@@ -130,12 +130,13 @@ fn danger_derive(seed: u64, label: &str) -> [u8; 32] {
 /// The attestation secret of `role` that [`Trusts::danger_deterministic`] uses: the platform key
 /// for S0 and S1, the identity key for S2. Tests only.
 pub fn danger_deterministic_secret(seed: u64, role: Role) -> [u8; 32] {
+    // One per role, as separate machines have: a cluster file refuses one key for two roles.
     danger_derive(
         seed,
-        if role == Role::S2 {
-            "dealer"
-        } else {
-            "platform"
+        match role {
+            Role::S0 => "platform",
+            Role::S1 => "platform-s1",
+            Role::S2 => "dealer",
         },
     )
 }
@@ -166,14 +167,18 @@ pub fn attestation_public_key(role: Role, secret: [u8; 32]) -> [u8; 32] {
 }
 
 impl Trusts {
-    /// A consistent simulated deployment from a platform key, S2's identity key and, for tests
-    /// only, a seed for the ephemeral keys.
-    fn from_secrets(platform: [u8; 32], dealer: [u8; 32], ephemeral: Option<[u8; 32]>) -> Self {
-        let platform = Arc::new(SimulatedAttester::from_secret(platform));
+    /// A consistent simulated deployment from the platform keys of E0's and E1's machines, S2's
+    /// identity key and, for tests only, a seed for the ephemeral keys.
+    fn from_secrets(
+        platforms: [[u8; 32]; 2],
+        dealer: [u8; 32],
+        ephemeral: Option<[u8; 32]>,
+    ) -> Self {
+        let platforms = platforms.map(|k| Arc::new(SimulatedAttester::from_secret(k)));
         let dealer = Arc::new(DealerIdentity::from_secret(dealer));
         Trusts {
-            trusted_platforms: vec![platform.public_key()],
-            platforms: [Some(platform.clone()), Some(platform)],
+            trusted_platforms: platforms.iter().map(|p| p.public_key()).collect(),
+            platforms: platforms.map(Some),
             expected_measurement: local_measurement(),
             measurements: [local_measurement(); 2],
             pinned_dealer: dealer.public_key(),
@@ -184,14 +189,19 @@ impl Trusts {
 
     /// A consistent simulated deployment with fresh random keys.
     pub fn generate() -> Self {
-        Self::from_secrets(random32(), random32(), None)
+        let platform = random32();
+        Self::from_secrets([platform; 2], random32(), None)
     }
 
     /// A deployment whose keys (platform, dealer identity and ephemeral keys) all derive from
-    /// `seed`: every run with the same seed uses the same masks. Tests only.
+    /// `seed`, the same as a cluster made by `goten keygen --danger-deterministic-keys`: every
+    /// run with the same seed, in one process or over TCP, uses the same masks. Tests only.
     pub fn danger_deterministic(seed: u64) -> Self {
         Self::from_secrets(
-            danger_deterministic_secret(seed, Role::S0),
+            [
+                danger_deterministic_secret(seed, Role::S0),
+                danger_deterministic_secret(seed, Role::S1),
+            ],
             danger_deterministic_secret(seed, Role::S2),
             Some(danger_deterministic_ephemeral(seed)),
         )

@@ -94,6 +94,10 @@ pub struct KeyFile {
     pub tls_key: String,
     /// Attestation secret, hex.
     pub attestation_secret: String,
+    /// Made with `--danger-deterministic-keys`: the attestation secret derives from a public
+    /// seed, so this key protects nothing (tests only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub danger_deterministic: bool,
 }
 
 impl std::fmt::Debug for KeyFile {
@@ -169,6 +173,7 @@ pub fn keygen(
         certificate: hex(&tls.cert),
         tls_key: hex(&tls.key),
         attestation_secret: hex(&secret),
+        danger_deterministic: danger_seed.is_some(),
     };
     let entry = PartyEntry {
         id,
@@ -177,6 +182,27 @@ pub fn keygen(
         attestation_key: hex(&attestation_public_key(role, secret)),
     };
     Ok((key, entry))
+}
+
+impl PartyEntry {
+    /// A short fingerprint of this entry's keys (certificate and attestation key), for the
+    /// operators to compare out of band: what `goten keygen` printed on the party's machine
+    /// must be what every other party reads in the cluster file.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"goten/party-fingerprint/v1\0");
+        h.update([self.id]);
+        h.update(self.certificate.to_ascii_lowercase().as_bytes());
+        h.update(b"\0");
+        h.update(self.attestation_key.to_ascii_lowercase().as_bytes());
+        let d: [u8; 32] = h.finalize().into();
+        d[..16]
+            .chunks(2)
+            .map(|c| format!("{:02x}{:02x}", c[0], c[1]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 impl KeyFile {
@@ -195,8 +221,13 @@ impl KeyFile {
 
     /// The file's text, with a warning comment.
     pub fn to_toml(&self) -> String {
+        let danger = if self.danger_deterministic {
+            "# DANGER: made with --danger-deterministic-keys: its attestation secret derives from a public seed; tests only.\n"
+        } else {
+            ""
+        };
         format!(
-            "# goten party key of S{}: SECRET. Keep it on this party's machine only.\n{}",
+            "# goten party key of S{}: SECRET. Keep it on this party's machine only.\n{danger}{}",
             self.id,
             toml::to_string(self).expect("plain struct serializes")
         )
@@ -246,6 +277,23 @@ impl ClusterFile {
         if let Some(a) = &c.attestation {
             key32(&a.measurement, file, "[attestation] measurement")?;
         }
+        // One key for two roles would let one machine answer for two parties, and collapse
+        // the non-collusion the protocol rests on.
+        for (i, p) in c.party.iter().enumerate() {
+            for q in &c.party[i + 1..] {
+                for (what, a, b) in [
+                    ("certificate", &p.certificate, &q.certificate),
+                    ("attestation_key", &p.attestation_key, &q.attestation_key),
+                ] {
+                    if a.eq_ignore_ascii_case(b) {
+                        return Err(invalid(format!(
+                            "parties {} and {} have the same {what}: every party needs its own keys (run goten keygen on each machine)",
+                            p.id, q.id
+                        )));
+                    }
+                }
+            }
+        }
         for p in &c.party {
             let role = role_of(p.id, file)?;
             unhex(&p.certificate, file, "certificate")?;
@@ -263,6 +311,22 @@ impl ClusterFile {
     /// The file's text.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("plain struct serializes")
+    }
+
+    /// The hash every party of one deployment must share (the job handshake compares it): the
+    /// cluster file, entries in id order, and the `--danger-deterministic-keys` setting.
+    pub fn deployment_hash(&self, danger_seed: Option<u64>) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut c = self.clone();
+        c.party.sort_by_key(|p| p.id);
+        let mut h = Sha256::new();
+        h.update(b"goten/deployment/v1\0");
+        h.update(c.to_toml().as_bytes());
+        h.update(match danger_seed {
+            Some(seed) => format!("\0danger-deterministic-keys={seed}"),
+            None => "\0keys=fresh".into(),
+        });
+        h.finalize().into()
     }
 
     /// The entry of `role` (present after [`ClusterFile::parse`]).
@@ -414,6 +478,49 @@ mod tests {
         let (other, _) = cluster();
         let e = check_key(&other, &keys[0]).unwrap_err().to_string();
         assert!(e.contains("does not belong"), "{e}");
+    }
+
+    #[test]
+    fn one_key_for_two_roles_is_refused() {
+        for field in ["certificate", "attestation_key"] {
+            let (mut c, _) = cluster();
+            if field == "certificate" {
+                c.party[2].certificate = c.party[0].certificate.clone();
+            } else {
+                c.party[1].attestation_key = c.party[0].attestation_key.to_uppercase();
+            }
+            let e = ClusterFile::parse(&c.to_toml(), "c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("the same {field}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_and_the_deployment_hash_identify_what_they_cover() {
+        let (c, _) = cluster();
+        let f: Vec<String> = c.party.iter().map(PartyEntry::fingerprint).collect();
+        assert_eq!(f[0].len(), 39, "{}", f[0]); // 8 groups of 4 hex digits
+        assert!(f[0] != f[1] && f[1] != f[2]);
+        assert_eq!(f[0], c.party[0].clone().fingerprint());
+        // The deployment hash ignores entry order but not content or the danger setting.
+        let h = c.deployment_hash(None);
+        let mut reordered = c.clone();
+        reordered.party.reverse();
+        assert_eq!(reordered.deployment_hash(None), h);
+        assert_ne!(c.deployment_hash(Some(5)), h);
+        let pinned = ClusterFile::new(c.party.clone(), Some([1; 32]));
+        assert_ne!(pinned.deployment_hash(None), h);
+    }
+
+    #[test]
+    fn deterministic_key_files_say_so() {
+        let (k, _) = keygen(Role::S0, Some("127.0.0.1:1".into()), Some(5)).unwrap();
+        let text = k.to_toml();
+        assert!(text.contains("DANGER") && text.contains("danger_deterministic = true"));
+        assert!(KeyFile::parse(&text, "k").unwrap().danger_deterministic);
+        let (k, _) = keygen(Role::S0, Some("127.0.0.1:1".into()), None).unwrap();
+        assert!(!k.to_toml().contains("danger"));
     }
 
     #[test]

@@ -16,8 +16,12 @@ use crate::transport::{Message, NetError, Transport};
 pub struct JobId {
     /// Width of the share ring.
     pub ring_bits: u32,
-    /// Hash of model, data and hyper-parameters (all zero for S2, which does not know them).
+    /// Hash of model, data and hyper-parameters (all zero from S2, which does not know them).
     pub digest: [u8; 32],
+    /// Hash of the deployment every party must share: the cluster file (parties, pinned
+    /// measurement) and the `--danger-deterministic-keys` setting, so a party started with
+    /// another cluster file or a mixed danger setting is refused by name.
+    pub deployment: [u8; 32],
 }
 
 fn hex8(d: &[u8; 32]) -> String {
@@ -26,7 +30,15 @@ fn hex8(d: &[u8; 32]) -> String {
 
 fn recv_job(t: &mut dyn Transport, from: Role) -> Result<JobId, PartyError> {
     match t.recv(from)? {
-        Message::Job { ring_bits, digest } => Ok(JobId { ring_bits, digest }),
+        Message::Job {
+            ring_bits,
+            digest,
+            deployment,
+        } => Ok(JobId {
+            ring_bits,
+            digest,
+            deployment,
+        }),
         m => Err(NetError::Unexpected {
             peer: from,
             expected: "a job description".into(),
@@ -36,7 +48,29 @@ fn recv_job(t: &mut dyn Transport, from: Role) -> Result<JobId, PartyError> {
     }
 }
 
+fn send_job(t: &mut dyn Transport, to: Role, j: JobId) -> Result<(), PartyError> {
+    Ok(t.send(
+        to,
+        Message::Job {
+            ring_bits: j.ring_bits,
+            digest: j.digest,
+            deployment: j.deployment,
+        },
+    )?)
+}
+
+fn other_deployment(peer: Role, theirs: &[u8; 32], ours: &[u8; 32]) -> PartyError {
+    PartyError::Disagree(format!(
+        "{peer} was started with a different deployment ({}.. against our {}..): another cluster file, or --danger-deterministic-keys on one party and not the other; every party needs the same cluster file and danger setting",
+        hex8(theirs),
+        hex8(ours)
+    ))
+}
+
 fn mismatch(peer: Role, theirs: JobId, ours: JobId) -> PartyError {
+    if theirs.deployment != ours.deployment {
+        return other_deployment(peer, &theirs.deployment, &ours.deployment);
+    }
     let what = if theirs.ring_bits != ours.ring_bits {
         format!(
             "ring Z_2^{} against our Z_2^{}",
@@ -55,33 +89,52 @@ fn mismatch(peer: Role, theirs: JobId, ours: JobId) -> PartyError {
 }
 
 /// Exchanges job descriptions. S0 and S1 pass `Some(job)`: each sends it to the other two and
-/// checks the other enclave host's. S2 passes `None`: it checks that S0 and S1 sent the same
-/// one and returns it (S2 takes its ring from the job).
-pub fn agree_job(t: &mut dyn Transport, job: Option<JobId>) -> Result<JobId, PartyError> {
+/// checks the other enclave host's and S2's deployment. S2 passes `None` and its `deployment`:
+/// it sends that to S0 and S1, checks that they sent the same job and deployment, and returns
+/// the job (S2 takes its ring from it).
+pub fn agree_job(
+    t: &mut dyn Transport,
+    job: Option<JobId>,
+    deployment: [u8; 32],
+) -> Result<JobId, PartyError> {
     let me = t.me();
     match (me, job) {
         (Role::S2, _) => {
+            let mine = JobId {
+                ring_bits: 0,
+                digest: [0; 32],
+                deployment,
+            };
+            // Best effort: a party that already refused the job (and left) is reported by the
+            // checks below, which read what it sent before leaving.
+            for to in [Role::S0, Role::S1] {
+                let _ = send_job(t, to, mine);
+            }
             let a = recv_job(t, Role::S0)?;
             let b = recv_job(t, Role::S1)?;
+            for (peer, j) in [(Role::S0, a), (Role::S1, b)] {
+                if j.deployment != deployment {
+                    return Err(other_deployment(peer, &j.deployment, &deployment));
+                }
+            }
             if a != b {
                 return Err(mismatch(Role::S1, b, a));
             }
             Ok(a)
         }
         (_, Some(ours)) => {
+            let ours = JobId { deployment, ..ours };
             let peer = if me == Role::S0 { Role::S1 } else { Role::S0 };
             for to in [peer, Role::S2] {
-                t.send(
-                    to,
-                    Message::Job {
-                        ring_bits: ours.ring_bits,
-                        digest: ours.digest,
-                    },
-                )?;
+                send_job(t, to, ours)?;
             }
             let theirs = recv_job(t, peer)?;
             if theirs != ours {
                 return Err(mismatch(peer, theirs, ours));
+            }
+            let dealer = recv_job(t, Role::S2)?;
+            if dealer.deployment != deployment {
+                return Err(other_deployment(Role::S2, &dealer.deployment, &deployment));
             }
             Ok(ours)
         }
@@ -119,11 +172,15 @@ mod tests {
     use std::time::Duration;
 
     fn run(jobs: [JobId; 2]) -> [Result<JobId, PartyError>; 3] {
+        run_with(jobs, [jobs[0].deployment; 3])
+    }
+
+    fn run_with(jobs: [JobId; 2], deployments: [[u8; 32]; 3]) -> [Result<JobId, PartyError>; 3] {
         let [mut t0, mut t1, mut t2] = in_process_mesh(Duration::from_secs(5));
         std::thread::scope(|s| {
-            let a = s.spawn(move || agree_job(&mut t0, Some(jobs[0])));
-            let b = s.spawn(move || agree_job(&mut t1, Some(jobs[1])));
-            let c = s.spawn(move || agree_job(&mut t2, None));
+            let a = s.spawn(move || agree_job(&mut t0, Some(jobs[0]), deployments[0]));
+            let b = s.spawn(move || agree_job(&mut t1, Some(jobs[1]), deployments[1]));
+            let c = s.spawn(move || agree_job(&mut t2, None, deployments[2]));
             [a.join().unwrap(), b.join().unwrap(), c.join().unwrap()]
         })
     }
@@ -133,6 +190,7 @@ mod tests {
         let j = JobId {
             ring_bits: 23,
             digest: [7; 32],
+            deployment: [3; 32],
         };
         for r in run([j, j]) {
             assert_eq!(r.unwrap(), j);
@@ -144,6 +202,7 @@ mod tests {
         let a = JobId {
             ring_bits: 21,
             digest: [1; 32],
+            deployment: [3; 32],
         };
         let b = JobId {
             digest: [2; 32],
@@ -158,6 +217,33 @@ mod tests {
         }
         let e = run([a, c])[0].as_ref().unwrap_err().to_string();
         assert!(e.contains("Z_2^22"), "{e}");
+    }
+
+    #[test]
+    fn another_cluster_file_or_danger_setting_is_refused_by_name() {
+        let j = JobId {
+            ring_bits: 21,
+            digest: [1; 32],
+            deployment: [3; 32],
+        };
+        // S1 started with another cluster file: S0 and S2 name S1; S1 names S0.
+        let r = run_with([j, j], [[3; 32], [4; 32], [3; 32]]);
+        for (i, who) in [(0, "S1"), (1, "S0"), (2, "S1")] {
+            let e = r[i].as_ref().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{who} was started with a different deployment")),
+                "{e}"
+            );
+        }
+        // S2 alone differs: S0 and S1 name S2.
+        let r = run_with([j, j], [[3; 32], [3; 32], [9; 32]]);
+        for res in &r[..2] {
+            let e = res.as_ref().unwrap_err().to_string();
+            assert!(
+                e.contains("S2 was started with a different deployment"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

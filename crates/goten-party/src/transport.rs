@@ -41,6 +41,8 @@ pub enum Message {
         ring_bits: u32,
         /// SHA-256 of model, data and hyper-parameters.
         digest: [u8; 32],
+        /// SHA-256 of the cluster file and the danger setting.
+        deployment: [u8; 32],
     },
     /// On resume: the step of the newest checkpoint this enclave can restore.
     Resume {

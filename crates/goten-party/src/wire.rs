@@ -291,9 +291,14 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             5
         }
         Message::Done => 6,
-        Message::Job { ring_bits, digest } => {
+        Message::Job {
+            ring_bits,
+            digest,
+            deployment,
+        } => {
             b.u32(*ring_bits);
             b.bytes(digest);
+            b.bytes(deployment);
             7
         }
         Message::Resume { step } => {
@@ -394,6 +399,7 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
         7 => Message::Job {
             ring_bits: r.u32("job description")?,
             digest: r.arr("job description")?,
+            deployment: r.arr("job description")?,
         },
         8 => Message::Resume {
             step: r.u64("resume point")?,

@@ -68,6 +68,7 @@ fn samples() -> Vec<Message> {
         Message::Job {
             ring_bits: 23,
             digest: [4; 32],
+            deployment: [5; 32],
         },
         Message::Resume { step: 1 << 40 },
     ]

@@ -113,9 +113,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         notices.push(format!("note: {SIMULATION_NOTICE}"));
     }
     if c.danger_deterministic_keys.is_some() {
-        notices.push(
-            "WARNING: --danger-deterministic-keys: every key and mask derives from a public seed; this run protects nothing (tests only)".into(),
-        );
+        notices.push(crate::party_run::DANGER_KEYS.into());
     }
     let per_epoch = train.len().div_ceil(c.batch as usize) as u64;
     let total_steps = c.steps.unwrap_or(u64::MAX).min(per_epoch * c.epochs as u64);

@@ -86,16 +86,47 @@ impl Deployment {
                 self.role
             )));
         }
+        if key.danger_deterministic && c.danger_deterministic_keys.is_none() {
+            return Err(RuntimeError::config(format!(
+                "{} was made with --danger-deterministic-keys: its attestation secret derives from a public seed, so a run without that flag would rest on it; make a fresh key with goten keygen",
+                key_path.display()
+            )));
+        }
         let ephemeral = c
             .danger_deterministic_keys
             .map(danger_deterministic_ephemeral);
         let trusts = deploy::trusts(&cluster, &key, ephemeral)?;
         Ok((cluster, key, trusts))
     }
+
+    /// What an operator should compare out of band before trusting a run: each party's key
+    /// fingerprint (as `goten keygen` printed it on that party's machine) and the deployment
+    /// hash (the same on all three parties).
+    pub fn describe(&self, c: &JobConfig) -> Result<Vec<String>, RuntimeError> {
+        let (cluster, _, _) = self.open(c)?;
+        let mut lines = Vec::new();
+        for r in Role::ALL {
+            let me = if r == self.role { " (this party)" } else { "" };
+            lines.push(format!(
+                "{r} key fingerprint {}{me}",
+                cluster.entry(r).fingerprint()
+            ));
+        }
+        let h = cluster.deployment_hash(c.danger_deterministic_keys);
+        let short: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+        lines.push(format!(
+            "deployment {short} (compare with the other parties: same cluster file and settings)"
+        ));
+        Ok(lines)
+    }
 }
+
+/// The warning every command taking `--danger-deterministic-keys` prints.
+pub const DANGER_KEYS: &str = "WARNING: --danger-deterministic-keys: every key and mask derives from a public seed; this run protects nothing (tests only)";
 
 /// A party connected to the other two, with its device.
 struct Connected {
+    deployment: [u8; 32],
     trusts: goten_party::Trusts,
     device: Box<dyn goten_device::Device>,
     net: goten_party::tcp::TcpTransport,
@@ -106,11 +137,13 @@ impl Deployment {
     /// Reads the files, makes the device and connects over TLS (shares of `ring`).
     fn connect(&self, c: &JobConfig, ring: Ring) -> Result<Connected, RuntimeError> {
         let (cluster, key, trusts) = self.open(c)?;
+        let deployment = cluster.deployment_hash(c.danger_deterministic_keys);
         let timeout = Duration::from_secs(c.timeout);
         let device = crate::devices::make(c.device, c.party_threads(1))?;
         let net = deploy::connect(&cluster, &key, self.listen.as_deref(), timeout, ring)
             .map_err(reach(self.role))?;
         Ok(Connected {
+            deployment,
             trusts,
             device,
             net,
@@ -134,12 +167,13 @@ pub fn run_dealer(
 ) -> Result<DealerOutcome, RuntimeError> {
     let role = d.role;
     let Connected {
+        deployment,
         trusts,
         device,
         mut net,
         timeout,
     } = d.connect(c, Ring::default())?;
-    let job = agree_job(&mut net, None).map_err(at(role))?;
+    let job = agree_job(&mut net, None, deployment).map_err(at(role))?;
     let ring = Ring::new(job.ring_bits)
         .map_err(|e| RuntimeError::config(format!("the job's ring from S0 and S1: {e}")))?;
     net.set_ring(ring);
@@ -175,6 +209,7 @@ pub fn run_trainer<'a>(
         )));
     }
     let Connected {
+        deployment,
         trusts,
         device,
         mut net,
@@ -183,8 +218,9 @@ pub fn run_trainer<'a>(
     let ours = JobId {
         ring_bits: setup.enclave.ring.bits(),
         digest: setup.fingerprint,
+        deployment,
     };
-    agree_job(&mut net, Some(ours)).map_err(at(role))?;
+    agree_job(&mut net, Some(ours), deployment).map_err(at(role))?;
     let cfg = ClusterConfig {
         enclave: setup.enclave,
         timeout,

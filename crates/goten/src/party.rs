@@ -68,15 +68,20 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
     if role != Role::S2 && a.address.is_none() {
         bail!("{role} needs --address HOST:PORT: the other parties connect to it");
     }
-    let (key_path, _) =
+    if a.danger_deterministic_keys.is_some() {
+        eprintln!("{}", goten_runtime::party_run::DANGER_KEYS);
+    }
+    let (key_path, entry) =
         goten_runtime::keys::write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
     let i = a.id;
     eprintln!(
         "wrote {} (SECRET: keep it on this machine) and {}.\n\
          Give party-{i}.toml to the other parties; every party then uses the same cluster file:\n  \
-         cat party-0.toml party-1.toml party-2.toml > cluster.toml",
+         cat party-0.toml party-1.toml party-2.toml > cluster.toml\n\
+         {role} key fingerprint {} (the others compare it with what goten party prints for {role})",
         key_path.display(),
-        a.out.join(format!("party-{i}.toml")).display()
+        a.out.join(format!("party-{i}.toml")).display(),
+        entry.fingerprint()
     );
     Ok(())
 }
@@ -93,7 +98,14 @@ pub fn run(a: PartyArgs) -> Result<()> {
         key: a.key,
         listen: a.listen,
     };
+    for line in d.describe(&c)? {
+        eprintln!("{line}");
+    }
     if role == Role::S2 {
+        // S0 and S1 print it with the job's other notices; S2 prepares no job.
+        if c.danger_deterministic_keys.is_some() {
+            eprintln!("{}", goten_runtime::party_run::DANGER_KEYS);
+        }
         eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
         let mut log = DealerLog::open(&c.out, c.resume)?;
         let r = run_dealer(&d, &c, &mut |i, b| log.iteration(i, b))?.report;

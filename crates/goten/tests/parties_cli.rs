@@ -392,6 +392,127 @@ fn parties_of_different_jobs_refuse_to_start() {
 }
 
 #[test]
+fn a_party_with_another_cluster_file_is_refused_by_name() {
+    let d = tmp("deployment");
+    let cluster = keygen_cluster(&d);
+    // S1's copy differs (an address added to S2's entry): a different deployment.
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let other = d.join("other.toml");
+    let marker = "id = 2\n";
+    assert!(text.contains(marker), "{text}");
+    std::fs::write(
+        &other,
+        text.replace(marker, "id = 2\naddress = \"127.0.0.1:9\"\n"),
+    )
+    .unwrap();
+    let keys = cluster.parent().unwrap();
+    let kids: Vec<Child> = (0..3)
+        .map(|i| {
+            let c = if i == 1 { &other } else { &cluster };
+            let key = keys.join(format!("party-{i}.key"));
+            party(
+                c,
+                i,
+                &d.join(format!("s{i}")),
+                &[
+                    "--steps",
+                    "2",
+                    "--timeout",
+                    "20",
+                    "--key",
+                    key.to_str().unwrap(),
+                ],
+            )
+        })
+        .collect();
+    let errs: Vec<String> = kids
+        .into_iter()
+        .map(|c| {
+            let (ok, err, _) = finish(c, Duration::from_secs(40));
+            assert!(!ok);
+            err
+        })
+        .collect();
+    assert!(
+        errs[0].contains("S1 was started with a different deployment"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("S0 was started with a different deployment"),
+        "{}",
+        errs[1]
+    );
+    // Every party printed the fingerprints to compare, and its deployment hash.
+    for e in &errs {
+        assert!(
+            e.contains("S0 key fingerprint") && e.contains("deployment "),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn keygen_prints_the_fingerprint_parties_print_and_danger_is_loud() {
+    let d = tmp("fingerprint");
+    let r = goten(&[
+        "keygen",
+        "--id",
+        "2",
+        "--out",
+        d.to_str().unwrap(),
+        "--danger-deterministic-keys",
+        "5",
+    ]);
+    assert!(r.status.success());
+    let out = text(&r);
+    assert!(
+        out.contains("WARNING: --danger-deterministic-keys"),
+        "{out}"
+    );
+    let fp = out
+        .lines()
+        .find_map(|l| l.split("S2 key fingerprint ").nth(1))
+        .map(|rest| rest[..39].to_string())
+        .expect("keygen prints the fingerprint");
+    let key = std::fs::read_to_string(d.join("party-2.key")).unwrap();
+    assert!(key.contains("DANGER"));
+    let d2 = tmp("fingerprint-cluster");
+    let cluster = keygen_cluster(&d2);
+    // A deterministic key file without the flag is refused before anything starts.
+    let mut args = vec!["party", "--id", "0", "--cluster", cluster.to_str().unwrap()];
+    let r = goten(&args);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(
+        text(&r).contains("made with --danger-deterministic-keys"),
+        "{}",
+        text(&r)
+    );
+    // The fingerprint keygen printed is what the party prints for that entry.
+    let mut text_cluster = std::fs::read_to_string(&cluster).unwrap();
+    let theirs = std::fs::read_to_string(d.join("party-2.toml")).unwrap();
+    let start = text_cluster.rfind("[[party]]").unwrap();
+    text_cluster.truncate(start);
+    text_cluster.push_str(&theirs);
+    std::fs::write(&cluster, text_cluster).unwrap();
+    args.extend([
+        "--danger-deterministic-keys",
+        "5",
+        "--timeout",
+        "1",
+        "--steps",
+        "1",
+    ]);
+    let r = goten(&args);
+    assert!(
+        text(&r).contains(&format!("S2 key fingerprint {fp}")),
+        "{}",
+        text(&r)
+    );
+    assert!(text(&r).contains("WARNING: --danger-deterministic-keys"));
+}
+
+#[test]
 fn party_errors_are_clear() {
     let d = tmp("errors");
     let cluster = keygen_cluster(&d);

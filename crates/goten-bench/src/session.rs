@@ -50,6 +50,8 @@ fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
         loss_window: 8,
         protection: Protection::Protected,
         fingerprint: [0; 32],
+        model_owner: None,
+        danger_plaintext_export: false,
     }
 }
 

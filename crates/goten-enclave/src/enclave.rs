@@ -79,6 +79,10 @@ pub struct KeyedEnclave {
     role: Role,
     cfg: EnclaveConfig,
     seeds: SeedBook,
+    /// The attested service key clients seal secrets to (derived from the pair key).
+    service: crate::hpke::KeyPair,
+    /// The data key a data owner provisioned through the service key.
+    provisioned: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for KeyedEnclave {
@@ -146,14 +150,7 @@ impl Enclave {
         trust: &Trust,
     ) -> Result<(KeyedEnclave, WrappedKey), EnclaveError> {
         let (seeds, wrapped) = self.kx.finish_e0(hellos, trust)?;
-        Ok((
-            KeyedEnclave {
-                role: self.role,
-                cfg: self.cfg,
-                seeds,
-            },
-            wrapped,
-        ))
+        Ok((KeyedEnclave::new(self.role, self.cfg, seeds), wrapped))
     }
 
     /// E1: finishes the key exchange with E0's wrapped dealer key.
@@ -164,15 +161,46 @@ impl Enclave {
         wrapped: &WrappedKey,
     ) -> Result<KeyedEnclave, EnclaveError> {
         let seeds = self.kx.finish_e1(hellos, trust, wrapped)?;
-        Ok(KeyedEnclave {
-            role: self.role,
-            cfg: self.cfg,
-            seeds,
-        })
+        Ok(KeyedEnclave::new(self.role, self.cfg, seeds))
     }
 }
 
 impl KeyedEnclave {
+    fn new(role: Role, cfg: EnclaveConfig, seeds: SeedBook) -> Self {
+        let service = crate::service::service_key(&seeds.service_ikm());
+        KeyedEnclave {
+            role,
+            cfg,
+            seeds,
+            service,
+            provisioned: None,
+        }
+    }
+
+    /// The attested service key's public half (the same in E0 and E1).
+    pub fn service_public_key(&self) -> [u8; 32] {
+        self.service.public_key()
+    }
+
+    /// The report data this enclave's evidence must bind for a client's `nonce`.
+    pub fn service_report_data(&self, nonce: &[u8; 32]) -> [u8; 32] {
+        crate::service::service_report_data(self.role, &self.service.public_key(), nonce)
+    }
+
+    /// Ecall: a data key sealed to the service key by the data owner. Opened and kept inside;
+    /// sealed datasets handed to a session without a key open with it.
+    pub fn accept_provision(&mut self, sealed: &[u8]) -> Result<(), EnclaveError> {
+        let key = crate::service::open_provision(&self.service, sealed)
+            .map_err(|e| EnclaveError::Config(format!("provisioned data key: {e}")))?;
+        self.provisioned = Some(key);
+        Ok(())
+    }
+
+    /// The provisioned data key, if a data owner sent one.
+    pub(crate) fn provisioned_data_key(&self) -> Option<&zeroize::Zeroizing<[u8; 32]>> {
+        self.provisioned.as_ref()
+    }
+
     /// This enclave's role.
     pub fn role(&self) -> Role {
         self.role

@@ -26,6 +26,7 @@ mod check_conv;
 #[cfg(feature = "danger-test-expose")]
 pub mod danger;
 mod enclave;
+pub mod hpke;
 pub mod keys;
 pub mod linear;
 pub mod nn;
@@ -33,6 +34,7 @@ pub mod quant;
 pub mod sealed_data;
 pub mod secret;
 pub mod seeds;
+pub mod service;
 pub mod session;
 mod shares;
 

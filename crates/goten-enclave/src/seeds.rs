@@ -91,6 +91,15 @@ impl SeedBook {
         self.pair.derive(b"goten/state-mac")
     }
 
+    /// Input keying material of the enclaves' service key (section "service"): from the pair
+    /// key, so E0 and E1 derive the same key pair and nobody else can.
+    pub(crate) fn service_ikm(&self) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = self.pair.derive(b"goten/service-key").hmac_sha256();
+        mac.update(b"goten/service-key/ikm");
+        mac.finalize().into_bytes().into()
+    }
+
     /// Restores the job secret of a resumed job.
     pub(crate) fn set_job_secret(&mut self, job: SecretKey) {
         self.job = job;

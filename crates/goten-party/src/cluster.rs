@@ -88,6 +88,9 @@ pub enum PartyError {
     /// Local storage (checkpoint files, output folder) failed.
     #[error("local storage: {0}")]
     Storage(String),
+    /// The data owner's provisioning of the data key failed.
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
     /// A party thread panicked (a bug).
     #[error("{0} panicked")]
     Panic(Role),

@@ -59,6 +59,10 @@ pub struct PartyEntry {
     pub certificate: String,
     /// Attestation public key, hex (simulated platform key of S0/S1, identity key of S2).
     pub attestation_key: String,
+    /// `host:port` where S0's or S1's host takes the data owner's provisioned key (sealed
+    /// datasets without a key file on the party).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_address: Option<String>,
 }
 
 /// The cluster file: the three parties and what their enclaves must prove.
@@ -180,6 +184,7 @@ pub fn keygen(
         address,
         certificate: hex(&tls.cert),
         attestation_key: hex(&attestation_public_key(role, secret)),
+        provision_address: None,
     };
     Ok((key, entry))
 }
@@ -366,6 +371,56 @@ fn check_key(cluster: &ClusterFile, key: &KeyFile) -> Result<Role, DeployError> 
     Ok(role)
 }
 
+/// The measurement every party requires of E0 and E1: the cluster's pin, or this program's.
+pub fn expected_measurement(cluster: &ClusterFile) -> Result<[u8; 32], DeployError> {
+    match &cluster.attestation {
+        Some(a) => key32(&a.measurement, "cluster file", "[attestation] measurement"),
+        None => goten_attest::measure::program_measurement().map_err(|e| DeployError::Invalid {
+            file: "this program".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// What a client (the data owner) trusts of a cluster's enclaves: their platform keys and the
+/// expected measurement.
+pub fn enclave_verifier(
+    cluster: &ClusterFile,
+) -> Result<goten_enclave::attest::SimulatedVerifier, DeployError> {
+    let mut platforms = Vec::new();
+    for r in [Role::S0, Role::S1] {
+        platforms.push(key32(
+            &cluster.entry(r).attestation_key,
+            "cluster file",
+            "attestation_key",
+        )?);
+    }
+    goten_enclave::attest::SimulatedVerifier::any_of(&platforms, expected_measurement(cluster)?)
+        .map_err(|e| DeployError::Invalid {
+            file: "cluster file".into(),
+            detail: format!("attestation_key: {e}"),
+        })
+}
+
+/// Where S0's or S1's host takes the data owner's key: `listen` if given, else its entry's
+/// `provision_address`.
+pub fn provision_address(
+    cluster: &ClusterFile,
+    role: Role,
+    listen: Option<&str>,
+) -> Result<SocketAddr, DeployError> {
+    let addr = listen
+        .map(str::to_string)
+        .or_else(|| cluster.entry(role).provision_address.clone())
+        .ok_or_else(|| DeployError::Invalid {
+            file: "cluster file".into(),
+            detail: format!(
+                "{role} has no provision_address: the data owner needs one to provision the data key (or pass --data-key on a trusted setup)"
+            ),
+        })?;
+    resolve(&addr, role)
+}
+
 /// The key material of `key`'s party for the key exchange.
 pub fn trusts(
     cluster: &ClusterFile,
@@ -386,10 +441,7 @@ pub fn trusts(
         file: "this program".into(),
         detail: e.to_string(),
     })?;
-    let expected = match &cluster.attestation {
-        Some(a) => key32(&a.measurement, "cluster file", "[attestation] measurement")?,
-        None => own,
-    };
+    let expected = expected_measurement(cluster)?;
     Ok(Trusts::for_party(
         role,
         secret,

@@ -21,6 +21,7 @@ pub mod ecall;
 pub mod handshake;
 pub mod host;
 mod pinning;
+pub mod provision;
 pub mod record;
 pub mod tcp;
 pub mod transport;

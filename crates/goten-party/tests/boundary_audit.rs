@@ -90,7 +90,14 @@ fn config() -> TrainConfig {
         loss_window: 8,
         protection: Protection::Protected,
         fingerprint: [1; 32],
+        model_owner: Some(owner().public_key()),
+        danger_plaintext_export: false,
     }
+}
+
+/// The model owner, whose key the export is sealed to.
+fn owner() -> goten_enclave::hpke::KeyPair {
+    goten_enclave::hpke::KeyPair::derive(&[42; 32])
 }
 
 /// The run's loop, the same in both arrangements: steps, and every 4 steps an evaluation, a
@@ -148,11 +155,15 @@ fn drive(
             bytes("checkpoint", s.checkpoint()?.0);
         }
     }
-    Ok(s.export_for_model_owner()?
-        .tensors
-        .into_iter()
-        .flat_map(|t| t.data)
-        .collect())
+    // The export reaches the host sealed to the model owner: it is audited like any other
+    // release, and only the owner's key opens it.
+    let goten_enclave::session::ModelRelease::Sealed(sealed) = s.export_for_model_owner()? else {
+        panic!("a protected run with a model owner must seal its export");
+    };
+    bytes("sealed export", sealed.clone());
+    let export = goten_enclave::session::model_out::open_model(&sealed, &owner())
+        .expect("the owner opens the export");
+    Ok(export.tensors.into_iter().flat_map(|t| t.data).collect())
 }
 
 /// A goten-mode run of 8 steps with an evaluation, a tag comparison and a checkpoint every 4

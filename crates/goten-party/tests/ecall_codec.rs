@@ -34,6 +34,8 @@ fn start() -> ToEnclave {
             loss_window: 8,
             protection: Protection::Protected,
             fingerprint: [3; 32],
+            model_owner: Some([4; 32]),
+            danger_plaintext_export: true,
         },
         train: Split::Plain {
             images: vec![1; 3072 * 2],
@@ -42,7 +44,7 @@ fn start() -> ToEnclave {
         test: Split::Sealed {
             split: "test".into(),
             records: vec![vec![5; 40], vec![6; 40]],
-            key: zeroize::Zeroizing::new([2; 32]),
+            key: Some(zeroize::Zeroizing::new([2; 32])),
         },
     }
 }
@@ -65,7 +67,7 @@ fn messages_round_trip_and_prefixes_are_errors() {
     );
     assert_eq!((cfg.total_steps, cfg.loss_window), (9, 8));
     // The data key the host was given reaches the enclave process; no sealing key travels.
-    assert!(matches!(&test, Split::Sealed { key, .. } if **key == [2; 32]));
+    assert!(matches!(&test, Split::Sealed { key: Some(key), .. } if **key == [2; 32]));
     assert_eq!((train.len(), test.len()), (2, 2));
     for cut in 0..body.len() {
         assert!(

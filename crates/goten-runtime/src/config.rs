@@ -134,6 +134,11 @@ pub struct JobConfig {
     pub quant_bits: u32,
     /// Where the model owner's export goes.
     pub export: Option<PathBuf>,
+    /// The model owner's public key file (`owner.pub` from `goten keygen --owner`): the
+    /// export is sealed to it.
+    pub model_owner: Option<PathBuf>,
+    /// Export a protected run's model in plaintext (loud; tests and trusted setups only).
+    pub danger_plaintext_export: bool,
     /// Data key of a sealed dataset (required for one; must lie outside the data folder).
     pub data_key: Option<PathBuf>,
     pub resume: bool,
@@ -173,6 +178,8 @@ impl Default for JobConfig {
             ring_bits: Ring::DEFAULT_BITS,
             quant_bits: 8,
             export: None,
+            model_owner: None,
+            danger_plaintext_export: false,
             data_key: None,
             resume: false,
             transport: TransportKind::InProcess,
@@ -260,6 +267,21 @@ impl JobConfig {
             return bad(format!(
                 "the tcp transport needs goten mode: it connects its parties, and {mode} mode has none"
             ));
+        }
+        if self.export.is_some()
+            && self.mode != Mode::Plain
+            && self.model_owner.is_none()
+            && !self.danger_plaintext_export
+        {
+            return bad(format!(
+                "--export in {mode} mode seals the model to its owner: pass --model-owner owner.pub (from goten keygen --owner), or --danger-plaintext-export to write it in the clear"
+            ));
+        }
+        if self.model_owner.is_some() && self.danger_plaintext_export {
+            return bad(
+                "--model-owner and --danger-plaintext-export contradict each other: choose one"
+                    .into(),
+            );
         }
         if self.mode != Mode::Plain && self.loss_window_or_default() < MIN_PROTECTED_WINDOW {
             return bad(format!(
@@ -402,6 +424,7 @@ mod tests {
         let c = JobConfig {
             epochs: 3,
             export: Some("m.st".into()),
+            model_owner: Some("owner.pub".into()),
             ..Default::default()
         };
         c.write(&p).unwrap();

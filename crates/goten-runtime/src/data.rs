@@ -21,9 +21,8 @@ use crate::RuntimeError;
 pub enum Source {
     /// Plaintext images and labels.
     Plain(Dataset),
-    /// Sealed records and the data key provisioned to the enclaves (simulation: the host read
-    /// it from the data owner's file; with attestation it would be wrapped for the enclaves).
-    Sealed(SealedSet, Zeroizing<[u8; 32]>),
+    /// The data owner's sealed records (their key travels apart: [`crate::job::Setup`]).
+    Sealed(SealedSet),
 }
 
 impl Source {
@@ -31,7 +30,7 @@ impl Source {
     pub fn len(&self) -> usize {
         match self {
             Source::Plain(d) => d.len(),
-            Source::Sealed(s, _) => s.len(),
+            Source::Sealed(s) => s.len(),
         }
     }
 
@@ -44,7 +43,7 @@ impl Source {
     pub fn truncate(&mut self, n: usize) {
         match self {
             Source::Plain(d) => d.truncate(n),
-            Source::Sealed(s, _) => s.truncate(n),
+            Source::Sealed(s) => s.truncate(n),
         }
     }
 
@@ -56,27 +55,29 @@ impl Source {
                 h.update(&d.labels);
                 h.update(&d.images);
             }
-            Source::Sealed(s, _) => h.update(s.ciphertext()),
+            Source::Sealed(s) => h.update(s.ciphertext()),
         }
     }
 
-    /// A copy of this split as an enclave receives it (once, at the start of a session).
-    pub fn to_split(&self) -> Split {
+    /// A copy of this split as an enclave receives it (once, at the start of a session), with
+    /// the data key only where this process is the data owner handing it over directly.
+    pub fn to_split(&self, key: Option<&Zeroizing<[u8; 32]>>) -> Split {
         match self {
             Source::Plain(d) => Split::Plain {
                 images: d.images.clone(),
                 labels: d.labels.clone(),
             },
-            Source::Sealed(s, key) => Split::Sealed {
+            Source::Sealed(s) => Split::Sealed {
                 split: s.split.clone(),
                 records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
-                key: key.clone(),
+                key: key.cloned(),
             },
         }
     }
 }
 
-fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, RuntimeError> {
+/// Reads a data key file (32 bytes, from `goten seal-data`).
+pub fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, RuntimeError> {
     let b = std::fs::read(path).map_err(|e| {
         RuntimeError::storage(format!("cannot read the data key {}", path.display()), e)
     })?;
@@ -127,11 +128,14 @@ fn check_key_outside(dir: &Path, key_path: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Loads `train.sealed` and `test.sealed` from `dir` with the data key at `key_path`, which must
-/// lie outside `dir`.
-pub fn load_sealed(dir: &Path, key_path: &Path) -> Result<(Source, Source), RuntimeError> {
+/// Reads the data key at `key_path`, which must lie outside the sealed data folder `dir`.
+pub fn read_data_key(dir: &Path, key_path: &Path) -> Result<Zeroizing<[u8; 32]>, RuntimeError> {
     check_key_outside(dir, key_path)?;
-    let key = read_key(key_path)?;
+    read_key(key_path)
+}
+
+/// Loads `train.sealed` and `test.sealed` from `dir`.
+pub fn load_sealed(dir: &Path) -> Result<(Source, Source), RuntimeError> {
     let load = |name: &str| {
         let path = dir.join(name);
         goten_data::load_sealed(&path).map_err(|e| RuntimeError::data("sealed dataset", e))
@@ -143,10 +147,7 @@ pub fn load_sealed(dir: &Path, key_path: &Path) -> Result<(Source, Source), Runt
             "train.sealed / test.sealed hold the wrong splits",
         ));
     }
-    Ok((
-        Source::Sealed(train, key.clone()),
-        Source::Sealed(test, key),
-    ))
+    Ok((Source::Sealed(train), Source::Sealed(test)))
 }
 
 /// What [`seal_dataset`] wrote.

@@ -22,6 +22,9 @@ use crate::store::platform_sealing_key;
 /// Everything a run needs besides the execution: settings and the loaded data.
 pub struct Setup {
     pub kind: ModelKind,
+    /// Goten mode: the enclaves hold keys of a key exchange, and sealed data's key reaches them
+    /// only by provisioning.
+    pub protocol: bool,
     pub enclave: EnclaveConfig,
     pub train: Source,
     pub test: Source,
@@ -31,6 +34,11 @@ pub struct Setup {
     pub fingerprint: [u8; 32],
     /// The simulated platform's sealing key.
     pub sealing: SecretKey,
+    /// The model owner's public key: the export is sealed to it.
+    pub model_owner: Option<[u8; 32]>,
+    /// The data key of a sealed dataset, where this process is the data owner (`--data-key`);
+    /// `None` for plaintext data, or for a party whose enclave the owner provisions.
+    pub data_key: Option<zeroize::Zeroizing<[u8; 32]>>,
     /// What the user must be told before the run (simulation, synthetic data, danger flags).
     pub notices: Vec<String>,
 }
@@ -54,12 +62,25 @@ impl Setup {
                 Protection::Protected
             },
             fingerprint: self.fingerprint,
+            model_owner: self.model_owner,
+            danger_plaintext_export: c.danger_plaintext_export,
         }
     }
 
-    /// A fresh copy of both splits for one enclave.
+    /// A fresh copy of both splits for one enclave. Goten mode's enclaves get no data key with
+    /// them: the owner provisions it through their attested service key.
     pub fn splits(&self) -> (Split, Split) {
-        (self.train.to_split(), self.test.to_split())
+        let key = if self.protocol {
+            None
+        } else {
+            self.data_key.as_ref()
+        };
+        (self.train.to_split(key), self.test.to_split(key))
+    }
+
+    /// Whether the data is sealed (its key must reach the enclaves).
+    pub fn sealed(&self) -> bool {
+        matches!(self.train, Source::Sealed(_))
     }
 }
 
@@ -73,22 +94,37 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         ..QuantConfig::default()
     };
     let mut notices = Vec::new();
+    let mut data_key = None;
     let data_path = std::path::Path::new(&c.data);
     let (mut train, mut test) = if c.synthetic() {
         let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
         (Source::Plain(tr), Source::Plain(te))
     } else if data_path.join("train.sealed").exists() {
-        let key = c.data_key.clone().ok_or_else(|| {
-            RuntimeError::config(format!(
-                "{} is a sealed dataset: pass its data key with --data-key FILE (the data owner's key, kept outside the data folder)",
-                data_path.display()
-            ))
-        })?;
-        notices.push(format!(
-            "note: sealed dataset; the data key {} is handed to the enclaves (simulation: in a deployment the data owner releases it only to attested enclaves)",
-            key.display()
-        ));
-        crate::data::load_sealed(data_path, &key)?
+        let sealed = crate::data::load_sealed(data_path)?;
+        match &c.data_key {
+            Some(key) => {
+                data_key = Some(crate::data::read_data_key(data_path, key)?);
+                notices.push(format!(
+                    "note: sealed dataset; this process is its data owner and releases the key {} {}",
+                    key.display(),
+                    if c.mode == Mode::Goten {
+                        "only to the enclaves' attested service key (sealed with HPKE)"
+                    } else {
+                        "to the enclave in this process"
+                    }
+                ));
+            }
+            None if c.mode == Mode::Goten => notices.push(
+                "note: sealed dataset; no data key here: the data owner provisions it to the enclaves (goten provision)".into(),
+            ),
+            None => {
+                return Err(RuntimeError::config(format!(
+                    "{} is a sealed dataset: pass its data key with --data-key FILE (the data owner's key, kept outside the data folder)",
+                    data_path.display()
+                )));
+            }
+        }
+        sealed
     } else {
         let (tr, te) = goten_data::load_cifar(data_path)
             .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
@@ -115,6 +151,16 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     if c.danger_deterministic_keys.is_some() {
         notices.push(crate::party_run::DANGER_KEYS.into());
     }
+    let model_owner = c
+        .model_owner
+        .as_deref()
+        .map(crate::owner::read_owner_public)
+        .transpose()?;
+    if c.danger_plaintext_export && c.mode != Mode::Plain && c.export.is_some() {
+        notices.push(
+            "WARNING: --danger-plaintext-export: the trained model is written in the clear on this host instead of sealed to its owner".into(),
+        );
+    }
     let per_epoch = train.len().div_ceil(c.batch as usize) as u64;
     let total_steps = c.steps.unwrap_or(u64::MAX).min(per_epoch * c.epochs as u64);
     let schedule = match c.schedule {
@@ -131,8 +177,11 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     };
     let sealing = platform_sealing_key()?;
     Ok(Setup {
-        fingerprint: fingerprint(c, &train, &test),
+        fingerprint: fingerprint(c, &train, &test, model_owner.as_ref()),
         sealing,
+        model_owner,
+        data_key,
+        protocol: c.mode == Mode::Goten,
         kind,
         enclave: EnclaveConfig { ring, quant },
         train,
@@ -144,7 +193,12 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
 }
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
-fn fingerprint(c: &JobConfig, train: &Source, test: &Source) -> [u8; 32] {
+fn fingerprint(
+    c: &JobConfig,
+    train: &Source,
+    test: &Source,
+    model_owner: Option<&[u8; 32]>,
+) -> [u8; 32] {
     let mut h = Sha256::new();
     let desc = format!(
         "goten/job/v3|{}|{:?}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}|{}",
@@ -165,6 +219,14 @@ fn fingerprint(c: &JobConfig, train: &Source, test: &Source) -> [u8; 32] {
     h.update(desc.as_bytes());
     for d in [train, test] {
         d.identify(&mut h);
+    }
+    // Whom the model is sealed to is part of the job: parties and resumes must agree on it.
+    match model_owner {
+        Some(k) => {
+            h.update(b"|owner|");
+            h.update(k);
+        }
+        None => h.update(b"|no owner|"),
     }
     h.finalize().into()
 }

@@ -30,6 +30,9 @@ pub fn party_job(c: &JobConfig, role: Role, out: &Path) -> JobConfig {
         transport: TransportKind::Tcp,
         // S0's host writes the model owner's file, once.
         export: c.export.clone().filter(|_| role == Role::S0),
+        // No party gets the data key: the launcher, as the data owner, provisions it to the
+        // enclaves' attested service key.
+        data_key: None,
         ..c.clone()
     }
 }
@@ -58,7 +61,11 @@ fn make_cluster(dir: &Path, danger_seed: Option<u64>) -> Result<PathBuf, Runtime
         } else {
             Some(format!("127.0.0.1:{}", free_port()?))
         };
-        entries.push(crate::keys::write_keys(dir, role, addr, danger_seed)?.1);
+        let mut entry = crate::keys::write_keys(dir, role, addr, danger_seed)?.1;
+        if role != Role::S2 {
+            entry.provision_address = Some(format!("127.0.0.1:{}", free_port()?));
+        }
+        entries.push(entry);
     }
     let path = dir.join("cluster.toml");
     // Every party runs this executable: pin its measurement, as an operator would.
@@ -85,6 +92,11 @@ fn last_error(log: &Path) -> String {
 pub fn run(c: &JobConfig, program: &Path, json: bool) -> Result<(), RuntimeError> {
     // Also refuses a tcp launch of plain or enclave mode.
     c.validate()?;
+    if Path::new(&c.data).join("train.sealed").exists() && c.data_key.is_none() {
+        return Err(RuntimeError::config(
+            "a sealed dataset needs --data-key: the launcher is its data owner and provisions the key to the enclaves",
+        ));
+    }
     std::fs::create_dir_all(&c.out).map_err(io(format!(
         "cannot create output folder {}",
         c.out.display()
@@ -128,7 +140,50 @@ pub fn run(c: &JobConfig, program: &Path, json: bool) -> Result<(), RuntimeError
         cluster_dir.display(),
         c.out.display()
     );
+    if let Some(key_path) = &c.data_key {
+        // This process is the data owner: it checks both enclaves' evidence and seals the key
+        // to their service key, as `goten provision` would from the owner's machine.
+        let provisioned = crate::data::read_data_key(Path::new(&c.data), key_path)
+            .and_then(|key| provision_data_key(&cluster, &key, Duration::from_secs(c.timeout)));
+        if provisioned.is_ok() {
+            eprintln!(
+                "note: the launcher is the data owner: it verified both enclaves' evidence and sealed the data key to their attested service key"
+            );
+        }
+        if let Err(e) = provisioned {
+            for (_, child, _) in children.iter_mut() {
+                let _ = child.kill();
+            }
+            return Err(e);
+        }
+    }
     wait_all(children)
+}
+
+/// `goten provision`: the data owner checks S0's and S1's enclaves against `cluster` and
+/// releases `key` to them, waiting up to `timeout` for the parties to come up. Returns the
+/// service key the enclaves attested.
+pub fn provision_data_key(
+    cluster: &Path,
+    key: &[u8; 32],
+    timeout: Duration,
+) -> Result<[u8; 32], RuntimeError> {
+    let text = std::fs::read_to_string(cluster).map_err(io(format!(
+        "cannot read the cluster file {}",
+        cluster.display()
+    )))?;
+    let cluster = ClusterFile::parse(&text, &cluster.display().to_string())?;
+    let verifier = goten_party::deploy::enclave_verifier(&cluster)?;
+    let mut parties = Vec::new();
+    for role in [Role::S0, Role::S1] {
+        parties.push((
+            role,
+            goten_party::deploy::provision_address(&cluster, role, None)?,
+        ));
+    }
+    let parties: [(Role, std::net::SocketAddr); 2] = parties.try_into().expect("two parties");
+    goten_party::provision::provision(parties, &verifier, key, timeout)
+        .map_err(|e| RuntimeError::Party(goten_party::PartyError::Provision(e)))
 }
 
 /// Waits for every party; once one fails, stops the rest after a grace period and reports.
@@ -194,6 +249,8 @@ mod tests {
     fn party_jobs_differ_only_where_meant() {
         let c = JobConfig {
             export: Some("m.st".into()),
+            model_owner: Some("owner.pub".into()),
+            data_key: Some("k".into()),
             steps: Some(3),
             resume: true,
             ..JobConfig::default()
@@ -209,6 +266,7 @@ mod tests {
                 } else {
                     None
                 },
+                data_key: None,
                 ..c.clone()
             };
             assert_eq!(p, want);

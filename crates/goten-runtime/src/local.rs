@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use goten_enclave::Role;
+use goten_enclave::service::seal_provision;
 use goten_enclave::session::{LocalSecret, TrainSession};
 use goten_party::ecall::party::{RemoteParty, run_local_remote};
+use goten_party::provision::Provisionable;
 use goten_party::{ClusterConfig, Party, PartyError, PartyReport, Traffic, Trusts, run_local};
 
 use crate::RuntimeError;
@@ -42,8 +44,9 @@ fn party_store(c: &JobConfig, role: Role) -> CkptStore {
 /// The loop's plan from the configuration; `exporter`: this host writes the export.
 fn loop_plan(c: &JobConfig, exporter: bool) -> LoopPlan<'_> {
     let export = c.export.as_ref().filter(|_| exporter).map(|path| {
-        Box::new(move |e: &goten_enclave::session::Export| {
-            crate::model_io::write(e, path).map_err(|err| PartyError::Storage(err.to_string()))
+        Box::new(move |r: &goten_enclave::session::ModelRelease| {
+            crate::model_io::write_release(r, path)
+                .map_err(|err| PartyError::Storage(err.to_string()))
         }) as Box<crate::train_loop::ExportSink<'_>>
     });
     LoopPlan {
@@ -75,14 +78,46 @@ fn drive<'a>(
     )
 }
 
+/// How a party's enclave gets a sealed dataset's key: from the data owner, through its
+/// attested service key (called before the session starts, only for sealed data).
+pub type Provisioner<'a> = dyn Fn(&mut dyn Provisionable) -> Result<(), PartyError> + Sync + 'a;
+
+/// The provisioner of a run whose data owner is this process (`--data-key`): it seals the key
+/// to the enclave's service key itself, so the key enters the enclave only as HPKE ciphertext,
+/// the same path a remote data owner takes.
+pub fn owner_provisioner(
+    setup: &Setup,
+) -> impl Fn(&mut dyn Provisionable) -> Result<(), PartyError> + Sync + '_ {
+    move |e: &mut dyn Provisionable| {
+        let role = e.role();
+        let key = setup.data_key.as_ref().ok_or_else(|| {
+            PartyError::Storage(format!(
+                "{role}: a sealed dataset and no data key to provision"
+            ))
+        })?;
+        let fail = |why: String| {
+            PartyError::Enclave(goten_enclave::EnclaveError::Config(format!(
+                "provisioning {role}'s enclave: {why}"
+            )))
+        };
+        let (public, _) = e.service(&[0; 32]).map_err(fail)?;
+        let sealed = seal_provision(&public, key).map_err(|err| fail(err.to_string()))?;
+        e.provision(&sealed).map_err(fail)
+    }
+}
+
 /// The training body of S0 or S1: a session on the keyed enclave, driven through its host.
-pub fn party_body<'a>(
+pub fn party_body<'a: 'p, 'p>(
     c: &'a JobConfig,
     setup: &'a Setup,
     observers: Observers<'a>,
-) -> impl Fn(&mut Party) -> Result<Summary, PartyError> + Sync + 'a {
+    provision: &'p Provisioner<'p>,
+) -> impl Fn(&mut Party) -> Result<Summary, PartyError> + Sync + 'p {
     move |p: &mut Party| {
         let role = p.enclave.role();
+        if setup.sealed() {
+            provision(&mut p.enclave)?;
+        }
         let mut s = TrainSession::goten(
             &mut p.enclave,
             setup.session_config(c),
@@ -95,13 +130,17 @@ pub fn party_body<'a>(
 
 /// The training body of S0 or S1 with its enclave in a child process: the same loop, the
 /// session's ecalls sent over the process boundary.
-pub fn remote_party_body<'a>(
+pub fn remote_party_body<'a: 'p, 'p>(
     c: &'a JobConfig,
     setup: &'a Setup,
     observers: Observers<'a>,
-) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'a {
+    provision: &'p Provisioner<'p>,
+) -> impl Fn(&mut RemoteParty) -> Result<Summary, PartyError> + Sync + 'p {
     move |p: &mut RemoteParty| {
         let role = p.enclave.role();
+        if setup.sealed() {
+            provision(&mut p.enclave)?;
+        }
         p.enclave.start(setup.session_config(c), setup.splits())?;
         drive(c, role, &mut p.enclave, &mut p.host, observers)
     }
@@ -116,6 +155,11 @@ pub fn run<'a>(
     if c.transport != TransportKind::InProcess {
         return Err(RuntimeError::config(
             "the tcp transport runs the parties as separate processes: use the launcher",
+        ));
+    }
+    if setup.sealed() && setup.data_key.is_none() {
+        return Err(RuntimeError::config(
+            "a sealed dataset needs its data key here (--data-key): in one process this process is the data owner",
         ));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -162,8 +206,9 @@ pub fn run<'a>(
         Some(seed) => Trusts::danger_deterministic(seed),
         None => Trusts::generate(),
     };
+    let owner = owner_provisioner(setup);
     let run = if c.enclave == EnclaveKind::Process {
-        let body = remote_party_body(c, setup, observers);
+        let body = remote_party_body(c, setup, observers, &owner);
         let spawn = |role| crate::enclave_process::spawn_self(role, cfg.timeout);
         run_local_remote(&cfg, &trusts, devices, nets, &spawn, &body)
     } else {
@@ -172,7 +217,7 @@ pub fn run<'a>(
             &trusts,
             devices,
             nets,
-            &party_body(c, setup, observers),
+            &party_body(c, setup, observers, &owner),
         )
     }?;
     Ok(Outcome {

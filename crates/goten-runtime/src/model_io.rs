@@ -8,7 +8,7 @@ use std::path::Path;
 
 use goten_enclave::nn::Model;
 use goten_enclave::nn::export::import;
-use goten_enclave::session::Export;
+use goten_enclave::session::{Export, ModelRelease};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::RuntimeError;
@@ -62,6 +62,23 @@ pub fn write(export: &Export, path: &Path) -> Result<(), RuntimeError> {
     }
     crate::store::write_durably(path, &buf)
         .map_err(|e| RuntimeError::storage(format!("cannot write {}", path.display()), e))
+}
+
+/// Writes what the export ecall released: a sealed model file as it is (only its owner can
+/// open it), or plaintext weights as safetensors.
+pub fn write_release(r: &ModelRelease, path: &Path) -> Result<(), RuntimeError> {
+    match r {
+        ModelRelease::Plain(e) => write(e, path),
+        ModelRelease::Sealed(bytes) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    RuntimeError::storage(format!("cannot create {}", dir.display()), e)
+                })?;
+            }
+            crate::store::write_durably(path, bytes)
+                .map_err(|e| RuntimeError::storage(format!("cannot write {}", path.display()), e))
+        }
+    }
 }
 
 /// Loads weights from `path` into `model` (which fixes the architecture).

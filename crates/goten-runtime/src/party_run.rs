@@ -5,6 +5,7 @@
 //! connects to the other two parties over mutually authenticated TLS (`goten_party::deploy`),
 //! checks that all run the same job, then runs the training loop or the dealer loop.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,11 +17,12 @@ use goten_party::cluster::{danger_deterministic_ephemeral, run_dealer_party, run
 use goten_party::deploy::{self, ClusterFile, KeyFile};
 use goten_party::ecall::party::run_remote_enclave_party;
 use goten_party::handshake::{JobId, agree_job};
+use goten_party::provision::{self, Provisionable};
 use goten_party::{ClusterConfig, PartyError, PartyReport, Traffic};
 
 use crate::config::{EnclaveKind, JobConfig, Mode};
 use crate::job::Setup;
-use crate::local::{party_body, remote_party_body};
+use crate::local::{Provisioner, owner_provisioner, party_body, remote_party_body};
 use crate::{Observer, RuntimeError, Summary};
 
 /// Where a party finds its deployment.
@@ -33,6 +35,9 @@ pub struct Deployment {
     pub key: Option<PathBuf>,
     /// Listen here instead of at the cluster file's address.
     pub listen: Option<String>,
+    /// Take the data owner's provisioned key here instead of at the cluster file's
+    /// `provision_address`.
+    pub provision_listen: Option<String>,
 }
 
 fn read(path: &Path, what: &str) -> Result<String, RuntimeError> {
@@ -208,6 +213,17 @@ pub fn run_trainer<'a>(
             crate::config::Choice::name(c.mode)
         )));
     }
+    // A sealed dataset without a key here: listen for the data owner before connecting, so a
+    // wrong or busy address fails at once.
+    let owner_listener = if setup.sealed() && setup.data_key.is_none() {
+        let (cluster, _, _) = d.open(c)?;
+        let addr = deploy::provision_address(&cluster, role, d.provision_listen.as_deref())?;
+        Some(TcpListener::bind(addr).map_err(|e| {
+            RuntimeError::config(format!("cannot listen for the data owner on {addr}: {e}"))
+        })?)
+    } else {
+        None
+    };
     let Connected {
         deployment,
         trusts,
@@ -215,6 +231,28 @@ pub fn run_trainer<'a>(
         mut net,
         timeout,
     } = d.connect(c, setup.enclave.ring)?;
+    let platform = trusts.platforms[role.index()].clone();
+    let measurement = trusts.measurements[role.index()];
+    let serve = move |e: &mut dyn Provisionable| -> Result<(), PartyError> {
+        let (Some(listener), Some(attester)) = (owner_listener.as_ref(), platform.as_ref()) else {
+            return Err(PartyError::Storage(format!(
+                "{role}: a sealed dataset and neither a data key nor a provisioning listener"
+            )));
+        };
+        Ok(provision::serve(
+            listener,
+            e,
+            attester,
+            measurement,
+            timeout,
+        )?)
+    };
+    let owner = owner_provisioner(setup);
+    let provision: &Provisioner<'_> = if setup.data_key.is_some() {
+        &owner
+    } else {
+        &serve
+    };
     let ours = JobId {
         ring_bits: setup.enclave.ring.bits(),
         digest: setup.fingerprint,
@@ -228,10 +266,10 @@ pub fn run_trainer<'a>(
     let observers = [observer, observer];
     if c.enclave == EnclaveKind::Process {
         let enclave = crate::enclave_process::spawn_self(role, timeout).map_err(at(role))?;
-        let body = remote_party_body(c, setup, observers);
+        let body = remote_party_body(c, setup, observers, provision);
         run_remote_enclave_party(role, &cfg, &trusts, device, Box::new(net), enclave, &body)
     } else {
-        let body = party_body(c, setup, observers);
+        let body = party_body(c, setup, observers, provision);
         run_enclave_party(role, &cfg, &trusts, device, Box::new(net), &body)
     }
     .map_err(at(role))

@@ -11,7 +11,7 @@ use std::time::Instant;
 use goten_enclave::session::{SessionEcalls, SessionError};
 use goten_party::PartyError;
 
-use goten_enclave::session::{EvalReport, Export, StepReport, WindowLoss};
+use goten_enclave::session::{EvalReport, ModelRelease, StepReport, WindowLoss};
 use goten_party::Traffic;
 
 use crate::session_host::SessionHost;
@@ -42,7 +42,7 @@ pub struct LoopPlan<'a> {
 }
 
 /// Receives the model owner's export at the end of a run.
-pub type ExportSink<'a> = dyn Fn(&Export) -> Result<(), PartyError> + Sync + 'a;
+pub type ExportSink<'a> = dyn Fn(&ModelRelease) -> Result<(), PartyError> + Sync + 'a;
 
 /// Sees what a session releases, as it happens (a progress display, a metrics file, a
 /// server's status page). Called from the party's thread.

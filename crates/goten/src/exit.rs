@@ -52,6 +52,8 @@ fn party(e: &PartyError) -> Option<Fault> {
         PartyError::Device(_) => Fault::Device,
         PartyError::Storage(_) => Fault::Storage,
         PartyError::Panic(_) => Fault::Internal,
+        PartyError::Provision(goten_party::provision::ProvisionError::Listen(_)) => Fault::Config,
+        PartyError::Provision(_) => Fault::Peer,
         PartyError::Shape(_) => Fault::Config,
         PartyError::Enclave(e) => return e.fault(),
         PartyError::Session(e) => return e.known_fault(),

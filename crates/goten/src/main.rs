@@ -43,12 +43,28 @@ enum Command {
         #[arg(long)]
         key_out: Option<std::path::PathBuf>,
     },
+    /// Model owner: open a model sealed to your key (goten keygen --owner) into a safetensors
+    /// file (PyTorch names), the same file a plaintext export gives.
+    DecryptModel {
+        /// Your secret key file (owner.key).
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// The sealed model (what --export wrote).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Where to write the safetensors file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Classify images from a CIFAR-format file with an exported model.
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
-    Train(train::TrainCmd),
+    Train(Box<train::TrainCmd>),
     /// Write a party's key file and public cluster entry (deployment on separate machines).
     Keygen(party::KeygenArgs),
+    /// Data owner: verify S0's and S1's enclaves and release the data key to them, sealed to
+    /// their attested service key (for parties training on a sealed dataset without a key).
+    Provision(party::ProvisionArgs),
     /// Run one party (S0, S1 or S2) of a deployment on separate machines.
     Party(Box<party::PartyArgs>),
     /// The enclave program of `--enclave process` (started by a party, not by hand).
@@ -80,12 +96,24 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what } => goten_bench::run(what),
         Command::Attestation { what } => attestation::run(what),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),
+        Command::Provision(a) => party::provision(a),
         Command::SealData { data, out, key_out } => seal_data(&data, &out, key_out),
+        Command::DecryptModel { key, input, out } => {
+            goten_runtime::owner::decrypt_model(&input, &key, &out)
+                .map(|steps| {
+                    eprintln!(
+                        "opened {} ({steps} training steps) into {}",
+                        input.display(),
+                        out.display()
+                    )
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,9 +71,19 @@ pub struct TrainArgs {
     /// Quantization width in bits (goten mode).
     #[arg(long, default_value_t = 8)]
     pub(crate) quant_bits: u32,
-    /// Write the trained model to this safetensors file (PyTorch names) for the model owner.
+    /// Write the trained model for its owner to this file: sealed to --model-owner's key in
+    /// enclave and goten modes (open it with goten decrypt-model), safetensors (PyTorch names)
+    /// in plain mode.
     #[arg(long)]
     pub(crate) export: Option<PathBuf>,
+    /// The model owner's public key (owner.pub from goten keygen --owner): the export is sealed
+    /// to it, so no host sees the trained weights.
+    #[arg(long)]
+    pub(crate) model_owner: Option<PathBuf>,
+    /// Write a protected run's export in the clear on this host instead (loud; for trusted
+    /// setups and tests).
+    #[arg(long)]
+    pub(crate) danger_plaintext_export: bool,
     /// Data key of a sealed dataset (from `goten seal-data`); required for one, and refused
     /// inside the data folder (the hosts receive that folder).
     #[arg(long)]
@@ -137,6 +147,8 @@ impl TrainArgs {
             ring_bits: self.ring_bits,
             quant_bits: self.quant_bits,
             export: self.export.clone(),
+            model_owner: self.model_owner.clone(),
+            danger_plaintext_export: self.danger_plaintext_export,
             data_key: self.data_key.clone(),
             resume: self.resume,
             transport: self.transport,
@@ -214,6 +226,9 @@ mod tests {
             "6",
             "--export",
             "e",
+            "--model-owner",
+            "owner.pub",
+            "--danger-plaintext-export",
             "--data-key",
             "k",
             "--resume",

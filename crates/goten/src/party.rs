@@ -22,8 +22,12 @@ use crate::report::{DealerLog, Reporter, report_traffic};
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// Which party: 0 (S0), 1 (S1) or 2 (S2, the dealer).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub(crate) id: u8,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2), required_unless_present = "owner", conflicts_with = "owner")]
+    pub(crate) id: Option<u8>,
+    /// Instead of a party's keys: the model owner's key pair (owner.key, secret; owner.pub,
+    /// for the job's --model-owner). Open sealed exports with goten decrypt-model.
+    #[arg(long)]
+    pub(crate) owner: bool,
     /// host:port where this party will listen (required for S0 and S1: the others connect).
     #[arg(long)]
     pub(crate) address: Option<String>,
@@ -54,6 +58,10 @@ pub struct PartyArgs {
     /// ones take their defaults) instead of training options.
     #[arg(long, conflicts_with = "TrainArgs")]
     pub(crate) job: Option<PathBuf>,
+    /// Where this party takes the data owner's provisioned data key (default: the cluster
+    /// entry's provision_address); needed for a sealed dataset without --data-key.
+    #[arg(long)]
+    pub(crate) provision_listen: Option<String>,
     /// Print one JSON object with the results as the last stdout line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -64,7 +72,20 @@ pub struct PartyArgs {
 }
 
 pub fn keygen(a: KeygenArgs) -> Result<()> {
-    let role = Role::ALL[usize::from(a.id)];
+    let Some(id) = a.id else {
+        let (key, public, pk) = goten_runtime::owner::write_owner_keys(&a.out)?;
+        let fp: String = pk[..8].iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!(
+            "wrote {} (SECRET: it opens every model sealed to you; keep it here) and {} (public key {fp}..).\n\
+             Give owner.pub to whoever runs the job: goten train ... --export model.sealed --model-owner owner.pub\n\
+             Then: goten decrypt-model --key {} --input model.sealed --out model.safetensors",
+            key.display(),
+            public.display(),
+            key.display()
+        );
+        return Ok(());
+    };
+    let role = Role::ALL[usize::from(id)];
     if role != Role::S2 && a.address.is_none() {
         bail!("{role} needs --address HOST:PORT: the other parties connect to it");
     }
@@ -73,7 +94,7 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
     }
     let (key_path, entry) =
         goten_runtime::keys::write_keys(&a.out, role, a.address, a.danger_deterministic_keys)?;
-    let i = a.id;
+    let i = id;
     eprintln!(
         "wrote {} (SECRET: keep it on this machine) and {}.\n\
          Give party-{i}.toml to the other parties; every party then uses the same cluster file:\n  \
@@ -82,6 +103,37 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
         key_path.display(),
         a.out.join(format!("party-{i}.toml")).display(),
         entry.fingerprint()
+    );
+    Ok(())
+}
+
+/// Options of `goten provision`.
+#[derive(Args, Debug)]
+pub struct ProvisionArgs {
+    /// The cluster file of the deployment (its platform keys, pinned measurement and the
+    /// provision_address of S0 and S1).
+    #[arg(long)]
+    pub(crate) cluster: PathBuf,
+    /// The data key from goten seal-data (it never leaves this machine unsealed).
+    #[arg(long)]
+    pub(crate) data_key: PathBuf,
+    /// Seconds to wait for the parties to finish their key exchange and open their ports.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) timeout: u64,
+}
+
+/// `goten provision`: the data owner's step.
+pub fn provision(a: ProvisionArgs) -> Result<()> {
+    let key = goten_runtime::data::read_key(&a.data_key)?;
+    eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
+    let service = goten_runtime::launcher::provision_data_key(
+        &a.cluster,
+        &key,
+        std::time::Duration::from_secs(a.timeout),
+    )?;
+    let fp: String = service[..8].iter().map(|b| format!("{b:02x}")).collect();
+    eprintln!(
+        "provisioned the data key to S0's and S1's enclaves (evidence verified; service key {fp}..)"
     );
     Ok(())
 }
@@ -97,6 +149,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
         cluster: a.cluster,
         key: a.key,
         listen: a.listen,
+        provision_listen: a.provision_listen,
     };
     for line in d.describe(&c)? {
         eprintln!("{line}");

@@ -57,16 +57,25 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
         out_a.to_str().unwrap(),
         "--export",
         a.to_str().unwrap(),
+        "--danger-plaintext-export",
     ]);
+    // The TCP run seals its export to the model owner, through S0's party process.
+    let owner = d.join("owner");
+    let r = goten(&["keygen", "--owner", "--out", owner.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", text(&r));
+    let sealed = d.join("b.sealed");
     let r = goten(&a_args);
     assert!(r.status.success(), "{}", text(&r));
     let out_b = d.join("tcp");
     let mut b_args = args.clone();
+    let owner_pub = owner.join("owner.pub");
     b_args.extend([
         "--out",
         out_b.to_str().unwrap(),
         "--export",
-        b.to_str().unwrap(),
+        sealed.to_str().unwrap(),
+        "--model-owner",
+        owner_pub.to_str().unwrap(),
         "--transport",
         "tcp",
     ]);
@@ -80,6 +89,16 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["transport"], "tcp");
     assert_eq!(v["steps"], 4);
+    let r = goten(&[
+        "decrypt-model",
+        "--key",
+        owner.join("owner.key").to_str().unwrap(),
+        "--input",
+        sealed.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
         "weights differ between in-process and TCP runs"
@@ -100,7 +119,8 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
     let (j0, j1) = (job(0), job(1));
     assert_eq!(j0["steps"], 4);
     assert_eq!(j0["transport"], "tcp");
-    assert_eq!(j0["export"], b.to_str().unwrap());
+    assert_eq!(j0["export"], sealed.to_str().unwrap());
+    assert_eq!(j0["model_owner"], owner_pub.to_str().unwrap());
     assert!(j1["export"].is_null());
     assert_eq!(j1["out"], out_b.join("party-1").to_str().unwrap());
     for k in [
@@ -261,7 +281,7 @@ fn killed_party_stops_the_others_and_resume_reproduces_the_run() {
         .map(|i| {
             let mut extra = resume.clone();
             if i == 0 {
-                extra.extend(["--export", exp]);
+                extra.extend(["--export", exp, "--danger-plaintext-export"]);
             }
             party(&cluster, i, &outs[i as usize], &extra)
         })
@@ -283,7 +303,7 @@ fn killed_party_stops_the_others_and_resume_reproduces_the_run() {
     ];
     args.extend(JOB);
     let wo = whole.to_str().unwrap().to_string();
-    args.extend(["--export", &wo]);
+    args.extend(["--export", &wo, "--danger-plaintext-export"]);
     let r = goten(&args);
     assert!(r.status.success(), "{}", text(&r));
     assert!(

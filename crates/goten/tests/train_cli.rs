@@ -268,7 +268,14 @@ fn resume_continues_exactly_and_refuses_tampering() {
         let out = train_in(
             dir,
             "goten",
-            &["--steps", "6", "--resume", "--export", m.to_str().unwrap()],
+            &[
+                "--steps",
+                "6",
+                "--resume",
+                "--export",
+                m.to_str().unwrap(),
+                "--danger-plaintext-export",
+            ],
         );
         assert!(
             out.status.success(),
@@ -712,6 +719,7 @@ fn enclave_processes_give_the_same_model_and_a_dead_one_is_named() {
                 "4",
                 "--export",
                 m.to_str().unwrap(),
+                "--danger-plaintext-export",
             ],
         );
         assert!(

@@ -33,10 +33,11 @@ pub enum Split {
         split: String,
         /// Sealed records in file order.
         records: Vec<Vec<u8>>,
-        /// The data key's bytes, as provisioned (simulation: the host read them from the data
-        /// owner's file; with attestation the owner wraps them for the enclave). Wiped on drop;
-        /// the session keys its record decryption with them once, at the start.
-        key: Zeroizing<[u8; 32]>,
+        /// The data key's bytes where the caller is the data owner itself (local plain and
+        /// enclave modes); `None` in goten mode, where the owner provisioned the key to the
+        /// enclave through its attested service key (`KeyedEnclave::accept_provision`). Wiped
+        /// on drop; the session keys its record decryption once, at the start.
+        key: Option<Zeroizing<[u8; 32]>>,
     },
 }
 
@@ -72,14 +73,24 @@ impl Split {
     /// Checks the split and opens every sealed record, once, inside the enclave: a tampered
     /// record or a label out of range stops the run before its first step, instead of at a
     /// step the secret order picks.
-    pub(crate) fn open_all(self, what: &str, classes: usize) -> Result<Records, SessionError> {
+    pub(crate) fn open_all(
+        self,
+        what: &str,
+        classes: usize,
+        provisioned: Option<&Zeroizing<[u8; 32]>>,
+    ) -> Result<Records, SessionError> {
         let (images, labels) = match self {
             Split::Sealed {
                 split,
                 records,
                 key,
             } => {
-                let key = SecretKey::from_bytes(*key);
+                let key = key.as_ref().or(provisioned).ok_or_else(|| {
+                    SessionError::Config(format!(
+                        "the {what} split is sealed and no data key was provisioned to this enclave (the data owner runs goten provision)"
+                    ))
+                })?;
+                let key = SecretKey::from_bytes(**key);
                 let mut images = Zeroizing::new(Vec::with_capacity(records.len() * IMAGE_BYTES));
                 let mut labels = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! resume rule that refuses rolled-back peer checkpoints (DESIGN.md section 15).
 
 use super::{
-    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionError, StateTag, StepReport,
+    EvalReport, Fault, ModelRelease, Receipt, SealedCheckpoint, SessionError, StateTag, StepReport,
     TrainSession, WindowLoss,
 };
 use crate::linear::HostServices;
@@ -37,7 +37,7 @@ pub trait SessionEcalls {
     /// The open loss window at the end of a run, when long enough to release.
     fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError>;
     /// The trained model for its owner.
-    fn export_for_model_owner(&mut self) -> Result<Export, SessionError>;
+    fn export_for_model_owner(&mut self) -> Result<ModelRelease, SessionError>;
     /// Steps done.
     fn step_count(&self) -> u64;
     /// Whether every planned step is done.
@@ -109,8 +109,8 @@ impl SessionEcalls for TrainSession<'_> {
     fn flush_loss(&mut self) -> Result<Option<WindowLoss>, SessionError> {
         Ok(TrainSession::flush_loss(self))
     }
-    fn export_for_model_owner(&mut self) -> Result<Export, SessionError> {
-        Ok(TrainSession::export_for_model_owner(self))
+    fn export_for_model_owner(&mut self) -> Result<ModelRelease, SessionError> {
+        TrainSession::export_for_model_owner(self)
     }
     fn step_count(&self) -> u64 {
         TrainSession::step_count(self)

@@ -12,6 +12,7 @@
 mod data;
 mod ecalls;
 mod fault;
+pub mod model_out;
 pub mod release;
 
 use goten_field::SecretKey;
@@ -27,6 +28,7 @@ use crate::{EnclaveError, KeyedEnclave, Role};
 pub use data::{IMAGE_BYTES, Split};
 pub use ecalls::SessionEcalls;
 pub use fault::Fault;
+pub use model_out::ModelRelease;
 use release::LossWindow;
 pub use release::{EvalReport, MIN_PROTECTED_WINDOW, StepReport, WindowLoss};
 
@@ -74,8 +76,13 @@ pub struct TrainConfig {
     pub loss_window: u64,
     /// What the run protects.
     pub protection: Protection,
-    /// Hash of everything a checkpoint must agree with (model, data, hyper-parameters).
+    /// Hash of everything a checkpoint must agree with (model, data, hyper-parameters, the
+    /// model owner).
     pub fingerprint: [u8; 32],
+    /// The model owner's HPKE public key: the export is sealed to it.
+    pub model_owner: Option<[u8; 32]>,
+    /// Release the export in plaintext from a protected run (the user's explicit danger flag).
+    pub danger_plaintext_export: bool,
 }
 
 /// Why an ecall failed, and whose fault it is.
@@ -170,6 +177,18 @@ pub struct Export {
     pub steps: u64,
 }
 
+impl std::fmt::Debug for Export {
+    /// Names and sizes only: weights never appear in Debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Export({} tensors, {} steps, <weights redacted>)",
+            self.tensors.len(),
+            self.steps
+        )
+    }
+}
+
 enum Linear<'k> {
     Float(FloatBackend),
     Protocol {
@@ -254,7 +273,7 @@ impl<'k> TrainSession<'k> {
             }
         };
         let linear = Linear::Float(FloatBackend::new(threads));
-        Self::start(cfg, (train, test), sealing, job, linear)
+        Self::start(cfg, (train, test), sealing, job, linear, None)
     }
 
     /// A session of goten mode on an enclave whose keys are established: every product goes
@@ -271,11 +290,12 @@ impl<'k> TrainSession<'k> {
             ));
         }
         let job = enclave.seeds().job_secret().clone();
+        let provisioned = enclave.provisioned_data_key().cloned();
         let linear = Linear::Protocol {
             enclave,
             counter: 0,
         };
-        Self::start(cfg, (train, test), sealing, job, linear)
+        Self::start(cfg, (train, test), sealing, job, linear, provisioned)
     }
 
     fn start(
@@ -284,6 +304,7 @@ impl<'k> TrainSession<'k> {
         sealing: SecretKey,
         job: SecretKey,
         linear: Linear<'k>,
+        provisioned: Option<zeroize::Zeroizing<[u8; 32]>>,
     ) -> Result<Self, SessionError> {
         if cfg.batch == 0 || cfg.epochs == 0 || cfg.total_steps == 0 {
             return Err(SessionError::Config(
@@ -296,8 +317,8 @@ impl<'k> TrainSession<'k> {
                 cfg.loss_window
             )));
         }
-        let train = train.open_all("training", cfg.classes)?;
-        let test = test.open_all("test", cfg.classes)?;
+        let train = train.open_all("training", cfg.classes, provisioned.as_ref())?;
+        let test = test.open_all("test", cfg.classes, provisioned.as_ref())?;
         let model = cfg.model.build(cfg.seed, cfg.classes)?;
         let window = LossWindow::new(cfg.loss_window);
         Ok(TrainSession {
@@ -540,14 +561,24 @@ impl<'k> TrainSession<'k> {
         Ok(())
     }
 
-    /// Ecall "export": the trained model for its owner, in plaintext. The release policy
-    /// allows this one plaintext output, only when the user asks for an export (DESIGN.md
-    /// section 15); encrypting it to the model owner's key is the attestation issue's work.
-    pub fn export_for_model_owner(&self) -> Export {
-        Export {
+    /// Ecall "export": the trained model for its owner (DESIGN.md section 15). Sealed to the
+    /// owner's public key when the job names one; in plaintext only from an unprotected (plain
+    /// mode) run or with the user's explicit danger flag; otherwise refused.
+    pub fn export_for_model_owner(&self) -> Result<ModelRelease, SessionError> {
+        let e = Export {
             tensors: export::export(&self.model),
             batchnorm: export::batchnorm_prefixes(&self.model),
             steps: self.progress.step,
+        };
+        match (&self.cfg.model_owner, self.cfg.protection) {
+            (Some(owner), _) => Ok(ModelRelease::Sealed(model_out::seal_model(&e, owner)?)),
+            (None, Protection::None) => Ok(ModelRelease::Plain(e)),
+            (None, Protection::Protected) if self.cfg.danger_plaintext_export => {
+                Ok(ModelRelease::Plain(e))
+            }
+            (None, Protection::Protected) => Err(SessionError::Config(
+                "this run protects the model: the export needs the model owner's public key (--model-owner), or an explicit --danger-plaintext-export".into(),
+            )),
         }
     }
 }

@@ -114,6 +114,14 @@ pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
     w.u64(c.loss_window);
     w.u8(u8::from(c.protection == Protection::Protected));
     w.bytes(&c.fingerprint);
+    match &c.model_owner {
+        Some(k) => {
+            w.u8(1);
+            w.bytes(k);
+        }
+        None => w.u8(0),
+    }
+    w.u8(u8::from(c.danger_plaintext_export));
 }
 
 pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
@@ -153,6 +161,12 @@ pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
             Protection::None
         },
         fingerprint: r.arr("config")?,
+        model_owner: if r.flag("model owner")? {
+            Some(r.arr("model owner")?)
+        } else {
+            None
+        },
+        danger_plaintext_export: r.flag("config")?,
     })
 }
 
@@ -172,7 +186,13 @@ pub(super) fn put_split(w: &mut W, s: &Split) {
             w.str(split);
             w.u64(records.len() as u64);
             records.iter().for_each(|r| w.blob(r));
-            w.bytes(&key[..]);
+            match key {
+                Some(k) => {
+                    w.u8(1);
+                    w.bytes(&k[..]);
+                }
+                None => w.u8(0),
+            }
         }
     }
 }
@@ -193,7 +213,11 @@ pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
             let records = (0..n)
                 .map(|_| r.blob("sealed record").map(<[u8]>::to_vec))
                 .collect::<Result<_, _>>()?;
-            let key = zeroize::Zeroizing::new(r.arr("data key")?);
+            let key = if r.flag("data key")? {
+                Some(zeroize::Zeroizing::new(r.arr("data key")?))
+            } else {
+                None
+            };
             Ok(Split::Sealed {
                 split,
                 records,

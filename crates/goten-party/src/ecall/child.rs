@@ -181,10 +181,33 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     let mut ch = Channel::new(stream, Ring::DEFAULT);
     let mut keyed = key_exchange(&mut ch)?;
-    let (cfg, train, test) = expect(&mut ch, "the session start", |m| match m {
-        ToEnclave::Start { cfg, train, test } => Some((cfg, train, test)),
-        _ => None,
-    })?;
+    // Before the session: a data owner may ask for the service key and provision the data key.
+    let (cfg, train, test) = loop {
+        match recv(&mut ch)? {
+            ToEnclave::Start { cfg, train, test } => break (cfg, train, test),
+            ToEnclave::ServiceKey(nonce) => send(
+                &mut ch,
+                &FromEnclave::Service {
+                    public: keyed.service_public_key(),
+                    report_data: keyed.service_report_data(&nonce),
+                },
+            )?,
+            ToEnclave::Provision(sealed) => {
+                let reply = match keyed.accept_provision(&sealed) {
+                    Ok(()) => FromEnclave::Done,
+                    Err(e) => FromEnclave::Error(Fault::Peer, e.to_string()),
+                };
+                send(&mut ch, &reply)?;
+            }
+            _ => {
+                return Err(fail(
+                    &mut ch,
+                    Fault::Internal,
+                    "expected the session start, the service key or a provisioned key".into(),
+                ));
+            }
+        }
+    };
     let splits = (train, test);
     let mut s = match TrainSession::goten(&mut keyed, cfg, splits, sealing) {
         Ok(s) => s,

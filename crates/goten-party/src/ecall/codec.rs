@@ -11,9 +11,9 @@
 use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::{DeviceJob, JobReply};
-use goten_enclave::nn::export::Named;
+use goten_enclave::session::model_out::{decode_export, encode_export};
 use goten_enclave::session::{
-    EvalReport, Export, Fault, Receipt, Split, StepReport, TrainConfig, WindowLoss,
+    EvalReport, Fault, ModelRelease, Receipt, Split, StepReport, TrainConfig, WindowLoss,
 };
 use goten_field::Ring;
 
@@ -24,8 +24,9 @@ use super::body::{
 use crate::wire::{R, W, WireError};
 
 /// Version of the ecall codec (2: the session start carries no sealing key; the enclave
-/// process has its platform's).
-pub const VERSION: u8 = 2;
+/// process has its platform's. 3: the configuration names the model owner, and the export is
+/// a sealed model or, where the policy allows, plaintext).
+pub const VERSION: u8 = 3;
 /// Frame header: magic, version, kind, body length.
 pub const HEADER: usize = 8;
 /// Largest body accepted (2 GiB would not fit u32 lengths of the splits; 1.5 GiB bounds memory).
@@ -65,6 +66,11 @@ pub enum ToEnclave {
         /// E0's wrapped dealer key (for E1).
         wrapped: Option<WrappedKey>,
     },
+    /// Before the session: the service key and the report data its evidence binds for a
+    /// data owner's nonce.
+    ServiceKey([u8; 32]),
+    /// Before the session: the data owner's data key, sealed to the service key.
+    Provision(Vec<u8>),
     /// Starts the training session (the enclave process has its platform's sealing key).
     Start {
         /// The job.
@@ -112,6 +118,13 @@ pub enum FromEnclave {
     ReportData([u8; 32]),
     /// The enclave's hello.
     Hello(Hello),
+    /// The service key and the report data for a data owner's nonce.
+    Service {
+        /// HPKE public key of E0 and E1.
+        public: [u8; 32],
+        /// What the evidence must bind.
+        report_data: [u8; 32],
+    },
     /// Key exchange finished (E0: the wrapped dealer key for E1).
     Finished(Option<WrappedKey>),
     /// A call without a result succeeded.
@@ -130,8 +143,8 @@ pub enum FromEnclave {
     Receipt(Receipt),
     /// The last loss window.
     Loss(Option<WindowLoss>),
-    /// The model owner's export.
-    Export(Export),
+    /// The model owner's export (sealed to the owner, or plaintext where the policy allows).
+    Export(ModelRelease),
     /// The call failed.
     Error(Fault, String),
     /// Ocall: announce a part to S2.
@@ -263,6 +276,14 @@ pub fn encode_to_enclave_into(m: &ToEnclave, buf: &mut Vec<u8>) {
             16
         }
         ToEnclave::Shutdown => 17,
+        ToEnclave::ServiceKey(nonce) => {
+            w.bytes(nonce);
+            20
+        }
+        ToEnclave::Provision(sealed) => {
+            w.blob(sealed);
+            21
+        }
     };
     frame(kind, w, buf)
 }
@@ -331,6 +352,8 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
             step: r.u64("receipt")?,
             mac: r.arr("receipt")?,
         }),
+        20 => ToEnclave::ServiceKey(r.arr("nonce")?),
+        21 => ToEnclave::Provision(r.blob("provisioned key")?.to_vec()),
         k => return Err(WireError::Kind(k)),
     };
     done(r)?;
@@ -361,6 +384,14 @@ pub fn encode_from_enclave_into(m: &FromEnclave, buf: &mut Vec<u8>) {
             3
         }
         FromEnclave::Done => 4,
+        FromEnclave::Service {
+            public,
+            report_data,
+        } => {
+            w.bytes(public);
+            w.bytes(report_data);
+            16
+        }
         FromEnclave::Step(s) => {
             w.u64(s.step);
             w.u64(s.epoch);
@@ -398,16 +429,17 @@ pub fn encode_from_enclave_into(m: &FromEnclave, buf: &mut Vec<u8>) {
             put_window(&mut w, l);
             10
         }
-        FromEnclave::Export(e) => {
-            w.u64(e.steps);
-            w.u64(e.tensors.len() as u64);
-            for t in &e.tensors {
-                w.str(&t.name);
-                w.shape(&t.shape);
-                t.data.iter().for_each(|&x| w.f32(x));
+        FromEnclave::Export(release) => {
+            match release {
+                ModelRelease::Plain(e) => {
+                    w.u8(0);
+                    w.blob(&encode_export(e));
+                }
+                ModelRelease::Sealed(bytes) => {
+                    w.u8(1);
+                    w.blob(bytes);
+                }
             }
-            w.u64(e.batchnorm.len() as u64);
-            e.batchnorm.iter().for_each(|p| w.str(p));
             11
         }
         FromEnclave::Error(f, msg) => {
@@ -441,6 +473,10 @@ pub fn decode_from_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<FromEncl
         2 => FromEnclave::Hello(r.hello()?),
         3 => FromEnclave::Finished(get_wrapped(&mut r)?),
         4 => FromEnclave::Done,
+        16 => FromEnclave::Service {
+            public: r.arr("service key")?,
+            report_data: r.arr("service key")?,
+        },
         5 => FromEnclave::Step(StepReport {
             step: r.u64("step report")?,
             epoch: r.u64("step report")?,
@@ -463,35 +499,13 @@ pub fn decode_from_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<FromEncl
             mac: r.arr("receipt")?,
         }),
         10 => FromEnclave::Loss(get_window(&mut r)?),
-        11 => {
-            let steps = r.u64("export")?;
-            let n = r.u64("export")?;
-            if n > 100_000 {
-                return Err(WireError::Limit(format!("{n} exported tensors")));
+        11 => FromEnclave::Export(match r.u8("export")? {
+            0 => {
+                ModelRelease::Plain(decode_export(r.blob("export")?).map_err(|e| bad("export", e))?)
             }
-            let mut tensors = Vec::new();
-            for _ in 0..n {
-                let name = r.str("export")?;
-                let shape = r.shape()?;
-                let len: usize = shape.iter().product();
-                let raw = r.take(4 * len, "export")?;
-                let data = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                tensors.push(Named { name, shape, data });
-            }
-            let m = r.u64("export")?;
-            if m > 100_000 {
-                return Err(WireError::Limit(format!("{m} batch-norm layers")));
-            }
-            let batchnorm = (0..m).map(|_| r.str("export")).collect::<Result<_, _>>()?;
-            FromEnclave::Export(Export {
-                tensors,
-                batchnorm,
-                steps,
-            })
-        }
+            1 => ModelRelease::Sealed(r.blob("sealed export")?.to_vec()),
+            k => return Err(bad("export", format!("kind {k}"))),
+        }),
         12 => {
             let f = usize::from(r.u8("error")?);
             let fault = *FAULTS

@@ -14,7 +14,7 @@ use goten_enclave::attest::Evidence;
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::linear::HostServices;
 use goten_enclave::session::{
-    EvalReport, Export, Fault, Receipt, SealedCheckpoint, SessionEcalls, SessionError, Split,
+    EvalReport, Fault, ModelRelease, Receipt, SealedCheckpoint, SessionEcalls, SessionError, Split,
     StateTag, StepReport, TrainConfig, WindowLoss,
 };
 
@@ -235,6 +235,22 @@ impl RemoteEnclave {
         }
     }
 
+    /// Before the session: the service key and the report data for a data owner's nonce.
+    pub fn service(&mut self, nonce: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), SessionError> {
+        match self.call(ToEnclave::ServiceKey(*nonce), None)? {
+            FromEnclave::Service {
+                public,
+                report_data,
+            } => Ok((public, report_data)),
+            _ => Err(self.unexpected("something other than its service key")),
+        }
+    }
+
+    /// Before the session: the data owner's sealed data key.
+    pub fn provision(&mut self, sealed: &[u8]) -> Result<(), SessionError> {
+        self.done_call(ToEnclave::Provision(sealed.to_vec()))
+    }
+
     fn done_call(&mut self, m: ToEnclave) -> Result<(), SessionError> {
         match self.call(m, None)? {
             FromEnclave::Done => Ok(()),
@@ -303,7 +319,7 @@ impl SessionEcalls for RemoteEnclave {
             _ => Err(self.unexpected("something other than a loss window")),
         }
     }
-    fn export_for_model_owner(&mut self) -> Result<Export, SessionError> {
+    fn export_for_model_owner(&mut self) -> Result<ModelRelease, SessionError> {
         match self.call(ToEnclave::Export, None)? {
             FromEnclave::Export(e) => Ok(e),
             _ => Err(self.unexpected("something other than the export")),
@@ -317,5 +333,17 @@ impl SessionEcalls for RemoteEnclave {
     }
     fn at_epoch_end(&self) -> bool {
         self.step > 0 && self.step.is_multiple_of(self.per_epoch)
+    }
+}
+
+impl crate::provision::Provisionable for RemoteEnclave {
+    fn role(&self) -> Role {
+        self.role
+    }
+    fn service(&mut self, nonce: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), String> {
+        RemoteEnclave::service(self, nonce).map_err(|e| e.to_string())
+    }
+    fn provision(&mut self, sealed: &[u8]) -> Result<(), String> {
+        RemoteEnclave::provision(self, sealed).map_err(|e| e.to_string())
     }
 }

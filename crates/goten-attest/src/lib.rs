@@ -27,6 +27,7 @@ pub mod measure;
 pub mod policy;
 pub mod snp;
 mod verified;
+pub mod verifier;
 
 pub use error::AttestationError;
 pub use kind::{TeeKind, format_time, parse_time, read_evidence};

@@ -259,3 +259,83 @@ fn a_policy_must_pin_an_identity() {
     };
     assert!(p.validate(TeeKind::Tdx).unwrap_err().contains("48 bytes"));
 }
+
+#[test]
+fn the_key_exchange_verifier_checks_quote_policy_and_binding() {
+    use goten_attest::verifier::HardwareVerifier;
+    use goten_enclave::attest::{AttestError, Evidence, EvidenceVerifier};
+    let pinned = Policy {
+        mr_td: Some(TDX_MRTD.into()),
+        ..Policy::default()
+    };
+    let v = HardwareVerifier::new(
+        TeeKind::Tdx,
+        pinned.clone(),
+        vec![SGX_COLLATERAL.to_vec(), TDX_COLLATERAL.to_vec()],
+        at(),
+    )
+    .unwrap();
+    // The sample quote is genuine and passes the policy with either collateral listed; it was
+    // made for another protocol, so it binds no goten hello: refused on the binding alone.
+    let e = v.check(TDX_QUOTE, &[0; 32]).unwrap_err();
+    assert_eq!(e, AttestationError::ReportData);
+    let hello = Evidence::Hardware {
+        tee: TeeKind::Tdx.tag(),
+        quote: TDX_QUOTE.to_vec(),
+    };
+    assert!(
+        matches!(v.verify(&hello, &[0; 32]), Err(AttestError::Hardware(m)) if m.contains("report data"))
+    );
+    // Another pinned MRTD: refused on the measurement before the binding.
+    let other = HardwareVerifier::new(
+        TeeKind::Tdx,
+        Policy {
+            mr_td: Some("00".repeat(48)),
+            ..Policy::default()
+        },
+        vec![TDX_COLLATERAL.to_vec()],
+        at(),
+    )
+    .unwrap();
+    assert!(matches!(
+        other.check(TDX_QUOTE, &[0; 32]),
+        Err(AttestationError::WrongMeasurement { .. })
+    ));
+    // Expired collateral, the wrong kind, simulated evidence: refused.
+    let late_v = HardwareVerifier::new(
+        TeeKind::Tdx,
+        pinned.clone(),
+        vec![TDX_COLLATERAL.to_vec()],
+        late(),
+    )
+    .unwrap();
+    assert!(matches!(
+        late_v.check(TDX_QUOTE, &[0; 32]),
+        Err(AttestationError::Invalid(_))
+    ));
+    let sgx = Evidence::Hardware {
+        tee: TeeKind::Sgx.tag(),
+        quote: SGX_QUOTE.to_vec(),
+    };
+    assert!(v.verify(&sgx, &[0; 32]).is_err());
+    let sim = Evidence::Simulated {
+        measurement: [0; 32],
+        report_data: [0; 32],
+        signature: [0; 64],
+    };
+    assert!(matches!(
+        v.verify(&sim, &[0; 32]),
+        Err(AttestError::WrongKind(_))
+    ));
+    // A policy that pins nothing, or no collateral, cannot make a verifier.
+    assert!(
+        HardwareVerifier::new(
+            TeeKind::Tdx,
+            Policy::default(),
+            vec![TDX_COLLATERAL.to_vec()],
+            at()
+        )
+        .is_err()
+    );
+    assert!(HardwareVerifier::new(TeeKind::Tdx, pinned, vec![], at()).is_err());
+}

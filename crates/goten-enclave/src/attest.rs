@@ -30,6 +30,15 @@ pub enum Evidence {
         /// Ed25519 signature by the simulated platform key.
         signature: [u8; 64],
     },
+    /// Hardware evidence: an SGX or TDX DCAP quote or an SEV-SNP report whose 64 bytes of
+    /// report data are [`hardware_report_data`] of the hello's report data. Verified by
+    /// `goten_attest::verifier::HardwareVerifier` (this crate parses none of it).
+    Hardware {
+        /// The TEE kind's tag (`goten_attest::TeeKind::tag`).
+        tee: u8,
+        /// The raw quote or report.
+        quote: Vec<u8>,
+    },
     /// The dealer S2 (no TEE): a signature by its long-term identity key, pinned in the job.
     Dealer {
         /// Data bound by the signature.
@@ -45,14 +54,29 @@ impl Evidence {
         matches!(self, Evidence::Simulated { .. })
     }
 
-    /// The data the evidence binds.
-    pub fn report_data(&self) -> &[u8; 32] {
+    /// The data the evidence binds, where it is visible without parsing a quote.
+    pub fn report_data(&self) -> Option<&[u8; 32]> {
         match self {
             Evidence::Simulated { report_data, .. } | Evidence::Dealer { report_data, .. } => {
-                report_data
+                Some(report_data)
             }
+            Evidence::Hardware { .. } => None,
         }
     }
+}
+
+/// The 64 bytes a hardware quote's REPORTDATA must hold for a hello's 32 bytes of report data
+/// (which already hash the role and the ephemeral key): those bytes, then their SHA-256 under
+/// a label, so a quote made for goten cannot be mistaken for another protocol's.
+pub fn hardware_report_data(report_data: &[u8; 32]) -> [u8; 64] {
+    use sha2::{Digest, Sha256};
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(report_data);
+    let mut h = Sha256::new();
+    h.update(b"goten/hardware-report-data/v1\0");
+    h.update(report_data);
+    out[32..].copy_from_slice(&h.finalize());
+    out
 }
 
 /// Why evidence was refused.
@@ -75,6 +99,10 @@ pub enum AttestError {
     /// Evidence for another key or role (replayed or redirected).
     #[error("evidence binds different report data (replayed or not for this key)")]
     ReportDataMismatch,
+    /// Hardware evidence refused by its verifier (signatures, chain, collateral, TCB policy,
+    /// pinned measurement or report data).
+    #[error("hardware evidence refused: {0}")]
+    Hardware(String),
 }
 
 /// Verifies a peer's evidence for the report data it must bind.

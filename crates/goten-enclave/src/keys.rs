@@ -120,6 +120,12 @@ impl Hello {
                 v.extend_from_slice(report_data);
                 v.extend_from_slice(signature);
             }
+            Evidence::Hardware { tee, quote } => {
+                v.push(3);
+                v.push(*tee);
+                v.extend_from_slice(&(quote.len() as u64).to_le_bytes());
+                v.extend_from_slice(quote);
+            }
         }
         v
     }

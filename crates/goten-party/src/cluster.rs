@@ -115,6 +115,20 @@ pub struct Trusts {
     /// Derive the ephemeral X25519 keys from this seed instead of fresh entropy: reproducible
     /// masks for tests and benchmarks only. Never set in a deployment.
     pub danger_fixed_ephemeral: Option<[u8; 32]>,
+    /// Hardware attestation (`--tee sgx|tdx|sev-snp`): E0 and E1 present quotes or reports
+    /// from the TEE instead of simulated evidence, verified under the cluster's policy.
+    pub hardware: Option<Arc<HardwareSetup>>,
+}
+
+/// What hardware attestation needs: the TEE kind, the cluster's policy and the collateral
+/// files it names.
+pub struct HardwareSetup {
+    /// The TEE kind of E0 and E1.
+    pub kind: goten_attest::TeeKind,
+    /// Pinned measurements and accepted TCB statuses.
+    pub policy: goten_attest::policy::Policy,
+    /// Collateral (DCAP JSON, or VCEK certificates), one per platform.
+    pub collateral: Vec<Vec<u8>>,
 }
 
 fn random32() -> [u8; 32] {
@@ -187,6 +201,7 @@ impl Trusts {
             pinned_dealer: dealer.public_key(),
             dealer: Some(dealer),
             danger_fixed_ephemeral: ephemeral,
+            hardware: None,
         }
     }
 
@@ -237,6 +252,7 @@ impl Trusts {
             dealer,
             pinned_dealer: public[2],
             danger_fixed_ephemeral,
+            hardware: None,
         }
     }
 
@@ -254,11 +270,49 @@ impl Trusts {
     }
 
     pub(crate) fn trust(&self) -> Result<Trust, PartyError> {
-        trust_from(
+        let mut trust = trust_from(
             &self.trusted_platforms,
             self.expected_measurement,
             self.pinned_dealer,
-        )
+        )?;
+        if let Some(h) = &self.hardware {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let v = goten_attest::verifier::HardwareVerifier::new(
+                h.kind,
+                h.policy.clone(),
+                h.collateral.clone(),
+                now,
+            )
+            .map_err(|e| PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string())))?;
+            trust.enclave = Box::new(v);
+        }
+        Ok(trust)
+    }
+
+    /// The evidence `role`'s enclave presents for `report_data`: a quote or report from the TEE
+    /// with `--tee`, else the simulated platform's signature.
+    pub(crate) fn evidence(
+        &self,
+        role: Role,
+        report_data: [u8; 32],
+    ) -> Result<goten_enclave::attest::Evidence, PartyError> {
+        let i = role.index();
+        if let Some(h) = &self.hardware {
+            let rd = goten_enclave::attest::hardware_report_data(&report_data);
+            let quote = goten_attest::generate::generate(h.kind, &rd).map_err(|e| {
+                PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
+            })?;
+            return Ok(goten_enclave::attest::Evidence::Hardware {
+                tee: h.kind.tag(),
+                quote,
+            });
+        }
+        let platform = self.platforms[i]
+            .as_ref()
+            .ok_or_else(|| missing_secret(role, "platform"))?;
+        Ok(platform.attest(self.measurements[i], report_data))
     }
 }
 
@@ -436,11 +490,7 @@ fn enclave_party(
 ) -> Result<Party, PartyError> {
     let trust = trusts.trust()?;
     let enclave = Enclave::with_key_exchange(trusts.key_exchange(role)?, cfg.enclave)?;
-    let i = role.index();
-    let platform = trusts.platforms[i]
-        .as_ref()
-        .ok_or_else(|| missing_secret(role, "platform"))?;
-    let evidence = platform.attest(trusts.measurements[i], enclave.report_data());
+    let evidence = trusts.evidence(role, enclave.report_data())?;
     let mut host = EnclaveHost::new(device, transport);
     let hellos = exchange_hellos(host.transport(), enclave.hello(evidence))?;
     let enclave = if role == Role::S0 {

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cluster::{Trusts, attestation_public_key, danger_deterministic_secret};
+pub use crate::cluster_attest::{
+    AttestationPins, enclave_verifier, expected_measurement, hardware_setup, provision_address,
+};
 use crate::tcp::{Identity, TcpSetup, TcpTransport};
 use crate::transport::NetError;
 
@@ -63,6 +66,10 @@ pub struct PartyEntry {
     /// datasets without a key file on the party).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provision_address: Option<String>,
+    /// Hardware attestation: this platform's collateral file (DCAP collateral JSON for SGX and
+    /// TDX, the VCEK certificate for SEV-SNP), relative to the cluster file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<String>,
 }
 
 /// The cluster file: the three parties and what their enclaves must prove.
@@ -71,19 +78,11 @@ pub struct PartyEntry {
 pub struct ClusterFile {
     /// The parties, in any order.
     pub party: Vec<PartyEntry>,
-    /// The enclave measurement every party requires of E0 and E1 (absent: each party requires
-    /// its own program's, so all three must run the identical build).
+    /// What E0 and E1 must prove: the pinned measurement, or a TEE kind and its policy
+    /// (absent: simulated evidence of each party's own program, so all three must run the
+    /// identical build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<AttestationPins>,
-}
-
-/// The `[attestation]` table of a cluster file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttestationPins {
-    /// The simulated enclave measurement (hex), as `goten attestation measure` prints it on
-    /// the build every party runs.
-    pub measurement: String,
 }
 
 /// A party's secret key file.
@@ -110,11 +109,11 @@ impl std::fmt::Debug for KeyFile {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str, file: &str, what: &str) -> Result<Vec<u8>, DeployError> {
+pub(crate) fn unhex(s: &str, file: &str, what: &str) -> Result<Vec<u8>, DeployError> {
     let bad = || DeployError::Invalid {
         file: file.into(),
         detail: format!("{what} is not valid hex"),
@@ -132,7 +131,7 @@ fn unhex(s: &str, file: &str, what: &str) -> Result<Vec<u8>, DeployError> {
         .collect()
 }
 
-fn key32(s: &str, file: &str, what: &str) -> Result<[u8; 32], DeployError> {
+pub(crate) fn key32(s: &str, file: &str, what: &str) -> Result<[u8; 32], DeployError> {
     unhex(s, file, what)?
         .try_into()
         .map_err(|_| DeployError::Invalid {
@@ -185,6 +184,7 @@ pub fn keygen(
         certificate: hex(&tls.cert),
         attestation_key: hex(&attestation_public_key(role, secret)),
         provision_address: None,
+        collateral: None,
     };
     Ok((key, entry))
 }
@@ -250,7 +250,8 @@ impl ClusterFile {
         ClusterFile {
             party,
             attestation: measurement.map(|m| AttestationPins {
-                measurement: hex(&m),
+                measurement: Some(hex(&m)),
+                ..AttestationPins::default()
             }),
         }
     }
@@ -280,7 +281,7 @@ impl ClusterFile {
             }
         }
         if let Some(a) = &c.attestation {
-            key32(&a.measurement, file, "[attestation] measurement")?;
+            a.validate(&c, file)?;
         }
         // One key for two roles would let one machine answer for two parties, and collapse
         // the non-collusion the protocol rests on.
@@ -343,7 +344,7 @@ impl ClusterFile {
     }
 }
 
-fn resolve(addr: &str, who: Role) -> Result<SocketAddr, DeployError> {
+pub(crate) fn resolve(addr: &str, who: Role) -> Result<SocketAddr, DeployError> {
     addr.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -369,56 +370,6 @@ fn check_key(cluster: &ClusterFile, key: &KeyFile) -> Result<Role, DeployError> 
         });
     }
     Ok(role)
-}
-
-/// The measurement every party requires of E0 and E1: the cluster's pin, or this program's.
-pub fn expected_measurement(cluster: &ClusterFile) -> Result<[u8; 32], DeployError> {
-    match &cluster.attestation {
-        Some(a) => key32(&a.measurement, "cluster file", "[attestation] measurement"),
-        None => goten_attest::measure::program_measurement().map_err(|e| DeployError::Invalid {
-            file: "this program".into(),
-            detail: e.to_string(),
-        }),
-    }
-}
-
-/// What a client (the data owner) trusts of a cluster's enclaves: their platform keys and the
-/// expected measurement.
-pub fn enclave_verifier(
-    cluster: &ClusterFile,
-) -> Result<goten_enclave::attest::SimulatedVerifier, DeployError> {
-    let mut platforms = Vec::new();
-    for r in [Role::S0, Role::S1] {
-        platforms.push(key32(
-            &cluster.entry(r).attestation_key,
-            "cluster file",
-            "attestation_key",
-        )?);
-    }
-    goten_enclave::attest::SimulatedVerifier::any_of(&platforms, expected_measurement(cluster)?)
-        .map_err(|e| DeployError::Invalid {
-            file: "cluster file".into(),
-            detail: format!("attestation_key: {e}"),
-        })
-}
-
-/// Where S0's or S1's host takes the data owner's key: `listen` if given, else its entry's
-/// `provision_address`.
-pub fn provision_address(
-    cluster: &ClusterFile,
-    role: Role,
-    listen: Option<&str>,
-) -> Result<SocketAddr, DeployError> {
-    let addr = listen
-        .map(str::to_string)
-        .or_else(|| cluster.entry(role).provision_address.clone())
-        .ok_or_else(|| DeployError::Invalid {
-            file: "cluster file".into(),
-            detail: format!(
-                "{role} has no provision_address: the data owner needs one to provision the data key (or pass --data-key on a trusted setup)"
-            ),
-        })?;
-    resolve(&addr, role)
 }
 
 /// The key material of `key`'s party for the key exchange.

@@ -15,6 +15,7 @@
 //! - [`ecall`]: enclaves as child processes (`--enclave process`): codec, child loop, host proxy.
 
 pub mod cluster;
+pub mod cluster_attest;
 pub mod dealer;
 pub mod deploy;
 pub mod ecall;

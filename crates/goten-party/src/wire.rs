@@ -120,9 +120,18 @@ impl W {
                 self.bytes(report_data);
                 self.bytes(signature);
             }
+            Evidence::Hardware { tee, quote } => {
+                self.u8(3);
+                self.u8(*tee);
+                self.blob(quote);
+            }
         }
     }
 }
+
+/// The largest hardware quote or report accepted (DCAP quotes with their certification data
+/// are a few KiB; SEV-SNP reports 1184 bytes).
+const MAX_QUOTE: usize = 64 * 1024;
 
 pub(crate) struct R<'a>(pub(crate) &'a [u8]);
 
@@ -138,6 +147,20 @@ impl R<'_> {
                 report_data: self.arr("evidence")?,
                 signature: self.arr("evidence")?,
             },
+            3 => {
+                let tee = self.u8("evidence")?;
+                let quote = self.blob("hardware evidence")?;
+                if quote.len() > MAX_QUOTE {
+                    return Err(WireError::Limit(format!(
+                        "hardware evidence of {} bytes",
+                        quote.len()
+                    )));
+                }
+                Evidence::Hardware {
+                    tee,
+                    quote: quote.to_vec(),
+                }
+            }
             k => {
                 return Err(WireError::Malformed {
                     what: "evidence",

@@ -38,6 +38,8 @@ pub struct Deployment {
     /// Take the data owner's provisioned key here instead of at the cluster file's
     /// `provision_address`.
     pub provision_listen: Option<String>,
+    /// The TEE this party expects to run in (`--tee`); it must be the cluster file's.
+    pub tee: Option<goten_attest::TeeKind>,
 }
 
 fn read(path: &Path, what: &str) -> Result<String, RuntimeError> {
@@ -100,7 +102,27 @@ impl Deployment {
         let ephemeral = c
             .danger_deterministic_keys
             .map(danger_deterministic_ephemeral);
-        let trusts = deploy::trusts(&cluster, &key, ephemeral)?;
+        let mut trusts = deploy::trusts(&cluster, &key, ephemeral)?;
+        let kind = cluster
+            .attestation
+            .as_ref()
+            .map_or(Ok(goten_attest::TeeKind::Simulated), |a| a.kind())
+            .map_err(RuntimeError::config)?;
+        if let Some(asked) = self.tee
+            && asked != kind
+        {
+            return Err(RuntimeError::config(format!(
+                "--tee {asked}, but {} says tee = \"{kind}\": every party uses the cluster file's TEE kind",
+                self.cluster.display()
+            )));
+        }
+        let base = self.cluster.parent().unwrap_or(Path::new("."));
+        trusts.hardware = deploy::hardware_setup(&cluster, base)?;
+        if trusts.hardware.is_some() && c.enclave == EnclaveKind::Process {
+            return Err(RuntimeError::config(format!(
+                "tee = \"{kind}\" with --enclave process is not supported yet: under a TEE the party itself runs inside it (TDX or SEV-SNP guest, or Gramine-SGX); use --enclave in-process"
+            )));
+        }
         Ok((cluster, key, trusts))
     }
 
@@ -142,6 +164,16 @@ impl Deployment {
     /// Reads the files, makes the device and connects over TLS (shares of `ring`).
     fn connect(&self, c: &JobConfig, ring: Ring) -> Result<Connected, RuntimeError> {
         let (cluster, key, trusts) = self.open(c)?;
+        // Fail before waiting for peers when this machine cannot produce the evidence the
+        // cluster asks for (no TEE, or no interface to it).
+        if let (Some(h), true) = (&trusts.hardware, self.role != Role::S2) {
+            goten_attest::generate::generate(h.kind, &[0; 64]).map_err(|e| {
+                RuntimeError::config(format!(
+                    "{} cannot attest as the cluster asks: {e}",
+                    self.role
+                ))
+            })?;
+        }
         let deployment = cluster.deployment_hash(c.danger_deterministic_keys);
         let timeout = Duration::from_secs(c.timeout);
         let device = crate::devices::make(c.device, c.party_threads(1))?;
@@ -216,7 +248,12 @@ pub fn run_trainer<'a>(
     // A sealed dataset without a key here: listen for the data owner before connecting, so a
     // wrong or busy address fails at once.
     let owner_listener = if setup.sealed() && setup.data_key.is_none() {
-        let (cluster, _, _) = d.open(c)?;
+        let (cluster, _, trusts) = d.open(c)?;
+        if trusts.hardware.is_some() {
+            return Err(RuntimeError::config(
+                "provisioning a data key over hardware evidence is not supported yet: pass --data-key on this party, or use simulated attestation",
+            ));
+        }
         let addr = deploy::provision_address(&cluster, role, d.provision_listen.as_deref())?;
         Some(TcpListener::bind(addr).map_err(|e| {
             RuntimeError::config(format!("cannot listen for the data owner on {addr}: {e}"))

@@ -58,6 +58,11 @@ pub struct PartyArgs {
     /// ones take their defaults) instead of training options.
     #[arg(long, conflicts_with = "TrainArgs")]
     pub(crate) job: Option<PathBuf>,
+    /// The TEE this party runs in: simulated (no TEE; the default), sgx (under Gramine), tdx or
+    /// sev-snp (a confidential VM, Linux 6.7+ configfs-tsm). Must match the cluster file's
+    /// [attestation] tee; hardware kinds attest with quotes or reports the peers verify.
+    #[arg(long, value_parser = parse_tee)]
+    pub(crate) tee: Option<goten_attest::TeeKind>,
     /// Where this party takes the data owner's provisioned data key (default: the cluster
     /// entry's provision_address); needed for a sealed dataset without --data-key.
     #[arg(long)]
@@ -107,6 +112,10 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
     Ok(())
 }
 
+fn parse_tee(s: &str) -> std::result::Result<goten_attest::TeeKind, String> {
+    s.parse()
+}
+
 /// Options of `goten provision`.
 #[derive(Args, Debug)]
 pub struct ProvisionArgs {
@@ -150,6 +159,7 @@ pub fn run(a: PartyArgs) -> Result<()> {
         key: a.key,
         listen: a.listen,
         provision_listen: a.provision_listen,
+        tee: a.tee,
     };
     for line in d.describe(&c)? {
         eprintln!("{line}");

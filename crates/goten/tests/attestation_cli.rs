@@ -136,3 +136,91 @@ fn measure_prints_a_stable_hash_of_this_build() {
         .collect();
     assert_eq!(hex, want);
 }
+
+/// A cluster whose enclaves must present TDX quotes, with the sample collateral for both.
+fn tdx_cluster(d: &Path, policy: &str) -> PathBuf {
+    let keys = d.join("keys");
+    let mut cluster = String::new();
+    for id in 0..3 {
+        let id_s = id.to_string();
+        let mut args = vec!["keygen", "--id", &id_s, "--out", keys.to_str().unwrap()];
+        let addr = format!("127.0.0.1:{}", 47000 + id);
+        if id < 2 {
+            args.extend(["--address", &addr]);
+        }
+        assert!(goten(&args).status.success());
+        cluster.push_str(&std::fs::read_to_string(keys.join(format!("party-{id}.toml"))).unwrap());
+        if id < 2 {
+            cluster.push_str("collateral = \"tdx_collateral.json\"\n");
+        }
+    }
+    std::fs::copy(
+        fixtures().join("tdx_quote_collateral.json"),
+        keys.join("tdx_collateral.json"),
+    )
+    .unwrap();
+    cluster.push_str(&format!("\n[attestation]\ntee = \"tdx\"\n{policy}"));
+    let path = keys.join("cluster.toml");
+    std::fs::write(&path, cluster).unwrap();
+    path
+}
+
+#[test]
+fn a_party_asked_for_hardware_evidence_without_a_tee_says_what_it_needs() {
+    let d = std::env::temp_dir().join(format!("goten-tee-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let pinned = format!("[attestation.policy]\nmr_td = \"{}\"\n", "91".repeat(48));
+    let cluster = tdx_cluster(&d, &pinned);
+    let s0 = d.join("s0");
+    let party = |extra: &[&str]| {
+        let mut a = vec!["party", "--id", "0", "--cluster", cluster.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.extend([
+            "--steps",
+            "1",
+            "--timeout",
+            "5",
+            "--out",
+            s0.to_str().unwrap(),
+        ]);
+        goten(&a)
+    };
+    // No TDX guest here: a configuration error naming the interface, before any waiting.
+    let t = std::time::Instant::now();
+    let r = party(&["--tee", "tdx"]);
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("configfs-tsm") && err.contains("Linux 6.7"),
+        "{err}"
+    );
+    assert!(t.elapsed().as_secs() < 5, "it waited for peers first");
+    // Another kind than the cluster's is refused by name.
+    let r = party(&["--tee", "sev-snp"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("tee = \"tdx\""));
+    // A hardware kind without a policy that pins an identity is a cluster file error.
+    let unpinned = tdx_cluster(
+        &d.join("b"),
+        "[attestation.policy]\naccept_tcb = [\"UpToDate\"]\n",
+    );
+    let r = goten(&[
+        "party",
+        "--id",
+        "0",
+        "--cluster",
+        unpinned.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("pin mr_td"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -21,7 +21,7 @@ pub(super) fn bad(what: &'static str, detail: impl Into<String>) -> WireError {
 }
 
 impl W {
-    pub(super) fn blob(&mut self, b: &[u8]) {
+    pub(crate) fn blob(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
         self.bytes(b);
     }
@@ -54,7 +54,7 @@ impl W {
 }
 
 impl<'a> R<'a> {
-    pub(super) fn blob(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
+    pub(crate) fn blob(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         let n = self.u64(what)?;
         if n > self.0.len() as u64 {
             return Err(WireError::Truncated(what));

@@ -81,8 +81,8 @@ pub struct KeyedEnclave {
     seeds: SeedBook,
     /// The attested service key clients seal secrets to (derived from the pair key).
     service: crate::hpke::KeyPair,
-    /// The data key a data owner provisioned through the service key.
-    provisioned: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// What a data owner provisioned through the service key.
+    provisioned: Option<crate::service::Provision>,
 }
 
 impl std::fmt::Debug for KeyedEnclave {
@@ -190,15 +190,21 @@ impl KeyedEnclave {
     /// Ecall: a data key sealed to the service key by the data owner. Opened and kept inside;
     /// sealed datasets handed to a session without a key open with it.
     pub fn accept_provision(&mut self, sealed: &[u8]) -> Result<(), EnclaveError> {
-        let key = crate::service::open_provision(&self.service, sealed)
+        let p = crate::service::open_provision(&self.service, sealed)
             .map_err(|e| EnclaveError::Config(format!("provisioned data key: {e}")))?;
-        self.provisioned = Some(key);
+        self.provisioned = Some(p);
         Ok(())
     }
 
     /// The provisioned data key, if a data owner sent one.
     pub(crate) fn provisioned_data_key(&self) -> Option<&zeroize::Zeroizing<[u8; 32]>> {
-        self.provisioned.as_ref()
+        self.provisioned.as_ref().map(|p| &p.data_key)
+    }
+
+    /// The job secret and initial-weights seed of the data owner's job seed, if one was sent.
+    pub(crate) fn owner_job(&self) -> Option<(goten_field::SecretKey, u64)> {
+        let seed = self.provisioned.as_ref()?.job_seed.as_ref()?;
+        Some(crate::service::from_job_seed(seed))
     }
 
     /// This enclave's role.

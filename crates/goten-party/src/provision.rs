@@ -248,12 +248,12 @@ fn connect(
 }
 
 /// The data owner's side: checks S0's and S1's enclaves (evidence for a fresh nonce each,
-/// one service key for both) and then seals `data_key` to that key for each. Returns the
-/// service key.
+/// one service key for both) and then seals `data_key` (and the job seed, if any) to that key
+/// for each. Returns the service key.
 pub fn provision(
     parties: [(Role, SocketAddr); 2],
     verifier: &dyn EvidenceVerifier,
-    data_key: &[u8; 32],
+    (data_key, job_seed): (&[u8; 32], Option<&[u8; 32]>),
     timeout: Duration,
 ) -> Result<[u8; 32], ProvisionError> {
     let mut checked = Vec::new();
@@ -273,7 +273,8 @@ pub fn provision(
             addr: addr.to_string(),
             why,
         };
-        let sealed = seal_provision(&service, data_key).map_err(|e| net(e.to_string()))?;
+        let sealed =
+            seal_provision(&service, data_key, job_seed).map_err(|e| net(e.to_string()))?;
         let mut msg = (sealed.len() as u32).to_le_bytes().to_vec();
         msg.extend_from_slice(&sealed);
         c.stream.write_all(&msg).map_err(|e| net(e.to_string()))?;

@@ -141,6 +141,9 @@ pub struct JobConfig {
     pub danger_plaintext_export: bool,
     /// Data key of a sealed dataset (required for one; must lie outside the data folder).
     pub data_key: Option<PathBuf>,
+    /// The data owner's job secret seed (`goten keygen --job-seed`), provisioned with the data
+    /// key: it keys the rounding noise, batch order and initial weights (goten mode).
+    pub job_seed: Option<PathBuf>,
     pub resume: bool,
     pub transport: TransportKind,
     pub enclave: EnclaveKind,
@@ -181,6 +184,7 @@ impl Default for JobConfig {
             model_owner: None,
             danger_plaintext_export: false,
             data_key: None,
+            job_seed: None,
             resume: false,
             transport: TransportKind::InProcess,
             enclave: EnclaveKind::InProcess,
@@ -276,6 +280,9 @@ impl JobConfig {
             return bad(format!(
                 "--export in {mode} mode seals the model to its owner: pass --model-owner owner.pub (from goten keygen --owner), or --danger-plaintext-export to write it in the clear"
             ));
+        }
+        if self.job_seed.is_some() && (self.data_key.is_none() || self.mode != Mode::Goten) {
+            return bad("--job-seed is provisioned with the data key to goten mode's enclaves: it needs goten mode, a sealed dataset and --data-key".into());
         }
         if self.model_owner.is_some() && self.danger_plaintext_export {
             return bad(

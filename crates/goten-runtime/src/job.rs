@@ -39,6 +39,8 @@ pub struct Setup {
     /// The data key of a sealed dataset, where this process is the data owner (`--data-key`);
     /// `None` for plaintext data, or for a party whose enclave the owner provisions.
     pub data_key: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// The data owner's job seed, provisioned with the data key.
+    pub job_seed: Option<zeroize::Zeroizing<[u8; 32]>>,
     /// What the user must be told before the run (simulation, synthetic data, danger flags).
     pub notices: Vec<String>,
 }
@@ -181,6 +183,11 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         sealing,
         model_owner,
         data_key,
+        job_seed: c
+            .job_seed
+            .as_deref()
+            .map(crate::data::read_key)
+            .transpose()?,
         protocol: c.mode == Mode::Goten,
         kind,
         enclave: EnclaveConfig { ring, quant },

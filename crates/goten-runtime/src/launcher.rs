@@ -30,9 +30,10 @@ pub fn party_job(c: &JobConfig, role: Role, out: &Path) -> JobConfig {
         transport: TransportKind::Tcp,
         // S0's host writes the model owner's file, once.
         export: c.export.clone().filter(|_| role == Role::S0),
-        // No party gets the data key: the launcher, as the data owner, provisions it to the
-        // enclaves' attested service key.
+        // No party gets the data key or the job seed: the launcher, as the data owner,
+        // provisions them to the enclaves' attested service key.
         data_key: None,
+        job_seed: None,
         ..c.clone()
     }
 }
@@ -143,8 +144,19 @@ pub fn run(c: &JobConfig, program: &Path, json: bool) -> Result<(), RuntimeError
     if let Some(key_path) = &c.data_key {
         // This process is the data owner: it checks both enclaves' evidence and seals the key
         // to their service key, as `goten provision` would from the owner's machine.
-        let provisioned = crate::data::read_data_key(Path::new(&c.data), key_path)
-            .and_then(|key| provision_data_key(&cluster, &key, Duration::from_secs(c.timeout)));
+        let provisioned =
+            crate::data::read_data_key(Path::new(&c.data), key_path).and_then(|key| {
+                let seed = c
+                    .job_seed
+                    .as_deref()
+                    .map(crate::data::read_key)
+                    .transpose()?;
+                provision_data_key(
+                    &cluster,
+                    (&key, seed.as_deref()),
+                    Duration::from_secs(c.timeout),
+                )
+            });
         if provisioned.is_ok() {
             eprintln!(
                 "note: the launcher is the data owner: it verified both enclaves' evidence and sealed the data key to their attested service key"
@@ -165,7 +177,7 @@ pub fn run(c: &JobConfig, program: &Path, json: bool) -> Result<(), RuntimeError
 /// service key the enclaves attested.
 pub fn provision_data_key(
     cluster: &Path,
-    key: &[u8; 32],
+    key: (&[u8; 32], Option<&[u8; 32]>),
     timeout: Duration,
 ) -> Result<[u8; 32], RuntimeError> {
     let text = std::fs::read_to_string(cluster).map_err(io(format!(
@@ -267,6 +279,7 @@ mod tests {
                     None
                 },
                 data_key: None,
+                job_seed: None,
                 ..c.clone()
             };
             assert_eq!(p, want);

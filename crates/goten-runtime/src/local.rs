@@ -101,7 +101,8 @@ pub fn owner_provisioner(
             )))
         };
         let (public, _) = e.service(&[0; 32]).map_err(fail)?;
-        let sealed = seal_provision(&public, key).map_err(|err| fail(err.to_string()))?;
+        let sealed = seal_provision(&public, key, setup.job_seed.as_deref())
+            .map_err(|err| fail(err.to_string()))?;
         e.provision(&sealed).map_err(fail)
     }
 }

@@ -1,3 +1,6 @@
+//! The owners' secrets: the model owner's key files and the sealed model, and the data
+//! owner's job seed.
+//!
 //! The model owner's key files and the sealed model: `goten keygen --owner` writes a key pair,
 //! a job names the public half (`--model-owner`), and `goten decrypt-model` opens the sealed
 //! export with the secret half.
@@ -88,6 +91,24 @@ pub fn write_owner_keys(dir: &Path) -> Result<(PathBuf, PathBuf, [u8; 32]), Runt
     std::fs::write(&pub_path, pub_text)
         .map_err(io(format!("cannot write {}", pub_path.display())))?;
     Ok((key_path, pub_path, public))
+}
+
+/// Writes a fresh job secret seed for a data owner as `job.seed` (mode 0600, never
+/// overwritten) into `dir`.
+pub fn write_job_seed(dir: &Path) -> Result<PathBuf, RuntimeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RuntimeError::storage(format!("cannot create {}", dir.display()), e))?;
+    let path = dir.join("job.seed");
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice())
+        .map_err(|e| RuntimeError::storage("no entropy", std::io::Error::other(e.to_string())))?;
+    crate::keys::write_secret(&path, seed.as_slice()).map_err(|e| {
+        RuntimeError::storage(
+            format!("cannot create {} (it must not exist yet)", path.display()),
+            e,
+        )
+    })?;
+    Ok(path)
 }
 
 /// The public key in an `owner.pub` file (an `owner.key` file is accepted too, with a warning

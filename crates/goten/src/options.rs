@@ -88,6 +88,11 @@ pub struct TrainArgs {
     /// inside the data folder (the hosts receive that folder).
     #[arg(long)]
     pub(crate) data_key: Option<PathBuf>,
+    /// The data owner's job secret seed (goten keygen --job-seed), provisioned with the data key:
+    /// it keys the rounding noise, batch order and initial weights, so the owner can reproduce
+    /// the run bit for bit and no host can predict them (goten mode, sealed data).
+    #[arg(long)]
+    pub(crate) job_seed: Option<PathBuf>,
     /// Continue from the sealed checkpoint in `--out` (same settings required).
     #[arg(long)]
     pub(crate) resume: bool,
@@ -150,6 +155,7 @@ impl TrainArgs {
             model_owner: self.model_owner.clone(),
             danger_plaintext_export: self.danger_plaintext_export,
             data_key: self.data_key.clone(),
+            job_seed: self.job_seed.clone(),
             resume: self.resume,
             transport: self.transport,
             enclave: self.enclave,
@@ -231,6 +237,8 @@ mod tests {
             "--danger-plaintext-export",
             "--data-key",
             "k",
+            "--job-seed",
+            "s",
             "--resume",
             "--transport",
             "tcp",

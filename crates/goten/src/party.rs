@@ -22,8 +22,12 @@ use crate::report::{DealerLog, Reporter, report_traffic};
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// Which party: 0 (S0), 1 (S1) or 2 (S2, the dealer).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2), required_unless_present = "owner", conflicts_with = "owner")]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2), required_unless_present_any = ["owner", "job_seed"], conflicts_with_all = ["owner", "job_seed"])]
     pub(crate) id: Option<u8>,
+    /// Instead of a party's keys: a data owner's job secret seed (job.seed, secret), for
+    /// goten provision --job-seed.
+    #[arg(long, conflicts_with = "owner")]
+    pub(crate) job_seed: bool,
     /// Instead of a party's keys: the model owner's key pair (owner.key, secret; owner.pub,
     /// for the job's --model-owner). Open sealed exports with goten decrypt-model.
     #[arg(long)]
@@ -77,6 +81,15 @@ pub struct PartyArgs {
 }
 
 pub fn keygen(a: KeygenArgs) -> Result<()> {
+    if a.job_seed {
+        let path = goten_runtime::owner::write_job_seed(&a.out)?;
+        eprintln!(
+            "wrote {} (SECRET: it fixes a run's rounding noise, batch order and initial weights; keep it with the data key). Use: goten provision --job-seed {}",
+            path.display(),
+            path.display()
+        );
+        return Ok(());
+    }
     let Some(id) = a.id else {
         let (key, public, pk) = goten_runtime::owner::write_owner_keys(&a.out)?;
         let fp: String = pk[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -126,6 +139,11 @@ pub struct ProvisionArgs {
     /// The data key from goten seal-data (it never leaves this machine unsealed).
     #[arg(long)]
     pub(crate) data_key: PathBuf,
+    /// A job secret seed (goten keygen --job-seed) to release with the key: it keys the run's
+    /// rounding noise, batch order and initial weights, so you can reproduce the run and no
+    /// host can predict them.
+    #[arg(long)]
+    pub(crate) job_seed: Option<PathBuf>,
     /// Seconds to wait for the parties to finish their key exchange and open their ports.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) timeout: u64,
@@ -134,10 +152,15 @@ pub struct ProvisionArgs {
 /// `goten provision`: the data owner's step.
 pub fn provision(a: ProvisionArgs) -> Result<()> {
     let key = goten_runtime::data::read_key(&a.data_key)?;
+    let seed = a
+        .job_seed
+        .as_deref()
+        .map(goten_runtime::data::read_key)
+        .transpose()?;
     eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
     let service = goten_runtime::launcher::provision_data_key(
         &a.cluster,
-        &key,
+        (&key, seed.as_deref()),
         std::time::Duration::from_secs(a.timeout),
     )?;
     let fp: String = service[..8].iter().map(|b| format!("{b:02x}")).collect();

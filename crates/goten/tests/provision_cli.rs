@@ -286,3 +286,68 @@ fn the_owner_refuses_enclaves_the_cluster_does_not_pin() {
         let _ = c.wait();
     }
 }
+
+#[test]
+fn the_owners_job_seed_reproduces_a_run_that_no_public_seed_predicts() {
+    let d = tmp("seed");
+    let (_, sealed, key) = sealed_data(&d);
+    let seeds = d.join("seeds");
+    for sub in ["a", "b"] {
+        let r = goten(&[
+            "keygen",
+            "--job-seed",
+            "--out",
+            seeds.join(sub).to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    let (a, b) = (seeds.join("a/job.seed"), seeds.join("b/job.seed"));
+    // Fresh keys in every run (no danger flag): only the owner's seed can make runs agree.
+    let run = |name: &str, job_seed: &Path, public_seed: &str, extra: &[&str]| -> Vec<u8> {
+        let out = d.join(name);
+        let model = d.join(format!("{name}.safetensors"));
+        let mut args = vec![
+            "train",
+            "--data",
+            sealed.to_str().unwrap(),
+            "--data-key",
+            key.to_str().unwrap(),
+            "--job-seed",
+            job_seed.to_str().unwrap(),
+            "--seed",
+            public_seed,
+            "--batch",
+            "16",
+            "--steps",
+            "3",
+            "--test-limit",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+            "--export",
+            model.to_str().unwrap(),
+            "--danger-plaintext-export",
+        ];
+        args.extend_from_slice(extra);
+        let r = goten(&args);
+        assert!(r.status.success(), "{name}: {}", text(&r));
+        std::fs::read(&model).unwrap()
+    };
+    let first = run("a1", &a, "1", &[]);
+    assert!(
+        first == run("a2", &a, "2", &[]),
+        "the same job seed gave another model"
+    );
+    assert!(
+        first == run("a3", &a, "3", &["--transport", "tcp"]),
+        "through the launcher"
+    );
+    assert!(
+        first != run("b1", &b, "1", &[]),
+        "another job seed gave the same model"
+    );
+    // The seed goes with a sealed dataset's key in goten mode only.
+    let r = goten(&["train", "--job-seed", a.to_str().unwrap(), "--steps", "1"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("--data-key"), "{}", text(&r));
+}

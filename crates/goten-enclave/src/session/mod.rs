@@ -289,6 +289,14 @@ impl<'k> TrainSession<'k> {
                 "goten mode is always protected".into(),
             ));
         }
+        let mut cfg = cfg;
+        // A data owner's job seed keys the rounding noise, the batch order and the initial
+        // weights: reproducible by the owner, unpredictable for every host (the public --seed
+        // no longer matters).
+        if let Some((job, init)) = enclave.owner_job() {
+            enclave.seeds_mut().set_job_secret(job);
+            cfg.seed = init;
+        }
         let job = enclave.seeds().job_secret().clone();
         let provisioned = enclave.provisioned_data_key().cloned();
         let linear = Linear::Protocol {

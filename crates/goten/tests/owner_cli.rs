@@ -3,30 +3,15 @@
 //! `goten decrypt-model` giving exactly the safetensors file a plaintext export gives. Without
 //! an owner key a protected run refuses to export unless told `--danger-plaintext-export`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn goten(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goten"))
-        .env("CI", "1")
-        .args(args)
-        .output()
-        .expect("run goten")
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{goten, text};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-owner-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::tmp("owner", name)
 }
 
 /// A short deterministic goten-mode run in `dir` with `extra` options.

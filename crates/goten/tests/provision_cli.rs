@@ -4,52 +4,22 @@
 //! `goten provision` verifies both enclaves and releases it, and a cluster that pins another
 //! measurement makes the owner refuse.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn exe() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_goten"));
-    c.env("CI", "1");
-    c
-}
-
-fn goten(args: &[&str]) -> Output {
-    exe().args(args).output().expect("run goten")
-}
+use common::{exe, goten, small_cifar, text};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-provision-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::tmp("provision", name)
 }
 
 /// A small CIFAR-layout dataset, sealed; returns (plain folder, sealed folder, key file).
 fn sealed_data(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let plain = d.join("plain");
-    std::fs::create_dir_all(&plain).unwrap();
-    let make =
-        |n: usize, salt: usize| -> Vec<u8> {
-            (0..n)
-                .flat_map(|i| {
-                    let label = ((i * 7 + salt) % 10) as u8;
-                    std::iter::once(label).chain((0..3072).map(move |j| {
-                        (u32::from(label) * 20 + ((i * 31 + j * 17) % 40) as u32) as u8
-                    }))
-                })
-                .collect()
-        };
-    std::fs::write(plain.join("data_batch_1.bin"), make(64, 0)).unwrap();
-    std::fs::write(plain.join("test_batch.bin"), make(32, 3)).unwrap();
+    small_cifar(&plain, 64, 32);
     let sealed = d.join("sealed");
     let r = goten(&[
         "seal-data",

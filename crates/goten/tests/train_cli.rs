@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::small_cifar;
+
 fn goten(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_goten"))
         .args(args)
@@ -483,23 +486,6 @@ fn exported_model_predicts_like_the_trained_one() {
 }
 
 /// A small CIFAR-format folder with learnable content (class k images have brightness ~ 20k).
-fn small_cifar(dir: &Path, train: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let make =
-        |n: usize, salt: usize| -> Vec<u8> {
-            (0..n)
-                .flat_map(|i| {
-                    let label = ((i * 7 + salt) % 10) as u8;
-                    std::iter::once(label).chain((0..3072).map(move |j| {
-                        (u32::from(label) * 20 + ((i * 31 + j * 17) % 40) as u32) as u8
-                    }))
-                })
-                .collect()
-        };
-    std::fs::write(dir.join("data_batch_1.bin"), make(train, 0)).unwrap();
-    std::fs::write(dir.join("test_batch.bin"), make(test, 3)).unwrap();
-}
-
 #[test]
 fn sealed_data_trains_like_plain_data_and_rejects_tampering() {
     let base = tmp("sealed");

@@ -1,0 +1,54 @@
+//! Helpers shared by the CLI tests: running the real binary, scratch folders, output text and
+//! a small CIFAR-layout dataset.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `goten` binary, with progress bars off.
+pub fn exe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_goten"));
+    c.env("CI", "1");
+    c
+}
+
+/// Runs `goten` with `args` to completion.
+pub fn goten(args: &[&str]) -> Output {
+    exe().args(args).output().expect("run goten")
+}
+
+/// A fresh scratch folder for test `name` of suite `suite`.
+pub fn tmp(suite: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("goten-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Stdout and stderr of a finished command, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Writes `data_batch_1.bin` (`train` records) and `test_batch.bin` (`test` records) in the
+/// CIFAR-10 binary layout: learnable labels, deterministic pixels.
+pub fn small_cifar(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let make =
+        |n: usize, salt: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| {
+                    let label = ((i * 7 + salt) % 10) as u8;
+                    std::iter::once(label).chain((0..3072).map(move |j| {
+                        (u32::from(label) * 20 + ((i * 31 + j * 17) % 40) as u32) as u8
+                    }))
+                })
+                .collect()
+        };
+    std::fs::write(dir.join("data_batch_1.bin"), make(train, 0)).unwrap();
+    std::fs::write(dir.join("test_batch.bin"), make(test, 3)).unwrap();
+}

@@ -92,7 +92,7 @@ pub struct Hello {
     pub role: Role,
     /// Ephemeral X25519 public key.
     pub public: [u8; 32],
-    /// Evidence binding `report_data(role, public)`.
+    /// Evidence binding `report_data(role, public, nonces)`.
     pub evidence: Evidence,
 }
 
@@ -131,12 +131,17 @@ impl Hello {
     }
 }
 
-/// The data a party's evidence must bind: its role and public key.
-pub fn report_data(role: Role, public: &[u8; 32]) -> [u8; 32] {
+/// The data a party's evidence must bind: its role, its ephemeral public key and the session's
+/// nonces (one drawn by each party and exchanged before the hellos, so evidence made for one
+/// session cannot be replayed into another, even with a leaked ephemeral secret).
+pub fn report_data(role: Role, public: &[u8; 32], nonces: &[[u8; 32]; 3]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"goten/hello/v1");
+    h.update(b"goten/hello/v2");
     h.update([role.index() as u8]);
     h.update(public);
+    for n in nonces {
+        h.update(n);
+    }
     h.finalize().into()
 }
 
@@ -162,6 +167,9 @@ pub struct KeyExchange {
     role: Role,
     secret: StaticSecret,
     public: [u8; 32],
+    /// The nonces of S0, S1 and S2 for this session (zero in a single-process run, which has
+    /// no other session to be replayed into).
+    nonces: [[u8; 32]; 3],
 }
 
 impl std::fmt::Debug for KeyExchange {
@@ -211,7 +219,14 @@ impl KeyExchange {
             role,
             secret,
             public,
+            nonces: [[0; 32]; 3],
         }
+    }
+
+    /// Binds this session's nonces (S0's, S1's, S2's) into every hello's report data.
+    pub fn with_session_nonces(mut self, nonces: [[u8; 32]; 3]) -> Self {
+        self.nonces = nonces;
+        self
     }
 
     /// This party's role.
@@ -221,7 +236,7 @@ impl KeyExchange {
 
     /// What this party's evidence must bind.
     pub fn report_data(&self) -> [u8; 32] {
-        report_data(self.role, &self.public)
+        report_data(self.role, &self.public, &self.nonces)
     }
 
     /// The hello to send, with evidence obtained for [`Self::report_data`].
@@ -251,7 +266,7 @@ impl KeyExchange {
                     &trust.enclave
                 };
                 verifier
-                    .verify(&h.evidence, &report_data(slot, &h.public))
+                    .verify(&h.evidence, &report_data(slot, &h.public, &self.nonces))
                     .map_err(|source| KeyError::Attest { peer: slot, source })?;
             } else if h.public != self.public {
                 return Err(KeyError::RoleMismatch {

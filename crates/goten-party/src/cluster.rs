@@ -118,6 +118,9 @@ pub struct Trusts {
     /// Hardware attestation (`--tee sgx|tdx|sev-snp`): E0 and E1 present quotes or reports
     /// from the TEE instead of simulated evidence, verified under the cluster's policy.
     pub hardware: Option<Arc<HardwareSetup>>,
+    /// This session's nonces of S0, S1 and S2, bound into every hello (exchanged in the job
+    /// handshake of a deployment; zero within one process).
+    pub session_nonces: [[u8; 32]; 3],
 }
 
 /// What hardware attestation needs: the TEE kind, the cluster's policy and the collateral
@@ -202,6 +205,7 @@ impl Trusts {
             dealer: Some(dealer),
             danger_fixed_ephemeral: ephemeral,
             hardware: None,
+            session_nonces: [[0; 32]; 3],
         }
     }
 
@@ -253,6 +257,7 @@ impl Trusts {
             pinned_dealer: public[2],
             danger_fixed_ephemeral,
             hardware: None,
+            session_nonces: [[0; 32]; 3],
         }
     }
 
@@ -263,10 +268,11 @@ impl Trusts {
     }
 
     pub(crate) fn key_exchange(&self, role: Role) -> Result<KeyExchange, KeyError> {
-        match self.danger_ephemeral_secret(role) {
-            None => KeyExchange::new(role),
-            Some(k) => Ok(KeyExchange::from_secret(role, k)),
-        }
+        let kx = match self.danger_ephemeral_secret(role) {
+            None => KeyExchange::new(role)?,
+            Some(k) => KeyExchange::from_secret(role, k),
+        };
+        Ok(kx.with_session_nonces(self.session_nonces))
     }
 
     pub(crate) fn trust(&self) -> Result<Trust, PartyError> {

@@ -22,6 +22,17 @@ pub struct JobId {
     /// measurement) and the `--danger-deterministic-keys` setting, so a party started with
     /// another cluster file or a mixed danger setting is refused by name.
     pub deployment: [u8; 32],
+    /// The sender's fresh nonce for this session's hellos (not compared: each party draws its
+    /// own, and every hello's evidence binds all three).
+    pub nonce: [u8; 32],
+}
+
+impl JobId {
+    fn same_job(&self, other: &JobId) -> bool {
+        self.ring_bits == other.ring_bits
+            && self.digest == other.digest
+            && self.deployment == other.deployment
+    }
 }
 
 fn hex8(d: &[u8; 32]) -> String {
@@ -34,10 +45,12 @@ fn recv_job(t: &mut dyn Transport, from: Role) -> Result<JobId, PartyError> {
             ring_bits,
             digest,
             deployment,
+            nonce,
         } => Ok(JobId {
             ring_bits,
             digest,
             deployment,
+            nonce,
         }),
         m => Err(NetError::Unexpected {
             peer: from,
@@ -55,6 +68,7 @@ fn send_job(t: &mut dyn Transport, to: Role, j: JobId) -> Result<(), PartyError>
             ring_bits: j.ring_bits,
             digest: j.digest,
             deployment: j.deployment,
+            nonce: j.nonce,
         },
     )?)
 }
@@ -88,22 +102,27 @@ fn mismatch(peer: Role, theirs: JobId, ours: JobId) -> PartyError {
     ))
 }
 
-/// Exchanges job descriptions. S0 and S1 pass `Some(job)`: each sends it to the other two and
-/// checks the other enclave host's and S2's deployment. S2 passes `None` and its `deployment`:
-/// it sends that to S0 and S1, checks that they sent the same job and deployment, and returns
-/// the job (S2 takes its ring from it).
+/// Exchanges job descriptions and session nonces. S0 and S1 pass `Some(job)`: each sends it
+/// to the other two and checks the other enclave host's and S2's deployment. S2 passes `None`
+/// and its `deployment`: it sends that to S0 and S1, checks that they sent the same job and
+/// deployment, and returns the job (S2 takes its ring from it). Every party sends `nonce`;
+/// all return the three nonces in role order, for the hellos' evidence to bind.
 pub fn agree_job(
     t: &mut dyn Transport,
     job: Option<JobId>,
     deployment: [u8; 32],
-) -> Result<JobId, PartyError> {
+    nonce: [u8; 32],
+) -> Result<(JobId, [[u8; 32]; 3]), PartyError> {
     let me = t.me();
+    let mut nonces = [[0u8; 32]; 3];
+    nonces[me.index()] = nonce;
     match (me, job) {
         (Role::S2, _) => {
             let mine = JobId {
                 ring_bits: 0,
                 digest: [0; 32],
                 deployment,
+                nonce,
             };
             // Best effort: a party that already refused the job (and left) is reported by the
             // checks below, which read what it sent before leaving.
@@ -117,26 +136,34 @@ pub fn agree_job(
                     return Err(other_deployment(peer, &j.deployment, &deployment));
                 }
             }
-            if a != b {
+            if !a.same_job(&b) {
                 return Err(mismatch(Role::S1, b, a));
             }
-            Ok(a)
+            nonces[0] = a.nonce;
+            nonces[1] = b.nonce;
+            Ok((a, nonces))
         }
         (_, Some(ours)) => {
-            let ours = JobId { deployment, ..ours };
+            let ours = JobId {
+                deployment,
+                nonce,
+                ..ours
+            };
             let peer = if me == Role::S0 { Role::S1 } else { Role::S0 };
             for to in [peer, Role::S2] {
                 send_job(t, to, ours)?;
             }
             let theirs = recv_job(t, peer)?;
-            if theirs != ours {
+            if !theirs.same_job(&ours) {
                 return Err(mismatch(peer, theirs, ours));
             }
             let dealer = recv_job(t, Role::S2)?;
             if dealer.deployment != deployment {
                 return Err(other_deployment(Role::S2, &dealer.deployment, &deployment));
             }
-            Ok(ours)
+            nonces[peer.index()] = theirs.nonce;
+            nonces[2] = dealer.nonce;
+            Ok((ours, nonces))
         }
         (_, None) => Err(PartyError::Disagree(format!(
             "{me} needs a job description to start"
@@ -177,11 +204,19 @@ mod tests {
 
     fn run_with(jobs: [JobId; 2], deployments: [[u8; 32]; 3]) -> [Result<JobId, PartyError>; 3] {
         let [mut t0, mut t1, mut t2] = in_process_mesh(Duration::from_secs(5));
-        std::thread::scope(|s| {
-            let a = s.spawn(move || agree_job(&mut t0, Some(jobs[0]), deployments[0]));
-            let b = s.spawn(move || agree_job(&mut t1, Some(jobs[1]), deployments[1]));
-            let c = s.spawn(move || agree_job(&mut t2, None, deployments[2]));
+        type Agreed = Result<(JobId, [[u8; 32]; 3]), PartyError>;
+        let r: [Agreed; 3] = std::thread::scope(|s| {
+            let a = s.spawn(move || agree_job(&mut t0, Some(jobs[0]), deployments[0], [10; 32]));
+            let b = s.spawn(move || agree_job(&mut t1, Some(jobs[1]), deployments[1], [11; 32]));
+            let c = s.spawn(move || agree_job(&mut t2, None, deployments[2], [12; 32]));
             [a.join().unwrap(), b.join().unwrap(), c.join().unwrap()]
+        });
+        r.map(|x| {
+            x.map(|(j, nonces)| {
+                // Every party learns all three nonces, in role order.
+                assert_eq!(nonces, [[10; 32], [11; 32], [12; 32]]);
+                j
+            })
         })
     }
 
@@ -191,9 +226,10 @@ mod tests {
             ring_bits: 23,
             digest: [7; 32],
             deployment: [3; 32],
+            nonce: [0; 32],
         };
         for r in run([j, j]) {
-            assert_eq!(r.unwrap(), j);
+            assert!(r.unwrap().same_job(&j));
         }
     }
 
@@ -203,6 +239,7 @@ mod tests {
             ring_bits: 21,
             digest: [1; 32],
             deployment: [3; 32],
+            nonce: [0; 32],
         };
         let b = JobId {
             digest: [2; 32],
@@ -225,6 +262,7 @@ mod tests {
             ring_bits: 21,
             digest: [1; 32],
             deployment: [3; 32],
+            nonce: [0; 32],
         };
         // S1 started with another cluster file: S0 and S2 name S1; S1 names S0.
         let r = run_with([j, j], [[3; 32], [4; 32], [3; 32]]);

@@ -43,6 +43,8 @@ pub enum Message {
         digest: [u8; 32],
         /// SHA-256 of the cluster file and the danger setting.
         deployment: [u8; 32],
+        /// The sender's nonce for this session's hellos.
+        nonce: [u8; 32],
     },
     /// On resume: the step of the newest checkpoint this enclave can restore.
     Resume {

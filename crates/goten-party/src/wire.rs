@@ -1,7 +1,7 @@
 //! The wire format of [`Message`]s: length-prefixed frames with strict decoding.
 //!
 //! Where it sits: under the TCP transport (the networking issue); the in-process transport
-//! passes messages without encoding. Frame: `"GT"`, version 1, kind u8, sequence number u64,
+//! passes messages without encoding. Frame: `"GT"`, version ([`VERSION`]), kind u8, sequence number u64,
 //! body length u32, body. Shares travel packed at the ring's width (`goten_field::codec`).
 //! Decoding checks every length against the frame before using it, bounds ranks, element counts
 //! and frame size, checks a product's shape against its op header, and rejects trailing bytes,
@@ -18,6 +18,10 @@ use crate::transport::Message;
 
 /// Largest frame body accepted (1 GiB): bounds memory per message.
 pub const MAX_BODY: usize = 1 << 30;
+
+/// Version of the frame format (2: the job description carries the deployment hash and the
+/// sender's session nonce; hellos may carry hardware evidence).
+pub const VERSION: u8 = 2;
 const MAX_RANK: usize = 4;
 pub(crate) const HEADER: usize = 16;
 
@@ -27,9 +31,19 @@ pub enum WireError {
     /// Fewer bytes than the frame needs.
     #[error("truncated frame: {0}")]
     Truncated(&'static str),
-    /// Not a goten frame, or another version.
-    #[error("bad frame magic or version")]
+    /// Not a goten frame.
+    #[error("bad frame magic: not a goten party")]
     Magic,
+    /// A goten frame of another version: the other side runs another goten build.
+    #[error(
+        "frame version {found}, but this build speaks version {expected}: the other side runs a different goten build"
+    )]
+    Version {
+        /// The version received.
+        found: u8,
+        /// This build's.
+        expected: u8,
+    },
     /// Unknown message kind.
     #[error("unknown message kind {0}")]
     Kind(u8),
@@ -318,10 +332,12 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             ring_bits,
             digest,
             deployment,
+            nonce,
         } => {
             b.u32(*ring_bits);
             b.bytes(digest);
             b.bytes(deployment);
+            b.bytes(nonce);
             7
         }
         Message::Resume { step } => {
@@ -336,7 +352,7 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
     };
     let mut f = Vec::with_capacity(HEADER + b.0.len());
     f.extend_from_slice(b"GT");
-    f.push(1);
+    f.push(VERSION);
     f.push(kind);
     f.extend_from_slice(&seq.to_le_bytes());
     f.extend_from_slice(&(b.0.len() as u32).to_le_bytes());
@@ -360,8 +376,14 @@ pub fn frame_len(msg: &Message) -> usize {
 /// Body length announced by a frame header (after checking magic, version and the limit):
 /// what a stream reader must read next.
 pub fn body_len(header: &[u8; HEADER]) -> Result<usize, WireError> {
-    if &header[..2] != b"GT" || header[2] != 1 {
+    if &header[..2] != b"GT" {
         return Err(WireError::Magic);
+    }
+    if header[2] != VERSION {
+        return Err(WireError::Version {
+            found: header[2],
+            expected: VERSION,
+        });
     }
     let n = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
     if n > MAX_BODY {
@@ -423,6 +445,7 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
             ring_bits: r.u32("job description")?,
             digest: r.arr("job description")?,
             deployment: r.arr("job description")?,
+            nonce: r.arr("job description")?,
         },
         8 => Message::Resume {
             step: r.u64("resume point")?,

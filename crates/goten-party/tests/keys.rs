@@ -147,3 +147,39 @@ fn keys_never_appear_in_debug_output() {
     }
     assert!(text.contains("redacted"));
 }
+
+#[test]
+fn evidence_made_for_another_sessions_nonces_is_refused() {
+    use goten_enclave::attest::{DealerVerifier, SimulatedVerifier};
+    use goten_enclave::keys::Trust;
+    let platform = SimulatedAttester::from_secret([1; 32]);
+    let dealer = DealerIdentity::from_secret([2; 32]);
+    let m = [5u8; 32];
+    let trust = || Trust {
+        enclave: Box::new(SimulatedVerifier::new(platform.public_key(), m).unwrap()),
+        dealer: Box::new(DealerVerifier::new(dealer.public_key()).unwrap()),
+    };
+    let session = [[1; 32], [2; 32], [3; 32]];
+    // S1's hello (with its evidence) recorded in an earlier session: other nonces.
+    let earlier = [[1; 32], [9; 32], [3; 32]];
+    let hellos = |s1_nonces: [[u8; 32]; 3]| {
+        let kx0 = KeyExchange::from_secret(Role::S0, [10; 32]).with_session_nonces(session);
+        let kx1 = KeyExchange::from_secret(Role::S1, [11; 32]).with_session_nonces(s1_nonces);
+        let kx2 = KeyExchange::from_secret(Role::S2, [12; 32]).with_session_nonces(session);
+        let h = [
+            kx0.hello(platform.attest(m, kx0.report_data())),
+            kx1.hello(platform.attest(m, kx1.report_data())),
+            kx2.hello(dealer.sign(kx2.report_data())),
+        ];
+        (kx0, h)
+    };
+    let (kx0, replayed) = hellos(earlier);
+    let e = kx0.finish_e0(&replayed, &trust()).unwrap_err().to_string();
+    assert!(
+        e.contains("S1 failed authentication") && e.contains("different report data"),
+        "{e}"
+    );
+    // The same party, attesting for this session's nonces, is accepted.
+    let (kx0, fresh) = hellos(session);
+    assert!(kx0.finish_e0(&fresh, &trust()).is_ok());
+}

@@ -69,6 +69,7 @@ fn samples() -> Vec<Message> {
             ring_bits: 23,
             digest: [4; 32],
             deployment: [5; 32],
+            nonce: [6; 32],
         },
         Message::Resume { step: 1 << 40 },
     ]
@@ -114,6 +115,17 @@ fn inconsistent_frames_are_rejected() {
     let mut bad = good.clone();
     bad[0] = b'X';
     assert_eq!(decode(&bad, ring), Err(WireError::Magic));
+    let mut old = good.clone();
+    old[2] = 1;
+    let e = decode(&old, ring).unwrap_err();
+    assert_eq!(
+        e,
+        WireError::Version {
+            found: 1,
+            expected: goten_party::wire::VERSION
+        }
+    );
+    assert!(e.to_string().contains("different goten build"), "{e}");
     let mut bad = good.clone();
     bad[3] = 42;
     assert_eq!(decode(&bad, ring), Err(WireError::Kind(42)));

@@ -148,6 +148,18 @@ impl Deployment {
     }
 }
 
+/// This party's nonce for the session's hellos: fresh, except in a deterministic test run
+/// (whose every key and mask is fixed by a public seed anyway).
+fn session_nonce(c: &JobConfig) -> Result<[u8; 32], RuntimeError> {
+    if c.danger_deterministic_keys.is_some() {
+        return Ok([0; 32]);
+    }
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n)
+        .map_err(|e| RuntimeError::storage("no entropy", std::io::Error::other(e.to_string())))?;
+    Ok(n)
+}
+
 /// The warning every command taking `--danger-deterministic-keys` prints.
 pub const DANGER_KEYS: &str = "WARNING: --danger-deterministic-keys: every key and mask derives from a public seed; this run protects nothing (tests only)";
 
@@ -205,12 +217,14 @@ pub fn run_dealer(
     let role = d.role;
     let Connected {
         deployment,
-        trusts,
+        mut trusts,
         device,
         mut net,
         timeout,
     } = d.connect(c, Ring::default())?;
-    let job = agree_job(&mut net, None, deployment).map_err(at(role))?;
+    let (job, nonces) =
+        agree_job(&mut net, None, deployment, session_nonce(c)?).map_err(at(role))?;
+    trusts.session_nonces = nonces;
     let ring = Ring::new(job.ring_bits)
         .map_err(|e| RuntimeError::config(format!("the job's ring from S0 and S1: {e}")))?;
     net.set_ring(ring);
@@ -263,7 +277,7 @@ pub fn run_trainer<'a>(
     };
     let Connected {
         deployment,
-        trusts,
+        mut trusts,
         device,
         mut net,
         timeout,
@@ -294,8 +308,11 @@ pub fn run_trainer<'a>(
         ring_bits: setup.enclave.ring.bits(),
         digest: setup.fingerprint,
         deployment,
+        nonce: [0; 32],
     };
-    agree_job(&mut net, Some(ours), deployment).map_err(at(role))?;
+    let (_, nonces) =
+        agree_job(&mut net, Some(ours), deployment, session_nonce(c)?).map_err(at(role))?;
+    trusts.session_nonces = nonces;
     let cfg = ClusterConfig {
         enclave: setup.enclave,
         timeout,

@@ -104,7 +104,8 @@ fn key_exchange(ch: &mut Channel) -> Result<KeyedEnclave, ServeError> {
         Some(k) => Ok(KeyExchange::from_secret(role, k)),
         None => KeyExchange::new(role),
     }
-    .map_err(|e| fail(ch, Fault::Internal, e.to_string()))?;
+    .map_err(|e| fail(ch, Fault::Internal, e.to_string()))?
+    .with_session_nonces(p.session_nonces);
     let trust = crate::cluster::trust_from(
         &p.trusted_platforms,
         p.expected_measurement,

@@ -25,7 +25,8 @@ use crate::wire::{R, W, WireError};
 
 /// Version of the ecall codec (2: the session start carries no sealing key; the enclave
 /// process has its platform's. 3: the configuration names the model owner, and the export is
-/// a sealed model or, where the policy allows, plaintext).
+/// a sealed model or, where the policy allows, plaintext; the data owner's key arrives before
+/// the session; the start-up parameters carry the session's nonces).
 pub const VERSION: u8 = 3;
 /// Frame header: magic, version, kind, body length.
 pub const HEADER: usize = 8;
@@ -51,6 +52,8 @@ pub struct InitParams {
     pub expected_measurement: [u8; 32],
     /// S2's pinned identity key.
     pub pinned_dealer: [u8; 32],
+    /// This session's nonces of S0, S1 and S2, bound into every hello.
+    pub session_nonces: [[u8; 32]; 3],
 }
 
 /// Host to enclave: ecalls, and answers to the enclave's ocalls.
@@ -174,8 +177,15 @@ fn frame(kind: u8, w: W, buf: &mut Vec<u8>) {
 
 /// Checks a frame header; returns (kind, body length).
 pub fn parse_header(h: &[u8; HEADER]) -> Result<(u8, usize), WireError> {
-    if &h[..2] != b"GE" || h[2] != VERSION {
+    if &h[..2] != b"GE" {
         return Err(WireError::Magic);
+    }
+    if h[2] != VERSION {
+        // The enclave program and its host come from different builds.
+        return Err(WireError::Version {
+            found: h[2],
+            expected: VERSION,
+        });
     }
     let n = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
     if n > MAX_BODY {
@@ -222,6 +232,7 @@ pub fn encode_to_enclave_into(m: &ToEnclave, buf: &mut Vec<u8>) {
             p.trusted_platforms.iter().for_each(|k| w.bytes(k));
             w.bytes(&p.expected_measurement);
             w.bytes(&p.pinned_dealer);
+            p.session_nonces.iter().for_each(|n| w.bytes(n));
             1
         }
         ToEnclave::Hello(e) => {
@@ -318,6 +329,7 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
                 trusted_platforms,
                 expected_measurement: r.arr("init")?,
                 pinned_dealer: r.arr("init")?,
+                session_nonces: [r.arr("init")?, r.arr("init")?, r.arr("init")?],
             })
         }
         2 => ToEnclave::Hello(r.evidence()?),

@@ -49,6 +49,7 @@ fn key_exchange(
         trusted_platforms: trusts.trusted_platforms.clone(),
         expected_measurement: trusts.expected_measurement,
         pinned_dealer: trusts.pinned_dealer,
+        session_nonces: trusts.session_nonces,
     })?;
     let evidence = platform.attest(trusts.measurements[i], report_data);
     let hello = enclave.hello(evidence)?;

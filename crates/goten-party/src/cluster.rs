@@ -299,7 +299,7 @@ impl Trusts {
 
     /// The evidence `role`'s enclave presents for `report_data`: a quote or report from the TEE
     /// with `--tee`, else the simulated platform's signature.
-    pub(crate) fn evidence(
+    pub fn evidence(
         &self,
         role: Role,
         report_data: [u8; 32],

@@ -124,9 +124,33 @@ pub fn hardware_setup(
     })))
 }
 
-/// What a client (the data owner) trusts of a cluster's enclaves: their platform keys and the
-/// expected measurement.
+/// What a client (the data owner) trusts of a cluster's enclaves: with a TEE kind, the
+/// cluster's policy over its collateral (paths relative to `base`, the cluster file's folder),
+/// checked now; otherwise the simulated platforms' keys and the expected measurement.
 pub fn enclave_verifier(
+    cluster: &ClusterFile,
+    base: &Path,
+) -> Result<Box<dyn goten_enclave::attest::EvidenceVerifier>, DeployError> {
+    if let Some(h) = hardware_setup(cluster, base)? {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let v = goten_attest::verifier::HardwareVerifier::new(
+            h.kind,
+            h.policy.clone(),
+            h.collateral.clone(),
+            now,
+        )
+        .map_err(|e| DeployError::Invalid {
+            file: "cluster file".into(),
+            detail: format!("[attestation]: {e}"),
+        })?;
+        return Ok(Box::new(v));
+    }
+    Ok(Box::new(simulated_verifier(cluster)?))
+}
+
+fn simulated_verifier(
     cluster: &ClusterFile,
 ) -> Result<goten_enclave::attest::SimulatedVerifier, DeployError> {
     let mut platforms = Vec::new();

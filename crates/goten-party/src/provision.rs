@@ -6,16 +6,17 @@
 //! needs no TLS; what makes it safe is the evidence and the HPKE seal:
 //!
 //! ```text
-//! client -> host   "GOTEN-PROVISION/1\n" || nonce (32 bytes)
-//! host   -> client role (1) || service public key (32) || measurement (32) || report data (32)
-//!                  || signature (64)           (simulated evidence for the report data
-//!                                                SHA-256("goten/service/v1" || role || key || nonce))
+//! client -> host   "GOTEN-PROVISION/2\n" || nonce (32 bytes)
+//! host   -> client role (1) || service public key (32) || evidence length (u32 LE) || evidence
+//!                  (the hello's evidence encoding: simulated, or a hardware quote or report,
+//!                   for the report data SHA-256("goten/service/v1" || role || key || nonce))
 //! client -> host   length (u32 LE) || HPKE(service key, data key)
 //! host   -> client "OK\n" or "ERR <reason>\n"
 //! ```
 //!
-//! The client checks both enclaves' evidence against the cluster's platform keys and pinned
-//! measurement and that both name the same service key before it sends anything secret. A
+//! The client checks both enclaves' evidence with the cluster's verifier (simulated platform
+//! keys and pinned measurement, or the TEE policy and collateral) and that both name the same
+//! service key before it sends anything secret. A
 //! host that swaps the key, replays old evidence or forges it is refused; one that drops the
 //! message only stops the run.
 
@@ -23,19 +24,23 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use goten_enclave::attest::{Evidence, EvidenceVerifier, Measurement, SimulatedAttester};
+use goten_enclave::attest::{Evidence, EvidenceVerifier};
 use goten_enclave::service::{seal_provision, service_report_data};
 use goten_enclave::{KeyedEnclave, Role};
 use thiserror::Error;
 
 /// The request line that opens a provisioning connection.
-pub const MAGIC: &[u8; 18] = b"GOTEN-PROVISION/1\n";
+pub const MAGIC: &[u8; 18] = b"GOTEN-PROVISION/2\n";
 /// Seconds a connection has for each exchange before it is dropped.
 pub const EXCHANGE_SECS: u64 = 10;
 /// The largest provisioning message accepted.
 const MAX_SEALED: u32 = 4096;
-/// Bytes of the host's answer.
-const ANSWER: usize = 1 + 32 + 32 + 32 + 64;
+/// The largest evidence accepted in an answer (a DCAP quote is a few KiB).
+const MAX_EVIDENCE: u32 = 64 * 1024;
+
+/// How a host obtains its enclave's evidence for given report data: the simulated platform's
+/// signature, or a quote or report from the TEE (`crate::Trusts::evidence`).
+pub type EvidenceSource<'a> = dyn Fn(&[u8; 32]) -> Result<Evidence, String> + Sync + 'a;
 
 /// Why provisioning failed, and on whose side.
 #[derive(Debug, Error)]
@@ -93,24 +98,17 @@ impl Provisionable for KeyedEnclave {
 /// What a host shows a data owner: its enclave's service key and evidence for one nonce.
 fn answer(
     enclave: &mut dyn Provisionable,
-    attester: &SimulatedAttester,
-    measurement: Measurement,
+    evidence: &EvidenceSource<'_>,
     nonce: &[u8; 32],
 ) -> std::io::Result<Vec<u8>> {
     let (public, rd) = enclave.service(nonce).map_err(std::io::Error::other)?;
-    let Evidence::Simulated {
-        measurement,
-        report_data,
-        signature,
-    } = attester.attest(measurement, rd)
-    else {
-        unreachable!("a simulated attester makes simulated evidence")
-    };
+    let e = evidence(&rd).map_err(std::io::Error::other)?;
+    let mut w = crate::wire::W(Vec::new());
+    w.evidence(&e);
     let mut out = vec![enclave.role().index() as u8];
     out.extend_from_slice(&public);
-    out.extend_from_slice(&measurement);
-    out.extend_from_slice(&report_data);
-    out.extend_from_slice(&signature);
+    out.extend_from_slice(&(w.0.len() as u32).to_le_bytes());
+    out.extend_from_slice(&w.0);
     Ok(out)
 }
 
@@ -118,8 +116,7 @@ fn answer(
 fn serve_one(
     mut s: TcpStream,
     enclave: &mut dyn Provisionable,
-    attester: &SimulatedAttester,
-    measurement: Measurement,
+    evidence: &EvidenceSource<'_>,
 ) -> std::io::Result<bool> {
     s.set_read_timeout(Some(Duration::from_secs(EXCHANGE_SECS)))?;
     s.set_write_timeout(Some(Duration::from_secs(EXCHANGE_SECS)))?;
@@ -130,7 +127,7 @@ fn serve_one(
         return Ok(false);
     }
     let nonce: [u8; 32] = head[18..].try_into().expect("32 bytes");
-    s.write_all(&answer(enclave, attester, measurement, &nonce)?)?;
+    s.write_all(&answer(enclave, evidence, &nonce)?)?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let n = u32::from_le_bytes(len);
@@ -158,8 +155,7 @@ fn serve_one(
 pub fn serve(
     listener: &TcpListener,
     enclave: &mut dyn Provisionable,
-    attester: &SimulatedAttester,
-    measurement: Measurement,
+    evidence: &EvidenceSource<'_>,
     timeout: Duration,
 ) -> Result<(), ProvisionError> {
     listener
@@ -173,7 +169,7 @@ pub fn serve(
         match listener.accept() {
             Ok((s, _)) => {
                 if s.set_nonblocking(false).is_ok()
-                    && matches!(serve_one(s, enclave, attester, measurement), Ok(true))
+                    && matches!(serve_one(s, enclave, evidence), Ok(true))
                 {
                     return Ok(());
                 }
@@ -222,21 +218,30 @@ fn connect(
     getrandom::fill(&mut nonce).map_err(|e| net(format!("no entropy: {e}")))?;
     s.write_all(&[MAGIC.as_slice(), &nonce].concat())
         .map_err(io)?;
-    let mut a = [0u8; ANSWER];
-    s.read_exact(&mut a)
+    let mut head = [0u8; 1 + 32 + 4];
+    s.read_exact(&mut head)
         .map_err(|e| net(format!("no evidence from the party: {e}")))?;
-    if a[0] != role.index() as u8 {
+    if head[0] != role.index() as u8 {
         return Err(ProvisionError::Untrusted {
             role,
-            why: format!("the party at {addr} answers as S{}", a[0]),
+            why: format!("the party at {addr} answers as S{}", head[0]),
         });
     }
-    let service: [u8; 32] = a[1..33].try_into().expect("32 bytes");
-    let evidence = Evidence::Simulated {
-        measurement: a[33..65].try_into().expect("32 bytes"),
-        report_data: a[65..97].try_into().expect("32 bytes"),
-        signature: a[97..161].try_into().expect("64 bytes"),
-    };
+    let service: [u8; 32] = head[1..33].try_into().expect("32 bytes");
+    let n = u32::from_le_bytes(head[33..37].try_into().expect("4 bytes"));
+    if n > MAX_EVIDENCE {
+        return Err(net(format!("evidence of {n} bytes is beyond the limit")));
+    }
+    let mut raw = vec![0u8; n as usize];
+    s.read_exact(&mut raw)
+        .map_err(|e| net(format!("truncated evidence: {e}")))?;
+    let mut r = crate::wire::R(&raw);
+    let evidence = r
+        .evidence()
+        .map_err(|e| net(format!("malformed evidence: {e}")))?;
+    if !r.0.is_empty() {
+        return Err(net("trailing bytes after the evidence".into()));
+    }
     let expected = service_report_data(role, &service, &nonce);
     verifier
         .verify(&evidence, &expected)

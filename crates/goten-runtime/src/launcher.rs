@@ -184,8 +184,9 @@ pub fn provision_data_key(
         "cannot read the cluster file {}",
         cluster.display()
     )))?;
+    let base = cluster.parent().unwrap_or(Path::new(".")).to_path_buf();
     let cluster = ClusterFile::parse(&text, &cluster.display().to_string())?;
-    let verifier = goten_party::deploy::enclave_verifier(&cluster)?;
+    let verifier = goten_party::deploy::enclave_verifier(&cluster, &base)?;
     let mut parties = Vec::new();
     for role in [Role::S0, Role::S1] {
         parties.push((
@@ -194,7 +195,7 @@ pub fn provision_data_key(
         ));
     }
     let parties: [(Role, std::net::SocketAddr); 2] = parties.try_into().expect("two parties");
-    goten_party::provision::provision(parties, &verifier, key, timeout)
+    goten_party::provision::provision(parties, verifier.as_ref(), key, timeout)
         .map_err(|e| RuntimeError::Party(goten_party::PartyError::Provision(e)))
 }
 

@@ -262,12 +262,7 @@ pub fn run_trainer<'a>(
     // A sealed dataset without a key here: listen for the data owner before connecting, so a
     // wrong or busy address fails at once.
     let owner_listener = if setup.sealed() && setup.data_key.is_none() {
-        let (cluster, _, trusts) = d.open(c)?;
-        if trusts.hardware.is_some() {
-            return Err(RuntimeError::config(
-                "provisioning a data key over hardware evidence is not supported yet: pass --data-key on this party, or use simulated attestation",
-            ));
-        }
+        let (cluster, _, _) = d.open(c)?;
         let addr = deploy::provision_address(&cluster, role, d.provision_listen.as_deref())?;
         Some(TcpListener::bind(addr).map_err(|e| {
             RuntimeError::config(format!("cannot listen for the data owner on {addr}: {e}"))
@@ -282,28 +277,6 @@ pub fn run_trainer<'a>(
         mut net,
         timeout,
     } = d.connect(c, setup.enclave.ring)?;
-    let platform = trusts.platforms[role.index()].clone();
-    let measurement = trusts.measurements[role.index()];
-    let serve = move |e: &mut dyn Provisionable| -> Result<(), PartyError> {
-        let (Some(listener), Some(attester)) = (owner_listener.as_ref(), platform.as_ref()) else {
-            return Err(PartyError::Storage(format!(
-                "{role}: a sealed dataset and neither a data key nor a provisioning listener"
-            )));
-        };
-        Ok(provision::serve(
-            listener,
-            e,
-            attester,
-            measurement,
-            timeout,
-        )?)
-    };
-    let owner = owner_provisioner(setup);
-    let provision: &Provisioner<'_> = if setup.data_key.is_some() {
-        &owner
-    } else {
-        &serve
-    };
     let ours = JobId {
         ring_bits: setup.enclave.ring.bits(),
         digest: setup.fingerprint,
@@ -313,6 +286,22 @@ pub fn run_trainer<'a>(
     let (_, nonces) =
         agree_job(&mut net, Some(ours), deployment, session_nonce(c)?).map_err(at(role))?;
     trusts.session_nonces = nonces;
+    let serve = |e: &mut dyn Provisionable| -> Result<(), PartyError> {
+        let Some(listener) = owner_listener.as_ref() else {
+            return Err(PartyError::Storage(format!(
+                "{role}: a sealed dataset and neither a data key nor a provisioning listener"
+            )));
+        };
+        // The same evidence as the key exchange's: simulated, or the TEE's quote or report.
+        let evidence = |rd: &[u8; 32]| trusts.evidence(role, *rd).map_err(|e| e.to_string());
+        Ok(provision::serve(listener, e, &evidence, timeout)?)
+    };
+    let owner = owner_provisioner(setup);
+    let provision: &Provisioner<'_> = if setup.data_key.is_some() {
+        &owner
+    } else {
+        &serve
+    };
     let cfg = ClusterConfig {
         enclave: setup.enclave,
         timeout,

@@ -112,6 +112,50 @@ fn messages_round_trip_and_prefixes_are_errors() {
             assert!(decode_from_enclave(kind, &body[..cut], Ring::DEFAULT).is_err());
         }
     }
+    // The start-up parameters, with and without hardware attestation, and the pre-session
+    // ecalls of the data owner's provisioning.
+    use goten_party::ecall::codec::{HardwareParams, InitParams};
+    for hardware in [
+        None,
+        Some(HardwareParams {
+            tee: 2,
+            policy: "mr_td = \"ab\"".into(),
+            collateral: vec![vec![1, 2, 3], vec![]],
+        }),
+    ] {
+        let p = InitParams {
+            role: 1,
+            ring_bits: 21,
+            quant_bits: 8,
+            stochastic: true,
+            danger_ephemeral: None,
+            trusted_platforms: vec![[3; 32], [4; 32]],
+            expected_measurement: [5; 32],
+            pinned_dealer: [6; 32],
+            session_nonces: [[7; 32], [8; 32], [9; 32]],
+            hardware,
+        };
+        let f = encode_to_enclave(&ToEnclave::Init(p.clone()));
+        let (kind, body) = split(&f);
+        let ToEnclave::Init(back) = decode_to_enclave(kind, body, Ring::DEFAULT).unwrap() else {
+            panic!("wrong kind");
+        };
+        assert_eq!(back, p);
+        for cut in 0..body.len() {
+            assert!(decode_to_enclave(kind, &body[..cut], Ring::DEFAULT).is_err());
+        }
+    }
+    let round = |m: &ToEnclave| {
+        let f = encode_to_enclave(m);
+        let (kind, body) = split(&f);
+        decode_to_enclave(kind, body, Ring::DEFAULT).unwrap()
+    };
+    assert!(
+        matches!(round(&ToEnclave::ServiceKey([1; 32])), ToEnclave::ServiceKey(n) if n == [1; 32])
+    );
+    assert!(
+        matches!(round(&ToEnclave::Provision(vec![2; 80])), ToEnclave::Provision(b) if b == vec![2; 80])
+    );
     // A header claiming more than the limit is refused before anything is read.
     let mut h = [0u8; HEADER];
     h[..4].copy_from_slice(b"GE\x01\x05");

@@ -118,11 +118,6 @@ impl Deployment {
         }
         let base = self.cluster.parent().unwrap_or(Path::new("."));
         trusts.hardware = deploy::hardware_setup(&cluster, base)?;
-        if trusts.hardware.is_some() && c.enclave == EnclaveKind::Process {
-            return Err(RuntimeError::config(format!(
-                "tee = \"{kind}\" with --enclave process is not supported yet: under a TEE the party itself runs inside it (TDX or SEV-SNP guest, or Gramine-SGX); use --enclave in-process"
-            )));
-        }
         Ok((cluster, key, trusts))
     }
 
@@ -178,7 +173,11 @@ impl Deployment {
         let (cluster, key, trusts) = self.open(c)?;
         // Fail before waiting for peers when this machine cannot produce the evidence the
         // cluster asks for (no TEE, or no interface to it).
-        if let (Some(h), true) = (&trusts.hardware, self.role != Role::S2) {
+        // (With enclave processes the enclave program attests itself, inside the TEE.)
+        if let (Some(h), true) = (
+            &trusts.hardware,
+            self.role != Role::S2 && c.enclave == EnclaveKind::InProcess,
+        ) {
             goten_attest::generate::generate(h.kind, &[0; 64]).map_err(|e| {
                 RuntimeError::config(format!(
                     "{} cannot attest as the cluster asks: {e}",

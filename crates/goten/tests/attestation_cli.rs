@@ -144,7 +144,12 @@ fn tdx_cluster(d: &Path, policy: &str) -> PathBuf {
     for id in 0..3 {
         let id_s = id.to_string();
         let mut args = vec!["keygen", "--id", &id_s, "--out", keys.to_str().unwrap()];
-        let addr = format!("127.0.0.1:{}", 47000 + id);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
         if id < 2 {
             args.extend(["--address", &addr]);
         }
@@ -200,6 +205,38 @@ fn a_party_asked_for_hardware_evidence_without_a_tee_says_what_it_needs() {
         "{err}"
     );
     assert!(t.elapsed().as_secs() < 5, "it waited for peers first");
+    // With enclave processes the enclave program attests itself: it fails the same way, once
+    // the parties are connected, and the party reports its reason.
+    let kids: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            let out = d.join(format!("p{i}"));
+            std::process::Command::new(env!("CARGO_BIN_EXE_goten"))
+                .env("CI", "1")
+                .args(["party", "--id", &i.to_string(), "--cluster"])
+                .arg(&cluster)
+                .args([
+                    "--enclave",
+                    "process",
+                    "--steps",
+                    "1",
+                    "--timeout",
+                    "20",
+                    "--out",
+                ])
+                .arg(out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    let s0 = String::from_utf8_lossy(&outs[0].stderr);
+    assert!(!outs[0].status.success());
+    assert!(s0.contains("configfs-tsm"), "{s0}");
     // Another kind than the cluster's is refused by name.
     let r = party(&["--tee", "sev-snp"]);
     assert_eq!(r.status.code(), Some(2));

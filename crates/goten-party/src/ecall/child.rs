@@ -7,6 +7,7 @@
 //! before the ecall returns. Errors go back to the host as frames with their fault class; the
 //! loop ends when the host says so or the socket closes.
 
+use goten_enclave::attest::{Evidence, hardware_report_data};
 use goten_enclave::keys::KeyExchange;
 use goten_enclave::linear::{DeviceJob, HostServices, JobReply, OpHeader};
 use goten_enclave::quant::{QuantConfig, Rounding};
@@ -83,6 +84,27 @@ fn expect<T>(
     }
 }
 
+/// The TEE kind and the peers' verifier of hardware start-up parameters.
+fn hardware_verifier(
+    h: &super::codec::HardwareParams,
+) -> Result<
+    (
+        goten_attest::TeeKind,
+        goten_attest::verifier::HardwareVerifier,
+    ),
+    String,
+> {
+    let kind = goten_attest::TeeKind::from_tag(h.tee).ok_or(format!("TEE kind {}", h.tee))?;
+    let policy: goten_attest::policy::Policy =
+        toml::from_str(&h.policy).map_err(|e| format!("the attestation policy: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let v = goten_attest::verifier::HardwareVerifier::new(kind, policy, h.collateral.clone(), now)
+        .map_err(|e| e.to_string())?;
+    Ok((kind, v))
+}
+
 /// Creates the enclave and runs its key exchange.
 fn key_exchange(ch: &mut Channel) -> Result<KeyedEnclave, ServeError> {
     let p: InitParams = expect(ch, "init", |m| match m {
@@ -106,12 +128,20 @@ fn key_exchange(ch: &mut Channel) -> Result<KeyedEnclave, ServeError> {
     }
     .map_err(|e| fail(ch, Fault::Internal, e.to_string()))?
     .with_session_nonces(p.session_nonces);
-    let trust = crate::cluster::trust_from(
+    let mut trust = crate::cluster::trust_from(
         &p.trusted_platforms,
         p.expected_measurement,
         p.pinned_dealer,
     )
     .map_err(|e| fail(ch, Fault::Config, e.to_string()))?;
+    let hardware = match &p.hardware {
+        None => None,
+        Some(h) => {
+            let (kind, verifier) = hardware_verifier(h).map_err(|e| fail(ch, Fault::Config, e))?;
+            trust.enclave = Box::new(verifier);
+            Some(kind)
+        }
+    };
     let enclave = Enclave::with_key_exchange(kx, EnclaveConfig { ring, quant })
         .map_err(|e| fail(ch, Fault::Config, e.to_string()))?;
     send(ch, &FromEnclave::ReportData(enclave.report_data()))?;
@@ -119,6 +149,27 @@ fn key_exchange(ch: &mut Channel) -> Result<KeyedEnclave, ServeError> {
         ToEnclave::Hello(e) => Some(e),
         _ => None,
     })?;
+    // Under a TEE the enclave attests itself: its host asks with an empty hardware quote.
+    let evidence = match (hardware, evidence) {
+        (Some(kind), Evidence::Hardware { quote, .. }) if quote.is_empty() => {
+            let rd = hardware_report_data(&enclave.report_data());
+            let quote = goten_attest::generate::generate(kind, &rd)
+                .map_err(|e| fail(ch, Fault::Config, e.to_string()))?;
+            Evidence::Hardware {
+                tee: kind.tag(),
+                quote,
+            }
+        }
+        (None, e @ Evidence::Simulated { .. }) => e,
+        _ => {
+            return Err(fail(
+                ch,
+                Fault::Internal,
+                "the host's evidence request does not match the enclave's attestation settings"
+                    .into(),
+            ));
+        }
+    };
     send(ch, &FromEnclave::Hello(enclave.hello(evidence)))?;
     let (hellos, wrapped) = expect(ch, "hellos", |m| match m {
         ToEnclave::FinishKx { hellos, wrapped } => Some((hellos, wrapped)),

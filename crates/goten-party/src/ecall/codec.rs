@@ -54,6 +54,20 @@ pub struct InitParams {
     pub pinned_dealer: [u8; 32],
     /// This session's nonces of S0, S1 and S2, bound into every hello.
     pub session_nonces: [[u8; 32]; 3],
+    /// Hardware attestation (`--tee`): the enclave attests itself with the TEE's quote or
+    /// report and verifies its peers' under the cluster's policy.
+    pub hardware: Option<HardwareParams>,
+}
+
+/// The hardware attestation settings an enclave process starts with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HardwareParams {
+    /// `goten_attest::TeeKind::tag`.
+    pub tee: u8,
+    /// The cluster's `[attestation.policy]`, as TOML.
+    pub policy: String,
+    /// The collateral files the cluster names.
+    pub collateral: Vec<Vec<u8>>,
 }
 
 /// Host to enclave: ecalls, and answers to the enclave's ocalls.
@@ -233,6 +247,16 @@ pub fn encode_to_enclave_into(m: &ToEnclave, buf: &mut Vec<u8>) {
             w.bytes(&p.expected_measurement);
             w.bytes(&p.pinned_dealer);
             p.session_nonces.iter().for_each(|n| w.bytes(n));
+            match &p.hardware {
+                None => w.u8(0),
+                Some(h) => {
+                    w.u8(1);
+                    w.u8(h.tee);
+                    w.str(&h.policy);
+                    w.u64(h.collateral.len() as u64);
+                    h.collateral.iter().for_each(|c| w.blob(c));
+                }
+            }
             1
         }
         ToEnclave::Hello(e) => {
@@ -330,6 +354,24 @@ pub fn decode_to_enclave(kind: u8, body: &[u8], ring: Ring) -> Result<ToEnclave,
                 expected_measurement: r.arr("init")?,
                 pinned_dealer: r.arr("init")?,
                 session_nonces: [r.arr("init")?, r.arr("init")?, r.arr("init")?],
+                hardware: if r.flag("init")? {
+                    let tee = r.u8("init")?;
+                    let policy = r.str("init")?;
+                    let n = r.u64("init")?;
+                    if n > 16 {
+                        return Err(WireError::Limit(format!("{n} collateral files")));
+                    }
+                    let collateral = (0..n)
+                        .map(|_| r.blob("collateral").map(<[u8]>::to_vec))
+                        .collect::<Result<_, _>>()?;
+                    Some(HardwareParams {
+                        tee,
+                        policy,
+                        collateral,
+                    })
+                } else {
+                    None
+                },
             })
         }
         2 => ToEnclave::Hello(r.evidence()?),

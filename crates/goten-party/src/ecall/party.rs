@@ -8,7 +8,7 @@
 use goten_device::Device;
 use goten_enclave::Role;
 
-use super::codec::InitParams;
+use super::codec::{HardwareParams, InitParams};
 use super::remote::RemoteEnclave;
 use crate::PartyError;
 use crate::cluster::{
@@ -17,6 +17,7 @@ use crate::cluster::{
 };
 use crate::host::EnclaveHost;
 use crate::transport::{Message, Transport};
+use goten_enclave::attest::Evidence;
 
 /// S0 or S1 during a process-mode run: its enclave process and its host.
 pub struct RemoteParty {
@@ -37,9 +38,6 @@ fn key_exchange(
     host: &mut EnclaveHost,
 ) -> Result<(), PartyError> {
     let i = role.index();
-    let platform = trusts.platforms[i]
-        .as_ref()
-        .ok_or_else(|| missing_secret(role, "platform"))?;
     let report_data = enclave.init(InitParams {
         role: i as u8,
         ring_bits: cfg.enclave.ring.bits(),
@@ -50,8 +48,29 @@ fn key_exchange(
         expected_measurement: trusts.expected_measurement,
         pinned_dealer: trusts.pinned_dealer,
         session_nonces: trusts.session_nonces,
+        hardware: match &trusts.hardware {
+            None => None,
+            Some(h) => Some(HardwareParams {
+                tee: h.kind.tag(),
+                policy: toml::to_string(&h.policy).map_err(|e| {
+                    PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
+                })?,
+                collateral: h.collateral.clone(),
+            }),
+        },
     })?;
-    let evidence = platform.attest(trusts.measurements[i], report_data);
+    let evidence = match &trusts.hardware {
+        // Under a TEE the enclave program attests itself (an SGX quote comes from inside the
+        // enclave): an empty quote asks it to.
+        Some(h) => Evidence::Hardware {
+            tee: h.kind.tag(),
+            quote: Vec::new(),
+        },
+        None => trusts.platforms[i]
+            .as_ref()
+            .ok_or_else(|| missing_secret(role, "platform"))?
+            .attest(trusts.measurements[i], report_data),
+    };
     let hello = enclave.hello(evidence)?;
     let hellos = exchange_hellos(host.transport(), hello)?;
     if role == Role::S0 {

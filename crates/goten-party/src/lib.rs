@@ -26,6 +26,7 @@ pub mod provision;
 pub mod record;
 pub mod tcp;
 pub mod transport;
+pub mod trusts;
 pub mod wire;
 
 pub use cluster::{ClusterConfig, Party, PartyError, PartyReport, Trusts, run_local};

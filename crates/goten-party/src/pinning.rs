@@ -2,16 +2,21 @@
 //! accepts exactly the certificate pinned for the peer's role (no CA, no names).
 //!
 //! Where it sits: under [`crate::tcp`], which builds its TLS client and server configurations
-//! with [`Pinned`] as both the server and the client certificate verifier.
+//! with [`Pinned`] as both the server and the client certificate verifier, and runs each
+//! accepted connection's handshake within a time limit ([`server_handshake`]).
 
+use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use goten_enclave::Role;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, ServerConnection, SignatureScheme, StreamOwned,
+};
 
 use crate::transport::NetError;
 
@@ -156,4 +161,28 @@ impl ClientCertVerifier for Pinned {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.schemes()
     }
+}
+
+/// Seconds an accepted connection has to complete its TLS handshake.
+pub const HANDSHAKE_SECS: u64 = 5;
+
+/// Runs the server side of a TLS handshake on `tcp` within `limit`; `None` when the client
+/// fails it (unknown certificate, garbage) or does not finish in time.
+pub(crate) fn server_handshake(
+    tcp: TcpStream,
+    cfg: &Arc<rustls::ServerConfig>,
+    limit: Duration,
+) -> Option<StreamOwned<ServerConnection, TcpStream>> {
+    let until = Instant::now() + limit;
+    tcp.set_nonblocking(false).ok()?;
+    tcp.set_read_timeout(Some(limit)).ok()?;
+    tcp.set_write_timeout(Some(limit)).ok()?;
+    let mut stream = StreamOwned::new(ServerConnection::new(cfg.clone()).ok()?, tcp);
+    while stream.conn.is_handshaking() {
+        if Instant::now() > until || stream.conn.complete_io(&mut stream.sock).is_err() {
+            return None;
+        }
+    }
+    stream.sock.set_write_timeout(None).ok()?;
+    Some(stream)
 }

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use goten_enclave::Role;
 use goten_field::Ring;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use rustls::{ClientConnection, StreamOwned};
 
-pub use crate::pinning::Identity;
-use crate::pinning::{Pinned, setup};
+pub use crate::pinning::{HANDSHAKE_SECS, Identity};
+use crate::pinning::{Pinned, server_handshake, setup};
 use crate::transport::{Message, NetError, Traffic, Transport};
 use crate::wire;
 
@@ -327,30 +327,6 @@ impl TcpTransport {
             .as_mut()
             .ok_or(NetError::NoRoute { from: me, to: peer })
     }
-}
-
-/// Seconds an accepted connection has to complete its TLS handshake.
-pub const HANDSHAKE_SECS: u64 = 5;
-
-/// Runs the server side of a TLS handshake on `tcp` within `limit`; `None` when the client
-/// fails it (unknown certificate, garbage) or does not finish in time.
-fn server_handshake(
-    tcp: TcpStream,
-    cfg: &Arc<rustls::ServerConfig>,
-    limit: Duration,
-) -> Option<StreamOwned<ServerConnection, TcpStream>> {
-    let until = Instant::now() + limit;
-    tcp.set_nonblocking(false).ok()?;
-    tcp.set_read_timeout(Some(limit)).ok()?;
-    tcp.set_write_timeout(Some(limit)).ok()?;
-    let mut stream = StreamOwned::new(ServerConnection::new(cfg.clone()).ok()?, tcp);
-    while stream.conn.is_handshaking() {
-        if Instant::now() > until || stream.conn.complete_io(&mut stream.sock).is_err() {
-            return None;
-        }
-    }
-    stream.sock.set_write_timeout(None).ok()?;
-    Some(stream)
 }
 
 fn connect_retry(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {

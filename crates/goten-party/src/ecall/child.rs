@@ -128,7 +128,7 @@ fn key_exchange(ch: &mut Channel) -> Result<KeyedEnclave, ServeError> {
     }
     .map_err(|e| fail(ch, Fault::Internal, e.to_string()))?
     .with_session_nonces(p.session_nonces);
-    let mut trust = crate::cluster::trust_from(
+    let mut trust = crate::trusts::trust_from(
         &p.trusted_platforms,
         p.expected_measurement,
         p.pinned_dealer,

@@ -60,7 +60,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
     Train(Box<train::TrainCmd>),
-    /// Write a party's key file and public cluster entry (deployment on separate machines).
+    /// Write keys: a party's key file and cluster entry (--id), a model owner's key pair
+    /// (--owner), or a data owner's job seed (--job-seed).
     Keygen(party::KeygenArgs),
     /// Data owner: verify S0's and S1's enclaves and release the data key to them, sealed to
     /// their attested service key (for parties training on a sealed dataset without a key).

@@ -182,6 +182,11 @@ impl KeyedEnclave {
         self.service.public_key()
     }
 
+    /// The service key pair (opens provisioning messages and queries).
+    pub(crate) fn service_key(&self) -> &crate::hpke::KeyPair {
+        &self.service
+    }
+
     /// The report data this enclave's evidence must bind for a client's `nonce`.
     pub fn service_report_data(&self, nonce: &[u8; 32]) -> [u8; 32] {
         crate::service::service_report_data(self.role, &self.service.public_key(), nonce)

@@ -15,7 +15,8 @@
 //! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction), whose
 //!   share formation and reconstruction passes (`shares`) are fused and run on all cores;
 //! - [`nn`]: layers, models, loss and optimizer of the training program;
-//! - [`session`]: the training program behind its ecalls, and the release policy;
+//! - [`session`]: the training program behind its ecalls, and the release policy; serving;
+//! - [`query`]: private prediction's sealed queries and answers;
 //! - [`secret`]: the plaintext tensor type that never leaves.
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod keys;
 pub mod linear;
 pub mod nn;
 pub mod quant;
+pub mod query;
 pub mod sealed_data;
 pub mod secret;
 pub mod seeds;

@@ -45,6 +45,8 @@ pub fn serve(
         }
         let (h0, h1) = match (m0, m1) {
             (Message::Done, Message::Done) => return Ok(device_secs),
+            // A serving cluster between queries: S0 and S1 both say they are alive.
+            (Message::Idle, Message::Idle) => continue,
             (Message::DealerRequest(h0), Message::DealerRequest(h1)) => (h0, h1),
             (a, b) => {
                 return Err(NetError::Unexpected {

@@ -58,6 +58,11 @@ pub enum Message {
         /// The receipt's MAC (pair key).
         mac: [u8; 32],
     },
+    /// Serving, S0 to S1: a batch of sealed queries (ciphertext for the enclaves' service key)
+    /// that both enclaves answer in lockstep.
+    Queries(Vec<Vec<u8>>),
+    /// Serving: no work now, the sender is alive (keeps idle peers within their timeouts).
+    Idle,
     /// The sender has no more work.
     Done,
 }
@@ -74,6 +79,8 @@ impl Message {
             Message::Job { .. } => "job description",
             Message::Resume { .. } => "resume point",
             Message::Receipt { .. } => "checkpoint receipt",
+            Message::Queries(_) => "sealed queries",
+            Message::Idle => "idle",
             Message::Done => "done",
         }
     }

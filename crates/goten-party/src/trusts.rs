@@ -181,6 +181,17 @@ impl Trusts {
         }
     }
 
+    /// The simulated platform keys this party trusts (what a client of a simulated local
+    /// cluster checks evidence against; meaningless as a root of trust, see DESIGN.md).
+    pub fn simulated_platform_keys(&self) -> &[[u8; 32]] {
+        &self.trusted_platforms
+    }
+
+    /// The enclave measurement this party expects.
+    pub fn expected_measurement(&self) -> Measurement {
+        self.expected_measurement
+    }
+
     /// Tests only: the fixed ephemeral secret of `role` (`None`: fresh entropy).
     pub(crate) fn danger_ephemeral_secret(&self, role: Role) -> Option<[u8; 32]> {
         self.danger_fixed_ephemeral

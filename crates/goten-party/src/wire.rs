@@ -297,6 +297,27 @@ fn role(b: u8) -> Result<Role, WireError> {
         })
 }
 
+/// Evidence alone, in the hello's encoding (kind byte, then its fields; a hardware quote with
+/// its length): what the provisioning answer and the serving attestation endpoint carry.
+pub fn encode_evidence(e: &Evidence) -> Vec<u8> {
+    let mut w = W(Vec::new());
+    w.evidence(e);
+    w.0
+}
+
+/// Decodes [`encode_evidence`]'s bytes, all of them.
+pub fn decode_evidence(b: &[u8]) -> Result<Evidence, WireError> {
+    let mut r = R(b);
+    let e = r.evidence()?;
+    if !r.0.is_empty() {
+        return Err(WireError::Malformed {
+            what: "evidence",
+            detail: format!("{} trailing bytes", r.0.len()),
+        });
+    }
+    Ok(e)
+}
+
 /// Encodes `msg` as one frame with sequence number `seq`; products are packed at their ring's
 /// width.
 pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
@@ -349,6 +370,12 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             b.bytes(mac);
             9
         }
+        Message::Queries(qs) => {
+            b.u32(qs.len() as u32);
+            qs.iter().for_each(|q| b.blob(q));
+            10
+        }
+        Message::Idle => 11,
     };
     let mut f = Vec::with_capacity(HEADER + b.0.len());
     f.extend_from_slice(b"GT");
@@ -454,6 +481,19 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
             step: r.u64("checkpoint receipt")?,
             mac: r.arr("checkpoint receipt")?,
         },
+        10 => {
+            let n = r.u32("sealed queries")? as usize;
+            // Each query takes at least its 4-byte length: bounds the count by the frame.
+            if n > r.0.len() / 4 {
+                return Err(WireError::Limit(format!("{n} sealed queries")));
+            }
+            let mut qs = Vec::with_capacity(n);
+            for _ in 0..n {
+                qs.push(r.blob("sealed query")?.to_vec());
+            }
+            Message::Queries(qs)
+        }
+        11 => Message::Idle,
         k => return Err(WireError::Kind(k)),
     };
     if !r.0.is_empty() {

@@ -72,7 +72,25 @@ fn samples() -> Vec<Message> {
             nonce: [6; 32],
         },
         Message::Resume { step: 1 << 40 },
+        Message::Queries(vec![vec![7; 80], Vec::new(), vec![8; 3]]),
+        Message::Queries(Vec::new()),
+        Message::Idle,
     ]
+}
+
+#[test]
+fn a_hostile_query_count_is_refused_without_allocating_it() {
+    let mut f = encode(&Message::Queries(vec![vec![1; 4]]), 0);
+    // Claim four billion queries in a frame that holds one.
+    f[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        decode(&f, Ring::DEFAULT),
+        Err(WireError::Limit(_))
+    ));
+    // A query longer than the frame.
+    let mut f = encode(&Message::Queries(vec![vec![1; 4]]), 0);
+    f[20..24].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(decode(&f, Ring::DEFAULT).is_err());
 }
 
 #[test]

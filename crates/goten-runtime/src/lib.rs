@@ -19,6 +19,7 @@
 //! - [`session_host`]: what each mode's host offers a session (device jobs, the peer);
 //! - [`store`]: durable checkpoint files and the simulated platform's sealing key;
 //! - [`enclave_process`]: starting an enclave as a child process, and the child's entry point;
+//! - [`serve`]: private prediction (the serving cluster, its HTTP API, the querying client);
 //! - [`devices`], [`keys`], [`model_io`]: devices, party key files, exported model files.
 
 pub mod config;
@@ -33,6 +34,7 @@ pub mod local;
 pub mod model_io;
 pub mod owner;
 pub mod party_run;
+pub mod serve;
 pub mod session_host;
 pub mod store;
 pub mod train_loop;

@@ -15,6 +15,7 @@ use goten_enclave::{EnclaveError, bound::PlanError};
 use goten_party::deploy::DeployError;
 use goten_party::{NetError, PartyError};
 use goten_runtime::RuntimeError;
+use goten_runtime::serve::client::ClientError;
 
 pub(crate) use goten_enclave::session::Fault;
 
@@ -89,6 +90,17 @@ fn attestation(e: &goten_attest::AttestationError) -> Fault {
     }
 }
 
+/// A server that fails attestation or cannot answer is the other party's fault; a request it
+/// refuses (4xx) is the input's.
+fn client(e: &ClientError) -> Fault {
+    match e {
+        ClientError::Untrusted(_) | ClientError::Net(_) => Fault::Peer,
+        ClientError::Server { status, .. } if (400..500).contains(status) => Fault::Data,
+        ClientError::Server { .. } => Fault::Peer,
+        ClientError::Input(_) => Fault::Data,
+    }
+}
+
 /// The class of `e`: the first cause in its chain that names a culprit; configuration when
 /// none does (the command's own checks of its options).
 pub(crate) fn classify(e: &anyhow::Error) -> Fault {
@@ -111,6 +123,8 @@ pub(crate) fn classify(e: &anyhow::Error) -> Fault {
             Some(Fault::Data)
         } else if cause.is::<CheckpointError>() || cause.is::<std::io::Error>() {
             Some(Fault::Storage)
+        } else if let Some(c) = cause.downcast_ref::<ClientError>() {
+            Some(client(c))
         } else if let Some(a) = cause.downcast_ref::<goten_attest::AttestationError>() {
             Some(attestation(a))
         } else if cause.is::<DeployError>() || cause.is::<PlanError>() {

@@ -12,7 +12,9 @@ mod options;
 mod party;
 mod plot;
 mod predict;
+mod predictions;
 mod report;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -56,8 +58,14 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Classify images from a CIFAR-format file with an exported model.
+    /// Classify images from a CIFAR-format file: with an exported model (plain), or privately
+    /// through a local serving cluster from a goten-mode run's sealed checkpoints (goten).
     Predict(predict::PredictArgs),
+    /// Serve a trained model for private prediction (Open Inference Protocol over HTTP):
+    /// queries and answers are sealed, no host reads them.
+    Serve(Box<serve::ServeArgs>),
+    /// Query a goten server: verify its enclaves, send sealed images, open the answers.
+    Query(serve::QueryArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
     Train(Box<train::TrainCmd>),
     /// Write keys: a party's key file and cluster entry (--id), a model owner's key pair
@@ -100,6 +108,8 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(*a),
         Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),
+        Command::Serve(a) => serve::serve(*a),
+        Command::Query(a) => serve::query(a),
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),
         Command::Provision(a) => party::provision(a),

@@ -1,24 +1,41 @@
-//! `goten predict`: classifies images from a CIFAR-format file with an exported model.
+//! `goten predict`: classifies images from a CIFAR-format file, with the model owner's
+//! exported model (plain) or privately through a local serving cluster (goten).
 //!
-//! Where it sits: the model owner's side, after training. It runs the same model code in
-//! evaluation mode (plain float32: the owner holds the model in the clear).
+//! Where it sits: plain mode runs on the model owner's machine (the owner holds the model in
+//! the clear). Goten mode scores a whole file through the same engine as `goten serve`: the
+//! model stays in E0's and E1's sealed checkpoints, each batch is sealed to the enclaves'
+//! service key and the logits come back sealed to this process's reply key; only the
+//! aggregate accuracy and this user's own predictions are printed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use goten_enclave::nn::ModelKind;
 use serde_json::json;
 
 use goten_runtime::model_io;
+use goten_runtime::serve::cluster::ServePlan;
+use goten_runtime::serve::local::{LocalServe, LocalServer};
+
+use crate::predictions;
 
 /// Options of `goten predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Exported model (safetensors, from `goten train --export`).
+    /// `plain`: the exported model in the clear on this machine (--weights); `goten`: the
+    /// sealed checkpoints of a goten-mode run, scored privately by a local serving cluster
+    /// (--checkpoint).
+    #[arg(long, default_value = "plain")]
+    mode: String,
+    /// Exported model (safetensors, from `goten train --export`), for plain mode.
     #[arg(long)]
-    weights: PathBuf,
-    /// Architecture of the exported model: `small` or `vgg11`.
+    weights: Option<PathBuf>,
+    /// The --out folder of a goten-mode training run, for goten mode.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Architecture of the exported model (plain mode): `small` or `vgg11`.
     #[arg(long, default_value = "small")]
     model: String,
     /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each), e.g. test_batch.bin.
@@ -30,59 +47,70 @@ pub struct PredictArgs {
     /// Print how many predictions per image line (the rest are summarised).
     #[arg(long, default_value_t = 10)]
     show: usize,
-    /// Print one JSON object with every prediction instead of text.
+    /// Images per forward pass (goten mode).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seconds a party waits for another (goten mode).
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print one JSON object with every prediction as the last stdout line.
     #[arg(long)]
     json: bool,
 }
 
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
-
 pub fn run(a: PredictArgs) -> Result<()> {
-    let kind = ModelKind::parse(&a.model)
-        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
-    let mut model = kind.build(0, goten_data::CLASSES)?;
-    model_io::read(&mut model, &a.weights)?;
     let mut data = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
     if let Some(n) = a.limit {
         data.truncate(n);
     }
     let imgs: Vec<&[u8]> = (0..data.len()).map(|i| data.image(i)).collect();
-    let preds = model.predict_classes(&imgs)?;
-    let correct = preds
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| p == l)
-        .count();
-    let acc = correct as f64 / data.len().max(1) as f64;
+    let (logits, classes) = match a.mode.as_str() {
+        "plain" => {
+            let Some(weights) = &a.weights else {
+                bail!(
+                    "plain mode classifies with an exported model: pass --weights FILE (or --mode goten --checkpoint RUN_DIR)"
+                );
+            };
+            let kind = ModelKind::parse(&a.model)
+                .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+            let mut model = kind.build(0, goten_data::CLASSES)?;
+            model_io::read(&mut model, weights)?;
+            (model.predict_logits(&imgs)?, model.outputs())
+        }
+        "goten" => {
+            let Some(dir) = &a.checkpoint else {
+                bail!(
+                    "goten mode serves the sealed checkpoints of a goten-mode run: pass --checkpoint RUN_DIR"
+                );
+            };
+            eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
+            let server = LocalServer::start(LocalServe {
+                plan: ServePlan {
+                    checkpoint: dir.clone(),
+                    name: None,
+                    max_batch: a.batch,
+                    max_wait: Duration::from_millis(1),
+                },
+                device: goten_runtime::devices::DeviceKind::Cpu,
+                threads: 0,
+                timeout: Duration::from_secs(a.timeout),
+                danger_deterministic_keys: None,
+            })?;
+            let logits = server.score(&imgs, a.batch)?;
+            (logits, goten_data::CLASSES)
+        }
+        m => bail!("unknown mode {m:?}: choose plain or goten"),
+    };
+    let rows: Vec<&[f32]> = logits.chunks_exact(classes).collect();
     if a.json {
+        let acc = predictions::accuracy(&rows, &data.labels);
+        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(r)).collect();
         println!(
             "{}",
             json!({"images": data.len(), "accuracy": acc, "predictions": preds})
         );
     } else {
-        for (i, (&p, &l)) in preds.iter().zip(&data.labels).enumerate().take(a.show) {
-            println!(
-                "image {i:>5}: predicted {:<10} (label {})",
-                CLASSES[usize::from(p)],
-                CLASSES[usize::from(l)]
-            );
-        }
-        println!(
-            "{} images, accuracy against the file's labels: {:.2} %",
-            data.len(),
-            100.0 * acc
-        );
+        predictions::print_text(&rows, &data.labels, a.show, 1);
     }
     Ok(())
 }

@@ -233,6 +233,29 @@ pub fn unseal(
     seed: u64,
     classes: usize,
 ) -> Result<Restored, CheckpointError> {
+    unseal_with(bytes, key, role, Some((fingerprint, kind)), seed, classes)
+}
+
+/// Opens a checkpoint of any job of this platform and role, for serving its model: the model
+/// kind comes from the sealed content (every weight is overwritten, so no seed matters). E0
+/// and E1 then compare state tags, so a host cannot hand them different checkpoints.
+pub fn unseal_for_serving(
+    bytes: &[u8],
+    key: &SecretKey,
+    role: &str,
+    classes: usize,
+) -> Result<Restored, CheckpointError> {
+    unseal_with(bytes, key, role, None, 0, classes)
+}
+
+fn unseal_with(
+    bytes: &[u8],
+    key: &SecretKey,
+    role: &str,
+    expect: Option<([u8; 32], ModelKind)>,
+    seed: u64,
+    classes: usize,
+) -> Result<Restored, CheckpointError> {
     if bytes.len() < FILE_MAGIC.len() + 12 || &bytes[..8] != FILE_MAGIC {
         return Err(CheckpointError::NotACheckpoint);
     }
@@ -258,7 +281,8 @@ pub fn unseal(
             "format version {v}, this build reads {VERSION}: resume with the goten that wrote it, or start over"
         )));
     }
-    if r.take(32)? != fingerprint {
+    let fingerprint = r.take(32)?;
+    if expect.is_some_and(|(f, _)| fingerprint != f) {
         return Err(CheckpointError::OtherJob);
     }
     let progress = Progress {
@@ -283,9 +307,13 @@ pub fn unseal(
     };
     let n = r.u32()? as usize;
     let name = String::from_utf8_lossy(r.take(n)?).into_owned();
-    if name != kind.name() {
-        return Err(CheckpointError::OtherJob);
-    }
+    let kind = match expect {
+        Some((_, kind)) if name != kind.name() => return Err(CheckpointError::OtherJob),
+        Some((_, kind)) => kind,
+        None => ModelKind::parse(&name).ok_or_else(|| {
+            CheckpointError::Malformed(format!("a model of unknown kind {name:?}"))
+        })?,
+    };
     let mut model = kind.build(seed, classes)?;
     for (li, l) in model.layers_mut().iter_mut().enumerate() {
         for p in l.params_mut() {

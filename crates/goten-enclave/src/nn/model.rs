@@ -286,26 +286,28 @@ impl Model {
         &mut self.layers
     }
 
-    /// The model owner's classifier: the most likely class of each 8-bit 3x32x32 image, in
+    /// The model owner's classifier: the logits of each 8-bit 3x32x32 image (image-major), in
     /// evaluation mode with float32 products. For `goten predict` on the owner's own machine,
-    /// where the weights are the owner's plaintext; only class indices come out.
-    pub fn predict_classes(&mut self, images: &[&[u8]]) -> Result<Vec<u8>, NnError> {
+    /// where the weights are the owner's plaintext.
+    pub fn predict_logits(&mut self, images: &[&[u8]]) -> Result<Vec<f32>, NnError> {
         let mut be = super::FloatBackend::new(0);
-        let mut out = Vec::with_capacity(images.len());
+        let mut out = Vec::with_capacity(images.len() * self.outputs());
         for chunk in images.chunks(256) {
             be.next_step();
             let logits = self.forward(super::input::batch(chunk, None), false, &mut be)?;
-            let k = self.outputs();
-            for row in logits.expose().chunks_exact(k) {
-                out.push(
-                    row.iter()
-                        .enumerate()
-                        .fold(0, |b, (j, &v)| if v > row[b] { j } else { b })
-                        as u8,
-                );
-            }
+            out.extend_from_slice(logits.expose());
         }
         Ok(out)
+    }
+
+    /// The most likely class of each image (see [`Self::predict_logits`]).
+    pub fn predict_classes(&mut self, images: &[&[u8]]) -> Result<Vec<u8>, NnError> {
+        let k = self.outputs();
+        Ok(self
+            .predict_logits(images)?
+            .chunks_exact(k)
+            .map(|row| argmax(row) as u8)
+            .collect())
     }
 
     /// Output features per example.
@@ -423,6 +425,13 @@ impl Model {
             }
         }
     }
+}
+
+/// The index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (j, &v)| if v > row[b] { j } else { b })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod ecalls;
 mod fault;
 pub mod model_out;
 pub mod release;
+pub mod serve;
 
 use goten_field::SecretKey;
 use hmac::{Hmac, Mac};

@@ -1,0 +1,211 @@
+//! The serving cluster's hosts: S0 batches sealed queries and relays them to S1, both
+//! enclaves answer through the protocol with S2, and S0 hands the sealed answers back.
+//!
+//! Where it sits: under the HTTP front end ([`super::http`]) and `goten predict --mode goten`.
+//! The hosts see sealed queries, sealed answers, refusal reasons and shares; the model stays
+//! in the enclaves' sealed checkpoints and inside E0 and E1.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use goten_enclave::Role;
+use goten_enclave::session::serve::{ModelInfo, Reply, ServeSession};
+use goten_party::transport::Message;
+use goten_party::{NetError, Party, PartyError};
+
+use crate::SessionHost;
+use crate::session_host::PartyHost;
+use crate::store::{CkptStore, storage};
+
+/// Sealed queries from one client request, and where their replies go.
+pub struct Work {
+    /// The sealed queries, in request order.
+    pub queries: Vec<Vec<u8>>,
+    /// Images they claim to hold (for batching; the enclave checks the real count).
+    pub images: usize,
+    /// Receives one reply per query, or the reason the cluster could not answer.
+    pub reply: Sender<Result<Vec<Reply>, String>>,
+}
+
+/// What the serving cluster publishes once E0 and E1 hold the same model.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    /// The model's public description.
+    pub info: ModelInfo,
+    /// The name queries are sealed for.
+    pub name: String,
+    /// The attested service key queries are sealed to.
+    pub service_key: [u8; 32],
+}
+
+/// Where the cluster stands, for the health endpoints.
+#[derive(Clone, Debug)]
+pub enum Status {
+    /// Key exchange and model loading under way.
+    Starting,
+    /// Serving.
+    Ready(Ready),
+    /// Stopped by a failure; the reason is public (no plaintext) and the cluster restarts.
+    Failed(String),
+}
+
+/// Shared status of a serving cluster.
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// How the serving hosts batch and wait.
+#[derive(Clone, Debug)]
+pub struct ServePlan {
+    /// The run folder holding `checkpoint-e0.sealed` and `checkpoint-e1.sealed`.
+    pub checkpoint: PathBuf,
+    /// The name queries are sealed for (default: the model kind).
+    pub name: Option<String>,
+    /// Images per forward pass.
+    pub max_batch: usize,
+    /// How long S0 waits for more requests after the first of a batch.
+    pub max_wait: Duration,
+}
+
+fn sealed_checkpoint(plan: &ServePlan, role: Role) -> Result<Vec<u8>, PartyError> {
+    let store = CkptStore {
+        dir: plan.checkpoint.clone(),
+        role: if role == Role::S0 { "e0" } else { "e1" },
+    };
+    let (_, bytes) = store
+        .read()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| storage("no sealed checkpoint", &store.path()))?;
+    Ok(bytes)
+}
+
+/// Gathers work until `max_images` images or `max_wait` after the first arrived.
+fn gather(first: Work, queue: &Receiver<Work>, plan: &ServePlan) -> Vec<Work> {
+    let deadline = Instant::now() + plan.max_wait;
+    let mut images = first.images;
+    let mut batch = vec![first];
+    while images < plan.max_batch {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match queue.recv_timeout(left) {
+            Ok(w) => {
+                images += w.images;
+                batch.push(w);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Opens the model in this party's enclave and checks with the peer that both serve the same.
+fn open<'p>(
+    p: &'p mut Party,
+    plan: &ServePlan,
+    sealing: &goten_field::SecretKey,
+) -> Result<(ServeSession<'p>, &'p mut goten_party::host::EnclaveHost), PartyError> {
+    let role = p.enclave.role();
+    let bytes = sealed_checkpoint(plan, role)?;
+    let Party { enclave, host } = p;
+    let s = ServeSession::from_checkpoint(
+        enclave,
+        sealing,
+        &bytes,
+        goten_data::CLASSES,
+        plan.name.as_deref(),
+        plan.max_batch,
+    )?;
+    let mut h = PartyHost(host);
+    let s = s;
+    if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
+        s.check_peer_tag(&peer)?;
+    }
+    Ok((s, host))
+}
+
+/// The idle heartbeat: often enough that no peer's receive times out between queries.
+fn heartbeat(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
+/// S0's serving loop: batches work from `queue`, relays each batch to S1, answers it. Returns
+/// when the queue closes (the front end stopped).
+pub fn serve_s0(
+    p: &mut Party,
+    plan: &ServePlan,
+    sealing: &goten_field::SecretKey,
+    queue: &Mutex<Receiver<Work>>,
+    status: &SharedStatus,
+    timeout: Duration,
+) -> Result<(), PartyError> {
+    let (mut s, host) = open(p, plan, sealing)?;
+    *status.lock().expect("status lock") = Status::Ready(Ready {
+        info: s.info(),
+        name: s.name().to_string(),
+        service_key: s.service_public_key(),
+    });
+    let queue = queue.lock().expect("queue lock");
+    let tick = heartbeat(timeout);
+    loop {
+        match queue.recv_timeout(tick) {
+            Ok(first) => {
+                let batch = gather(first, &queue, plan);
+                let all: Vec<Vec<u8>> = batch.iter().flat_map(|w| w.queries.clone()).collect();
+                host.transport()
+                    .send(Role::S1, Message::Queries(all.clone()))?;
+                let replies = match s.infer(host, &all) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let why = e.to_string();
+                        for w in &batch {
+                            let _ = w.reply.send(Err(why.clone()));
+                        }
+                        return Err(e.into());
+                    }
+                };
+                let mut it = replies.into_iter();
+                for w in batch {
+                    let mine: Vec<Reply> = it.by_ref().take(w.queries.len()).collect();
+                    // A client that gave up is not the cluster's problem.
+                    let _ = w.reply.send(Ok(mine));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                host.transport().send(Role::S1, Message::Idle)?;
+                host.transport().send(Role::S2, Message::Idle)?;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                host.transport().send(Role::S1, Message::Done)?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// S1's serving loop: answers every batch S0 relays, passes S0's heartbeat on to S2, stops
+/// when S0 is done.
+pub fn serve_s1(
+    p: &mut Party,
+    plan: &ServePlan,
+    sealing: &goten_field::SecretKey,
+) -> Result<(), PartyError> {
+    let (mut s, host) = open(p, plan, sealing)?;
+    loop {
+        match host.transport().recv(Role::S0)? {
+            Message::Queries(qs) => {
+                // E1's sealed answers duplicate E0's; only S0 returns answers to clients.
+                s.infer(host, &qs)?;
+            }
+            Message::Idle => host.transport().send(Role::S2, Message::Idle)?,
+            Message::Done => return Ok(()),
+            m => {
+                return Err(NetError::Unexpected {
+                    peer: Role::S0,
+                    expected: "sealed queries, idle or done".into(),
+                    got: m.kind().into(),
+                }
+                .into());
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Private prediction: serving a trained model from E0 and E1 to users whose queries and
+//! answers no host can read.
+//!
+//! Where it sits: an executor beside [`crate::local`] and [`crate::party_run`]. [`cluster`]
+//! runs the hosts' serving loops around the enclaves' serving sessions
+//! (`goten_enclave::session::serve`); [`local`] starts the three parties in this process and
+//! restarts them after a failure; [`http`] is the Open Inference Protocol front end on S0's
+//! host; [`client`] is the querying user's side (`goten query`).
+
+pub mod client;
+pub mod cluster;
+pub mod http;
+pub mod local;
+pub mod oip;

@@ -1,0 +1,231 @@
+//! `goten serve` and `goten query`: private prediction over the Open Inference Protocol.
+//!
+//! Where it sits: `serve` starts a serving cluster (`goten_runtime::serve`) and its HTTP front
+//! end on S0's host; `query` is the querying user's side, which verifies the enclaves before
+//! it sends any image and opens the answers on the user's machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use goten_runtime::serve::client::{self, Pin};
+use goten_runtime::serve::cluster::{ServePlan, Status};
+use goten_runtime::serve::http::{HttpLimits, HttpServer};
+use goten_runtime::serve::local::{LocalServe, LocalServer};
+
+use crate::predictions;
+
+/// Options of `goten serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Run S0, S1 and S2 in this process (the only way this version serves; serving across
+    /// separate machines is not built yet).
+    #[arg(long)]
+    local: bool,
+    /// The --out folder of a goten-mode training run (its sealed checkpoints of E0 and E1).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http: String,
+    /// The model's name in URLs (default: its kind, e.g. `small`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Most images per forward pass: requests arriving together are batched up to this.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Milliseconds to wait for more requests after the first of a batch.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
+    /// Most requests answered at once; more get 429.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// Seconds a request waits for the cluster before a 503; also a party's wait for another.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// CPU threads per party's device (0: the cores shared by the three parties).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    if !a.local {
+        bail!(
+            "goten serve runs the three parties on this machine (--local) in this version; serving across separate machines is not built yet"
+        );
+    }
+    if let Some(n) = &a.name
+        && !goten_enclave::session::serve::valid_name(n)
+    {
+        bail!("--name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let server = Arc::new(LocalServer::start(LocalServe {
+        plan: ServePlan {
+            checkpoint: a.checkpoint.clone(),
+            name: a.name.clone(),
+            max_batch: a.max_batch,
+            max_wait: Duration::from_millis(a.max_wait_ms),
+        },
+        device: goten_runtime::devices::DeviceKind::Cpu,
+        threads: a.threads,
+        timeout,
+        danger_deterministic_keys: None,
+    })?);
+    let limits = HttpLimits {
+        max_body: a.max_body,
+        max_in_flight: a.max_in_flight.max(1),
+        reply_timeout: timeout,
+        ..HttpLimits::default()
+    };
+    let http = HttpServer::start(&a.http, server.clone(), limits, 2)?;
+    match server.wait_ready(Duration::from_secs(600)) {
+        Status::Ready(r) => eprintln!(
+            "serving {} ({}) at http://{}/v2/models/{}: queries sealed to service key {}",
+            r.name,
+            r.info.kind,
+            http.addr(),
+            r.name,
+            goten_runtime::serve::oip::hex(&r.service_key[..8])
+        ),
+        Status::Failed(why) => eprintln!("the serving cluster failed to start: {why}; retrying"),
+        Status::Starting => {}
+    }
+    http.wait();
+    Ok(())
+}
+
+/// Options of `goten query`.
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// The server's base URL, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    server: String,
+    /// The model's name.
+    #[arg(long)]
+    model: String,
+    /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each).
+    #[arg(long)]
+    data: PathBuf,
+    /// Trust the enclaves this cluster file pins (its platform keys and measurement, or its
+    /// TEE policy and collateral).
+    #[arg(long, conflicts_with = "expect_measurement")]
+    cluster: Option<PathBuf>,
+    /// Trust enclaves reporting this measurement (64 hex digits; `goten attestation measure`).
+    #[arg(long)]
+    expect_measurement: Option<String>,
+    /// Send at most this many images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Images per request.
+    #[arg(long, default_value_t = 1)]
+    per_request: usize,
+    /// Classes shown per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Image lines shown (text output).
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+    /// Seconds to wait for the server.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print one JSON object with every prediction as the last stdout line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn pin(a: &QueryArgs) -> Result<Pin> {
+    if let Some(path) = &a.cluster {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the cluster file {}", path.display()))?;
+        let cluster = goten_party::deploy::ClusterFile::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        return Ok(Pin::Verifier(goten_party::deploy::enclave_verifier(
+            &cluster, base,
+        )?));
+    }
+    let Some(m) = &a.expect_measurement else {
+        bail!("say which enclaves to trust: --cluster FILE or --expect-measurement HEX");
+    };
+    let m: [u8; 32] = goten_runtime::serve::oip::unhex(m.trim())
+        .and_then(|b| b.try_into().ok())
+        .context("--expect-measurement takes 64 hex digits")?;
+    Ok(Pin::Measurement(m))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+pub fn query(a: QueryArgs) -> Result<()> {
+    let pin = pin(&a)?;
+    let mut data = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
+    if let Some(n) = a.limit {
+        data.truncate(n);
+    }
+    if data.is_empty() {
+        bail!("{} holds no images", a.data.display());
+    }
+    let v = client::connect(&a.server, &a.model, &pin, Duration::from_secs(a.timeout))?;
+    if v.simulated {
+        eprintln!(
+            "WARNING: the server's evidence is SIMULATED: it shows which program runs, but no hardware vouches for it"
+        );
+    }
+    eprintln!(
+        "verified E0 and E1 of {} at {}; sending {} sealed images",
+        v.model,
+        v.base,
+        data.len()
+    );
+    let imgs: Vec<&[u8]> = (0..data.len()).map(|i| data.image(i)).collect();
+    let scored = v.score(&imgs, a.per_request)?;
+    let logits: Vec<f32> = scored
+        .answers
+        .iter()
+        .flat_map(|x| x.logits.clone())
+        .collect();
+    let classes = v.params.classes;
+    let rows: Vec<&[f32]> = logits.chunks_exact(classes).collect();
+    let mut lat = scored.latencies.clone();
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+    if a.json {
+        let acc = predictions::accuracy(&rows, &data.labels);
+        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(r)).collect();
+        println!(
+            "{}",
+            json!({
+                "predictions": preds,
+                "images": data.len(),
+                "accuracy": acc,
+                "requests": lat.len(),
+                "latency_ms": {"p50": p50 * 1e3, "p99": p99 * 1e3, "mean": mean * 1e3},
+                "simulated": v.simulated,
+            })
+        );
+    } else {
+        predictions::print_text(&rows, &data.labels, a.show, a.top);
+        println!(
+            "{} requests: latency p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
+            lat.len(),
+            p50 * 1e3,
+            p99 * 1e3,
+            mean * 1e3
+        );
+    }
+    Ok(())
+}

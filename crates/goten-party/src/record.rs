@@ -22,11 +22,16 @@ pub struct Record {
     pub tensor: RingTensor,
 }
 
-/// A shared log of captured buffers.
+/// A shared log of captured buffers (ring tensors) and byte messages (sealed queries).
 #[derive(Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<Record>>>);
+pub struct Recorder(Arc<Mutex<Vec<Record>>>, Arc<Mutex<Vec<(Role, Vec<u8>)>>>);
 
 impl Recorder {
+    /// Every byte message captured so far (sealed queries a host received), with its receiver.
+    pub fn messages(&self) -> Vec<(Role, Vec<u8>)> {
+        self.1.lock().expect("recorder lock").clone()
+    }
+
     fn push(&self, party: Role, source: &'static str, t: &RingTensor) {
         self.0.lock().expect("recorder lock").push(Record {
             party,
@@ -112,8 +117,15 @@ impl Transport for RecordingTransport {
 
     fn recv(&mut self, from: Role) -> Result<Message, NetError> {
         let m = self.inner.recv(from)?;
-        if let Message::Product { tensor, .. } = &m {
-            self.rec.push(self.inner.me(), "received product", tensor);
+        match &m {
+            Message::Product { tensor, .. } => {
+                self.rec.push(self.inner.me(), "received product", tensor);
+            }
+            Message::Queries(qs) => {
+                let mut log = self.rec.1.lock().expect("recorder lock");
+                log.extend(qs.iter().map(|q| (self.inner.me(), q.clone())));
+            }
+            _ => {}
         }
         Ok(m)
     }

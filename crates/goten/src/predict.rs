@@ -95,6 +95,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 threads: 0,
                 timeout: Duration::from_secs(a.timeout),
                 danger_deterministic_keys: None,
+                wrap: None,
             })?;
             let logits = server.score(&imgs, a.batch)?;
             (logits, goten_data::CLASSES)

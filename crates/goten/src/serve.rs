@@ -79,6 +79,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         threads: a.threads,
         timeout,
         danger_deterministic_keys: None,
+        wrap: None,
     })?);
     let limits = HttpLimits {
         max_body: a.max_body,

@@ -10,19 +10,27 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use goten_device::Device;
 use goten_enclave::attest::Evidence;
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::service::service_report_data;
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
-use goten_party::{ClusterConfig, Party, PartyError, Trusts, run_local};
+use goten_party::{ClusterConfig, Party, PartyError, Transport, Trusts, run_local};
 
 use super::cluster::{ServePlan, SharedStatus, Status, Work, serve_s0, serve_s1};
 use crate::RuntimeError;
 use crate::config::DeviceKind;
 
+/// Wraps a party's device and transport (privacy audits record what they receive).
+pub type Wrap = Arc<
+    dyn Fn(Role, Box<dyn Device>, Box<dyn Transport>) -> (Box<dyn Device>, Box<dyn Transport>)
+        + Send
+        + Sync,
+>;
+
 /// Settings of a local serving cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LocalServe {
     /// Model, batching.
     pub plan: ServePlan,
@@ -34,6 +42,8 @@ pub struct LocalServe {
     pub timeout: Duration,
     /// Every key from a public seed (tests only; loud).
     pub danger_deterministic_keys: Option<u64>,
+    /// Wraps each party's device and transport on every start (audits; `None` in use).
+    pub wrap: Option<Wrap>,
 }
 
 /// A running local serving cluster: submit work, read its status, ask for evidence.
@@ -174,7 +184,20 @@ fn supervise(
         };
         let r = crate::devices::local_parts(c.device, threads, c.timeout)
             .map_err(PartyError::from)
-            .and_then(|(devices, nets)| run_local(&cfg, trusts, devices, nets, &body));
+            .and_then(|(devices, nets)| {
+                let (devices, nets) = match &c.wrap {
+                    None => (devices, nets),
+                    Some(w) => {
+                        let [d0, d1, d2] = devices;
+                        let [t0, t1, t2] = nets;
+                        let (d0, t0) = w(Role::S0, d0, t0);
+                        let (d1, t1) = w(Role::S1, d1, t1);
+                        let (d2, t2) = w(Role::S2, d2, t2);
+                        ([d0, d1, d2], [t0, t1, t2])
+                    }
+                };
+                run_local(&cfg, trusts, devices, nets, &body)
+            });
         match r {
             Ok(_) => return,
             Err(e) => {

@@ -22,9 +22,12 @@ pub struct Record {
     pub tensor: RingTensor,
 }
 
+/// One captured byte message: its receiver and bytes.
+type ByteMessage = (Role, Vec<u8>);
+
 /// A shared log of captured buffers (ring tensors) and byte messages (sealed queries).
 #[derive(Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<Record>>>, Arc<Mutex<Vec<(Role, Vec<u8>)>>>);
+pub struct Recorder(Arc<Mutex<Vec<Record>>>, Arc<Mutex<Vec<ByteMessage>>>);
 
 impl Recorder {
     /// Every byte message captured so far (sealed queries a host received), with its receiver.

@@ -8,9 +8,11 @@
 //! - this file: `goten bench kernels` and the command itself;
 //! - [`op`]: one secure op end to end against plain float products;
 //! - [`train`], [`session`]: training throughput per mode, whole sessions, enclave memory;
+//! - [`serve`]: private prediction throughput and serving latency;
 //! - [`shapes`], [`util`]: the VGG-11 shapes and shared helpers.
 
 mod op;
+mod serve;
 mod session;
 mod shapes;
 mod train;
@@ -36,6 +38,8 @@ pub enum BenchCommand {
     Op(OpArgs),
     /// Training throughput per mode, with the time split into its parts.
     Train(crate::train::TrainBenchArgs),
+    /// Private prediction against plain float32 inference, and serving latency over HTTP.
+    Serve(crate::serve::ServeBenchArgs),
 }
 
 /// Options of `goten bench kernels`.
@@ -69,6 +73,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Op(a) => op::run(a),
         BenchCommand::Train(a) => crate::train::run(a),
+        BenchCommand::Serve(a) => crate::serve::run(a),
     }
 }
 

@@ -54,6 +54,24 @@ pub enum Status {
 /// Shared status of a serving cluster.
 pub type SharedStatus = Arc<Mutex<Status>>;
 
+/// Where S0's serving time went (public counters, for benchmarks and status).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeStats {
+    /// Batches answered.
+    pub batches: u64,
+    /// Sealed queries in them.
+    pub queries: u64,
+    /// Seconds inside the infer ecall (enclave work, device jobs and transport waits).
+    pub infer_secs: f64,
+    /// Of which in S0's device jobs.
+    pub device_secs: f64,
+    /// Of which sending to and waiting for S1 and S2.
+    pub transport_secs: f64,
+}
+
+/// Shared counters of a serving cluster.
+pub type SharedStats = Arc<Mutex<ServeStats>>;
+
 /// How the serving hosts batch and wait.
 #[derive(Clone, Debug)]
 pub struct ServePlan {
@@ -135,7 +153,7 @@ pub fn serve_s0(
     plan: &ServePlan,
     sealing: &goten_field::SecretKey,
     queue: &Mutex<Receiver<Work>>,
-    status: &SharedStatus,
+    (status, stats): (&SharedStatus, &SharedStats),
     timeout: Duration,
 ) -> Result<(), PartyError> {
     let (mut s, host) = open(p, plan, sealing)?;
@@ -151,6 +169,7 @@ pub fn serve_s0(
             Ok(first) => {
                 let batch = gather(first, &queue, plan);
                 let all: Vec<Vec<u8>> = batch.iter().flat_map(|w| w.queries.clone()).collect();
+                let (t0, d0, n0) = (Instant::now(), host.device_secs(), host.transport_secs());
                 host.transport()
                     .send(Role::S1, Message::Queries(all.clone()))?;
                 let replies = match s.infer(host, &all) {
@@ -163,6 +182,14 @@ pub fn serve_s0(
                         return Err(e.into());
                     }
                 };
+                {
+                    let mut st = stats.lock().expect("stats lock");
+                    st.batches += 1;
+                    st.queries += all.len() as u64;
+                    st.infer_secs += t0.elapsed().as_secs_f64();
+                    st.device_secs += host.device_secs() - d0;
+                    st.transport_secs += host.transport_secs() - n0;
+                }
                 let mut it = replies.into_iter();
                 for w in batch {
                     let mine: Vec<Reply> = it.by_ref().take(w.queries.len()).collect();

@@ -18,7 +18,9 @@ use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
 use goten_party::{ClusterConfig, Party, PartyError, Transport, Trusts, run_local};
 
-use super::cluster::{ServePlan, SharedStatus, Status, Work, serve_s0, serve_s1};
+use super::cluster::{
+    ServePlan, ServeStats, SharedStats, SharedStatus, Status, Work, serve_s0, serve_s1,
+};
 use crate::RuntimeError;
 use crate::config::DeviceKind;
 
@@ -51,6 +53,7 @@ pub struct LocalServer {
     queue: Option<Sender<Work>>,
     /// Where the cluster stands.
     pub status: SharedStatus,
+    stats: SharedStats,
     trusts: Arc<Trusts>,
     thread: Option<JoinHandle<()>>,
 }
@@ -88,14 +91,16 @@ impl LocalServer {
         let queue = Arc::new(Mutex::new(rx));
         let status: SharedStatus = Arc::new(Mutex::new(Status::Starting));
         let sealing = crate::store::platform_sealing_key()?;
-        let (st, tr) = (status.clone(), trusts.clone());
+        let stats = SharedStats::default();
+        let (st, tr, sx) = (status.clone(), trusts.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("goten-serve".into())
-            .spawn(move || supervise(&c, &tr, &sealing, &queue, &st))
+            .spawn(move || supervise(&c, &tr, &sealing, &queue, (&st, &sx)))
             .map_err(|e| RuntimeError::config(format!("cannot start the serving thread: {e}")))?;
         Ok(LocalServer {
             queue: Some(tx),
             status,
+            stats,
             trusts,
             thread: Some(thread),
         })
@@ -104,6 +109,11 @@ impl LocalServer {
     /// A handle for submitting work.
     pub fn queue(&self) -> Sender<Work> {
         self.queue.clone().expect("open until dropped")
+    }
+
+    /// S0's serving counters so far.
+    pub fn stats(&self) -> ServeStats {
+        *self.stats.lock().expect("stats lock")
     }
 
     /// The current status.
@@ -158,7 +168,7 @@ fn supervise(
     trusts: &Trusts,
     sealing: &goten_field::SecretKey,
     queue: &Mutex<std::sync::mpsc::Receiver<Work>>,
-    status: &SharedStatus,
+    (status, stats): (&SharedStatus, &SharedStats),
 ) {
     let cfg = ClusterConfig {
         enclave: EnclaveConfig {
@@ -171,7 +181,7 @@ fn supervise(
         *status.lock().expect("status lock") = Status::Starting;
         let body = |p: &mut Party| -> Result<(), PartyError> {
             if p.enclave.role() == Role::S0 {
-                serve_s0(p, &c.plan, sealing, queue, status, c.timeout)
+                serve_s0(p, &c.plan, sealing, queue, (status, stats), c.timeout)
             } else {
                 serve_s1(p, &c.plan, sealing)
             }

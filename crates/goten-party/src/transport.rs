@@ -63,6 +63,14 @@ pub enum Message {
     Queries(Vec<Vec<u8>>),
     /// Serving: no work now, the sender is alive (keeps idle peers within their timeouts).
     Idle,
+    /// Serving, between S0 and S1: S0 asks for E1's evidence over the service key for a
+    /// client's nonce (empty `evidence`); S1 answers with it (`wire::encode_evidence`).
+    Evidence {
+        /// The client's nonce.
+        nonce: [u8; 32],
+        /// The encoded evidence (empty in the request).
+        evidence: Vec<u8>,
+    },
     /// The sender has no more work.
     Done,
 }
@@ -81,6 +89,7 @@ impl Message {
             Message::Receipt { .. } => "checkpoint receipt",
             Message::Queries(_) => "sealed queries",
             Message::Idle => "idle",
+            Message::Evidence { .. } => "evidence",
             Message::Done => "done",
         }
     }

@@ -376,6 +376,11 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             10
         }
         Message::Idle => 11,
+        Message::Evidence { nonce, evidence } => {
+            b.bytes(nonce);
+            b.blob(evidence);
+            12
+        }
     };
     let mut f = Vec::with_capacity(HEADER + b.0.len());
     f.extend_from_slice(b"GT");
@@ -494,6 +499,10 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
             Message::Queries(qs)
         }
         11 => Message::Idle,
+        12 => Message::Evidence {
+            nonce: r.arr("evidence")?,
+            evidence: r.blob("evidence")?.to_vec(),
+        },
         k => return Err(WireError::Kind(k)),
     };
     if !r.0.is_empty() {

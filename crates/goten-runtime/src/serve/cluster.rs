@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use goten_enclave::Role;
+use goten_enclave::attest::Evidence;
 use goten_enclave::session::serve::{ModelInfo, Reply, ServeSession};
 use goten_party::transport::Message;
 use goten_party::{NetError, Party, PartyError};
@@ -28,6 +29,22 @@ pub struct Work {
     /// Receives one reply per query, or the reason the cluster could not answer.
     pub reply: Sender<Result<Vec<Reply>, String>>,
 }
+
+/// What S0's serving loop is asked to do.
+pub enum Cmd {
+    /// Answer sealed queries.
+    Infer(Work),
+    /// E0's and E1's evidence over the service key for a client's nonce.
+    Attest {
+        /// The client's nonce.
+        nonce: [u8; 32],
+        /// Receives both pieces of evidence, or why not.
+        reply: Sender<Result<Vec<(Role, Evidence)>, String>>,
+    },
+}
+
+/// How a host obtains its enclave's evidence for report data (`goten_party::Trusts::evidence`).
+pub type EvidenceFn<'a> = dyn Fn(Role, [u8; 32]) -> Result<Evidence, String> + Sync + 'a;
 
 /// What the serving cluster publishes once E0 and E1 hold the same model.
 #[derive(Clone, Debug)]
@@ -98,18 +115,25 @@ fn sealed_checkpoint(plan: &ServePlan, role: Role) -> Result<Vec<u8>, PartyError
     Ok(bytes)
 }
 
-/// Gathers work until `max_images` images or `max_wait` after the first arrived.
-fn gather(first: Work, queue: &Receiver<Work>, plan: &ServePlan) -> Vec<Work> {
+/// Gathers work until `max_images` images or `max_wait` after the first arrived; requests for
+/// evidence that arrive meanwhile are kept for after the batch.
+fn gather(
+    first: Work,
+    queue: &Receiver<Cmd>,
+    plan: &ServePlan,
+    deferred: &mut Vec<Cmd>,
+) -> Vec<Work> {
     let deadline = Instant::now() + plan.max_wait;
     let mut images = first.images;
     let mut batch = vec![first];
     while images < plan.max_batch {
         let left = deadline.saturating_duration_since(Instant::now());
         match queue.recv_timeout(left) {
-            Ok(w) => {
+            Ok(Cmd::Infer(w)) => {
                 images += w.images;
                 batch.push(w);
             }
+            Ok(other) => deferred.push(other),
             Err(_) => break,
         }
     }
@@ -146,15 +170,95 @@ fn heartbeat(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
-/// S0's serving loop: batches work from `queue`, relays each batch to S1, answers it. Returns
-/// when the queue closes (the front end stopped).
+/// Answers one batch: relays it to S1, runs the infer ecall, hands each request its replies.
+fn answer(
+    s: &mut ServeSession<'_>,
+    host: &mut goten_party::host::EnclaveHost,
+    batch: Vec<Work>,
+    stats: &SharedStats,
+) -> Result<(), PartyError> {
+    let all: Vec<Vec<u8>> = batch.iter().flat_map(|w| w.queries.clone()).collect();
+    let (t0, d0, n0) = (Instant::now(), host.device_secs(), host.transport_secs());
+    let sent = host
+        .transport()
+        .send(Role::S1, Message::Queries(all.clone()));
+    let replies = match sent
+        .map_err(PartyError::from)
+        .and_then(|()| s.infer(host, &all).map_err(PartyError::from))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            for w in &batch {
+                let _ = w.reply.send(Err(why.clone()));
+            }
+            return Err(e);
+        }
+    };
+    {
+        let mut st = stats.lock().expect("stats lock");
+        st.batches += 1;
+        st.queries += all.len() as u64;
+        st.infer_secs += t0.elapsed().as_secs_f64();
+        st.device_secs += host.device_secs() - d0;
+        st.transport_secs += host.transport_secs() - n0;
+    }
+    let mut it = replies.into_iter();
+    for w in batch {
+        let mine: Vec<Reply> = it.by_ref().take(w.queries.len()).collect();
+        // A client that gave up is not the cluster's problem.
+        let _ = w.reply.send(Ok(mine));
+    }
+    Ok(())
+}
+
+/// E0's evidence from this host, E1's through S1's host.
+fn attest(
+    s: &ServeSession<'_>,
+    host: &mut goten_party::host::EnclaveHost,
+    evidence: &EvidenceFn<'_>,
+    nonce: [u8; 32],
+) -> Result<Result<Vec<(Role, Evidence)>, String>, PartyError> {
+    let t = host.transport();
+    t.send(
+        Role::S1,
+        Message::Evidence {
+            nonce,
+            evidence: Vec::new(),
+        },
+    )?;
+    let theirs = match t.recv(Role::S1)? {
+        Message::Evidence { nonce: n, evidence } if n == nonce => evidence,
+        m => {
+            return Err(NetError::Unexpected {
+                peer: Role::S1,
+                expected: "E1's evidence".into(),
+                got: m.kind().into(),
+            }
+            .into());
+        }
+    };
+    if theirs.is_empty() {
+        return Ok(Err("S1 could not produce its enclave's evidence".into()));
+    }
+    let theirs = match goten_party::wire::decode_evidence(&theirs) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(format!("S1 sent malformed evidence: {e}"))),
+    };
+    Ok(evidence(Role::S0, s.service_report_data(&nonce))
+        .map(|mine| vec![(Role::S0, mine), (Role::S1, theirs)]))
+}
+
+/// S0's serving loop: batches work from `queue`, relays each batch to S1, answers it, and
+/// gathers both enclaves' evidence when a client asks. Returns when the queue closes (the
+/// front end stopped).
 pub fn serve_s0(
     p: &mut Party,
     plan: &ServePlan,
     sealing: &goten_field::SecretKey,
-    queue: &Mutex<Receiver<Work>>,
+    queue: &Mutex<Receiver<Cmd>>,
     (status, stats): (&SharedStatus, &SharedStats),
-    timeout: Duration,
+    (evidence, timeout): (&EvidenceFn<'_>, Duration),
 ) -> Result<(), PartyError> {
     let (mut s, host) = open(p, plan, sealing)?;
     *status.lock().expect("status lock") = Status::Ready(Ready {
@@ -164,37 +268,27 @@ pub fn serve_s0(
     });
     let queue = queue.lock().expect("queue lock");
     let tick = heartbeat(timeout);
+    let mut deferred = Vec::new();
     loop {
-        match queue.recv_timeout(tick) {
-            Ok(first) => {
-                let batch = gather(first, &queue, plan);
-                let all: Vec<Vec<u8>> = batch.iter().flat_map(|w| w.queries.clone()).collect();
-                let (t0, d0, n0) = (Instant::now(), host.device_secs(), host.transport_secs());
-                host.transport()
-                    .send(Role::S1, Message::Queries(all.clone()))?;
-                let replies = match s.infer(host, &all) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let why = e.to_string();
-                        for w in &batch {
-                            let _ = w.reply.send(Err(why.clone()));
-                        }
-                        return Err(e.into());
+        let next = match deferred.pop() {
+            Some(c) => Ok(c),
+            None => queue.recv_timeout(tick),
+        };
+        match next {
+            Ok(Cmd::Infer(first)) => {
+                let batch = gather(first, &queue, plan, &mut deferred);
+                answer(&mut s, host, batch, stats)?;
+            }
+            Ok(Cmd::Attest { nonce, reply }) => {
+                let r = attest(&s, host, evidence, nonce);
+                match r {
+                    Ok(ev) => {
+                        let _ = reply.send(ev);
                     }
-                };
-                {
-                    let mut st = stats.lock().expect("stats lock");
-                    st.batches += 1;
-                    st.queries += all.len() as u64;
-                    st.infer_secs += t0.elapsed().as_secs_f64();
-                    st.device_secs += host.device_secs() - d0;
-                    st.transport_secs += host.transport_secs() - n0;
-                }
-                let mut it = replies.into_iter();
-                for w in batch {
-                    let mine: Vec<Reply> = it.by_ref().take(w.queries.len()).collect();
-                    // A client that gave up is not the cluster's problem.
-                    let _ = w.reply.send(Ok(mine));
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return Err(e);
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -215,10 +309,19 @@ pub fn serve_s1(
     p: &mut Party,
     plan: &ServePlan,
     sealing: &goten_field::SecretKey,
+    evidence: &EvidenceFn<'_>,
 ) -> Result<(), PartyError> {
     let (mut s, host) = open(p, plan, sealing)?;
     loop {
         match host.transport().recv(Role::S0)? {
+            Message::Evidence { nonce, .. } => {
+                // Without evidence S0 answers its client with the failure; serving goes on.
+                let e = evidence(Role::S1, s.service_report_data(&nonce))
+                    .map(|e| goten_party::wire::encode_evidence(&e))
+                    .unwrap_or_default();
+                host.transport()
+                    .send(Role::S0, Message::Evidence { nonce, evidence: e })?;
+            }
             Message::Queries(qs) => {
                 // E1's sealed answers duplicate E0's; only S0 returns answers to clients.
                 s.infer(host, &qs)?;
@@ -228,7 +331,7 @@ pub fn serve_s1(
             m => {
                 return Err(NetError::Unexpected {
                     peer: Role::S0,
-                    expected: "sealed queries, idle or done".into(),
+                    expected: "sealed queries, evidence request, idle or done".into(),
                     got: m.kind().into(),
                 }
                 .into());

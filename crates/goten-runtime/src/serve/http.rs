@@ -47,28 +47,6 @@ pub trait ServeBackend: Send + Sync + 'static {
     ) -> Result<(Vec<(Role, Evidence)>, Option<(Vec<[u8; 32]>, [u8; 32])>), String>;
 }
 
-impl ServeBackend for super::local::LocalServer {
-    fn status(&self) -> Status {
-        super::local::LocalServer::status(self)
-    }
-    fn submit(&self, w: Work) -> Result<(), String> {
-        self.queue()
-            .send(w)
-            .map_err(|_| "the serving cluster has stopped".to_string())
-    }
-    fn attestation(
-        &self,
-        nonce: &[u8; 32],
-    ) -> Result<(Vec<(Role, Evidence)>, Option<(Vec<[u8; 32]>, [u8; 32])>), String> {
-        let mut ev = Vec::new();
-        for role in [Role::S0, Role::S1] {
-            ev.push((role, self.evidence(role, nonce)?));
-        }
-        let simulated = ev.iter().any(|(_, e)| e.is_simulated());
-        Ok((ev, simulated.then(|| self.simulated_roots())))
-    }
-}
-
 /// The front end's limits.
 #[derive(Clone, Debug)]
 pub struct HttpLimits {

@@ -5,22 +5,19 @@
 //! same keys across restarts, as a machine's would be); every start runs a fresh key exchange,
 //! so a restarted cluster has a new service key and clients fetch its evidence again.
 
-use std::sync::mpsc::{Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use goten_device::Device;
-use goten_enclave::attest::Evidence;
 use goten_enclave::quant::QuantConfig;
-use goten_enclave::service::service_report_data;
 use goten_enclave::{EnclaveConfig, Role};
 use goten_field::Ring;
 use goten_party::{ClusterConfig, Party, PartyError, Transport, Trusts, run_local};
 
-use super::cluster::{
-    ServePlan, ServeStats, SharedStats, SharedStatus, Status, Work, serve_s0, serve_s1,
-};
+use super::cluster::{Cmd, ServePlan, Status, serve_s0, serve_s1};
+use super::handle::Handle;
 use crate::RuntimeError;
 use crate::config::DeviceKind;
 
@@ -48,14 +45,38 @@ pub struct LocalServe {
     pub wrap: Option<Wrap>,
 }
 
-/// A running local serving cluster: submit work, read its status, ask for evidence.
+/// A running local serving cluster: a [`Handle`] (submit work, status, evidence, batch
+/// scoring) and the thread running the three parties.
 pub struct LocalServer {
-    queue: Option<Sender<Work>>,
-    /// Where the cluster stands.
-    pub status: SharedStatus,
-    stats: SharedStats,
-    trusts: Arc<Trusts>,
+    handle: Handle,
     thread: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for LocalServer {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// Checks that `dir` holds a goten-mode run's sealed checkpoints of `roles` (`e0`, `e1`).
+pub fn check_run_folder(dir: &std::path::Path, roles: &[&str]) -> Result<(), RuntimeError> {
+    if !dir.is_dir() {
+        return Err(RuntimeError::config(format!(
+            "{} is not a run folder (pass the --out folder of a goten-mode training run)",
+            dir.display()
+        )));
+    }
+    for role in roles {
+        let p = dir.join(format!("checkpoint-{role}.sealed"));
+        if !p.exists() {
+            return Err(RuntimeError::config(format!(
+                "{} is missing: serving needs the sealed checkpoints of both enclaves of a goten-mode run (train with --mode goten)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl LocalServer {
@@ -65,21 +86,7 @@ impl LocalServer {
         if c.plan.max_batch == 0 {
             return Err(RuntimeError::config("--max-batch must be at least 1"));
         }
-        if !c.plan.checkpoint.is_dir() {
-            return Err(RuntimeError::config(format!(
-                "{} is not a run folder (pass the --out folder of a goten-mode training run)",
-                c.plan.checkpoint.display()
-            )));
-        }
-        for role in ["e0", "e1"] {
-            let p = c.plan.checkpoint.join(format!("checkpoint-{role}.sealed"));
-            if !p.exists() {
-                return Err(RuntimeError::config(format!(
-                    "{} is missing: serving needs the sealed checkpoints of both enclaves of a goten-mode run (train with --mode goten)",
-                    p.display()
-                )));
-            }
-        }
+        check_run_folder(&c.plan.checkpoint, &["e0", "e1"])?;
         let trusts = Arc::new(match c.danger_deterministic_keys {
             Some(seed) => {
                 eprintln!("{}", crate::party_run::DANGER_KEYS);
@@ -87,77 +94,64 @@ impl LocalServer {
             }
             None => Trusts::generate(),
         });
-        let (tx, rx) = channel::<Work>();
-        let queue = Arc::new(Mutex::new(rx));
-        let status: SharedStatus = Arc::new(Mutex::new(Status::Starting));
+        let (handle, queue) = Handle::new(&trusts);
         let sealing = crate::store::platform_sealing_key()?;
-        let stats = SharedStats::default();
-        let (st, tr, sx) = (status.clone(), trusts.clone(), stats.clone());
+        let (status, stats) = (handle.status.clone(), handle.stats.clone());
         let thread = std::thread::Builder::new()
             .name("goten-serve".into())
-            .spawn(move || supervise(&c, &tr, &sealing, &queue, (&st, &sx)))
+            .spawn(move || supervise(&c, &trusts, &sealing, &queue, (&status, &stats)))
             .map_err(|e| RuntimeError::config(format!("cannot start the serving thread: {e}")))?;
         Ok(LocalServer {
-            queue: Some(tx),
-            status,
-            stats,
-            trusts,
+            handle,
             thread: Some(thread),
         })
     }
+}
 
-    /// A handle for submitting work.
-    pub fn queue(&self) -> Sender<Work> {
-        self.queue.clone().expect("open until dropped")
+impl super::http::ServeBackend for LocalServer {
+    fn status(&self) -> Status {
+        self.handle.status()
     }
-
-    /// S0's serving counters so far.
-    pub fn stats(&self) -> ServeStats {
-        *self.stats.lock().expect("stats lock")
+    fn submit(&self, w: super::cluster::Work) -> Result<(), String> {
+        super::http::ServeBackend::submit(&self.handle, w)
     }
-
-    /// The current status.
-    pub fn status(&self) -> Status {
-        self.status.lock().expect("status lock").clone()
-    }
-
-    /// Waits until the cluster is ready (or failed, or `limit` passed).
-    pub fn wait_ready(&self, limit: Duration) -> Status {
-        let t = std::time::Instant::now();
-        loop {
-            let s = self.status();
-            if !matches!(s, Status::Starting) || t.elapsed() > limit {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The evidence of `role`'s enclave for a client's nonce over the current service key.
-    pub fn evidence(&self, role: Role, nonce: &[u8; 32]) -> Result<Evidence, String> {
-        let Status::Ready(r) = self.status() else {
-            return Err("the serving cluster is not ready".into());
-        };
-        let rd = service_report_data(role, &r.service_key, nonce);
-        self.trusts.evidence(role, rd).map_err(|e| e.to_string())
-    }
-
-    /// The simulated platform keys and the measurement a client checks simulated evidence
-    /// against.
-    pub fn simulated_roots(&self) -> (Vec<[u8; 32]>, [u8; 32]) {
+    fn attestation(
+        &self,
+        nonce: &[u8; 32],
+    ) -> Result<
         (
-            self.trusts.simulated_platform_keys().to_vec(),
-            self.trusts.expected_measurement(),
-        )
+            Vec<(Role, goten_enclave::attest::Evidence)>,
+            Option<(Vec<[u8; 32]>, [u8; 32])>,
+        ),
+        String,
+    > {
+        self.handle.attestation(nonce)
     }
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
         // Closing the queue ends S0's loop, which tells S1 and S2 it is done.
-        self.queue = None;
+        self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Answers the work waiting in `queue` with `why`; false when the front end is gone.
+pub(crate) fn drain(queue: &Mutex<Receiver<Cmd>>, why: &str) -> bool {
+    let q = queue.lock().expect("queue lock");
+    loop {
+        match q.try_recv() {
+            Ok(Cmd::Infer(w)) => {
+                let _ = w.reply.send(Err(why.to_string()));
+            }
+            Ok(Cmd::Attest { reply, .. }) => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
         }
     }
 }
@@ -167,8 +161,8 @@ fn supervise(
     c: &LocalServe,
     trusts: &Trusts,
     sealing: &goten_field::SecretKey,
-    queue: &Mutex<std::sync::mpsc::Receiver<Work>>,
-    (status, stats): (&SharedStatus, &SharedStats),
+    queue: &Mutex<Receiver<Cmd>>,
+    (status, stats): (&super::cluster::SharedStatus, &super::cluster::SharedStats),
 ) {
     let cfg = ClusterConfig {
         enclave: EnclaveConfig {
@@ -177,13 +171,21 @@ fn supervise(
         },
         timeout: c.timeout,
     };
+    let evidence = |role: Role, rd: [u8; 32]| trusts.evidence(role, rd).map_err(|e| e.to_string());
     loop {
         *status.lock().expect("status lock") = Status::Starting;
         let body = |p: &mut Party| -> Result<(), PartyError> {
             if p.enclave.role() == Role::S0 {
-                serve_s0(p, &c.plan, sealing, queue, (status, stats), c.timeout)
+                serve_s0(
+                    p,
+                    &c.plan,
+                    sealing,
+                    queue,
+                    (status, stats),
+                    (&evidence, c.timeout),
+                )
             } else {
-                serve_s1(p, &c.plan, sealing)
+                serve_s1(p, &c.plan, sealing, &evidence)
             }
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -208,87 +210,17 @@ fn supervise(
                 };
                 run_local(&cfg, trusts, devices, nets, &body)
             });
-        match r {
+        let why = match r {
             Ok(_) => return,
-            Err(e) => {
-                eprintln!("serving cluster stopped: {e}; restarting");
-                *status.lock().expect("status lock") = Status::Failed(e.to_string());
-            }
-        }
+            Err(e) => e.to_string(),
+        };
+        eprintln!("serving cluster stopped: {why}; restarting");
+        *status.lock().expect("status lock") = Status::Failed(why.clone());
         // Stop when the front end is gone; otherwise answer waiting work with the failure
         // and try again.
-        let q = queue.lock().expect("queue lock");
-        loop {
-            match q.try_recv() {
-                Ok(w) => {
-                    let why = match &*status.lock().expect("status lock") {
-                        Status::Failed(why) => why.clone(),
-                        _ => "the serving cluster restarted".into(),
-                    };
-                    let _ = w.reply.send(Err(why));
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
+        if !drain(queue, &why) {
+            return;
         }
-        drop(q);
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-impl LocalServer {
-    /// Batch scoring without HTTP (`goten predict --mode goten`): seals `images` to the
-    /// service key, `per_query` per query, submits them all, and opens the answers with a
-    /// reply key of this process. Returns the logits, image-major.
-    pub fn score(&self, images: &[&[u8]], per_query: usize) -> Result<Vec<f32>, RuntimeError> {
-        let ready = match self.wait_ready(Duration::from_secs(600)) {
-            Status::Ready(r) => r,
-            Status::Failed(why) => {
-                return Err(RuntimeError::Party(PartyError::Storage(format!(
-                    "the serving cluster failed to start: {why}"
-                ))));
-            }
-            Status::Starting => {
-                return Err(RuntimeError::config("the serving cluster did not start"));
-            }
-        };
-        let reply = goten_enclave::hpke::KeyPair::generate();
-        let mut pending = Vec::new();
-        for chunk in images.chunks(per_query.max(1)) {
-            let q = goten_enclave::query::seal_query(
-                &ready.service_key,
-                &ready.name,
-                &reply.public_key(),
-                ready.info.input,
-                chunk,
-            )
-            .map_err(|e| RuntimeError::config(format!("cannot seal a query: {e}")))?;
-            let (tx, rx) = channel();
-            self.queue()
-                .send(Work {
-                    queries: vec![q.clone()],
-                    images: chunk.len(),
-                    reply: tx,
-                })
-                .map_err(|_| RuntimeError::config("the serving cluster has stopped"))?;
-            pending.push((q, rx));
-        }
-        let mut logits = Vec::with_capacity(images.len() * ready.info.classes);
-        for (q, rx) in pending {
-            let fail = |why: String| RuntimeError::Party(PartyError::Storage(why));
-            let replies = rx
-                .recv()
-                .map_err(|_| fail("the serving cluster stopped".into()))?
-                .map_err(fail)?;
-            let sealed = replies
-                .into_iter()
-                .next()
-                .ok_or_else(|| fail("no reply".into()))?
-                .map_err(|e| RuntimeError::config(e.to_string()))?;
-            let a = goten_enclave::query::open_answer(&reply, &q, &sealed)
-                .map_err(|e| fail(format!("an answer does not open: {e}")))?;
-            logits.extend_from_slice(&a.logits);
-        }
-        Ok(logits)
     }
 }

@@ -45,8 +45,14 @@ pub fn serve(
         }
         let (h0, h1) = match (m0, m1) {
             (Message::Done, Message::Done) => return Ok(device_secs),
-            // A serving cluster between queries: S0 and S1 both say they are alive.
-            (Message::Idle, Message::Idle) => continue,
+            // A serving cluster between queries: S0 and S1 both say they are alive; answering
+            // lets them notice a dead S2 while idle.
+            (Message::Idle, Message::Idle) => {
+                for to in [Role::S0, Role::S1] {
+                    t.send(to, Message::Idle)?;
+                }
+                continue;
+            }
             (Message::DealerRequest(h0), Message::DealerRequest(h1)) => (h0, h1),
             (a, b) => {
                 return Err(NetError::Unexpected {

@@ -316,3 +316,48 @@ pub fn run_trainer<'a>(
     }
     .map_err(at(role))
 }
+
+impl Deployment {
+    /// The trust this party's files establish (its front end's simulated roots).
+    pub fn trusts(&self, c: &JobConfig) -> Result<goten_party::Trusts, RuntimeError> {
+        Ok(self.open(c)?.2)
+    }
+}
+
+/// Connects S0 or S1 to the other two for a job whose S0 and S1 agree on `digest` (serving),
+/// and runs `body` on the keyed party with its trust (for its evidence).
+pub fn run_enclave_job(
+    d: &Deployment,
+    c: &JobConfig,
+    digest: [u8; 32],
+    body: &(dyn Fn(&mut goten_party::Party, &goten_party::Trusts) -> Result<(), PartyError> + Sync),
+) -> Result<(), RuntimeError> {
+    let role = d.role;
+    let ring = Ring::default();
+    let Connected {
+        deployment,
+        mut trusts,
+        device,
+        mut net,
+        timeout,
+    } = d.connect(c, ring)?;
+    let ours = JobId {
+        ring_bits: ring.bits(),
+        digest,
+        deployment,
+        nonce: [0; 32],
+    };
+    let (_, nonces) =
+        agree_job(&mut net, Some(ours), deployment, session_nonce(c)?).map_err(at(role))?;
+    trusts.session_nonces = nonces;
+    let cfg = ClusterConfig {
+        enclave: EnclaveConfig {
+            ring,
+            quant: QuantConfig::default(),
+        },
+        timeout,
+    };
+    let t = &trusts;
+    run_enclave_party(role, &cfg, t, device, Box::new(net), &|p| body(p, t)).map_err(at(role))?;
+    Ok(())
+}

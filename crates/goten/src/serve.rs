@@ -22,14 +22,31 @@ use crate::predictions;
 /// Options of `goten serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Run S0, S1 and S2 in this process (the only way this version serves; serving across
-    /// separate machines is not built yet).
-    #[arg(long)]
+    /// Run S0, S1 and S2 in this process.
+    #[arg(long, conflicts_with_all = ["id", "cluster"])]
     local: bool,
-    /// The --out folder of a goten-mode training run (its sealed checkpoints of E0 and E1).
+    /// Which party of a deployment this process is: 0 (S0, with the HTTP API), 1 (S1) or 2
+    /// (S2, the dealer), as with `goten party`.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2), requires = "cluster")]
+    id: Option<u8>,
+    /// The cluster file of the deployment (`goten keygen`).
     #[arg(long)]
-    checkpoint: PathBuf,
-    /// Where the HTTP API listens.
+    cluster: Option<PathBuf>,
+    /// This party's key file (default: party-ID.key next to the cluster file).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Listen for the other parties here instead of at the cluster file's address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The --out folder of a goten-mode training run (its sealed checkpoints of E0 and E1;
+    /// S0 reads E0's, S1 E1's; S2 needs none).
+    #[arg(long, required_unless_present = "id")]
+    checkpoint: Option<PathBuf>,
+    /// Derive every key from this public seed (tests only; the cluster's keys must have been
+    /// made with it).
+    #[arg(long, hide = true)]
+    danger_deterministic_keys: Option<u64>,
+    /// Where the HTTP API listens (S0).
     #[arg(long, default_value = "127.0.0.1:8000")]
     http: String,
     /// The model's name in URLs (default: its kind, e.g. `small`).
@@ -55,39 +72,52 @@ pub struct ServeArgs {
     threads: usize,
 }
 
-pub fn serve(a: ServeArgs) -> Result<()> {
-    if !a.local {
-        bail!(
-            "goten serve runs the three parties on this machine (--local) in this version; serving across separate machines is not built yet"
-        );
+fn plan(a: &ServeArgs) -> ServePlan {
+    ServePlan {
+        checkpoint: a.checkpoint.clone().unwrap_or_default(),
+        name: a.name.clone(),
+        max_batch: a.max_batch,
+        max_wait: Duration::from_millis(a.max_wait_ms),
     }
+}
+
+fn limits(a: &ServeArgs) -> HttpLimits {
+    HttpLimits {
+        max_body: a.max_body,
+        max_in_flight: a.max_in_flight.max(1),
+        reply_timeout: Duration::from_secs(a.timeout.max(1)),
+        ..HttpLimits::default()
+    }
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(n) = &a.name
         && !goten_enclave::session::serve::valid_name(n)
     {
         bail!("--name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
     }
+    if a.max_batch == 0 {
+        bail!("--max-batch must be at least 1");
+    }
     eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);
+    if let Some(id) = a.id {
+        return serve_party(&a, id);
+    }
+    if !a.local {
+        bail!(
+            "say where the parties run: --local (all three in this process) or --id N --cluster FILE (one party of a deployment)"
+        );
+    }
     let timeout = Duration::from_secs(a.timeout.max(1));
     let server = Arc::new(LocalServer::start(LocalServe {
-        plan: ServePlan {
-            checkpoint: a.checkpoint.clone(),
-            name: a.name.clone(),
-            max_batch: a.max_batch,
-            max_wait: Duration::from_millis(a.max_wait_ms),
-        },
+        plan: plan(&a),
         device: goten_runtime::devices::DeviceKind::Cpu,
         threads: a.threads,
         timeout,
-        danger_deterministic_keys: None,
+        danger_deterministic_keys: a.danger_deterministic_keys,
         wrap: None,
     })?);
-    let limits = HttpLimits {
-        max_body: a.max_body,
-        max_in_flight: a.max_in_flight.max(1),
-        reply_timeout: timeout,
-        ..HttpLimits::default()
-    };
-    let http = HttpServer::start(&a.http, server.clone(), limits, 2)?;
+    let http = HttpServer::start(&a.http, server.clone(), limits(&a), 2)?;
     match server.wait_ready(Duration::from_secs(600)) {
         Status::Ready(r) => eprintln!(
             "serving {} ({}) at http://{}/v2/models/{}: queries sealed to service key {}",
@@ -101,6 +131,38 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Status::Starting => {}
     }
     http.wait();
+    Ok(())
+}
+
+/// One party of a serving deployment.
+fn serve_party(a: &ServeArgs, id: u8) -> Result<()> {
+    let role = goten_enclave::Role::ALL[usize::from(id)];
+    let cluster = a.cluster.clone().context("--id needs --cluster FILE")?;
+    if role != goten_enclave::Role::S2 && a.checkpoint.is_none() {
+        bail!("{role} serves its enclave's sealed checkpoint: pass --checkpoint RUN_DIR");
+    }
+    if a.danger_deterministic_keys.is_some() {
+        eprintln!("{}", goten_runtime::party_run::DANGER_KEYS);
+    }
+    let d = goten_runtime::party_run::Deployment {
+        role,
+        cluster,
+        key: a.key.clone(),
+        listen: a.listen.clone(),
+        provision_listen: None,
+        tee: None,
+    };
+    let c = goten_runtime::JobConfig {
+        timeout: a.timeout.max(1),
+        threads: a.threads,
+        danger_deterministic_keys: a.danger_deterministic_keys,
+        ..goten_runtime::JobConfig::default()
+    };
+    for line in d.describe(&c)? {
+        eprintln!("{role}: {line}");
+    }
+    let http = (role == goten_enclave::Role::S0).then(|| (a.http.as_str(), limits(a)));
+    goten_runtime::serve::deploy::serve_party(&d, &c, &plan(a), http)?;
     Ok(())
 }
 

@@ -4,32 +4,15 @@
 //! reproduces the uninterrupted run, and parties started for different jobs refuse to start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn exe() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_goten"));
-    c.env("CI", "1");
-    c
-}
+mod common;
 
-fn goten(args: &[&str]) -> Output {
-    exe().args(args).output().expect("run goten")
-}
+use common::{exe, goten, keygen_cluster, text};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-parties-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::tmp("parties", name)
 }
 
 /// A short deterministic job: small model, synthetic data.
@@ -152,40 +135,6 @@ fn tcp_processes_reach_the_same_weights_as_the_in_process_run() {
         );
         assert_eq!(iters[0]["iteration"], 1);
     }
-}
-
-/// Keys and a cluster file for three parties on free loopback ports, through `goten keygen`.
-fn keygen_cluster(d: &Path) -> PathBuf {
-    let keys = d.join("keys");
-    for id in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let id_s = id.to_string();
-        let mut args = vec![
-            "keygen",
-            "--id",
-            &id_s,
-            "--out",
-            keys.to_str().unwrap(),
-            "--danger-deterministic-keys",
-            "5",
-        ];
-        if id < 2 {
-            args.extend(["--address", &addr]);
-        }
-        let r = goten(&args);
-        assert!(r.status.success(), "{}", text(&r));
-    }
-    let cluster: String = (0..3)
-        .map(|i| std::fs::read_to_string(keys.join(format!("party-{i}.toml"))).unwrap())
-        .collect();
-    let path = keys.join("cluster.toml");
-    std::fs::write(&path, cluster).unwrap();
-    path
 }
 
 fn party(cluster: &Path, id: u32, out: &Path, extra: &[&str]) -> Child {

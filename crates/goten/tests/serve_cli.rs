@@ -192,3 +192,146 @@ fn serving_refuses_a_run_without_sealed_checkpoints() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--local"), "{}", text(&out));
 }
+
+/// A `goten serve` party of a deployment whose stderr is collected in the background.
+struct Party {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Party {
+    fn start(cluster: &Path, id: u32, extra: &[&str]) -> Party {
+        let mut child = exe()
+            .args(["serve", "--id", &id.to_string(), "--cluster"])
+            .arg(cluster)
+            .args(["--danger-deterministic-keys", "5", "--timeout", "4"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        Party { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Party {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    // A bare HTTP/1.1 GET over a socket: the test needs no HTTP client crate.
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return (0, "connection refused".into());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers() {
+    let dir = tmp("deploy");
+    train(&dir);
+    let run = dir.join("run");
+    let test = dir.join("data/test_batch.bin");
+    let cluster = common::keygen_cluster(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("http://{addr}");
+    let run_s = run.to_str().unwrap();
+    let _s2 = Party::start(&cluster, 2, &[]);
+    let mut s1 = Party::start(&cluster, 1, &["--checkpoint", run_s]);
+    let s0 = Party::start(&cluster, 0, &["--checkpoint", run_s, "--http", &addr]);
+    let ready = || http_get(&format!("{url}/v2/health/ready")).0 == 200;
+    wait_for("the deployment serves", Duration::from_secs(60), ready);
+    assert!(s0.log().contains("E0 and E1 serve small"), "{}", s0.log());
+    // The client trusts what the cluster file pins (platform keys and measurement).
+    let query = || {
+        goten(&[
+            "query",
+            "--server",
+            &url,
+            "--model",
+            "small",
+            "--data",
+            test.to_str().unwrap(),
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--limit",
+            "6",
+            "--json",
+        ])
+    };
+    let q = query();
+    assert!(q.status.success(), "{}\nS0: {}", text(&q), s0.log());
+    assert_eq!(
+        last_json(&q.stdout)["predictions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    // S1 dies while the cluster is idle: the heartbeat notices within the timeout and S0's
+    // API answers 503 with the reason.
+    let _ = s1.child.kill();
+    let _ = s1.child.wait();
+    let t = Instant::now();
+    wait_for("a 503 after S1 died", Duration::from_secs(30), || {
+        http_get(&format!("{url}/v2/health/ready")).0 == 503
+    });
+    let (_, body) = http_get(&format!("{url}/v2/health/ready"));
+    assert!(body.contains("down and restarting"), "{body}");
+    eprintln!("503 after {:.1} s", t.elapsed().as_secs_f64());
+    // Restarting S1 recovers the deployment.
+    let _s1 = Party::start(&cluster, 1, &["--checkpoint", run_s]);
+    wait_for(
+        "the deployment serves again",
+        Duration::from_secs(60),
+        ready,
+    );
+    let q = query();
+    assert!(q.status.success(), "{}\nS0: {}", text(&q), s0.log());
+}

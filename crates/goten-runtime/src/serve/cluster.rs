@@ -249,6 +249,31 @@ fn attest(
         .map(|mine| vec![(Role::S0, mine), (Role::S1, theirs)]))
 }
 
+/// The idle heartbeat, a round through all three: S0 to S1 and S2, S1 on to S2, S2 back to
+/// both, S1 back to S0. A party that died or stalled while the cluster was idle shows up as
+/// an error within the receive timeout, not at the next query.
+fn ping(host: &mut goten_party::host::EnclaveHost) -> Result<(), PartyError> {
+    let t = host.transport();
+    t.send(Role::S1, Message::Idle)?;
+    t.send(Role::S2, Message::Idle)?;
+    for from in [Role::S2, Role::S1] {
+        expect_idle(t.recv(from)?, from)?;
+    }
+    Ok(())
+}
+
+fn expect_idle(m: Message, from: Role) -> Result<(), PartyError> {
+    match m {
+        Message::Idle => Ok(()),
+        m => Err(NetError::Unexpected {
+            peer: from,
+            expected: "the idle heartbeat".into(),
+            got: m.kind().into(),
+        }
+        .into()),
+    }
+}
+
 /// S0's serving loop: batches work from `queue`, relays each batch to S1, answers it, and
 /// gathers both enclaves' evidence when a client asks. Returns when the queue closes (the
 /// front end stopped).
@@ -261,6 +286,12 @@ pub fn serve_s0(
     (evidence, timeout): (&EvidenceFn<'_>, Duration),
 ) -> Result<(), PartyError> {
     let (mut s, host) = open(p, plan, sealing)?;
+    eprintln!(
+        "S0: E0 and E1 serve {} ({}) under service key {}..",
+        s.name(),
+        s.info().kind,
+        super::oip::hex(&s.service_public_key()[..8])
+    );
     *status.lock().expect("status lock") = Status::Ready(Ready {
         info: s.info(),
         name: s.name().to_string(),
@@ -291,10 +322,7 @@ pub fn serve_s0(
                     }
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                host.transport().send(Role::S1, Message::Idle)?;
-                host.transport().send(Role::S2, Message::Idle)?;
-            }
+            Err(RecvTimeoutError::Timeout) => ping(host)?,
             Err(RecvTimeoutError::Disconnected) => {
                 host.transport().send(Role::S1, Message::Done)?;
                 return Ok(());
@@ -326,7 +354,12 @@ pub fn serve_s1(
                 // E1's sealed answers duplicate E0's; only S0 returns answers to clients.
                 s.infer(host, &qs)?;
             }
-            Message::Idle => host.transport().send(Role::S2, Message::Idle)?,
+            Message::Idle => {
+                let t = host.transport();
+                t.send(Role::S2, Message::Idle)?;
+                expect_idle(t.recv(Role::S2)?, Role::S2)?;
+                t.send(Role::S0, Message::Idle)?;
+            }
             Message::Done => return Ok(()),
             m => {
                 return Err(NetError::Unexpected {

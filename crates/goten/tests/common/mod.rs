@@ -52,3 +52,37 @@ pub fn small_cifar(dir: &Path, train: usize, test: usize) {
     std::fs::write(dir.join("data_batch_1.bin"), make(train, 0)).unwrap();
     std::fs::write(dir.join("test_batch.bin"), make(test, 3)).unwrap();
 }
+
+/// Keys and a cluster file for three parties on free loopback ports, through `goten keygen`.
+pub fn keygen_cluster(d: &Path) -> PathBuf {
+    let keys = d.join("keys");
+    for id in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let id_s = id.to_string();
+        let mut args = vec![
+            "keygen",
+            "--id",
+            &id_s,
+            "--out",
+            keys.to_str().unwrap(),
+            "--danger-deterministic-keys",
+            "5",
+        ];
+        if id < 2 {
+            args.extend(["--address", &addr]);
+        }
+        let r = goten(&args);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    let cluster: String = (0..3)
+        .map(|i| std::fs::read_to_string(keys.join(format!("party-{i}.toml"))).unwrap())
+        .collect();
+    let path = keys.join("cluster.toml");
+    std::fs::write(&path, cluster).unwrap();
+    path
+}

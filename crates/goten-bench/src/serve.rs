@@ -43,6 +43,12 @@ pub struct ServeBenchArgs {
     /// Parts to run, comma-separated: `throughput`, `latency`.
     #[arg(long, default_value = "throughput,latency")]
     parts: String,
+    /// Worker threads of each party's device (0: the cores shared by the three parties).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Milliseconds S0 waits for more requests after the first of a batch.
+    #[arg(long, default_value_t = 2)]
+    max_wait_ms: u64,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -76,16 +82,16 @@ fn images(n: usize) -> Vec<Vec<u8>> {
     (0..n).map(|i| test.image(i).to_vec()).collect()
 }
 
-fn server(run: &Path, max_batch: usize) -> Result<LocalServer> {
+fn server(run: &Path, max_batch: usize, a: &ServeBenchArgs) -> Result<LocalServer> {
     let s = LocalServer::start(LocalServe {
         plan: ServePlan {
             checkpoint: run.to_path_buf(),
             name: None,
             max_batch,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::from_millis(a.max_wait_ms),
         },
         device: goten_runtime::devices::DeviceKind::Cpu,
-        threads: 0,
+        threads: a.threads,
         timeout: Duration::from_secs(600),
         danger_deterministic_keys: None,
         wrap: None,
@@ -133,7 +139,7 @@ fn throughput(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
         model.predict_logits(chunk)?;
     }
     let plain = (refs.len() - b) as f64 / t.elapsed().as_secs_f64();
-    let s = server(&run, b)?;
+    let s = server(&run, b, a)?;
     s.score(&refs[..b], b)?;
     let before = s.stats();
     let t = Instant::now();
@@ -156,7 +162,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn latency(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
     let (run, _) = make_run("small", 32)?;
-    let s = Arc::new(server(&run, 64)?);
+    let s = Arc::new(server(&run, 64, a)?);
     let http = HttpServer::start("127.0.0.1:0", s.clone(), HttpLimits::default(), 2)?;
     let url = format!("http://{}", http.addr());
     let (_, m) = s.simulated_roots();

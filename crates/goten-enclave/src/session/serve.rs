@@ -161,7 +161,8 @@ impl<'k> ServeSession<'k> {
         }
     }
 
-    /// Ecall "infer": answers a batch of sealed queries, one reply per query in order. Queries
+    /// Ecall "infer": answers a batch of sealed queries, one reply per query in order (E0's
+    /// replies hold the sealed answers; E1's are empty for the queries it accepted). Queries
     /// that do not open, are malformed or replayed are refused without stopping the others;
     /// an error of the protocol itself (a peer or S2 gone, tampering) fails the whole call.
     /// E0 and E1 must receive the same batch (their hosts relay it), so their PRG counters and
@@ -209,6 +210,11 @@ impl<'k> ServeSession<'k> {
             .flat_map(|(_, _, o)| (0..o.count()).map(move |j| o.image(j)))
             .collect();
         let logits = self.forward(host, &images)?;
+        // Only S0's host returns answers: E1 computes the same logits (its shares are needed)
+        // but seals nothing, which saves two X25519 operations per query.
+        if self.enclave.role() != Role::S0 {
+            return Ok(replies);
+        }
         let mut at = 0;
         for (i, id, o) in &opened {
             let rows = &logits[at * self.classes..(at + o.count()) * self.classes];

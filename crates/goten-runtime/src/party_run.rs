@@ -200,6 +200,27 @@ impl Deployment {
     }
 }
 
+/// Connects to the other two and agrees on the job: S0 and S1 offer `digest` (the job's
+/// fingerprint), S2 (`None`) adopts theirs. The trust then holds this session's nonces.
+fn join(
+    d: &Deployment,
+    c: &JobConfig,
+    ring: Ring,
+    digest: Option<[u8; 32]>,
+) -> Result<(Connected, JobId), RuntimeError> {
+    let mut conn = d.connect(c, ring)?;
+    let ours = digest.map(|digest| JobId {
+        ring_bits: ring.bits(),
+        digest,
+        deployment: conn.deployment,
+        nonce: [0; 32],
+    });
+    let (job, nonces) =
+        agree_job(&mut conn.net, ours, conn.deployment, session_nonce(c)?).map_err(at(d.role))?;
+    conn.trusts.session_nonces = nonces;
+    Ok((conn, job))
+}
+
 /// S2's result.
 pub struct DealerOutcome {
     /// Its time and traffic.
@@ -214,16 +235,16 @@ pub fn run_dealer(
     on_iteration: &mut dyn FnMut(u64, Traffic),
 ) -> Result<DealerOutcome, RuntimeError> {
     let role = d.role;
-    let Connected {
-        deployment,
-        mut trusts,
-        device,
-        mut net,
-        timeout,
-    } = d.connect(c, Ring::default())?;
-    let (job, nonces) =
-        agree_job(&mut net, None, deployment, session_nonce(c)?).map_err(at(role))?;
-    trusts.session_nonces = nonces;
+    let (
+        Connected {
+            trusts,
+            device,
+            mut net,
+            timeout,
+            ..
+        },
+        job,
+    ) = join(d, c, Ring::default(), None)?;
     let ring = Ring::new(job.ring_bits)
         .map_err(|e| RuntimeError::config(format!("the job's ring from S0 and S1: {e}")))?;
     net.set_ring(ring);
@@ -269,22 +290,16 @@ pub fn run_trainer<'a>(
     } else {
         None
     };
-    let Connected {
-        deployment,
-        mut trusts,
-        device,
-        mut net,
-        timeout,
-    } = d.connect(c, setup.enclave.ring)?;
-    let ours = JobId {
-        ring_bits: setup.enclave.ring.bits(),
-        digest: setup.fingerprint,
-        deployment,
-        nonce: [0; 32],
-    };
-    let (_, nonces) =
-        agree_job(&mut net, Some(ours), deployment, session_nonce(c)?).map_err(at(role))?;
-    trusts.session_nonces = nonces;
+    let (
+        Connected {
+            trusts,
+            device,
+            net,
+            timeout,
+            ..
+        },
+        _,
+    ) = join(d, c, setup.enclave.ring, Some(setup.fingerprint))?;
     let serve = |e: &mut dyn Provisionable| -> Result<(), PartyError> {
         let Some(listener) = owner_listener.as_ref() else {
             return Err(PartyError::Storage(format!(
@@ -334,22 +349,16 @@ pub fn run_enclave_job(
 ) -> Result<(), RuntimeError> {
     let role = d.role;
     let ring = Ring::default();
-    let Connected {
-        deployment,
-        mut trusts,
-        device,
-        mut net,
-        timeout,
-    } = d.connect(c, ring)?;
-    let ours = JobId {
-        ring_bits: ring.bits(),
-        digest,
-        deployment,
-        nonce: [0; 32],
-    };
-    let (_, nonces) =
-        agree_job(&mut net, Some(ours), deployment, session_nonce(c)?).map_err(at(role))?;
-    trusts.session_nonces = nonces;
+    let (
+        Connected {
+            trusts,
+            device,
+            net,
+            timeout,
+            ..
+        },
+        _,
+    ) = join(d, c, ring, Some(digest))?;
     let cfg = ClusterConfig {
         enclave: EnclaveConfig {
             ring,

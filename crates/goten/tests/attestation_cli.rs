@@ -2,18 +2,15 @@
 //! only for evidence that verifies, a clear message and exit 5 for evidence that does not, exit 2
 //! for bad usage.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::goten;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../goten-attest/tests/fixtures")
-}
-
-fn goten(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goten"))
-        .args(args)
-        .output()
-        .expect("run goten")
 }
 
 fn verify(kind: &str, evidence: &Path, collateral: &str, extra: &[&str]) -> Output {
@@ -144,12 +141,7 @@ fn tdx_cluster(d: &Path, policy: &str) -> PathBuf {
     for id in 0..3 {
         let id_s = id.to_string();
         let mut args = vec!["keygen", "--id", &id_s, "--out", keys.to_str().unwrap()];
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = common::free_addr();
         if id < 2 {
             args.extend(["--address", &addr]);
         }

@@ -50,12 +50,7 @@ impl Drop for Server {
 
 /// Starts `goten serve --local` on a free port; returns it and its URL once it serves.
 fn serve(run: &Path) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_addr();
     let mut child = exe()
         .args([
             "serve",
@@ -274,12 +269,7 @@ fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers
     let run = dir.join("run");
     let test = dir.join("data/test_batch.bin");
     let cluster = common::keygen_cluster(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_addr();
     let url = format!("http://{addr}");
     let run_s = run.to_str().unwrap();
     let _s2 = Party::start(&cluster, 2, &[]);

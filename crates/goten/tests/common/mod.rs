@@ -57,12 +57,7 @@ pub fn small_cifar(dir: &Path, train: usize, test: usize) {
 pub fn keygen_cluster(d: &Path) -> PathBuf {
     let keys = d.join("keys");
     for id in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_addr();
         let id_s = id.to_string();
         let mut args = vec![
             "keygen",
@@ -85,4 +80,14 @@ pub fn keygen_cluster(d: &Path) -> PathBuf {
     let path = keys.join("cluster.toml");
     std::fs::write(&path, cluster).unwrap();
     path
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
 }

@@ -89,6 +89,7 @@ fn server(run: &Path, max_batch: usize, a: &ServeBenchArgs) -> Result<LocalServe
             name: None,
             max_batch,
             max_wait: Duration::from_millis(a.max_wait_ms),
+            await_owner: None,
         },
         device: goten_runtime::devices::DeviceKind::Cpu,
         threads: a.threads,

@@ -61,6 +61,8 @@ pub enum Message {
     /// Serving, S0 to S1: a batch of sealed queries (ciphertext for the enclaves' service key)
     /// that both enclaves answer in lockstep.
     Queries(Vec<Vec<u8>>),
+    /// Serving, S0 to S1: the model owner's model, sealed to the enclaves' service key.
+    Model(Vec<u8>),
     /// Serving: no work now, the sender is alive (keeps idle peers within their timeouts).
     Idle,
     /// Serving, between S0 and S1: S0 asks for E1's evidence over the service key for a
@@ -89,6 +91,7 @@ impl Message {
             Message::Receipt { .. } => "checkpoint receipt",
             Message::Queries(_) => "sealed queries",
             Message::Idle => "idle",
+            Message::Model(_) => "sealed model",
             Message::Evidence { .. } => "evidence",
             Message::Done => "done",
         }

@@ -376,6 +376,10 @@ pub fn encode(msg: &Message, seq: u64) -> Vec<u8> {
             10
         }
         Message::Idle => 11,
+        Message::Model(m) => {
+            b.blob(m);
+            13
+        }
         Message::Evidence { nonce, evidence } => {
             b.bytes(nonce);
             b.blob(evidence);
@@ -499,6 +503,7 @@ pub fn decode(frame: &[u8], ring: Ring) -> Result<(u64, Message), WireError> {
             Message::Queries(qs)
         }
         11 => Message::Idle,
+        13 => Message::Model(r.blob("sealed model")?.to_vec()),
         12 => Message::Evidence {
             nonce: r.arr("evidence")?,
             evidence: r.blob("evidence")?.to_vec(),

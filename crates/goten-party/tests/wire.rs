@@ -75,6 +75,7 @@ fn samples() -> Vec<Message> {
         Message::Queries(vec![vec![7; 80], Vec::new(), vec![8; 3]]),
         Message::Queries(Vec::new()),
         Message::Idle,
+        Message::Model(vec![4; 100]),
         Message::Evidence {
             nonce: [9; 32],
             evidence: vec![1, 2, 3],

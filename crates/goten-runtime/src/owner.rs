@@ -167,3 +167,20 @@ pub fn decrypt_model(input: &Path, key: &Path, out: &Path) -> Result<u64, Runtim
     crate::model_io::write(&export, out)?;
     Ok(export.steps)
 }
+
+/// The model owner's model from a safetensors file with goten's export names (from `goten
+/// decrypt-model`, a plain export, or PyTorch): checked against the `kind` architecture.
+pub fn read_export(
+    kind: goten_enclave::nn::ModelKind,
+    path: &Path,
+) -> Result<goten_enclave::session::Export, RuntimeError> {
+    let mut model = kind
+        .build(0, goten_data::CLASSES)
+        .map_err(|e| RuntimeError::config(e.to_string()))?;
+    crate::model_io::read(&mut model, path)?;
+    Ok(goten_enclave::session::Export {
+        tensors: goten_enclave::nn::export::export(&model),
+        batchnorm: goten_enclave::nn::export::batchnorm_prefixes(&model),
+        steps: 0,
+    })
+}

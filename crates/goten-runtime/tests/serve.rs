@@ -54,6 +54,7 @@ fn serve_config(checkpoint: &Path, wrap: Option<Wrap>) -> LocalServe {
             name: None,
             max_batch: 16,
             max_wait: Duration::from_millis(5),
+            await_owner: None,
         },
         device: goten_runtime::devices::DeviceKind::Cpu,
         threads: 1,
@@ -422,4 +423,66 @@ fn hosts_and_devices_see_no_query_image_logit_or_class() {
             assert!(!m.windows(8).any(|w| bytes.windows(8).any(|x| x == w)));
         }
     }
+}
+
+#[test]
+fn the_model_owner_provisions_a_model_sealed_to_the_attested_service_key() {
+    let (_, export) = run();
+    let dir = std::env::temp_dir().join(format!("goten-serve-owner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut c = serve_config(&dir, None);
+    c.plan.await_owner = Some(goten_enclave::nn::ModelKind::Small);
+    let s = Served::start(c.clone(), HttpLimits::default());
+    let t = std::time::Instant::now();
+    while !matches!(s.server.status(), Status::AwaitingModel(_)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            s.server.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, text) = get(&format!("{}/v2/health/ready", s.url()));
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("awaiting the model owner"), "{text}");
+    // The owner verifies the enclaves (metadata and attestation answer while awaiting).
+    let (_, m) = s.server.simulated_roots();
+    let v = client::connect(
+        &s.url(),
+        "small",
+        &Pin::Measurement(m),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    // Bytes that are not a model sealed to the service key are refused; still awaiting.
+    let (code, text) = post(&format!("{}/v2/models/small/provision", s.url()), b"junk");
+    assert_eq!(code, 400, "{text}");
+    let model =
+        goten_runtime::owner::read_export(goten_enclave::nn::ModelKind::Small, export).unwrap();
+    v.provision_model(&model).unwrap();
+    assert!(dir.join("checkpoint-e0.sealed").exists() && dir.join("checkpoint-e1.sealed").exists());
+    // Serving the owner's model: the plain logits of the same weights within the bound.
+    let v = s.connect();
+    let imgs = images(4);
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
+    let got: Vec<f32> = v
+        .score(&refs, 4)
+        .unwrap()
+        .answers
+        .iter()
+        .flat_map(|a| a.logits.clone())
+        .collect();
+    let plain = plain_logits(export, &refs);
+    let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
+    for (a, b) in got.iter().zip(&plain) {
+        assert!((a - b).abs() <= 0.1 * scale, "{a} vs {b}");
+    }
+    // A second model is refused while serving.
+    let (code, text) = post(&format!("{}/v2/models/small/provision", s.url()), b"x");
+    assert_eq!(code, 409, "{text}");
+    // The enclaves stored sealed copies: a restarted cluster serves without the owner.
+    drop(s);
+    let s = Served::start(c, HttpLimits::default());
+    let v = s.connect();
+    assert_eq!(v.score(&refs[..1], 1).unwrap().answers.len(), 1);
 }

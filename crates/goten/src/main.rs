@@ -66,6 +66,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Query a goten server: verify its enclaves, send sealed images, open the answers.
     Query(serve::QueryArgs),
+    /// Model owner: verify a server's enclaves and provision your model to them, sealed to
+    /// their attested service key (a server started with --await-model).
+    ProvisionModel(serve::ProvisionModelArgs),
     /// Train a model (plain, enclave or goten mode) and report its test accuracy.
     Train(Box<train::TrainCmd>),
     /// Write keys: a party's key file and cluster entry (--id), a model owner's key pair
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::serve(*a),
         Command::Query(a) => serve::query(a),
+        Command::ProvisionModel(a) => serve::provision_model(a),
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),
         Command::Provision(a) => party::provision(a),

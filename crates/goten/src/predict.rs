@@ -90,6 +90,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     name: None,
                     max_batch: a.batch,
                     max_wait: Duration::from_millis(1),
+                    await_owner: None,
                 },
                 device: goten_runtime::devices::DeviceKind::Cpu,
                 threads: 0,

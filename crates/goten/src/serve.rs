@@ -39,9 +39,14 @@ pub struct ServeArgs {
     #[arg(long)]
     listen: Option<String>,
     /// The --out folder of a goten-mode training run (its sealed checkpoints of E0 and E1;
-    /// S0 reads E0's, S1 E1's; S2 needs none).
+    /// S0 reads E0's, S1 E1's; S2 needs none). With --await-model: the folder where the
+    /// enclaves store their sealed copies of the owner's model.
     #[arg(long, required_unless_present = "id")]
     checkpoint: Option<PathBuf>,
+    /// Serve a model the model owner provisions (goten provision-model), of this architecture
+    /// (`small` or `vgg11`), when the --checkpoint folder holds no sealed checkpoints yet.
+    #[arg(long)]
+    await_model: Option<String>,
     /// Derive every key from this public seed (tests only; the cluster's keys must have been
     /// made with it).
     #[arg(long, hide = true)]
@@ -72,13 +77,22 @@ pub struct ServeArgs {
     threads: usize,
 }
 
-fn plan(a: &ServeArgs) -> ServePlan {
-    ServePlan {
+fn plan(a: &ServeArgs) -> Result<ServePlan> {
+    let await_owner = a
+        .await_model
+        .as_deref()
+        .map(|k| {
+            goten_enclave::nn::ModelKind::parse(k)
+                .with_context(|| format!("--await-model {k:?}: choose small or vgg11"))
+        })
+        .transpose()?;
+    Ok(ServePlan {
         checkpoint: a.checkpoint.clone().unwrap_or_default(),
         name: a.name.clone(),
         max_batch: a.max_batch,
         max_wait: Duration::from_millis(a.max_wait_ms),
-    }
+        await_owner,
+    })
 }
 
 fn limits(a: &ServeArgs) -> HttpLimits {
@@ -110,7 +124,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     let timeout = Duration::from_secs(a.timeout.max(1));
     let server = Arc::new(LocalServer::start(LocalServe {
-        plan: plan(&a),
+        plan: plan(&a)?,
         device: goten_runtime::devices::DeviceKind::Cpu,
         threads: a.threads,
         timeout,
@@ -128,6 +142,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             goten_runtime::serve::oip::hex(&r.service_key[..8])
         ),
         Status::Failed(why) => eprintln!("the serving cluster failed to start: {why}; retrying"),
+        Status::AwaitingModel(r) => eprintln!(
+            "awaiting the model owner's {} model at http://{}/v2/models/{} (goten provision-model)",
+            r.info.kind,
+            http.addr(),
+            r.name
+        ),
         Status::Starting => {}
     }
     http.wait();
@@ -162,7 +182,7 @@ fn serve_party(a: &ServeArgs, id: u8) -> Result<()> {
         eprintln!("{role}: {line}");
     }
     let http = (role == goten_enclave::Role::S0).then(|| (a.http.as_str(), limits(a)));
-    goten_runtime::serve::deploy::serve_party(&d, &c, &plan(a), http)?;
+    goten_runtime::serve::deploy::serve_party(&d, &c, &plan(a)?, http)?;
     Ok(())
 }
 
@@ -206,7 +226,11 @@ pub struct QueryArgs {
 }
 
 fn pin(a: &QueryArgs) -> Result<Pin> {
-    if let Some(path) = &a.cluster {
+    pin_from(a.cluster.as_deref(), a.expect_measurement.as_deref())
+}
+
+fn pin_from(cluster: Option<&std::path::Path>, expect: Option<&str>) -> Result<Pin> {
+    if let Some(path) = cluster {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the cluster file {}", path.display()))?;
         let cluster = goten_party::deploy::ClusterFile::parse(&text, &path.display().to_string())?;
@@ -215,13 +239,64 @@ fn pin(a: &QueryArgs) -> Result<Pin> {
             &cluster, base,
         )?));
     }
-    let Some(m) = &a.expect_measurement else {
+    let Some(m) = expect else {
         bail!("say which enclaves to trust: --cluster FILE or --expect-measurement HEX");
     };
     let m: [u8; 32] = goten_runtime::serve::oip::unhex(m.trim())
         .and_then(|b| b.try_into().ok())
         .context("--expect-measurement takes 64 hex digits")?;
     Ok(Pin::Measurement(m))
+}
+
+/// Options of `goten provision-model`.
+#[derive(Args, Debug)]
+pub struct ProvisionModelArgs {
+    /// The server's base URL, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    server: String,
+    /// The model's name on the server.
+    #[arg(long)]
+    model: String,
+    /// Your model: a safetensors file with goten's export names (goten decrypt-model, a plain
+    /// export, or PyTorch with the same names).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Its architecture: `small` or `vgg11`.
+    #[arg(long, default_value = "small")]
+    kind: String,
+    /// Trust the enclaves this cluster file pins.
+    #[arg(long, conflicts_with = "expect_measurement")]
+    cluster: Option<PathBuf>,
+    /// Trust enclaves reporting this measurement (64 hex digits).
+    #[arg(long)]
+    expect_measurement: Option<String>,
+    /// Seconds to wait for the server.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+/// `goten provision-model`: the model owner verifies the serving enclaves and hands them the
+/// model sealed to their attested service key.
+pub fn provision_model(a: ProvisionModelArgs) -> Result<()> {
+    let pin = pin_from(a.cluster.as_deref(), a.expect_measurement.as_deref())?;
+    let kind = goten_enclave::nn::ModelKind::parse(&a.kind)
+        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.kind))?;
+    let export = goten_runtime::owner::read_export(kind, &a.weights)?;
+    let v = client::connect(&a.server, &a.model, &pin, Duration::from_secs(a.timeout))?;
+    if v.simulated {
+        eprintln!(
+            "WARNING: the server's evidence is SIMULATED: it shows which program runs, but no hardware vouches for it"
+        );
+    }
+    v.provision_model(&export)?;
+    eprintln!(
+        "provisioned {} to E0 and E1 of {} (sealed to their service key); it now serves at {}/v2/models/{}",
+        a.weights.display(),
+        v.model,
+        v.base,
+        v.model
+    );
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

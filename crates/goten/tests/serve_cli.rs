@@ -50,16 +50,15 @@ impl Drop for Server {
 
 /// Starts `goten serve --local` on a free port; returns it and its URL once it serves.
 fn serve(run: &Path) -> (Server, String) {
+    serve_with(&["--checkpoint", run.to_str().unwrap()], "serving small")
+}
+
+/// Starts `goten serve --local` with `args` on a free port; returns once stderr shows `ready`.
+fn serve_with(args: &[&str], ready: &str) -> (Server, String) {
     let addr = common::free_addr();
     let mut child = exe()
-        .args([
-            "serve",
-            "--local",
-            "--checkpoint",
-            run.to_str().unwrap(),
-            "--http",
-            &addr,
-        ])
+        .args(["serve", "--local", "--http", &addr])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -68,11 +67,13 @@ fn serve(run: &Path) -> (Server, String) {
     let mut lines = BufReader::new(err).lines();
     loop {
         let line = lines.next().expect("serve exited").unwrap();
-        if line.contains("serving small") {
+        if line.contains(ready) {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(60), "no start: {line}");
     }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     (Server(child), format!("http://{addr}"))
 }
 
@@ -324,4 +325,85 @@ fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers
     );
     let q = query();
     assert!(q.status.success(), "{}\nS0: {}", text(&q), s0.log());
+}
+
+#[test]
+fn the_model_owner_provisions_a_plain_export_to_an_awaiting_server() {
+    let dir = tmp("owner");
+    small_cifar(&dir.join("data"), 64, 8);
+    let model = dir.join("model.safetensors");
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--data",
+        dir.join("data").to_str().unwrap(),
+        "--steps",
+        "2",
+        "--export",
+        model.to_str().unwrap(),
+        "--out",
+        dir.join("plain").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let serving = dir.join("serving");
+    let (_server, url) = serve_with(
+        &[
+            "--checkpoint",
+            serving.to_str().unwrap(),
+            "--await-model",
+            "small",
+        ],
+        "awaiting the model owner",
+    );
+    let m = measurement();
+    let p = goten(&[
+        "provision-model",
+        "--server",
+        &url,
+        "--model",
+        "small",
+        "--weights",
+        model.to_str().unwrap(),
+        "--expect-measurement",
+        &m,
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    assert!(text(&p).contains("provisioned"), "{}", text(&p));
+    let q = goten(&[
+        "query",
+        "--server",
+        &url,
+        "--model",
+        "small",
+        "--data",
+        dir.join("data/test_batch.bin").to_str().unwrap(),
+        "--expect-measurement",
+        &m,
+        "--json",
+    ]);
+    assert!(q.status.success(), "{}", text(&q));
+    assert_eq!(
+        last_json(&q.stdout)["predictions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    // A weights file of another architecture is refused on the owner's side.
+    let bad = goten(&[
+        "provision-model",
+        "--server",
+        &url,
+        "--model",
+        "small",
+        "--weights",
+        model.to_str().unwrap(),
+        "--kind",
+        "vgg11",
+        "--expect-measurement",
+        &m,
+    ]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("vgg11"), "{}", text(&bad));
 }

@@ -128,26 +128,48 @@ pub fn decode_export(bytes: &[u8]) -> Result<Export, String> {
     })
 }
 
-/// Seals an export to the model owner's public key.
-pub fn seal_model(e: &Export, owner: &[u8; 32]) -> Result<Vec<u8>, SessionError> {
+/// HPKE `info` of a model the owner provisions to the serving enclaves' service key: an export
+/// sealed to an owner does not open as one, nor the reverse.
+const PROVISION_INFO: &[u8] = b"goten/model-provision/v1";
+
+fn seal_with(e: &Export, to: &[u8; 32], info: &[u8]) -> Result<Vec<u8>, SessionError> {
     let body = zeroize::Zeroizing::new(encode_export(e));
-    let sealed = hpke::seal(owner, INFO, SEALED_MAGIC, &body)
-        .map_err(|err| SessionError::Config(format!("the model owner's public key: {err}")))?;
+    let sealed = hpke::seal(to, info, SEALED_MAGIC, &body)
+        .map_err(|err| SessionError::Config(format!("the recipient's public key: {err}")))?;
     Ok([SEALED_MAGIC.as_slice(), &sealed].concat())
 }
 
-/// The model owner's side: opens a sealed model file with the owner's key pair.
-pub fn open_model(file: &[u8], owner: &KeyPair) -> Result<Export, String> {
+fn open_with(file: &[u8], key: &KeyPair, info: &[u8], whose: &str) -> Result<Export, String> {
     let body = file
         .strip_prefix(SEALED_MAGIC.as_slice())
         .ok_or("not a sealed goten model (wrong magic)")?;
-    let plain = owner.open(INFO, SEALED_MAGIC, body).map_err(|e| match e {
+    let plain = key.open(info, SEALED_MAGIC, body).map_err(|e| match e {
         hpke::HpkeError::Open => {
-            "cannot open it: sealed to another owner key, or the file was altered".to_string()
+            format!("cannot open it: sealed to another {whose}, or the bytes were altered")
         }
         other => other.to_string(),
     })?;
     decode_export(&plain)
+}
+
+/// Seals an export to the model owner's public key.
+pub fn seal_model(e: &Export, owner: &[u8; 32]) -> Result<Vec<u8>, SessionError> {
+    seal_with(e, owner, INFO)
+}
+
+/// The model owner's side: opens a sealed model file with the owner's key pair.
+pub fn open_model(file: &[u8], owner: &KeyPair) -> Result<Export, String> {
+    open_with(file, owner, INFO, "owner key")
+}
+
+/// The model owner's side of serving: seals a model to the attested service key.
+pub fn seal_model_to_service(e: &Export, service: &[u8; 32]) -> Result<Vec<u8>, SessionError> {
+    seal_with(e, service, PROVISION_INFO)
+}
+
+/// The serving enclave's side: opens a model sealed to its service key.
+pub(crate) fn open_provisioned_model(file: &[u8], service: &KeyPair) -> Result<Export, String> {
+    open_with(file, service, PROVISION_INFO, "service key")
 }
 
 #[cfg(test)]
@@ -204,6 +226,21 @@ mod tests {
         let mut huge = b.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode_export(&huge).is_err());
+    }
+
+    #[test]
+    fn a_model_for_the_service_key_and_an_export_for_the_owner_are_not_interchangeable() {
+        let service = KeyPair::generate();
+        let to_service = seal_model_to_service(&sample(), &service.public_key()).unwrap();
+        assert_eq!(
+            encode_export(&open_provisioned_model(&to_service, &service).unwrap()),
+            encode_export(&sample())
+        );
+        // The same key, the other purpose: refused both ways.
+        assert!(open_model(&to_service, &service).is_err());
+        let to_owner = seal_model(&sample(), &service.public_key()).unwrap();
+        assert!(open_provisioned_model(&to_owner, &service).is_err());
+        assert!(open_provisioned_model(&to_service, &KeyPair::generate()).is_err());
     }
 
     #[test]

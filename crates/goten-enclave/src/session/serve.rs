@@ -84,13 +84,63 @@ impl<'k> ServeSession<'k> {
         name: Option<&str>,
         batch: usize,
     ) -> Result<Self, SessionError> {
+        let r = checkpoint::unseal_for_serving(sealed, sealing, enclave.role_label(), classes)?;
+        Self::with_model(enclave, r.model, (classes, name, batch))
+    }
+
+    /// Ecall "serve the owner's model": opens a model the model owner sealed to the service key
+    /// (`model_out::seal_model_to_service`, names as in the export), loads it into a `kind`
+    /// network, and seals it under the platform key as this enclave's checkpoint, returned for
+    /// the host to store: a restarted cluster serves it without the owner.
+    pub fn from_owner(
+        enclave: &'k KeyedEnclave,
+        sealing: &goten_field::SecretKey,
+        sealed_model: &[u8],
+        kind: crate::nn::ModelKind,
+        (classes, name, batch): (usize, Option<&str>, usize),
+    ) -> Result<(Self, Vec<u8>), SessionError> {
+        let e = super::model_out::open_provisioned_model(sealed_model, enclave.service_key())
+            .map_err(|why| SessionError::Reported {
+                fault: super::Fault::Data,
+                message: format!("the model owner's model: {why}"),
+            })?;
+        let mut model = kind.build(0, classes)?;
+        let lookup = |n: &str| {
+            e.tensors
+                .iter()
+                .find(|t| t.name == n)
+                .map(|t| (t.shape.clone(), t.data.clone()))
+        };
+        crate::nn::export::import(&mut model, &lookup).map_err(|err| SessionError::Reported {
+            fault: super::Fault::Data,
+            message: format!(
+                "the model owner's model does not fit {}: {err}",
+                kind.name()
+            ),
+        })?;
+        let sealed = checkpoint::seal(
+            &mut model,
+            checkpoint::Progress::default(),
+            [0; 32],
+            None,
+            sealing,
+            enclave.role_label(),
+        )?;
+        let session = Self::with_model(enclave, model, (classes, name, batch))?;
+        Ok((session, sealed))
+    }
+
+    fn with_model(
+        enclave: &'k KeyedEnclave,
+        model: Model,
+        (classes, name, batch): (usize, Option<&str>, usize),
+    ) -> Result<Self, SessionError> {
         if batch == 0 {
             return Err(SessionError::Config(
                 "the serving batch must be at least 1".into(),
             ));
         }
-        let r = checkpoint::unseal_for_serving(sealed, sealing, enclave.role_label(), classes)?;
-        let name = name.unwrap_or(r.model.kind().name());
+        let name = name.unwrap_or(model.kind().name());
         if !valid_name(name) {
             return Err(SessionError::Config(format!(
                 "model name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
@@ -98,7 +148,7 @@ impl<'k> ServeSession<'k> {
         }
         Ok(ServeSession {
             enclave,
-            model: r.model,
+            model,
             name: name.to_string(),
             classes,
             batch,

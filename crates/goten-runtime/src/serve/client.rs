@@ -202,6 +202,26 @@ impl Verified {
         Ok(out)
     }
 
+    /// The model owner's side: seals `export` (names as in goten's export) to the attested
+    /// service key and provisions it to the enclaves, which load it and store their own sealed
+    /// copies. Nothing but the sealed model leaves this machine.
+    pub fn provision_model(
+        &self,
+        export: &goten_enclave::session::Export,
+    ) -> Result<(), ClientError> {
+        let sealed =
+            goten_enclave::session::model_out::seal_model_to_service(export, &self.service_key)
+                .map_err(|e| ClientError::Input(e.to_string()))?;
+        let _: serde_json::Value = read_json(
+            self.agent
+                .post(format!("{}/v2/models/{}/provision", self.base, self.model))
+                .header("content-type", "application/octet-stream")
+                .send(&sealed[..]),
+            "provisioning",
+        )?;
+        Ok(())
+    }
+
     /// One request holding one sealed query of `images`.
     pub fn query_once(&self, shape: [usize; 3], images: &[&[u8]]) -> Result<Answer, ClientError> {
         let reply = KeyPair::generate();

@@ -16,6 +16,7 @@ use goten_enclave::session::serve::{ModelInfo, Reply, ServeSession};
 use goten_party::transport::Message;
 use goten_party::{NetError, Party, PartyError};
 
+use super::relay::{attest, ping, relay_idle, send_evidence};
 use crate::SessionHost;
 use crate::session_host::PartyHost;
 use crate::store::{CkptStore, storage};
@@ -41,6 +42,13 @@ pub enum Cmd {
         /// Receives both pieces of evidence, or why not.
         reply: Sender<Result<Vec<(Role, Evidence)>, String>>,
     },
+    /// Load the model owner's model, sealed to the service key (while awaiting it).
+    Provision {
+        /// The sealed model (`model_out::seal_model_to_service`).
+        sealed: Vec<u8>,
+        /// Receives whether both enclaves loaded it, or why not.
+        reply: Sender<Result<(), String>>,
+    },
 }
 
 /// How a host obtains its enclave's evidence for report data (`goten_party::Trusts::evidence`).
@@ -64,6 +72,9 @@ pub enum Status {
     Starting,
     /// Serving.
     Ready(Ready),
+    /// Keys established, waiting for the model owner to provision the model (the description
+    /// is the expected model's; the service key is the one to seal it to).
+    AwaitingModel(Ready),
     /// Stopped by a failure; the reason is public (no plaintext) and the cluster restarts.
     Failed(String),
 }
@@ -100,19 +111,31 @@ pub struct ServePlan {
     pub max_batch: usize,
     /// How long S0 waits for more requests after the first of a batch.
     pub max_wait: Duration,
+    /// Without sealed checkpoints in the folder: wait for the model owner to provision a model
+    /// of this kind (then store the enclaves' sealed copies there).
+    pub await_owner: Option<goten_enclave::nn::ModelKind>,
 }
 
-fn sealed_checkpoint(plan: &ServePlan, role: Role) -> Result<Vec<u8>, PartyError> {
-    let store = CkptStore {
+/// This enclave's store in the serving folder.
+pub(super) fn store(plan: &ServePlan, role: Role) -> CkptStore {
+    CkptStore {
         dir: plan.checkpoint.clone(),
         role: if role == Role::S0 { "e0" } else { "e1" },
-    };
+    }
+}
+
+/// This enclave's sealed checkpoint, or `None` when the folder has none yet.
+fn sealed_checkpoint(plan: &ServePlan, role: Role) -> Result<Option<Vec<u8>>, PartyError> {
+    let store = store(plan, role);
+    if !store.path().exists() && plan.await_owner.is_some() {
+        return Ok(None);
+    }
     let (_, bytes) = store
         .read()?
         .into_iter()
         .next()
         .ok_or_else(|| storage("no sealed checkpoint", &store.path()))?;
-    Ok(bytes)
+    Ok(Some(bytes))
 }
 
 /// Gathers work until `max_images` images or `max_wait` after the first arrived; requests for
@@ -140,33 +163,67 @@ fn gather(
     batch
 }
 
-/// Opens the model in this party's enclave and checks with the peer that both serve the same.
+/// How a party waits for the model owner's model when its folder holds no checkpoint.
+pub(super) enum Await<'a> {
+    /// S0 takes the sealed model from its front end's queue.
+    S0 {
+        queue: &'a Receiver<Cmd>,
+        status: &'a SharedStatus,
+        evidence: &'a EvidenceFn<'a>,
+        tick: Duration,
+    },
+    /// S1 takes it from S0.
+    S1 { evidence: &'a EvidenceFn<'a> },
+}
+
+/// Opens the model in this party's enclave (its sealed checkpoint, or the owner's model through
+/// `wait`) and checks with the peer that both serve the same. `None`: stopped while waiting.
+#[allow(clippy::type_complexity)]
 fn open<'p>(
     p: &'p mut Party,
     plan: &ServePlan,
     sealing: &goten_field::SecretKey,
-) -> Result<(ServeSession<'p>, &'p mut goten_party::host::EnclaveHost), PartyError> {
+    wait: Await<'_>,
+) -> Result<Option<(ServeSession<'p>, &'p mut goten_party::host::EnclaveHost)>, PartyError> {
     let role = p.enclave.role();
-    let bytes = sealed_checkpoint(plan, role)?;
     let Party { enclave, host } = p;
-    let s = ServeSession::from_checkpoint(
-        enclave,
-        sealing,
-        &bytes,
-        goten_data::CLASSES,
-        plan.name.as_deref(),
-        plan.max_batch,
-    )?;
+    let enclave: &'p goten_enclave::KeyedEnclave = enclave;
+    let s = match (sealed_checkpoint(plan, role)?, plan.await_owner) {
+        (Some(bytes), _) => ServeSession::from_checkpoint(
+            enclave,
+            sealing,
+            &bytes,
+            goten_data::CLASSES,
+            plan.name.as_deref(),
+            plan.max_batch,
+        )?,
+        (None, Some(kind)) => {
+            let job = (plan, sealing, kind);
+            let s = match wait {
+                Await::S0 {
+                    queue,
+                    status,
+                    evidence,
+                    tick,
+                } => super::owner::await_s0(enclave, host, job, queue, status, (evidence, tick))?,
+                Await::S1 { evidence } => super::owner::await_s1(enclave, host, job, evidence)?,
+            };
+            match s {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        }
+        (None, None) => unreachable!("sealed_checkpoint reads or fails without await_owner"),
+    };
     let mut h = PartyHost(host);
-    let s = s;
     if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
         s.check_peer_tag(&peer)?;
     }
-    Ok((s, host))
+    Ok(Some((s, host)))
 }
 
 /// The idle heartbeat: often enough that no peer's receive times out between queries.
-fn heartbeat(timeout: Duration) -> Duration {
+pub(super) fn heartbeat(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
@@ -212,68 +269,6 @@ fn answer(
     Ok(())
 }
 
-/// E0's evidence from this host, E1's through S1's host.
-fn attest(
-    s: &ServeSession<'_>,
-    host: &mut goten_party::host::EnclaveHost,
-    evidence: &EvidenceFn<'_>,
-    nonce: [u8; 32],
-) -> Result<Result<Vec<(Role, Evidence)>, String>, PartyError> {
-    let t = host.transport();
-    t.send(
-        Role::S1,
-        Message::Evidence {
-            nonce,
-            evidence: Vec::new(),
-        },
-    )?;
-    let theirs = match t.recv(Role::S1)? {
-        Message::Evidence { nonce: n, evidence } if n == nonce => evidence,
-        m => {
-            return Err(NetError::Unexpected {
-                peer: Role::S1,
-                expected: "E1's evidence".into(),
-                got: m.kind().into(),
-            }
-            .into());
-        }
-    };
-    if theirs.is_empty() {
-        return Ok(Err("S1 could not produce its enclave's evidence".into()));
-    }
-    let theirs = match goten_party::wire::decode_evidence(&theirs) {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(format!("S1 sent malformed evidence: {e}"))),
-    };
-    Ok(evidence(Role::S0, s.service_report_data(&nonce))
-        .map(|mine| vec![(Role::S0, mine), (Role::S1, theirs)]))
-}
-
-/// The idle heartbeat, a round through all three: S0 to S1 and S2, S1 on to S2, S2 back to
-/// both, S1 back to S0. A party that died or stalled while the cluster was idle shows up as
-/// an error within the receive timeout, not at the next query.
-fn ping(host: &mut goten_party::host::EnclaveHost) -> Result<(), PartyError> {
-    let t = host.transport();
-    t.send(Role::S1, Message::Idle)?;
-    t.send(Role::S2, Message::Idle)?;
-    for from in [Role::S2, Role::S1] {
-        expect_idle(t.recv(from)?, from)?;
-    }
-    Ok(())
-}
-
-fn expect_idle(m: Message, from: Role) -> Result<(), PartyError> {
-    match m {
-        Message::Idle => Ok(()),
-        m => Err(NetError::Unexpected {
-            peer: from,
-            expected: "the idle heartbeat".into(),
-            got: m.kind().into(),
-        }
-        .into()),
-    }
-}
-
 /// S0's serving loop: batches work from `queue`, relays each batch to S1, answers it, and
 /// gathers both enclaves' evidence when a client asks. Returns when the queue closes (the
 /// front end stopped).
@@ -285,7 +280,17 @@ pub fn serve_s0(
     (status, stats): (&SharedStatus, &SharedStats),
     (evidence, timeout): (&EvidenceFn<'_>, Duration),
 ) -> Result<(), PartyError> {
-    let (mut s, host) = open(p, plan, sealing)?;
+    let queue = queue.lock().expect("queue lock");
+    let tick = heartbeat(timeout);
+    let wait = Await::S0 {
+        queue: &queue,
+        status,
+        evidence,
+        tick,
+    };
+    let Some((mut s, host)) = open(p, plan, sealing, wait)? else {
+        return Ok(());
+    };
     eprintln!(
         "S0: E0 and E1 serve {} ({}) under service key {}..",
         s.name(),
@@ -297,8 +302,6 @@ pub fn serve_s0(
         name: s.name().to_string(),
         service_key: s.service_public_key(),
     });
-    let queue = queue.lock().expect("queue lock");
-    let tick = heartbeat(timeout);
     let mut deferred = Vec::new();
     loop {
         let next = match deferred.pop() {
@@ -311,7 +314,7 @@ pub fn serve_s0(
                 answer(&mut s, host, batch, stats)?;
             }
             Ok(Cmd::Attest { nonce, reply }) => {
-                let r = attest(&s, host, evidence, nonce);
+                let r = attest(&|n| s.service_report_data(n), host, evidence, nonce);
                 match r {
                     Ok(ev) => {
                         let _ = reply.send(ev);
@@ -321,6 +324,12 @@ pub fn serve_s0(
                         return Err(e);
                     }
                 }
+            }
+            Ok(Cmd::Provision { reply, .. }) => {
+                let _ = reply.send(Err(format!(
+                    "this cluster already serves {}; a new model needs a new serving folder",
+                    s.name()
+                )));
             }
             Err(RecvTimeoutError::Timeout) => ping(host)?,
             Err(RecvTimeoutError::Disconnected) => {
@@ -339,27 +348,19 @@ pub fn serve_s1(
     sealing: &goten_field::SecretKey,
     evidence: &EvidenceFn<'_>,
 ) -> Result<(), PartyError> {
-    let (mut s, host) = open(p, plan, sealing)?;
+    let Some((mut s, host)) = open(p, plan, sealing, Await::S1 { evidence })? else {
+        return Ok(());
+    };
     loop {
         match host.transport().recv(Role::S0)? {
             Message::Evidence { nonce, .. } => {
-                // Without evidence S0 answers its client with the failure; serving goes on.
-                let e = evidence(Role::S1, s.service_report_data(&nonce))
-                    .map(|e| goten_party::wire::encode_evidence(&e))
-                    .unwrap_or_default();
-                host.transport()
-                    .send(Role::S0, Message::Evidence { nonce, evidence: e })?;
+                send_evidence(&|n| s.service_report_data(n), host, evidence, nonce)?;
             }
             Message::Queries(qs) => {
                 // E1's sealed answers duplicate E0's; only S0 returns answers to clients.
                 s.infer(host, &qs)?;
             }
-            Message::Idle => {
-                let t = host.transport();
-                t.send(Role::S2, Message::Idle)?;
-                expect_idle(t.recv(Role::S2)?, Role::S2)?;
-                t.send(Role::S0, Message::Idle)?;
-            }
+            Message::Idle => relay_idle(host)?,
             Message::Done => return Ok(()),
             m => {
                 return Err(NetError::Unexpected {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::cluster::{ServePlan, Status, serve_s0, serve_s1};
 use super::handle::Handle;
 use super::http::{HttpLimits, HttpServer};
-use super::local::{check_run_folder, drain};
+use super::local::{drain, prepare_folder};
 use crate::party_run::{Deployment, run_dealer, run_enclave_job};
 use crate::{JobConfig, RuntimeError};
 
@@ -58,7 +58,7 @@ pub fn serve_party(
             std::thread::sleep(RETRY);
         },
         Role::S1 => {
-            check_run_folder(&plan.checkpoint, &["e1"])?;
+            prepare_folder(plan, &["e1"])?;
             let sealing = crate::store::platform_sealing_key()?;
             loop {
                 let body = |p: &mut Party, t: &Trusts| -> Result<(), PartyError> {
@@ -72,7 +72,7 @@ pub fn serve_party(
             }
         }
         Role::S0 => {
-            check_run_folder(&plan.checkpoint, &["e0"])?;
+            prepare_folder(plan, &["e0"])?;
             let sealing = crate::store::platform_sealing_key()?;
             let (handle, queue) = Handle::new(&d.trusts(c)?);
             let handle = Arc::new(handle);

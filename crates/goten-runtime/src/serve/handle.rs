@@ -112,8 +112,10 @@ impl Handle {
             Status::Failed(why) => {
                 return Err(fail(format!("the serving cluster failed to start: {why}")));
             }
-            Status::Starting => {
-                return Err(RuntimeError::config("the serving cluster did not start"));
+            Status::Starting | Status::AwaitingModel(_) => {
+                return Err(RuntimeError::config(
+                    "the serving cluster did not start serving (no model yet?)",
+                ));
             }
         };
         let reply = goten_enclave::hpke::KeyPair::generate();
@@ -161,6 +163,12 @@ impl ServeBackend for Handle {
     }
     fn submit(&self, w: Work) -> Result<(), String> {
         self.send(Cmd::Infer(w))
+    }
+    fn provision(&self, sealed: Vec<u8>) -> Result<Result<(), String>, String> {
+        let (tx, rx) = channel();
+        self.send(Cmd::Provision { sealed, reply: tx })?;
+        rx.recv_timeout(Duration::from_secs(600))
+            .map_err(|_| "the serving cluster did not load the model in time".to_string())
     }
     fn attestation(
         &self,

@@ -38,6 +38,9 @@ pub trait ServeBackend: Send + Sync + 'static {
     fn status(&self) -> Status;
     /// Hands work to the cluster.
     fn submit(&self, w: Work) -> Result<(), String>;
+    /// Hands the model owner's sealed model to the cluster: `Err`: the cluster cannot take it
+    /// now; `Ok(Err)`: the enclaves refused it.
+    fn provision(&self, sealed: Vec<u8>) -> Result<Result<(), String>, String>;
     /// E0's and E1's evidence for `nonce` over the current service key, and in simulation
     /// the simulated roots (platform keys, measurement).
     #[allow(clippy::type_complexity)]
@@ -60,6 +63,8 @@ pub struct HttpLimits {
     pub max_in_flight: usize,
     /// How long a request waits for the cluster before a 503.
     pub reply_timeout: Duration,
+    /// Largest sealed model the owner may provision, bytes.
+    pub max_model: usize,
 }
 
 impl Default for HttpLimits {
@@ -70,6 +75,7 @@ impl Default for HttpLimits {
             max_images_per_query: 1024,
             max_in_flight: 64,
             reply_timeout: Duration::from_secs(60),
+            max_model: 1 << 30,
         }
     }
 }
@@ -104,7 +110,29 @@ fn ready(app: &App) -> Result<Ready, ApiError> {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the serving cluster is down and restarting: {why}"),
         )),
+        Status::AwaitingModel(r) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "awaiting the model owner's {} model (goten provision-model; POST /v2/models/{}/provision)",
+                r.info.kind, r.name
+            ),
+        )),
     }
+}
+
+/// The model of `name`, serving or awaited (metadata, attestation, provisioning).
+fn known(app: &App, name: &str) -> Result<(Ready, bool), ApiError> {
+    let (r, serving) = match app.backend.status() {
+        Status::AwaitingModel(r) => (r, false),
+        _ => (ready(app)?, true),
+    };
+    if r.name != name {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no model named {name:?}; this server serves {:?}", r.name),
+        ));
+    }
+    Ok((r, serving))
 }
 
 fn model(app: &App, name: &str) -> Result<Ready, ApiError> {
@@ -139,8 +167,8 @@ async fn server_meta() -> Response {
 }
 
 async fn model_meta(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    let r = match model(&app, &name) {
-        Ok(r) => r,
+    let r = match known(&app, &name) {
+        Ok((r, _)) => r,
         Err(e) => return e.into_response(),
     };
     let meta = |n: &str| oip::TensorMeta {
@@ -178,8 +206,8 @@ async fn attestation(
     Path(name): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let r = match model(&app, &name) {
-        Ok(r) => r,
+    let r = match known(&app, &name) {
+        Ok((r, _)) => r,
         Err(e) => return e.into_response(),
     };
     let nonce: [u8; 32] = match q.get("nonce").map(|n| oip::unhex(n)) {
@@ -358,6 +386,38 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
     .into_response()
 }
 
+async fn provision(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body) -> Response {
+    match known(&app, &name) {
+        Ok((_, false)) => {}
+        Ok((r, true)) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "this server already serves {}; a new model needs a new serving folder",
+                    r.name
+                ),
+            );
+        }
+        Err(e) => return e.into_response(),
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, app.limits.max_model).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the sealed model is larger than {} bytes",
+                app.limits.max_model
+            ),
+        );
+    };
+    let backend = app.backend.clone();
+    match tokio::task::spawn_blocking(move || backend.provision(bytes.to_vec())).await {
+        Ok(Ok(Ok(()))) => axum::Json(json!({"name": name, "provisioned": true})).into_response(),
+        Ok(Ok(Err(why))) => error(StatusCode::BAD_REQUEST, why),
+        Ok(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -380,6 +440,7 @@ pub fn router(backend: Arc<dyn ServeBackend>, limits: HttpLimits) -> Router {
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/attestation", get(attestation))
         .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/provision", post(provision))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(app)

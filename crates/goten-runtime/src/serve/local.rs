@@ -79,6 +79,26 @@ pub fn check_run_folder(dir: &std::path::Path, roles: &[&str]) -> Result<(), Run
     Ok(())
 }
 
+/// The serving folder: with sealed checkpoints of `roles`, or (awaiting the owner's model)
+/// created if missing, to receive them.
+pub fn prepare_folder(
+    plan: &super::cluster::ServePlan,
+    roles: &[&str],
+) -> Result<(), RuntimeError> {
+    if plan.await_owner.is_none() {
+        return check_run_folder(&plan.checkpoint, roles);
+    }
+    std::fs::create_dir_all(&plan.checkpoint).map_err(|e| {
+        RuntimeError::storage(
+            format!(
+                "cannot create the serving folder {}",
+                plan.checkpoint.display()
+            ),
+            e,
+        )
+    })
+}
+
 impl LocalServer {
     /// Starts the cluster on a background thread; it publishes [`Status::Ready`] once E0 and E1
     /// hold the same model.
@@ -86,7 +106,7 @@ impl LocalServer {
         if c.plan.max_batch == 0 {
             return Err(RuntimeError::config("--max-batch must be at least 1"));
         }
-        check_run_folder(&c.plan.checkpoint, &["e0", "e1"])?;
+        prepare_folder(&c.plan, &["e0", "e1"])?;
         let trusts = Arc::new(match c.danger_deterministic_keys {
             Some(seed) => {
                 eprintln!("{}", crate::party_run::DANGER_KEYS);
@@ -114,6 +134,9 @@ impl super::http::ServeBackend for LocalServer {
     }
     fn submit(&self, w: super::cluster::Work) -> Result<(), String> {
         super::http::ServeBackend::submit(&self.handle, w)
+    }
+    fn provision(&self, sealed: Vec<u8>) -> Result<Result<(), String>, String> {
+        self.handle.provision(sealed)
     }
     fn attestation(
         &self,
@@ -148,6 +171,9 @@ pub(crate) fn drain(queue: &Mutex<Receiver<Cmd>>, why: &str) -> bool {
                 let _ = w.reply.send(Err(why.to_string()));
             }
             Ok(Cmd::Attest { reply, .. }) => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+            Ok(Cmd::Provision { reply, .. }) => {
                 let _ = reply.send(Err(why.to_string()));
             }
             Err(TryRecvError::Empty) => return true,

@@ -16,3 +16,5 @@ pub mod handle;
 pub mod http;
 pub mod local;
 pub mod oip;
+mod owner;
+mod relay;

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{exe, goten, small_cifar, text};
@@ -264,7 +264,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers() {
+fn a_deployment_serves_verified_queries_and_a_dead_or_stalled_party_turns_into_503_then_recovers() {
     let dir = tmp("deploy");
     train(&dir);
     let run = dir.join("run");
@@ -273,7 +273,7 @@ fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers
     let addr = common::free_addr();
     let url = format!("http://{addr}");
     let run_s = run.to_str().unwrap();
-    let _s2 = Party::start(&cluster, 2, &[]);
+    let s2 = Party::start(&cluster, 2, &[]);
     let mut s1 = Party::start(&cluster, 1, &["--checkpoint", run_s]);
     let s0 = Party::start(&cluster, 0, &["--checkpoint", run_s, "--http", &addr]);
     let ready = || http_get(&format!("{url}/v2/health/ready")).0 == 200;
@@ -325,6 +325,19 @@ fn a_deployment_serves_verified_queries_turns_a_dead_party_into_503_and_recovers
     );
     let q = query();
     assert!(q.status.success(), "{}\nS0: {}", text(&q), s0.log());
+    // S2 stalls (stopped, its connections open): a timeout, 503 with the reason, no hang;
+    // once it continues, the parties reconnect and serve again.
+    let pid = s2.child.id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &pid]).status();
+    if stop.is_ok_and(|s| s.success()) {
+        wait_for("a 503 while S2 stalls", Duration::from_secs(30), || {
+            http_get(&format!("{url}/v2/health/ready")).0 == 503
+        });
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        wait_for("serving after S2 continues", Duration::from_secs(60), ready);
+        let q = query();
+        assert!(q.status.success(), "{}", text(&q));
+    }
 }
 
 #[test]

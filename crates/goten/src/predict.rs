@@ -5,7 +5,8 @@
 //! the clear). Goten mode scores a whole file through the same engine as `goten serve`: the
 //! model stays in E0's and E1's sealed checkpoints, each batch is sealed to the enclaves'
 //! service key and the logits come back sealed to this process's reply key; only the
-//! aggregate accuracy and this user's own predictions are printed.
+//! aggregate accuracy and this user's own predictions are printed. With `--server URL
+//! --cluster FILE` the same batches go to a serving deployment, verified first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use goten_enclave::nn::ModelKind;
 use serde_json::json;
 
 use goten_runtime::model_io;
+use goten_runtime::serve::client;
 use goten_runtime::serve::cluster::ServePlan;
 use goten_runtime::serve::local::{LocalServe, LocalServer};
 
@@ -32,9 +34,20 @@ pub struct PredictArgs {
     /// Exported model (safetensors, from `goten train --export`), for plain mode.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// The --out folder of a goten-mode training run, for goten mode.
-    #[arg(long)]
+    /// The --out folder of a goten-mode training run, for goten mode on a local serving
+    /// cluster.
+    #[arg(long, conflicts_with = "server")]
     checkpoint: Option<PathBuf>,
+    /// Goten mode through a serving deployment instead (`goten serve --id 0`'s HTTP API),
+    /// whose enclaves must verify against --cluster FILE.
+    #[arg(long, requires = "cluster")]
+    server: Option<String>,
+    /// The deployment's cluster file (what its enclaves' evidence is checked against).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The model's name on the server.
+    #[arg(long, default_value = "small")]
+    name: String,
     /// Architecture of the exported model (plain mode): `small` or `vgg11`.
     #[arg(long, default_value = "small")]
     model: String,
@@ -77,10 +90,29 @@ pub fn run(a: PredictArgs) -> Result<()> {
             model_io::read(&mut model, weights)?;
             (model.predict_logits(&imgs)?, model.outputs())
         }
+        "goten" if a.server.is_some() => {
+            let (Some(url), Some(cluster)) = (&a.server, &a.cluster) else {
+                bail!("--server needs --cluster FILE to verify the deployment's enclaves");
+            };
+            let text = std::fs::read_to_string(cluster)
+                .with_context(|| format!("cannot read the cluster file {}", cluster.display()))?;
+            let file =
+                goten_party::deploy::ClusterFile::parse(&text, &cluster.display().to_string())?;
+            let base = cluster.parent().unwrap_or(std::path::Path::new("."));
+            let pin = client::Pin::Verifier(goten_party::deploy::enclave_verifier(&file, base)?);
+            let v = client::connect(url, &a.name, &pin, Duration::from_secs(a.timeout))?;
+            let scored = v.score(&imgs, a.batch)?;
+            let logits: Vec<f32> = scored
+                .answers
+                .iter()
+                .flat_map(|x| x.logits.clone())
+                .collect();
+            (logits, v.params.classes)
+        }
         "goten" => {
             let Some(dir) = &a.checkpoint else {
                 bail!(
-                    "goten mode serves the sealed checkpoints of a goten-mode run: pass --checkpoint RUN_DIR"
+                    "goten mode scores privately: pass --checkpoint RUN_DIR (a local serving cluster) or --server URL --cluster FILE (a deployment)"
                 );
             };
             eprintln!("note: {}", goten_party::cluster::SIMULATION_NOTICE);

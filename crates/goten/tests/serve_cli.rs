@@ -305,6 +305,25 @@ fn a_deployment_serves_verified_queries_and_a_dead_or_stalled_party_turns_into_5
             .len(),
         6
     );
+    // Batch scoring of a whole file through the deployment: the same JSON shape.
+    let p = goten(&[
+        "predict",
+        "--mode",
+        "goten",
+        "--server",
+        &url,
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    let n = last_json(&p.stdout)["predictions"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(n, 24);
     // S1 dies while the cluster is idle: the heartbeat notices within the timeout and S0's
     // API answers 503 with the reason.
     let _ = s1.child.kill();

@@ -194,6 +194,7 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let (ckpt, _) = run();
     let limits = HttpLimits {
         max_body: 64 << 10,
+        reply_timeout: Duration::from_secs(3),
         ..HttpLimits::default()
     };
     let s = Served::start(serve_config(ckpt, None), limits);
@@ -268,6 +269,21 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     assert_eq!(get(&format!("{}/v3/nothing", s.url())).0, 404);
     let (code, text) = get(&format!("{}/v2/models/small/attestation?nonce=12", s.url()));
     assert_eq!(code, 400, "{text}");
+    // A body that never finishes arriving: 408 within the time limit, no held worker.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(s.http.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            c,
+            "POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"inputs\""
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
     // Still serving.
     assert_eq!(get(&format!("{}/v2/health/ready", s.url())).0, 200);
     let refs: Vec<&[u8]> = img.iter().map(|v| &v[..]).collect();

@@ -311,14 +311,25 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
             ),
         );
     };
-    let bytes = match axum::body::to_bytes(body, app.limits.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
+    // A client that sends its body slowly (or never) gets 408, not a held worker.
+    let read = axum::body::to_bytes(body, app.limits.max_body);
+    let bytes = match tokio::time::timeout(app.limits.reply_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the request body is larger than {} bytes (--max-body)",
                     app.limits.max_body
+                ),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    app.limits.reply_timeout.as_secs()
                 ),
             );
         }
@@ -400,14 +411,24 @@ async fn provision(State(app): State<Arc<App>>, Path(name): Path<String>, body: 
         }
         Err(e) => return e.into_response(),
     }
-    let Ok(bytes) = axum::body::to_bytes(body, app.limits.max_model).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the sealed model is larger than {} bytes",
-                app.limits.max_model
-            ),
-        );
+    let read = axum::body::to_bytes(body, app.limits.max_model);
+    let bytes = match tokio::time::timeout(app.limits.reply_timeout * 10, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the sealed model is larger than {} bytes",
+                    app.limits.max_model
+                ),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the sealed model did not arrive in time",
+            );
+        }
     };
     let backend = app.backend.clone();
     match tokio::task::spawn_blocking(move || backend.provision(bytes.to_vec())).await {

@@ -28,7 +28,8 @@ pub struct Work {
     /// Images they claim to hold (for batching; the enclave checks the real count).
     pub images: usize,
     /// Receives one reply per query, or the reason the cluster could not answer.
-    pub reply: Sender<Result<Vec<Reply>, String>>,
+    /// (A oneshot: the HTTP front end awaits it without a blocked thread per request.)
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Reply>, String>>,
 }
 
 /// What S0's serving loop is asked to do.
@@ -246,7 +247,7 @@ fn answer(
         Ok(r) => r,
         Err(e) => {
             let why = e.to_string();
-            for w in &batch {
+            for w in batch {
                 let _ = w.reply.send(Err(why.clone()));
             }
             return Err(e);

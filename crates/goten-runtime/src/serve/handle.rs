@@ -129,7 +129,7 @@ impl Handle {
                 chunk,
             )
             .map_err(|e| RuntimeError::config(format!("cannot seal a query: {e}")))?;
-            let (tx, rx) = channel();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             self.send(Cmd::Infer(Work {
                 queries: vec![q.clone()],
                 images: chunk.len(),
@@ -141,7 +141,7 @@ impl Handle {
         let mut logits = Vec::with_capacity(images.len() * ready.info.classes);
         for (q, rx) in pending {
             let replies = rx
-                .recv()
+                .blocking_recv()
                 .map_err(|_| fail("the serving cluster stopped".into()))?
                 .map_err(fail)?;
             let sealed = replies

@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use axum::Router;
@@ -346,7 +345,7 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
         .sum::<usize>()
         .max(1);
     let n = queries.len();
-    let (tx, rx) = channel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     if let Err(why) = app.backend.submit(Work {
         queries,
         images,
@@ -355,8 +354,7 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
         return error(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let limit = app.limits.reply_timeout;
-    let got = tokio::task::spawn_blocking(move || rx.recv_timeout(limit)).await;
-    let replies = match got {
+    let replies = match tokio::time::timeout(limit, rx).await {
         Ok(Ok(Ok(replies))) => replies,
         Ok(Ok(Err(why))) => {
             return error(
@@ -367,13 +365,18 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
         Ok(Err(_)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
+                "the serving cluster stopped before answering",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "the serving cluster did not answer within {} s",
                     limit.as_secs()
                 ),
             );
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let mut data = Vec::with_capacity(n);
     for (i, reply) in replies.into_iter().enumerate() {

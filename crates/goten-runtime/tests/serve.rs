@@ -135,8 +135,10 @@ fn serving_computes_what_goten_mode_computes_within_the_quantization_bound() {
     let batch = s.server.score(&refs, 16).unwrap();
     let plain = plain_logits(export, &refs);
     let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
-    // 8-bit operands with stochastic rounding, through every layer.
-    let tol = 0.1 * scale;
+    // 8-bit operands with stochastic rounding through every layer, keyed per session (the
+    // trained model differs per run too): the worst entry was 0.018-0.089 of the logits' range
+    // over 12 runs; a wrong weight or a swapped image is off by the order of the range itself.
+    let tol = 0.2 * scale;
     for (name, got) in [("http/1", &one), ("http/5", &five), ("batch", &batch)] {
         assert_eq!(got.len(), 24 * 10, "{name}");
         let worst = got
@@ -194,7 +196,6 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let (ckpt, _) = run();
     let limits = HttpLimits {
         max_body: 64 << 10,
-        reply_timeout: Duration::from_secs(3),
         ..HttpLimits::default()
     };
     let s = Served::start(serve_config(ckpt, None), limits);
@@ -269,21 +270,6 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     assert_eq!(get(&format!("{}/v3/nothing", s.url())).0, 404);
     let (code, text) = get(&format!("{}/v2/models/small/attestation?nonce=12", s.url()));
     assert_eq!(code, 400, "{text}");
-    // A body that never finishes arriving: 408 within the time limit, no held worker.
-    {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(s.http.addr()).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            c,
-            "POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"inputs\""
-        )
-        .unwrap();
-        let mut buf = [0u8; 512];
-        let n = c.read(&mut buf).unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]);
-        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
-    }
     // Still serving.
     assert_eq!(get(&format!("{}/v2/health/ready", s.url())).0, 200);
     let refs: Vec<&[u8]> = img.iter().map(|v| &v[..]).collect();
@@ -300,7 +286,8 @@ fn sixteen_concurrent_clients_each_get_their_own_answers() {
     let reference = s.server.score(&refs, 16).unwrap();
     let per_client = 6;
     let scale = reference.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
-    let tol = 0.2 * scale;
+    // Two noisy evaluations of the same image (see the bound above).
+    let tol = 0.4 * scale;
     let done = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|sc| {
         let handles: Vec<_> = (0..16)
@@ -491,7 +478,7 @@ fn the_model_owner_provisions_a_model_sealed_to_the_attested_service_key() {
     let plain = plain_logits(export, &refs);
     let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
     for (a, b) in got.iter().zip(&plain) {
-        assert!((a - b).abs() <= 0.1 * scale, "{a} vs {b}");
+        assert!((a - b).abs() <= 0.2 * scale, "{a} vs {b}");
     }
     // A second model is refused while serving.
     let (code, text) = post(&format!("{}/v2/models/small/provision", s.url()), b"x");
@@ -501,4 +488,28 @@ fn the_model_owner_provisions_a_model_sealed_to_the_attested_service_key() {
     let s = Served::start(c, HttpLimits::default());
     let v = s.connect();
     assert_eq!(v.score(&refs[..1], 1).unwrap().answers.len(), 1);
+}
+
+#[test]
+fn a_request_body_that_never_arrives_gets_408_and_the_server_keeps_serving() {
+    let (ckpt, _) = run();
+    let limits = HttpLimits {
+        reply_timeout: Duration::from_secs(2),
+        ..HttpLimits::default()
+    };
+    let s = Served::start(serve_config(ckpt, None), limits);
+    s.connect();
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(s.http.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"inputs\""
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = c.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(get(&format!("{}/v2/health/ready", s.url())).0, 200);
 }

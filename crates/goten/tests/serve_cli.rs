@@ -136,17 +136,25 @@ fn serve_and_query_give_the_predictions_of_goten_mode_in_the_same_shape() {
     assert!(qv["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     // Both ran the same model in goten mode: equal scores within the rounding noise, in
     // file order.
+    let scores = |p: &serde_json::Value| -> Vec<f64> {
+        p["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let scale = qp
+        .iter()
+        .chain(preds)
+        .flat_map(scores)
+        .fold(1f64, |m, x| m.max(x.abs()));
     for (i, (a, b)) in qp.iter().zip(preds).enumerate() {
-        let (sa, sb) = (
-            a["scores"].as_array().unwrap(),
-            b["scores"].as_array().unwrap(),
-        );
-        for (x, y) in sa.iter().zip(sb) {
-            let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
-            assert!(d < 0.5, "image {i}: {a} vs {b}");
+        for (x, y) in scores(a).iter().zip(scores(b)) {
+            // Two evaluations with their own rounding noise (crates/goten-runtime/tests/serve.rs).
+            assert!((x - y).abs() < 0.4 * scale, "image {i}: {a} vs {b}");
         }
     }
-
     // A client pinning another measurement refuses the server before sending anything.
     let bad = goten(&[
         "query",

@@ -189,15 +189,23 @@ fn open<'p>(
     let role = p.enclave.role();
     let Party { enclave, host } = p;
     let enclave: &'p goten_enclave::KeyedEnclave = enclave;
+    // The owner's path compares tags itself (before telling the owner it succeeded).
     let s = match (sealed_checkpoint(plan, role)?, plan.await_owner) {
-        (Some(bytes), _) => ServeSession::from_checkpoint(
-            enclave,
-            sealing,
-            &bytes,
-            goten_data::CLASSES,
-            plan.name.as_deref(),
-            plan.max_batch,
-        )?,
+        (Some(bytes), _) => {
+            let s = ServeSession::from_checkpoint(
+                enclave,
+                sealing,
+                &bytes,
+                goten_data::CLASSES,
+                plan.name.as_deref(),
+                plan.max_batch,
+            )?;
+            let mut h = PartyHost(host);
+            if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
+                s.check_peer_tag(&peer)?;
+            }
+            s
+        }
         (None, Some(kind)) => {
             let job = (plan, sealing, kind);
             let s = match wait {
@@ -216,10 +224,6 @@ fn open<'p>(
         }
         (None, None) => unreachable!("sealed_checkpoint reads or fails without await_owner"),
     };
-    let mut h = PartyHost(host);
-    if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
-        s.check_peer_tag(&peer)?;
-    }
     Ok(Some((s, host)))
 }
 

@@ -40,6 +40,16 @@ fn load<'p>(
     Ok(s)
 }
 
+/// E0 and E1 compare their state tags: both loaded the same model.
+fn same_model(s: &ServeSession<'_>, host: &mut EnclaveHost) -> Result<(), PartyError> {
+    use crate::SessionHost;
+    let mut h = crate::session_host::PartyHost(host);
+    if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
+        s.check_peer_tag(&peer)?;
+    }
+    Ok(())
+}
+
 /// S0: publishes the awaited model and the service key, answers evidence requests, and loads
 /// the first sealed model that opens in both enclaves. `None`: the front end stopped.
 pub(super) fn await_s0<'p>(
@@ -83,10 +93,23 @@ pub(super) fn await_s0<'p>(
                 // Both enclaves open the same bytes with the same key: they succeed or fail
                 // together (a storage failure on one side shows at the tag exchange).
                 match load(enclave, job, &sealed) {
-                    Ok(s) => {
-                        let _ = reply.send(Ok(()));
-                        return Ok(Some(s));
-                    }
+                    // The owner hears success only once E1 holds the same model.
+                    Ok(s) => match same_model(&s, host) {
+                        Ok(()) => {
+                            // Ready before the owner hears it: a query right after succeeds.
+                            *status.lock().expect("status lock") = Status::Ready(Ready {
+                                info: s.info(),
+                                name: s.name().to_string(),
+                                service_key: s.service_public_key(),
+                            });
+                            let _ = reply.send(Ok(()));
+                            return Ok(Some(s));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                            return Err(e);
+                        }
+                    },
                     Err(why) => {
                         let _ = reply.send(Err(why));
                     }
@@ -112,7 +135,10 @@ pub(super) fn await_s1<'p>(
     loop {
         match host.transport().recv(Role::S0)? {
             Message::Model(sealed) => match load(enclave, job, &sealed) {
-                Ok(s) => return Ok(Some(s)),
+                Ok(s) => {
+                    same_model(&s, host)?;
+                    return Ok(Some(s));
+                }
                 Err(why) => eprintln!("S1: the model owner's model was refused: {why}"),
             },
             Message::Evidence { nonce, .. } => {

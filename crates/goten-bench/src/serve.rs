@@ -9,7 +9,6 @@
 //! client, at concurrency 1 and `--concurrency`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -163,8 +162,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn latency(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
     let (run, _) = make_run("small", 32)?;
-    let s = Arc::new(server(&run, 64, a)?);
-    let http = HttpServer::start("127.0.0.1:0", s.clone(), HttpLimits::default(), 2)?;
+    let s = server(&run, 64, a)?;
+    let http = HttpServer::start("127.0.0.1:0", s.handle(), HttpLimits::default(), 2)?;
     let url = format!("http://{}", http.addr());
     let (_, m) = s.simulated_roots();
     let v = client::connect(

@@ -132,16 +132,7 @@ pub fn enclave_verifier(
     base: &Path,
 ) -> Result<Box<dyn goten_enclave::attest::EvidenceVerifier>, DeployError> {
     if let Some(h) = hardware_setup(cluster, base)? {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let v = goten_attest::verifier::HardwareVerifier::new(
-            h.kind,
-            h.policy.clone(),
-            h.collateral.clone(),
-            now,
-        )
-        .map_err(|e| DeployError::Invalid {
+        let v = h.verifier().map_err(|e| DeployError::Invalid {
             file: "cluster file".into(),
             detail: format!("[attestation]: {e}"),
         })?;

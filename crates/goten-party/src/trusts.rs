@@ -54,6 +54,23 @@ pub struct HardwareSetup {
     pub collateral: Vec<Vec<u8>>,
 }
 
+impl HardwareSetup {
+    /// The verifier of this policy over this collateral, checked at the current time.
+    pub fn verifier(
+        &self,
+    ) -> Result<goten_attest::verifier::HardwareVerifier, goten_attest::AttestationError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        goten_attest::verifier::HardwareVerifier::new(
+            self.kind,
+            self.policy.clone(),
+            self.collateral.clone(),
+            now,
+        )
+    }
+}
+
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).expect("OS entropy");
@@ -213,16 +230,9 @@ impl Trusts {
             self.pinned_dealer,
         )?;
         if let Some(h) = &self.hardware {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let v = goten_attest::verifier::HardwareVerifier::new(
-                h.kind,
-                h.policy.clone(),
-                h.collateral.clone(),
-                now,
-            )
-            .map_err(|e| PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string())))?;
+            let v = h.verifier().map_err(|e| {
+                PartyError::Enclave(goten_enclave::EnclaveError::Config(e.to_string()))
+            })?;
             trust.enclave = Box::new(v);
         }
         Ok(trust)

@@ -130,10 +130,14 @@ fn hosts_and_devices_see_only_uniform_shares() {
         }
         for (i, t) in mine.iter().enumerate() {
             if t.len() >= 4096 {
-                // chi2 with 63 degrees of freedom: 99.99th percentile about 112.
+                // chi2 with 63 degrees of freedom: 99.99th percentile about 112, 1e-7 tail about
+                // 140. The masks' keys depend on the simulated measurement, the hash of this test
+                // binary, so every build draws afresh over a dozen buffers: at 112 one build in a
+                // few hundred failed (one did, at 112.7). A plaintext buffer scores in the
+                // thousands, and the boundary audit uses 160.
                 let c = chi2_top6(ring, t.data());
                 assert!(
-                    c < 112.0,
+                    c < 140.0,
                     "{who}: buffer {i} {:?} is not uniform (chi2 {c:.1})",
                     t.shape()
                 );

@@ -72,7 +72,7 @@ struct Served {
 impl Served {
     fn start(c: LocalServe, limits: HttpLimits) -> Self {
         let server = Arc::new(LocalServer::start(c).unwrap());
-        let http = HttpServer::start("127.0.0.1:0", server.clone(), limits, 2).unwrap();
+        let http = HttpServer::start("127.0.0.1:0", server.handle(), limits, 2).unwrap();
         Served { server, http }
     }
 
@@ -369,7 +369,7 @@ fn small_fraction(t: &goten_field::RingTensor) -> f64 {
 }
 
 #[test]
-fn hosts_and_devices_see_no_query_image_logit_or_class() {
+fn hosts_and_devices_receive_only_uniform_shares_and_ciphertext() {
     let (ckpt, _) = run();
     let rec = Recorder::default();
     let r = rec.clone();

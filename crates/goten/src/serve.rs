@@ -5,7 +5,6 @@
 //! it sends any image and opens the answers on the user's machine.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -123,15 +122,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let timeout = Duration::from_secs(a.timeout.max(1));
-    let server = Arc::new(LocalServer::start(LocalServe {
+    let server = LocalServer::start(LocalServe {
         plan: plan(&a)?,
         device: goten_runtime::devices::DeviceKind::Cpu,
         threads: a.threads,
         timeout,
         danger_deterministic_keys: a.danger_deterministic_keys,
         wrap: None,
-    })?);
-    let http = HttpServer::start(&a.http, server.clone(), limits(&a), 2)?;
+    })?;
+    let http = HttpServer::start(&a.http, server.handle(), limits(&a), 2)?;
     match server.wait_ready(Duration::from_secs(600)) {
         Status::Ready(r) => eprintln!(
             "serving {} ({}) at http://{}/v2/models/{}: queries sealed to service key {}",

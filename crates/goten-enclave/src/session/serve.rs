@@ -25,6 +25,9 @@ use crate::{KeyedEnclave, Role};
 /// service key, so old queries cannot be replayed into it either).
 pub const MAX_REMEMBERED: usize = 4 << 20;
 
+/// Most images in one sealed query (the enclave refuses more; the front end advertises it).
+pub const MAX_IMAGES_PER_QUERY: usize = 1024;
+
 /// What the model takes and gives: public facts the host publishes as the model's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -231,7 +234,7 @@ impl<'k> ServeSession<'k> {
                 self.enclave.service_key(),
                 &self.name,
                 input,
-                self.batch.max(1024),
+                MAX_IMAGES_PER_QUERY,
                 q,
             )
             .and_then(|o| {

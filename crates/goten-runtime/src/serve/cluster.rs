@@ -179,7 +179,6 @@ pub(super) enum Await<'a> {
 
 /// Opens the model in this party's enclave (its sealed checkpoint, or the owner's model through
 /// `wait`) and checks with the peer that both serve the same. `None`: stopped while waiting.
-#[allow(clippy::type_complexity)]
 fn open<'p>(
     p: &'p mut Party,
     plan: &ServePlan,
@@ -236,10 +235,15 @@ pub(super) fn heartbeat(timeout: Duration) -> Duration {
 fn answer(
     s: &mut ServeSession<'_>,
     host: &mut goten_party::host::EnclaveHost,
-    batch: Vec<Work>,
+    mut batch: Vec<Work>,
     stats: &SharedStats,
 ) -> Result<(), PartyError> {
-    let all: Vec<Vec<u8>> = batch.iter().flat_map(|w| w.queries.clone()).collect();
+    // The queries move out of the requests; S1's copy is the one copy made.
+    let counts: Vec<usize> = batch.iter().map(|w| w.queries.len()).collect();
+    let all: Vec<Vec<u8>> = batch
+        .iter_mut()
+        .flat_map(|w| std::mem::take(&mut w.queries))
+        .collect();
     let (t0, d0, n0) = (Instant::now(), host.device_secs(), host.transport_secs());
     let sent = host
         .transport()
@@ -266,8 +270,8 @@ fn answer(
         st.transport_secs += host.transport_secs() - n0;
     }
     let mut it = replies.into_iter();
-    for w in batch {
-        let mine: Vec<Reply> = it.by_ref().take(w.queries.len()).collect();
+    for (w, n) in batch.into_iter().zip(counts) {
+        let mine: Vec<Reply> = it.by_ref().take(n).collect();
         // A client that gave up is not the cluster's problem.
         let _ = w.reply.send(Ok(mine));
     }

@@ -56,8 +56,6 @@ pub struct HttpLimits {
     pub max_body: usize,
     /// Most sealed queries in one request.
     pub max_queries: usize,
-    /// Most images in one sealed query (the enclave enforces it too).
-    pub max_images_per_query: usize,
     /// Most requests answered at once; more get 429.
     pub max_in_flight: usize,
     /// How long a request waits for the cluster before a 503.
@@ -71,7 +69,6 @@ impl Default for HttpLimits {
         HttpLimits {
             max_body: 16 << 20,
             max_queries: 64,
-            max_images_per_query: 1024,
             max_in_flight: 64,
             reply_timeout: Duration::from_secs(60),
             max_model: 1 << 30,
@@ -185,7 +182,7 @@ async fn model_meta(State(app): State<Arc<App>>, Path(name): Path<String>) -> Re
             kind: r.info.kind.into(),
             image_shape: r.info.input.to_vec(),
             classes: r.info.classes,
-            max_images_per_query: app.limits.max_images_per_query,
+            max_images_per_query: goten_enclave::session::serve::MAX_IMAGES_PER_QUERY,
             format: "goten/query/v1 (HPKE X25519-SHA256/AES-256-GCM); see DESIGN.md section 21"
                 .into(),
         },
@@ -337,8 +334,9 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    // The host cannot count the images inside a sealed query; batch by size.
-    let per_image = 3072 + 64;
+    // The host cannot count the images inside a sealed query; batch by size (pixels plus a
+    // share of the header and the HPKE overhead).
+    let per_image = r.info.input.iter().product::<usize>() + 64;
     let images = queries
         .iter()
         .map(|q| q.len() / per_image)

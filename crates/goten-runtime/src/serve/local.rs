@@ -48,7 +48,7 @@ pub struct LocalServe {
 /// A running local serving cluster: a [`Handle`] (submit work, status, evidence, batch
 /// scoring) and the thread running the three parties.
 pub struct LocalServer {
-    handle: Handle,
+    handle: Arc<Handle>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -122,33 +122,16 @@ impl LocalServer {
             .spawn(move || supervise(&c, &trusts, &sealing, &queue, (&status, &stats)))
             .map_err(|e| RuntimeError::config(format!("cannot start the serving thread: {e}")))?;
         Ok(LocalServer {
-            handle,
+            handle: Arc::new(handle),
             thread: Some(thread),
         })
     }
 }
 
-impl super::http::ServeBackend for LocalServer {
-    fn status(&self) -> Status {
-        self.handle.status()
-    }
-    fn submit(&self, w: super::cluster::Work) -> Result<(), String> {
-        super::http::ServeBackend::submit(&self.handle, w)
-    }
-    fn provision(&self, sealed: Vec<u8>) -> Result<Result<(), String>, String> {
-        self.handle.provision(sealed)
-    }
-    fn attestation(
-        &self,
-        nonce: &[u8; 32],
-    ) -> Result<
-        (
-            Vec<(Role, goten_enclave::attest::Evidence)>,
-            Option<(Vec<[u8; 32]>, [u8; 32])>,
-        ),
-        String,
-    > {
-        self.handle.attestation(nonce)
+impl LocalServer {
+    /// What the HTTP front end serves from (the cluster stays up while this server lives).
+    pub fn handle(&self) -> Arc<Handle> {
+        self.handle.clone()
     }
 }
 

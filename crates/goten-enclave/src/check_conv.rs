@@ -26,7 +26,8 @@ const P: u64 = (1 << 61) - 1;
 
 #[inline(always)]
 fn reduce(x: u128) -> u64 {
-    // x < 2^122: fold twice, then one conditional subtraction.
+    // x < 2^126: fold twice (below 2^61 + 2^65, then below 2^61 + 2^4), then one
+    // conditional subtraction.
     let y = (x & P as u128) + (x >> 61);
     let y = (y & P as u128) + (y >> 61);
     let y = y as u64;
@@ -70,16 +71,34 @@ pub(crate) fn elements(words: &[u32]) -> Vec<u64> {
         .collect()
 }
 
-/// `out[j] += k * x[j]` over a plane of `[.., len]` values.
-fn axpy(out: &mut [u64], k: u64, x: impl Iterator<Item = i64>) {
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = add(*o, mul(k, field(v)));
+/// A representative of `v mod p` below 2^61 in magnitude: `v` itself unless it is huge (never for
+/// honest results, whose entries stay far below 2^61; a hostile host can send anything).
+#[inline(always)]
+fn small(v: i64) -> i64 {
+    if v.unsigned_abs() < P {
+        v
+    } else {
+        field(v) as i64
     }
 }
 
+/// `v mod p` for |v| < 2^127.
+#[inline(always)]
+fn reduce_signed(v: i128) -> u64 {
+    let m = reduce(v.unsigned_abs());
+    if v >= 0 || m == 0 { m } else { P - m }
+}
+
+/// Blocks accumulated in i128 before a reduction: each product is below 2^61 * 2^61 = 2^122
+/// in magnitude, so 15 of them and a reduced carry stay below 2^126 ([`reduce`]'s two folds
+/// cover that).
+const FLUSH: usize = 15;
+
 /// Sum over `outer` blocks of `k[block] * block` for a `[outer, inner]` array, on all cores:
 /// groups of blocks are summed apart and the partial sums added, which is exact in any order
-/// (field arithmetic), so the result does not depend on the thread count.
+/// (field arithmetic), so the result does not depend on the thread count. The products are
+/// summed in i128 and reduced once per [`FLUSH`] blocks, not once per entry: one 64-bit
+/// multiply and a 128-bit add per entry.
 fn contract<T: Copy + Into<i64> + Sync>(
     data: &[T],
     outer: usize,
@@ -96,15 +115,19 @@ fn contract<T: Copy + Into<i64> + Sync>(
         .par_chunks(per_task * inner)
         .enumerate()
         .map(|(g, blocks)| {
-            let mut out = vec![0u64; inner];
+            let mut acc = vec![0i128; inner];
             for (j, blk) in blocks.chunks_exact(inner).enumerate() {
-                axpy(
-                    &mut out,
-                    k[pick(g * per_task + j)],
-                    blk.iter().map(|&v| v.into()),
-                );
+                // k < p < 2^61 fits i64.
+                let kk = k[pick(g * per_task + j)] as i64;
+                for (a, &v) in acc.iter_mut().zip(blk) {
+                    *a += i128::from(kk) * i128::from(small(v.into()));
+                }
+                if (j + 1) % FLUSH == 0 {
+                    acc.iter_mut()
+                        .for_each(|a| *a = i128::from(reduce_signed(*a)));
+                }
             }
-            out
+            acc.into_iter().map(reduce_signed).collect::<Vec<u64>>()
         })
         .reduce(
             || vec![0u64; inner],
@@ -221,6 +244,42 @@ fn mix(u: &[u64], v: &[u64], inner_count: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lazily reduced contraction equals entry-by-entry field arithmetic, on extreme
+    /// entries (a hostile host's i64::MIN / MAX, +-p) and on block counts around the flush.
+    #[test]
+    fn contraction_equals_the_entrywise_reference() {
+        let inner = 3;
+        for outer in [1, FLUSH - 1, FLUSH, FLUSH + 1, 3 * FLUSH + 2, 5000] {
+            let data: Vec<i64> = (0..outer * inner)
+                .map(|i| match i % 7 {
+                    0 => i64::MAX,
+                    1 => i64::MIN,
+                    2 => P as i64,
+                    3 => -(P as i64) - 1,
+                    4 => -1,
+                    5 => (i as i64).wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64),
+                    _ => 0,
+                })
+                .collect();
+            let k: Vec<u64> = (0..outer as u64)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        P - 1
+                    } else {
+                        (i * 0x1234_5678_9ABC) % P
+                    }
+                })
+                .collect();
+            let mut want = vec![0u64; inner];
+            for (b, blk) in data.chunks_exact(inner).enumerate() {
+                for (w, &v) in want.iter_mut().zip(blk) {
+                    *w = add(*w, mul(k[b], field(v)));
+                }
+            }
+            assert_eq!(contract(&data, outer, inner, &k, |b| b), want, "{outer}");
+        }
+    }
 
     #[test]
     fn field_arithmetic() {

@@ -288,14 +288,18 @@ impl KeyedEnclave {
         let out_shape = op
             .output_shape(a.shape(), b.shape())
             .map_err(LinearError::from)?;
-        let (na, nb) = (a.expose().len(), b.expose().len());
-        let mut noise = vec![0f32; na + nb];
-        if self.cfg.quant.rounding == quant::Rounding::Stochastic {
-            let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
-            crate::shares::expand_unit(&prg, iteration, &mut noise);
-        }
-        let qa = self.cfg.quant.quantize(a.expose(), &noise[..na])?;
-        let qb = self.cfg.quant.quantize(b.expose(), &noise[na..])?;
+        // Stochastic rounding noise: one stream for both operands (a's entries first), expanded
+        // chunk by chunk inside the quantizer.
+        let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+        let na = a.expose().len() as u64;
+        let qa = self
+            .cfg
+            .quant
+            .quantize_stream(a.expose(), (&prg, iteration, 0))?;
+        let qb = self
+            .cfg
+            .quant
+            .quantize_stream(b.expose(), (&prg, iteration, na))?;
         let c = self.linear_quantized(
             host,
             (op_id, iteration),

@@ -293,8 +293,13 @@ fn execute(
 ) -> Result<Vec<i64>, LinearError> {
     let (ax_a, ax_b) = reduction_axes(ctx.op);
     let out_len: usize = ctx.op.output_shape(ctx.a.0, ctx.b.0)?.iter().product();
-    let mut acc = vec![0i64; out_len];
     let parts = ranges.len() as u32;
+    // One part (the usual case) widens its result in one pass; more add into an accumulator.
+    let mut acc = if parts > 1 {
+        vec![0i64; out_len]
+    } else {
+        Vec::new()
+    };
     for (part, &(s, e)) in ranges.iter().enumerate() {
         // One part (the usual case) uses the operands as they are; more take slices.
         let sliced = |(shape, v): (&[usize], &[i32]), ax| {
@@ -318,6 +323,9 @@ fn execute(
             b_shape: psb.to_vec(),
         };
         let c = run_part(ctx.role, ctx.ring, ctx.seeds, host, &header, pa, pb)?;
+        if parts == 1 {
+            return Ok(shares::widen(c.data()));
+        }
         acc.iter_mut()
             .zip(c.data())
             .for_each(|(t, &v)| *t += i64::from(v));
@@ -358,6 +366,17 @@ fn run_part(
         Role::S2 => return Err(LinearError::Usage("S2 has no enclave".into())),
     };
     let n_out: usize = out.iter().product();
+    // CM0 + CM1 + CMZ for the reconstruction, expanding in the background from now on.
+    let pads = shares::PendingPads::spawn(
+        [
+            seeds.pair(own_pad, id),
+            seeds.pair(other_pads, id),
+            seeds.dealer(DealerPurpose::PadZ, id),
+        ],
+        ring,
+        it,
+        n_out,
+    );
     let pad = shares::expand(&seeds.pair(own_pad, id), ring, it, n_out);
     // S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1 - CM1, with
     // A1 = aQ - A0 and B1 = bQ - B0.
@@ -387,7 +406,7 @@ fn run_part(
             (Share(tensor(&h.a_shape, x)?), Share(tensor(&h.b_shape, f)?)),
             (Share(tensor(&h.a_shape, e)?), Share(tensor(&h.b_shape, y)?)),
         ],
-        pad: Share(tensor(&out, pad.clone())?),
+        pad: Share(tensor(&out, pad)?),
     };
     let reply = host.run_job(job).map_err(|source| LinearError::Host {
         op_id: h.op_id,
@@ -409,16 +428,14 @@ fn run_part(
         }
     }
     // c = C0' + C1' + Z' + CM0 + CM1 + CMZ = aQ (x) bQ, exactly, by the plan's bound.
+    let pads = pads.wait().ok_or_else(|| {
+        LinearError::Usage("the pad expansion task ended without a result".into())
+    })?;
     let mut c = reply.own;
     shares::reconstruct(
         ring,
-        it,
         c.data_mut(),
-        [reply.peer.data(), reply.dealer.data(), &pad],
-        [
-            &seeds.pair(other_pads, id),
-            &seeds.dealer(DealerPurpose::PadZ, id),
-        ],
+        [reply.peer.data(), reply.dealer.data(), &pads],
     );
     Ok(c)
 }

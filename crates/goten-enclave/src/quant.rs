@@ -16,6 +16,7 @@
 //! `sum_t (|a_t| u_b + |b_t| u_a + u_a u_b)` over the terms of each output entry, plus f32
 //! rounding of the result (`docs/DESIGN.md`, fidelity bound).
 
+use goten_field::Prg;
 use rayon::prelude::*;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -102,6 +103,35 @@ impl QuantConfig {
     /// Quantizes `x`. `noise` must hold one value in [0, 1) per element for stochastic
     /// rounding; it is ignored for nearest rounding.
     pub fn quantize(&self, x: &[f32], noise: &[f32]) -> Result<Quantized, QuantError> {
+        if self.rounding == Rounding::Stochastic {
+            assert_eq!(noise.len(), x.len(), "one noise value per element");
+        }
+        self.quantize_with(x, |k, buf| {
+            buf.copy_from_slice(&noise[k * CHUNK..][..buf.len()])
+        })
+    }
+
+    /// Quantizes `x` with stochastic-rounding noise drawn from `prg`'s unit stream of
+    /// `iteration` at elements `[offset, offset + x.len())`, expanded chunk by chunk beside the
+    /// rounding (no full-size noise buffer): the same integers as [`Self::quantize`] given that
+    /// slice of the stream. Nearest rounding ignores the stream.
+    pub fn quantize_stream(
+        &self,
+        x: &[f32],
+        (prg, iteration, offset): (&Prg, u64, u64),
+    ) -> Result<Quantized, QuantError> {
+        self.quantize_with(x, |k, buf| {
+            prg.fill_unit_f32(iteration, offset + (k * CHUNK) as u64, buf)
+        })
+    }
+
+    /// The quantizer; `noise(k, buf)` fills `buf` with the noise of chunk `k` (elements from
+    /// `k * CHUNK`) and is called only for stochastic rounding.
+    fn quantize_with(
+        &self,
+        x: &[f32],
+        noise: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Result<Quantized, QuantError> {
         self.validate()?;
         // On all cores over fixed chunks; max and the elementwise map are exact, so the result
         // does not depend on the thread count.
@@ -126,21 +156,28 @@ impl QuantConfig {
         let scale = 2f64.powi(shift);
         let (lo, hi) = (-(1i64 << (self.bits - 1)), (1i64 << (self.bits - 1)) - 1);
         let q = |y: f64| floor_small(y).clamp(lo, hi) as i32;
-        let values = match self.rounding {
-            Rounding::Stochastic => {
-                assert_eq!(noise.len(), x.len(), "one noise value per element");
-                x.par_iter()
-                    .zip(noise.par_iter())
-                    .with_min_len(CHUNK)
-                    .map(|(&v, &r)| q(f64::from(v) * scale + f64::from(r)))
-                    .collect()
-            }
-            Rounding::Nearest => x
-                .par_iter()
-                .with_min_len(CHUNK)
-                .map(|&v| q(f64::from(v) * scale + 0.5))
-                .collect(),
-        };
+        let mut values = vec![0i32; x.len()];
+        let stochastic = self.rounding == Rounding::Stochastic;
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .enumerate()
+            .for_each_init(
+                || vec![0.5f32; if stochastic { CHUNK } else { 0 }],
+                |buf, (k, (out, x))| {
+                    if stochastic {
+                        let r = &mut buf[..x.len()];
+                        noise(k, r);
+                        for ((o, &v), &r) in out.iter_mut().zip(x).zip(r.iter()) {
+                            *o = q(f64::from(v) * scale + f64::from(r));
+                        }
+                    } else {
+                        for (o, &v) in out.iter_mut().zip(x) {
+                            *o = q(f64::from(v) * scale + 0.5);
+                        }
+                    }
+                },
+            );
         Ok(Quantized { values, shift })
     }
 
@@ -207,6 +244,35 @@ mod tests {
         let mean = r.values[1..].iter().map(|&v| v as f64).sum::<f64>() / (n - 1) as f64;
         assert!((mean - 19.2).abs() < 0.01, "{mean}");
         assert!(r.values[1..].iter().all(|&v| v == 19 || v == 20));
+    }
+
+    /// Noise drawn from the stream chunk by chunk gives the integers of the full-buffer path,
+    /// at offsets and lengths around the chunk size, on 1 and 3 threads.
+    #[test]
+    fn stream_noise_equals_a_noise_buffer() {
+        let prg = Prg::new(&goten_field::SecretKey::from_bytes([4; 32]), "test/q", 1);
+        let q = QuantConfig::default();
+        for n in [1, CHUNK - 1, CHUNK, 2 * CHUNK + 5] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            for offset in [0u64, 3, CHUNK as u64 + 1] {
+                let mut noise = vec![0f32; n];
+                prg.fill_unit_f32(9, offset, &mut noise);
+                let want = q.quantize(&x, &noise).unwrap();
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let got = pool.install(|| q.quantize_stream(&x, (&prg, 9, offset)).unwrap());
+                    assert_eq!(
+                        (got.values.clone(), got.shift),
+                        (want.values.clone(), want.shift)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,13 +24,6 @@ pub(crate) fn expand(prg: &Prg, ring: Ring, iteration: u64, n: usize) -> Vec<i32
     out
 }
 
-/// `prg`'s unit-interval stream of `iteration` into `out` (stochastic rounding noise).
-pub(crate) fn expand_unit(prg: &Prg, iteration: u64, out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
-        prg.fill_unit_f32(iteration, (k * CHUNK) as u64, c);
-    });
-}
-
 /// `x - stream` elementwise in the ring (a masked or shared operand).
 pub(crate) fn minus_stream(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
     with_stream(prg, ring, iteration, x, |x, s| ring.sub(x, s))
@@ -62,38 +55,74 @@ fn with_stream(
     out
 }
 
-/// `own + peer + dealer + pad + stream_1 + stream_2`, into `own`: the reconstruction of a
-/// part's result from the three products, this enclave's pad and the two pads it expands.
-pub(crate) fn reconstruct(
-    ring: Ring,
-    iteration: u64,
-    own: &mut [i32],
-    [peer, dealer, pad]: [&[i32]; 3],
-    streams: [&Prg; 2],
-) {
+/// The residues as i64 (a part's result into the op's exact result), on all cores; an
+/// indexed parallel collect writes the output once, without zero-filling it first.
+pub(crate) fn widen(c: &[i32]) -> Vec<i64> {
+    c.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| i64::from(v))
+        .collect()
+}
+
+/// The sum of three pad streams, `[0, n)` of `iteration`: the part of a reconstruction that
+/// does not depend on the products (CM0 + CM1 + CMZ).
+pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) -> Vec<i32> {
+    let mut out = vec![0i32; n];
+    out.par_chunks_mut(CHUNK).enumerate().for_each_init(
+        || vec![0i32; CHUNK],
+        |buf, (k, o)| {
+            let off = (k * CHUNK) as u64;
+            streams[0].fill_ring(ring, iteration, off, o);
+            for prg in &streams[1..] {
+                let s = &mut buf[..o.len()];
+                prg.fill_ring(ring, iteration, off, s);
+                for (o, &v) in o.iter_mut().zip(s.iter()) {
+                    *o = ring.reduce_u32((*o as u32).wrapping_add(v as u32));
+                }
+            }
+        },
+    );
+    out
+}
+
+/// [`pad_sum`] on the enclave's worker pool, started now and collected later: the pads of a
+/// part expand while its shares are formed and while the devices compute (the overlap of
+/// PROTOCOL.md's step 6 with steps 4-5), so reconstruction is one pass with no PRG in it.
+pub(crate) struct PendingPads(std::sync::mpsc::Receiver<Vec<i32>>);
+
+impl PendingPads {
+    /// Starts expanding `streams` (moved: the task owns its keys and wipes them when done).
+    pub(crate) fn spawn(streams: [Prg; 3], ring: Ring, iteration: u64, n: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            // The receiver is gone only when the op already failed; nothing to report then.
+            let _ = tx.send(pad_sum(&streams, ring, iteration, n));
+        });
+        PendingPads(rx)
+    }
+
+    /// Waits for the sum (`None` if the task died, which would be a bug).
+    pub(crate) fn wait(self) -> Option<Vec<i32>> {
+        self.0.recv().ok()
+    }
+}
+
+/// `own + peer + dealer + pads`, into `own`: the reconstruction of a part's result from the
+/// three products and the pad sum.
+pub(crate) fn reconstruct(ring: Ring, own: &mut [i32], [peer, dealer, pads]: [&[i32]; 3]) {
     own.par_chunks_mut(CHUNK)
         .zip(peer.par_chunks(CHUNK))
         .zip(dealer.par_chunks(CHUNK))
-        .zip(pad.par_chunks(CHUNK))
-        .enumerate()
-        // The two stream buffers are made once per worker's share of the chunks, not per chunk.
-        .for_each_init(
-            || [vec![0i32; CHUNK], vec![0i32; CHUNK]],
-            |bufs, (k, (((o, p), d), m))| {
-                let [s0, s1] = bufs;
-                let s = [&mut s0[..o.len()], &mut s1[..o.len()]];
-                for (buf, prg) in s.into_iter().zip(streams) {
-                    prg.fill_ring(ring, iteration, (k * CHUNK) as u64, buf);
-                }
-                let s = [&s0[..o.len()], &s1[..o.len()]];
-                for i in 0..o.len() {
-                    let sum = [p[i], d[i], m[i], s[0][i], s[1][i]]
-                        .iter()
-                        .fold(o[i] as u32, |acc, &v| acc.wrapping_add(v as u32));
-                    o[i] = ring.reduce_u32(sum);
-                }
-            },
-        );
+        .zip(pads.par_chunks(CHUNK))
+        .for_each(|(((o, p), d), m)| {
+            for i in 0..o.len() {
+                let sum = (o[i] as u32)
+                    .wrapping_add(p[i] as u32)
+                    .wrapping_add(d[i] as u32)
+                    .wrapping_add(m[i] as u32);
+                o[i] = ring.reduce_u32(sum);
+            }
+        });
 }
 
 #[cfg(test)]
@@ -137,21 +166,24 @@ mod tests {
                         .unwrap();
                     pool.install(|| {
                         assert_eq!(expand(&p, ring, 7, n), sp);
-                        let (mut unit, mut want) = (vec![0f32; n], vec![0f32; n]);
-                        p.fill_unit_f32(7, 0, &mut want);
-                        expand_unit(&p, 7, &mut unit);
-                        assert_eq!(unit, want);
                         let want: Vec<i32> =
                             x.iter().zip(&sp).map(|(&a, &s)| ring.sub(a, s)).collect();
                         assert_eq!(minus_stream(&p, ring, 7, &x), want);
                         let want: Vec<i32> =
                             x.iter().zip(&sp).map(|(&a, &s)| ring.sub(s, a)).collect();
                         assert_eq!(stream_minus(&p, ring, 7, &x), want);
+                        let pads: Vec<i32> = (0..n)
+                            .map(|i| ring.add(ring.add(sp[i], sq[i]), sr[i]))
+                            .collect();
+                        let streams = [p.clone(), q.clone(), r.clone()];
+                        assert_eq!(pad_sum(&streams, ring, 7, n), pads);
+                        let pending = PendingPads::spawn(streams, ring, 7, n);
+                        assert_eq!(pending.wait().unwrap(), pads);
                         let mut own = sp.clone();
-                        reconstruct(ring, 7, &mut own, [&x, &sq, &x], [&q, &r]);
+                        reconstruct(ring, &mut own, [&x, &sq, &pads]);
                         let want: Vec<i32> = (0..n)
                             .map(|i| {
-                                [x[i], sq[i], x[i], sq[i], sr[i]]
+                                [x[i], sq[i], pads[i]]
                                     .iter()
                                     .fold(sp[i], |acc, &v| ring.add(acc, v))
                             })

@@ -147,8 +147,9 @@ impl Prg {
         len: usize,
         mut sink: impl FnMut(usize, &[u8]),
     ) {
-        let mut blocks = [Array::<u8, _>::default(); BATCH_BLOCKS];
-        let mut bytes = [0u8; BATCH_BLOCKS * 16];
+        // Counter blocks are encrypted in place and read as bytes from the same buffer (one
+        // buffer, one copy fewer than encrypting a block array and copying it out).
+        let mut buf = [[0u8; 16]; BATCH_BLOCKS];
         let iter_bytes = iteration.to_le_bytes();
         let mut done = 0usize;
         let mut block = offset / WORDS_PER_BLOCK as u64;
@@ -157,22 +158,19 @@ impl Prg {
             let nb = (len - done + skip)
                 .div_ceil(WORDS_PER_BLOCK)
                 .min(BATCH_BLOCKS);
-            for (i, b) in blocks[..nb].iter_mut().enumerate() {
+            for (i, b) in buf[..nb].iter_mut().enumerate() {
                 b[..8].copy_from_slice(&iter_bytes);
                 b[8..].copy_from_slice(&block.wrapping_add(i as u64).to_le_bytes());
             }
-            self.cipher.encrypt_blocks(&mut blocks[..nb]);
-            for (dst, b) in bytes.chunks_exact_mut(16).zip(&blocks[..nb]) {
-                dst.copy_from_slice(b);
-            }
+            self.cipher
+                .encrypt_blocks(Array::cast_slice_from_core_mut(&mut buf[..nb]));
             let take = (nb * WORDS_PER_BLOCK - skip).min(len - done);
-            sink(done, &bytes[skip * 4..(skip + take) * 4]);
+            sink(done, &buf.as_flattened()[skip * 4..(skip + take) * 4]);
             done += take;
             block = block.wrapping_add(nb as u64);
             skip = 0;
         }
-        blocks.iter_mut().for_each(|b| b.as_mut_slice().zeroize());
-        bytes.zeroize();
+        buf.zeroize();
     }
 
     /// Fills `out` with the raw words `[offset, offset + out.len())` of `iteration`.

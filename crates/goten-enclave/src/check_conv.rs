@@ -109,26 +109,30 @@ fn contract<T: Copy + Into<i64> + Sync>(
     if inner == 0 || outer == 0 {
         return vec![0u64; inner];
     }
-    // About 16 Ki entries per task.
+    // About 16 Ki entries per task; one task runs on the calling thread (see crate::par).
     let per_task = ((1 << 14) / inner).max(1);
-    data[..outer * inner]
-        .par_chunks(per_task * inner)
-        .enumerate()
-        .map(|(g, blocks)| {
-            let mut acc = vec![0i128; inner];
-            for (j, blk) in blocks.chunks_exact(inner).enumerate() {
-                // k < p < 2^61 fits i64.
-                let kk = k[pick(g * per_task + j)] as i64;
-                for (a, &v) in acc.iter_mut().zip(blk) {
-                    *a += i128::from(kk) * i128::from(small(v.into()));
-                }
-                if (j + 1) % FLUSH == 0 {
-                    acc.iter_mut()
-                        .for_each(|a| *a = i128::from(reduce_signed(*a)));
-                }
+    let task = |g: usize, blocks: &[T]| {
+        let mut acc = vec![0i128; inner];
+        for (j, blk) in blocks.chunks_exact(inner).enumerate() {
+            // k < p < 2^61 fits i64.
+            let kk = k[pick(g * per_task + j)] as i64;
+            for (a, &v) in acc.iter_mut().zip(blk) {
+                *a += i128::from(kk) * i128::from(small(v.into()));
             }
-            acc.into_iter().map(reduce_signed).collect::<Vec<u64>>()
-        })
+            if (j + 1) % FLUSH == 0 {
+                acc.iter_mut()
+                    .for_each(|a| *a = i128::from(reduce_signed(*a)));
+            }
+        }
+        acc.into_iter().map(reduce_signed).collect::<Vec<u64>>()
+    };
+    let data = &data[..outer * inner];
+    if outer <= per_task {
+        return task(0, data);
+    }
+    data.par_chunks(per_task * inner)
+        .enumerate()
+        .map(|(g, blocks)| task(g, blocks))
         .reduce(
             || vec![0u64; inner],
             |mut a, b| {

@@ -31,6 +31,7 @@ pub mod hpke;
 pub mod keys;
 pub mod linear;
 pub mod nn;
+mod par;
 pub mod quant;
 pub mod query;
 pub mod sealed_data;

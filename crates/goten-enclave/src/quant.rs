@@ -17,7 +17,8 @@
 //! rounding of the result (`docs/DESIGN.md`, fidelity bound).
 
 use goten_field::Prg;
-use rayon::prelude::*;
+
+use crate::par::{self, CHUNK};
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -130,20 +131,22 @@ impl QuantConfig {
     fn quantize_with(
         &self,
         x: &[f32],
-        noise: impl Fn(usize, &mut [f32]) + Sync,
+        noise: impl Fn(usize, &mut [f32]) + Sync + Send,
     ) -> Result<Quantized, QuantError> {
         self.validate()?;
         // On all cores over fixed chunks; max and the elementwise map are exact, so the result
         // does not depend on the thread count.
-        let m = x
-            .par_chunks(CHUNK)
+        let m = par::fold_chunks(
+            x,
             // NaN counts as infinite: `max` would skip it.
-            .map(|c| {
+            |c| {
                 c.iter().fold(0f32, |m, &v| {
                     m.max(if v.is_nan() { f32::INFINITY } else { v.abs() })
                 })
-            })
-            .reduce(|| 0f32, f32::max);
+            },
+            f32::max,
+            || 0f32,
+        );
         if !m.is_finite() {
             let i = x
                 .iter()
@@ -158,26 +161,24 @@ impl QuantConfig {
         let q = |y: f64| floor_small(y).clamp(lo, hi) as i32;
         let mut values = vec![0i32; x.len()];
         let stochastic = self.rounding == Rounding::Stochastic;
-        values
-            .par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .enumerate()
-            .for_each_init(
-                || vec![0.5f32; if stochastic { CHUNK } else { 0 }],
-                |buf, (k, (out, x))| {
-                    if stochastic {
-                        let r = &mut buf[..x.len()];
-                        noise(k, r);
-                        for ((o, &v), &r) in out.iter_mut().zip(x).zip(r.iter()) {
-                            *o = q(f64::from(v) * scale + f64::from(r));
-                        }
-                    } else {
-                        for (o, &v) in out.iter_mut().zip(x) {
-                            *o = q(f64::from(v) * scale + 0.5);
-                        }
+        par::chunks_mut_init(
+            &mut values,
+            || vec![0.5f32; if stochastic { CHUNK } else { 0 }],
+            |buf, k, out| {
+                let x = par::chunk(x, k);
+                if stochastic {
+                    let r = &mut buf[..x.len()];
+                    noise(k, r);
+                    for ((o, &v), &r) in out.iter_mut().zip(x).zip(r.iter()) {
+                        *o = q(f64::from(v) * scale + f64::from(r));
                     }
-                },
-            );
+                } else {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = q(f64::from(v) * scale + 0.5);
+                    }
+                }
+            },
+        );
         Ok(Quantized { values, shift })
     }
 
@@ -192,14 +193,8 @@ impl QuantConfig {
 /// Scales an exact integer result back: c * 2^-(shift_a + shift_b), rounded once to f32.
 pub fn dequantize(c: &[i64], shift_a: i32, shift_b: i32) -> Vec<f32> {
     let scale = 2f64.powi(-(shift_a + shift_b));
-    c.par_iter()
-        .with_min_len(CHUNK)
-        .map(|&v| (v as f64 * scale) as f32)
-        .collect()
+    par::map_collect(c, |&v| (v as f64 * scale) as f32)
 }
-
-/// Entries per parallel task.
-const CHUNK: usize = 1 << 14;
 
 /// `floor(y)` as an integer for |y| < 2^62, without a libm call (the baseline x86-64 target
 /// has no rounding instruction, and this runs on every operand entry): truncate, then step

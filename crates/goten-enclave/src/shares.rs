@@ -9,16 +9,13 @@
 //! composition of PRG expansion and ring arithmetic it replaces.
 
 use goten_field::{Prg, Ring};
-use rayon::prelude::*;
 
-/// Elements per task: 16 Ki i32 = 64 KiB per operand, small enough for a core's L2 with the
-/// stream's chunk beside it, large enough that a task's fixed cost is negligible.
-const CHUNK: usize = 1 << 14;
+use crate::par::{self, CHUNK, chunk};
 
 /// `prg`'s ring stream of `iteration`, elements `[0, n)`.
 pub(crate) fn expand(prg: &Prg, ring: Ring, iteration: u64, n: usize) -> Vec<i32> {
     let mut out = vec![0i32; n];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
+    par::chunks_mut(&mut out, |k, c| {
         prg.fill_ring(ring, iteration, (k * CHUNK) as u64, c);
     });
     out
@@ -40,37 +37,32 @@ fn with_stream(
     ring: Ring,
     iteration: u64,
     x: &[i32],
-    f: impl Fn(i32, i32) -> i32 + Sync,
+    f: impl Fn(i32, i32) -> i32 + Sync + Send,
 ) -> Vec<i32> {
     let mut out = vec![0i32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(k, (o, x))| {
-            prg.fill_ring(ring, iteration, (k * CHUNK) as u64, o);
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = f(x, *o);
-            }
-        });
+    par::chunks_mut(&mut out, |k, o| {
+        prg.fill_ring(ring, iteration, (k * CHUNK) as u64, o);
+        for (o, &x) in o.iter_mut().zip(chunk(x, k)) {
+            *o = f(x, *o);
+        }
+    });
     out
 }
 
-/// The residues as i64 (a part's result into the op's exact result), on all cores; an
-/// indexed parallel collect writes the output once, without zero-filling it first.
+/// The residues as i64 (a part's result into the op's exact result); an indexed collect
+/// writes the output once, without zero-filling it first.
 pub(crate) fn widen(c: &[i32]) -> Vec<i64> {
-    c.par_iter()
-        .with_min_len(CHUNK)
-        .map(|&v| i64::from(v))
-        .collect()
+    par::map_collect(c, |&v| i64::from(v))
 }
 
 /// The sum of three pad streams, `[0, n)` of `iteration`: the part of a reconstruction that
 /// does not depend on the products (CM0 + CM1 + CMZ).
 pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) -> Vec<i32> {
     let mut out = vec![0i32; n];
-    out.par_chunks_mut(CHUNK).enumerate().for_each_init(
+    par::chunks_mut_init(
+        &mut out,
         || vec![0i32; CHUNK],
-        |buf, (k, o)| {
+        |buf, k, o| {
             let off = (k * CHUNK) as u64;
             streams[0].fill_ring(ring, iteration, off, o);
             for prg in &streams[1..] {
@@ -91,7 +83,7 @@ pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) 
 pub(crate) struct PendingPads(std::sync::mpsc::Receiver<Vec<i32>>);
 
 impl PendingPads {
-    /// Starts expanding `streams` (moved: the task owns its keys and wipes them when done).
+    /// Starts expanding `streams` (moved: the task owns them).
     pub(crate) fn spawn(streams: [Prg; 3], ring: Ring, iteration: u64, n: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rayon::spawn(move || {
@@ -101,28 +93,41 @@ impl PendingPads {
         PendingPads(rx)
     }
 
-    /// Waits for the sum (`None` if the task died, which would be a bug).
+    /// Waits for the sum (`None` if the task died, which would be a bug). On a worker of the
+    /// pool itself (an enclave run inside `install`), it runs other tasks while it waits, since
+    /// the pad task may be queued behind it on that very worker.
     pub(crate) fn wait(self) -> Option<Vec<i32>> {
-        self.0.recv().ok()
+        use std::sync::mpsc::TryRecvError;
+        if rayon::current_thread_index().is_none() {
+            return self.0.recv().ok();
+        }
+        loop {
+            match self.0.try_recv() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
     }
 }
 
 /// `own + peer + dealer + pads`, into `own`: the reconstruction of a part's result from the
 /// three products and the pad sum.
 pub(crate) fn reconstruct(ring: Ring, own: &mut [i32], [peer, dealer, pads]: [&[i32]; 3]) {
-    own.par_chunks_mut(CHUNK)
-        .zip(peer.par_chunks(CHUNK))
-        .zip(dealer.par_chunks(CHUNK))
-        .zip(pads.par_chunks(CHUNK))
-        .for_each(|(((o, p), d), m)| {
-            for i in 0..o.len() {
-                let sum = (o[i] as u32)
-                    .wrapping_add(p[i] as u32)
-                    .wrapping_add(d[i] as u32)
-                    .wrapping_add(m[i] as u32);
-                o[i] = ring.reduce_u32(sum);
-            }
-        });
+    par::chunks_mut(own, |k, o| {
+        let (p, d, m) = (chunk(peer, k), chunk(dealer, k), chunk(pads, k));
+        for i in 0..o.len() {
+            let sum = (o[i] as u32)
+                .wrapping_add(p[i] as u32)
+                .wrapping_add(d[i] as u32)
+                .wrapping_add(m[i] as u32);
+            o[i] = ring.reduce_u32(sum);
+        }
+    });
 }
 
 #[cfg(test)]

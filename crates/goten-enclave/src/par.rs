@@ -1,0 +1,95 @@
+//! Chunked passes over the enclave's buffers: on the worker pool when there is more than one
+//! chunk, on the calling thread when there is one.
+//!
+//! Where it sits: under every elementwise pass of the linear op ([`crate::shares`],
+//! [`crate::quant`]) and the check's contractions ([`crate::check_conv`]). Chunks are fixed
+//! ([`CHUNK`] elements at fixed offsets), so a result never depends on where, or on how many
+//! threads, a chunk ran. A pass of one chunk runs inline because handing it to the pool from
+//! the enclave's own thread costs a cross-thread wake-up and wait, which on the small batches
+//! of private prediction cost more than the pass itself.
+
+use rayon::prelude::*;
+
+/// Elements per task: 16 Ki i32 = 64 KiB per operand, small enough for a core's L2 with a
+/// stream's chunk beside it, large enough that a task's fixed cost is negligible.
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// Chunk `k` of `x` (the same chunking as the output of a pass).
+#[inline]
+pub(crate) fn chunk<T>(x: &[T], k: usize) -> &[T] {
+    &x[k * CHUNK..x.len().min((k + 1) * CHUNK)]
+}
+
+/// `f(state, k, out_k)` for every chunk `k` of `out`; `init` makes one `state` per worker (a
+/// scratch buffer).
+pub(crate) fn chunks_mut_init<T: Send, S>(
+    out: &mut [T],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    if out.len() <= CHUNK {
+        if !out.is_empty() {
+            f(&mut init(), 0, out);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each_init(init, |s, (k, c)| f(s, k, c));
+    }
+}
+
+/// `f(k, out_k)` for every chunk `k` of `out`.
+pub(crate) fn chunks_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    chunks_mut_init(out, || (), |_, k, c| f(k, c));
+}
+
+/// `x.map(f)` collected, in parallel over chunks when there is more than one (an indexed
+/// collect: the output is written once, never zero-filled first).
+pub(crate) fn map_collect<T: Sync, U: Send>(x: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    if x.len() <= CHUNK {
+        x.iter().map(f).collect()
+    } else {
+        x.par_iter().with_min_len(CHUNK).map(f).collect()
+    }
+}
+
+/// `fold` over each chunk of `x`, partial results combined with `merge` (which must make the
+/// result independent of the grouping, as max and field sums are).
+pub(crate) fn fold_chunks<T: Sync, A: Send>(
+    x: &[T],
+    fold: impl Fn(&[T]) -> A + Sync + Send,
+    merge: impl Fn(A, A) -> A + Sync + Send,
+    empty: impl Fn() -> A + Sync + Send,
+) -> A {
+    if x.len() <= CHUNK {
+        fold(x)
+    } else {
+        x.par_chunks(CHUNK).map(fold).reduce(empty, merge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inline and pooled paths see the same chunks: every element once, with its chunk index.
+    #[test]
+    fn every_element_once_with_its_chunk() {
+        for n in [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+            let mut out = vec![usize::MAX; n];
+            chunks_mut(&mut out, |k, c| c.iter_mut().for_each(|v| *v = k));
+            assert!(out.iter().enumerate().all(|(i, &k)| k == i / CHUNK), "{n}");
+            let x: Vec<u64> = (0..n as u64).collect();
+            assert_eq!(
+                map_collect(&x, |&v| v * 2),
+                x.iter().map(|v| v * 2).collect::<Vec<_>>()
+            );
+            let sum = fold_chunks(&x, |c| c.iter().sum::<u64>(), |a, b| a + b, || 0);
+            assert_eq!(sum, x.iter().sum::<u64>());
+            if n > 0 {
+                let last = (n - 1) / CHUNK;
+                assert_eq!(chunk(&x, last).last(), x.last());
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 mod attestation;
 mod enclave_proc;
 mod exit;
+mod model_cmd;
 mod options;
 mod party;
 mod plot;
@@ -91,6 +92,11 @@ enum Command {
         #[command(subcommand)]
         what: attestation::AttestationCommand,
     },
+    /// Inspect the built-in models.
+    Model {
+        #[command(subcommand)]
+        what: model_cmd::ModelCommand,
+    },
     /// Measure goten's building blocks against plain floating point on this machine.
     Bench {
         #[command(subcommand)]
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what } => goten_bench::run(what),
         Command::Attestation { what } => attestation::run(what),
+        Command::Model { what } => model_cmd::run(what),
         Command::Train(a) => train::run(*a),
         Command::EnclaveProcess { socket } => enclave_proc::run_child(&socket),
         Command::Predict(a) => predict::run(a),

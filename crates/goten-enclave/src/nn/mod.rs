@@ -15,9 +15,11 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod summary;
 
 pub use backend::{FloatBackend, LinearBackend, ProtocolBackend};
 pub use model::{Model, ModelKind};
+pub use summary::LayerInfo;
 
 /// Errors of the network code.
 #[derive(Debug, thiserror::Error)]

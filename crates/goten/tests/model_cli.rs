@@ -13,7 +13,11 @@ fn goten(args: &[&str]) -> std::process::Output {
 #[test]
 fn show_prints_layers_and_totals() {
     let out = goten(&["model", "show", "vgg11", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert_eq!(v["model"], "vgg11");
@@ -27,8 +31,14 @@ fn show_prints_layers_and_totals() {
     let out = goten(&["model", "show", "small", "--classes", "7"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("model small: input 3x32x32, 7 classes"), "{text}");
-    assert!(text.contains("conv 3x3 s1 p1") && text.contains("total: "), "{text}");
+    assert!(
+        text.starts_with("model small: input 3x32x32, 7 classes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conv 3x3 s1 p1") && text.contains("total: "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -36,5 +46,8 @@ fn unknown_model_is_a_usage_error() {
     let out = goten(&["model", "show", "resnet99"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown model") && err.contains("vgg11"), "{err}");
+    assert!(
+        err.contains("unknown model") && err.contains("vgg11"),
+        "{err}"
+    );
 }

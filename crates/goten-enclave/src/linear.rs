@@ -353,13 +353,6 @@ fn run_part(
         source,
     })?;
     let tensor = |shape: &[usize], v: Vec<i32>| RingTensor::from_residues(ring, shape, v);
-    // The masked operands E = aQ - U and F = bQ - V, the same for both enclaves.
-    let e = shares::minus_stream(&seeds.dealer(DealerPurpose::MaskU, id), ring, it, aq);
-    let f = shares::minus_stream(&seeds.dealer(DealerPurpose::MaskV, id), ring, it, bq);
-    let (a0p, b0p) = (
-        seeds.pair(PairPurpose::ShareA0, id),
-        seeds.pair(PairPurpose::ShareB0, id),
-    );
     let (own_pad, other_pads) = match role {
         Role::S0 => (PairPurpose::PadC0, PairPurpose::PadC1),
         Role::S1 => (PairPurpose::PadC1, PairPurpose::PadC0),
@@ -377,19 +370,38 @@ fn run_part(
         it,
         n_out,
     );
-    let pad = shares::expand(&seeds.pair(own_pad, id), ring, it, n_out);
-    // S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1 - CM1, with
-    // A1 = aQ - A0 and B1 = bQ - B0.
-    let (x, y) = match role {
-        Role::S0 => (
-            shares::expand(&a0p, ring, it, aq.len()),
-            shares::stream_minus(&b0p, ring, it, &f),
-        ),
-        _ => (
-            shares::minus_stream(&a0p, ring, it, aq),
-            shares::minus_stream(&b0p, ring, it, bq),
-        ),
+    let (u, v) = (
+        seeds.dealer(DealerPurpose::MaskU, id),
+        seeds.dealer(DealerPurpose::MaskV, id),
+    );
+    let (a0p, b0p) = (
+        seeds.pair(PairPurpose::ShareA0, id),
+        seeds.pair(PairPurpose::ShareB0, id),
+    );
+    // The masked operands E = aQ - U and F = bQ - V (the same in both enclaves), and this
+    // enclave's shares. S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1
+    // - CM1, with A1 = aQ - A0 and B1 = bQ - B0. Outputs that read the same operand are formed
+    // in one pass.
+    let (e, f, x, y) = match role {
+        Role::S0 => {
+            let e = shares::minus_stream(&u, ring, it, aq);
+            let (f, y) = shares::two_streams(ring, it, bq, [&v, &b0p], |b, sv, sb| {
+                let f = ring.sub(b, sv);
+                (f, ring.sub(sb, f))
+            });
+            (e, f, shares::expand(&a0p, ring, it, aq.len()), y)
+        }
+        _ => {
+            let (e, x) = shares::two_streams(ring, it, aq, [&u, &a0p], |a, su, sa| {
+                (ring.sub(a, su), ring.sub(a, sa))
+            });
+            let (f, y) = shares::two_streams(ring, it, bq, [&v, &b0p], |b, sv, sb| {
+                (ring.sub(b, sv), ring.sub(b, sb))
+            });
+            (e, f, x, y)
+        }
     };
+    let pad = shares::expand(&seeds.pair(own_pad, id), ring, it, n_out);
     // The audit's negative test only (feature `danger-test-expose`): A0 = aQ, so A1 = 0.
     #[cfg(feature = "danger-test-expose")]
     let x = if crate::danger::leak_operand() {

@@ -43,6 +43,25 @@ pub(crate) fn chunks_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + S
     chunks_mut_init(out, || (), |_, k, c| f(k, c));
 }
 
+/// `f(k, a_k, b_k)` for every chunk `k` of two outputs of the same length.
+pub(crate) fn chunks_mut2<T: Send>(
+    a: &mut [T],
+    b: &mut [T],
+    f: impl Fn(usize, &mut [T], &mut [T]) + Sync + Send,
+) {
+    assert_eq!(a.len(), b.len(), "two outputs of one pass");
+    if a.len() <= CHUNK {
+        if !a.is_empty() {
+            f(0, a, b);
+        }
+    } else {
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(k, (p, q))| f(k, p, q));
+    }
+}
+
 /// `x.map(f)` collected, in parallel over chunks when there is more than one (an indexed
 /// collect: the output is written once, never zero-filled first).
 pub(crate) fn map_collect<T: Sync, U: Send>(x: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {

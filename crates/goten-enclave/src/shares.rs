@@ -26,11 +26,6 @@ pub(crate) fn minus_stream(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> 
     with_stream(prg, ring, iteration, x, |x, s| ring.sub(x, s))
 }
 
-/// `stream - x` elementwise in the ring.
-pub(crate) fn stream_minus(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
-    with_stream(prg, ring, iteration, x, |x, s| ring.sub(s, x))
-}
-
 /// `f(x[i], stream[i])` for every `i`, the stream expanded chunk by chunk into the output.
 fn with_stream(
     prg: &Prg,
@@ -47,6 +42,27 @@ fn with_stream(
         }
     });
     out
+}
+
+/// `g(x[i], s0[i], s1[i])` for every `i`, two outputs from one read of `x`, where `s0` and
+/// `s1` are the streams of `prgs` (expanded chunk by chunk into the two outputs).
+pub(crate) fn two_streams(
+    ring: Ring,
+    iteration: u64,
+    x: &[i32],
+    prgs: [&Prg; 2],
+    g: impl Fn(i32, i32, i32) -> (i32, i32) + Sync + Send,
+) -> (Vec<i32>, Vec<i32>) {
+    let (mut o0, mut o1) = (vec![0i32; x.len()], vec![0i32; x.len()]);
+    par::chunks_mut2(&mut o0, &mut o1, |k, p, q| {
+        let off = (k * CHUNK) as u64;
+        prgs[0].fill_ring(ring, iteration, off, p);
+        prgs[1].fill_ring(ring, iteration, off, q);
+        for ((p, q), &x) in p.iter_mut().zip(q.iter_mut()).zip(chunk(x, k)) {
+            (*p, *q) = g(x, *p, *q);
+        }
+    });
+    (o0, o1)
 }
 
 /// The residues as i64 (a part's result into the op's exact result); an indexed collect
@@ -174,9 +190,10 @@ mod tests {
                         let want: Vec<i32> =
                             x.iter().zip(&sp).map(|(&a, &s)| ring.sub(a, s)).collect();
                         assert_eq!(minus_stream(&p, ring, 7, &x), want);
-                        let want: Vec<i32> =
-                            x.iter().zip(&sp).map(|(&a, &s)| ring.sub(s, a)).collect();
-                        assert_eq!(stream_minus(&p, ring, 7, &x), want);
+                        let sub2 = |a, s0, s1| (ring.sub(a, s0), ring.sub(s1, a));
+                        let want: (Vec<i32>, Vec<i32>) =
+                            (0..n).map(|i| sub2(x[i], sp[i], sq[i])).unzip();
+                        assert_eq!(two_streams(ring, 7, &x, [&p, &q], sub2), want);
                         let pads: Vec<i32> = (0..n)
                             .map(|i| ring.add(ring.add(sp[i], sq[i]), sr[i]))
                             .collect();

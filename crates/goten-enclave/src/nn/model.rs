@@ -42,7 +42,7 @@ impl ModelKind {
 
     /// The model with weights from `seed`, for 3x32x32 inputs and `classes` outputs.
     pub fn build(self, seed: u64, classes: usize) -> Result<Model, NnError> {
-        let b = Builder::new([3, 32, 32], seed);
+        let b = Builder::new(self.input_shape(), seed);
         match self {
             ModelKind::Small => b
                 .conv(16)

@@ -250,11 +250,20 @@ mod tests {
     use super::*;
 
     /// The lazily reduced contraction equals entry-by-entry field arithmetic, on extreme
-    /// entries (a hostile host's i64::MIN / MAX, +-p) and on block counts around the flush.
+    /// entries (a hostile host's i64::MIN / MAX, +-p), on block counts around the flush, and
+    /// with several tasks whose partial sums are merged (over 5,461 blocks of 3 entries).
     #[test]
     fn contraction_equals_the_entrywise_reference() {
         let inner = 3;
-        for outer in [1, FLUSH - 1, FLUSH, FLUSH + 1, 3 * FLUSH + 2, 5000] {
+        let per_task = (1 << 14) / inner;
+        for outer in [
+            1,
+            FLUSH - 1,
+            FLUSH,
+            FLUSH + 1,
+            3 * FLUSH + 2,
+            3 * per_task + 7,
+        ] {
             let data: Vec<i64> = (0..outer * inner)
                 .map(|i| match i % 7 {
                     0 => i64::MAX,

@@ -40,6 +40,11 @@ impl ModelKind {
         }
     }
 
+    /// Input shape `[channels, height, width]` of the built-in models.
+    pub fn input_shape(self) -> [usize; 3] {
+        [3, 32, 32]
+    }
+
     /// The model with weights from `seed`, for 3x32x32 inputs and `classes` outputs.
     pub fn build(self, seed: u64, classes: usize) -> Result<Model, NnError> {
         let b = Builder::new(self.input_shape(), seed);

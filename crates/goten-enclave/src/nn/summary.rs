@@ -8,7 +8,7 @@
 use goten_field::ShapeError;
 
 use super::layers::Layer;
-use super::model::{Model, ModelKind};
+use super::model::Model;
 
 /// One row of a model summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,13 +21,6 @@ pub struct LayerInfo {
     pub params: usize,
     /// Multiply-accumulates per image in the forward pass.
     pub macs: u64,
-}
-
-impl ModelKind {
-    /// Input shape `[channels, height, width]` of the built-in models.
-    pub fn input_shape(self) -> [usize; 3] {
-        [3, 32, 32]
-    }
 }
 
 impl Model {
@@ -97,7 +90,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::nn::ModelKind;
 
     /// VGG-11-BN for CIFAR-10, counted by hand: conv weights 3*64*9 + 64*128*9 + 128*256*9 +
     /// 256*256*9 + 256*512*9 + 3*512*512*9, BN 2 * (64+128+2*256+4*512), fc 2*512*512 + 512*10.

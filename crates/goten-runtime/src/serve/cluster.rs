@@ -66,6 +66,29 @@ pub struct Ready {
     pub service_key: [u8; 32],
 }
 
+impl Ready {
+    /// What a session that serves publishes.
+    pub(super) fn of(s: &ServeSession<'_>) -> Self {
+        Ready {
+            info: s.info(),
+            name: s.name().to_string(),
+            service_key: s.service_public_key(),
+        }
+    }
+}
+
+/// E0 and E1 compare their state tags: both loaded the same model (on every path, checkpoint
+/// or owner, before the cluster reports ready).
+pub(super) fn same_model(
+    s: &ServeSession<'_>,
+    host: &mut goten_party::host::EnclaveHost,
+) -> Result<(), PartyError> {
+    if let Some(peer) = PartyHost(host).exchange_tag(0, s.state_tag())? {
+        s.check_peer_tag(&peer)?;
+    }
+    Ok(())
+}
+
 /// Where the cluster stands, for the health endpoints.
 #[derive(Clone, Debug)]
 pub enum Status {
@@ -199,10 +222,7 @@ fn open<'p>(
                 plan.name.as_deref(),
                 plan.max_batch,
             )?;
-            let mut h = PartyHost(host);
-            if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
-                s.check_peer_tag(&peer)?;
-            }
+            same_model(&s, host)?;
             s
         }
         (None, Some(kind)) => {
@@ -306,11 +326,7 @@ pub fn serve_s0(
         s.info().kind,
         super::oip::hex(&s.service_public_key()[..8])
     );
-    *status.lock().expect("status lock") = Status::Ready(Ready {
-        info: s.info(),
-        name: s.name().to_string(),
-        service_key: s.service_public_key(),
-    });
+    *status.lock().expect("status lock") = Status::Ready(Ready::of(&s));
     let mut deferred = Vec::new();
     loop {
         let next = match deferred.pop() {

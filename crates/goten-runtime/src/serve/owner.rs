@@ -17,7 +17,7 @@ use goten_party::host::EnclaveHost;
 use goten_party::transport::Message;
 use goten_party::{NetError, PartyError};
 
-use super::cluster::{Cmd, EvidenceFn, Ready, ServePlan, SharedStatus, Status, store};
+use super::cluster::{Cmd, EvidenceFn, Ready, ServePlan, SharedStatus, Status, same_model, store};
 use super::relay::{attest, ping, relay_idle, send_evidence};
 
 /// One enclave's attempt at the owner's model: the session, after storing its sealed copy.
@@ -38,16 +38,6 @@ fn load<'p>(
         .write(&ckpt)
         .map_err(|e| e.to_string())?;
     Ok(s)
-}
-
-/// E0 and E1 compare their state tags: both loaded the same model.
-fn same_model(s: &ServeSession<'_>, host: &mut EnclaveHost) -> Result<(), PartyError> {
-    use crate::SessionHost;
-    let mut h = crate::session_host::PartyHost(host);
-    if let Some(peer) = h.exchange_tag(0, s.state_tag())? {
-        s.check_peer_tag(&peer)?;
-    }
-    Ok(())
 }
 
 /// S0: publishes the awaited model and the service key, answers evidence requests, and loads
@@ -97,11 +87,7 @@ pub(super) fn await_s0<'p>(
                     Ok(s) => match same_model(&s, host) {
                         Ok(()) => {
                             // Ready before the owner hears it: a query right after succeeds.
-                            *status.lock().expect("status lock") = Status::Ready(Ready {
-                                info: s.info(),
-                                name: s.name().to_string(),
-                                service_key: s.service_public_key(),
-                            });
+                            *status.lock().expect("status lock") = Status::Ready(Ready::of(&s));
                             let _ = reply.send(Ok(()));
                             return Ok(Some(s));
                         }

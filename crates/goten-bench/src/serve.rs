@@ -24,7 +24,7 @@ use serde_json::json;
 /// Options of `goten bench serve`.
 #[derive(Args, Debug)]
 pub struct ServeBenchArgs {
-    /// Model of the throughput part: `small` or `vgg11` (the latency part uses `small`).
+    /// Model of the throughput part: a built-in model name (the latency part uses `small`).
     #[arg(long, default_value = "vgg11")]
     model: String,
     /// Images per batch in the throughput part.

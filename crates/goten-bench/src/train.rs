@@ -16,7 +16,7 @@ use serde_json::json;
 /// Options of `goten bench train`.
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
-    /// Model: `small` or `vgg11`.
+    /// Model: a built-in model name (see `goten model list`).
     #[arg(long, default_value = "vgg11")]
     model: String,
     /// Batch size.
@@ -127,8 +127,13 @@ fn run_steps(
 }
 
 pub fn run(a: TrainBenchArgs) -> Result<()> {
-    let kind = ModelKind::parse(&a.model)
-        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+    let kind = ModelKind::parse(&a.model).with_context(|| {
+        format!(
+            "unknown model {:?}: choose one of {}",
+            a.model,
+            ModelKind::names()
+        )
+    })?;
     let n = a.batch as usize;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     if !a.json {

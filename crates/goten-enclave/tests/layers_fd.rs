@@ -4,7 +4,7 @@
 
 use goten_enclave::SecretTensor;
 use goten_enclave::nn::init::normal;
-use goten_enclave::nn::layers::{Layer, Param};
+use goten_enclave::nn::layers::{GradStack, Layer, Param, Pass};
 use goten_enclave::nn::loss::cross_entropy;
 use goten_enclave::nn::model::{Builder, ModelKind};
 use goten_enclave::nn::{FloatBackend, LinearBackend};
@@ -24,18 +24,32 @@ fn dot(a: &SecretTensor, b: &SecretTensor) -> f64 {
         .sum()
 }
 
+fn key() -> goten_field::SecretKey {
+    goten_field::SecretKey::from_bytes([7; 32])
+}
+
+/// A training pass with a fixed dropout stream (the same mask on every call).
+fn pass(k: &goten_field::SecretKey) -> Pass<'_> {
+    Pass::with_noise(true, k, 3)
+}
+
+/// Backward of a single (non-structural) layer.
+fn back(layer: &mut Layer, dy: SecretTensor, be: &mut dyn LinearBackend) -> Option<SecretTensor> {
+    layer
+        .backward(Some(dy), &mut GradStack::new(), be, 0, 0)
+        .unwrap()
+}
+
 /// Checks d(sum(layer(x) * r))/dx and /dparams of a layer against finite differences.
 fn check_layer(make: &dyn Fn() -> Layer, x: &SecretTensor, eps: f32, tol: f64) {
     let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
+    let k = key();
     let mut layer = make();
-    let y = layer.forward(x.clone(), true, be, 0).unwrap();
+    let y = layer.forward(x.clone(), &mut pass(&k), be, 0).unwrap();
     let r = rand(y.shape(), 99, 1.0);
-    let dx = layer
-        .backward(r.clone(), be, 0, 0)
-        .unwrap()
-        .expect("input gradient");
+    let dx = back(&mut layer, r.clone(), be).expect("input gradient");
     let mut loss = |layer: &mut Layer, x: &SecretTensor| {
-        dot(&layer.forward(x.clone(), true, be, 0).unwrap(), &r)
+        dot(&layer.forward(x.clone(), &mut pass(&k), be, 0).unwrap(), &r)
     };
     let n = x.len();
     for i in (0..n).step_by((n / 17).max(1)) {
@@ -61,7 +75,7 @@ fn check_layer(make: &dyn Fn() -> Layer, x: &SecretTensor, eps: f32, tol: f64) {
             let mut bump = |d: f32| {
                 let mut l = make();
                 l.params_mut()[pi].value.expose_mut()[j] += d;
-                let y = l.forward(x.clone(), true, be, 0).unwrap();
+                let y = l.forward(x.clone(), &mut pass(&k), be, 0).unwrap();
                 dot(&y, &r)
             };
             let fd = (bump(eps) - bump(-eps)) / (2.0 * f64::from(eps));
@@ -88,6 +102,7 @@ fn conv_stride_and_padding() {
     ] {
         let make = || Layer::Conv {
             w: Param::new(rand(&[4, 3, 3, 3], 2, 0.3)),
+            b: Some(Param::new(rand(&[4], 13, 0.3))),
             params: p,
             input_grad: true,
             cache: None,
@@ -101,6 +116,7 @@ fn dense() {
     let x = rand(&[5, 12], 3, 1.0);
     let make = || Layer::Dense {
         w: Param::new(rand(&[7, 12], 4, 0.3)),
+        b: Some(Param::new(rand(&[7], 14, 0.3))),
         input_grad: true,
         cache: None,
     };
@@ -123,6 +139,7 @@ fn maxpool_without_ties() {
         &|| Layer::MaxPool {
             k: 2,
             s: 2,
+            p: 0,
             cache: None,
         },
         &x,
@@ -133,6 +150,18 @@ fn maxpool_without_ties() {
         &|| Layer::MaxPool {
             k: 3,
             s: 2,
+            p: 0,
+            cache: None,
+        },
+        &x,
+        1e-3,
+        1e-2,
+    );
+    check_layer(
+        &|| Layer::MaxPool {
+            k: 3,
+            s: 2,
+            p: 1,
             cache: None,
         },
         &x,
@@ -174,7 +203,8 @@ fn batchnorm_running_statistics_follow_pytorch() {
         running_var: vec![1.0],
         cache: None,
     };
-    l.forward(x, true, &mut FloatBackend::new(1), 0).unwrap();
+    l.forward(x, &mut Pass::new(true), &mut FloatBackend::new(1), 0)
+        .unwrap();
     let Layer::BatchNorm {
         running_mean,
         running_var,
@@ -216,21 +246,10 @@ fn branches(m: &goten_enclave::nn::Model) -> Vec<usize> {
     v
 }
 
-#[test]
-fn whole_model_through_cross_entropy() {
-    let build = || {
-        Builder::new([3, 8, 8], 11)
-            .conv(4)
-            .bn()
-            .relu()
-            .pool()
-            .flatten()
-            .dense(5)
-            .build(ModelKind::Small)
-            .unwrap()
-    };
-    let x = rand(&[3, 3, 8, 8], 12, 1.0);
-    let labels = [0u8, 3, 4];
+/// Checks a whole model's weight gradients (through the cross-entropy loss) against finite
+/// differences, for the first parameter of each layer in `check`.
+fn check_model(build: &dyn Fn() -> goten_enclave::nn::Model, x: &SecretTensor, check: &[usize]) {
+    let labels: Vec<u8> = (0..x.shape()[0] as u8).map(|i| i % 5).collect();
     let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
     let mut m = build();
     let logits = m.forward(x.clone(), true, be).unwrap();
@@ -247,9 +266,9 @@ fn whole_model_through_cross_entropy() {
         (branches(&m2) == base).then(|| f64::from(cross_entropy(&logits, &labels).unwrap().0))
     };
     let mut checked = 0;
-    for li in [0usize, 5] {
+    for &li in check {
         let g = m.layers_mut()[li].params_mut()[0].grad.expose().to_vec();
-        for j in (0..g.len()).step_by(3) {
+        for j in (0..g.len()).step_by((g.len() / 40).max(1)) {
             let (Some(lp), Some(lm)) = (loss_with(li, j, 1e-3), loss_with(li, j, -1e-3)) else {
                 continue;
             };
@@ -257,13 +276,121 @@ fn whole_model_through_cross_entropy() {
             // f32 loss resolution near 1.6 is about 1.2e-7, i.e. 6e-5 in the difference quotient.
             assert!(
                 (fd - f64::from(g[j])).abs() <= 1e-2 * fd.abs() + 3e-4,
-                "layer {li} w[{j}]: {} vs {fd}",
+                "layer {li} ({}) w[{j}]: {} vs {fd}",
+                m.layers()[li].name(),
                 g[j]
             );
             checked += 1;
         }
     }
-    assert!(checked > 60, "only {checked} weights were away from kinks");
+    assert!(
+        checked > 10 * check.len(),
+        "only {checked} weights were away from kinks"
+    );
+}
+
+#[test]
+fn whole_model_through_cross_entropy() {
+    let build = || {
+        Builder::new([3, 8, 8], 11)
+            .conv(4)
+            .bn()
+            .relu()
+            .pool()
+            .flatten()
+            .dense(5)
+            .build(ModelKind::Small)
+            .unwrap()
+    };
+    check_model(&build, &rand(&[3, 3, 8, 8], 12, 1.0), &[0, 5]);
+}
+
+/// A small ResNet: identity and projection shortcuts (the add and its backward in the
+/// enclave), global average pooling, fc with bias and dropout.
+#[test]
+fn residual_model_through_cross_entropy() {
+    let build = || {
+        Builder::new([3, 8, 8], 17)
+            .conv(4)
+            .named("conv1")
+            .bn()
+            .named("bn1")
+            .relu()
+            .basic_block(4, 1, "layer1.0")
+            .basic_block(6, 2, "layer2.0")
+            .avgpool(2, 2)
+            .flatten()
+            .dropout(0.3)
+            .dense(5)
+            .bias()
+            .named("fc")
+            .build(ModelKind::Small)
+            .unwrap()
+    };
+    let m = build();
+    let names: Vec<&str> = m.layers().iter().map(|l| l.name()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "fork").count(),
+        2,
+        "{names:?}"
+    );
+    assert!(names.contains(&"swap"), "the second block projects");
+    // Every linear layer: the stem, both convs of both blocks, the projection and the fc.
+    let linear: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i] == "conv" || names[i] == "dense")
+        .collect();
+    assert_eq!(linear.len(), 7);
+    check_model(&build, &rand(&[4, 3, 8, 8], 18, 1.0), &linear);
+    // The bias gradient of the fc layer too.
+    let fc = *linear.last().unwrap();
+    let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
+    let x = rand(&[4, 3, 8, 8], 18, 1.0);
+    let mut m = build();
+    let logits = m.forward(x.clone(), true, be).unwrap();
+    let (_, _, d) = cross_entropy(&logits, &[0, 1, 2, 3]).unwrap();
+    let want: Vec<f32> = (0..5)
+        .map(|o| (0..4).map(|i| d.expose()[i * 5 + o]).sum())
+        .collect();
+    m.backward(d, be).unwrap();
+    let got = m.layers_mut()[fc].params_mut()[1].grad.expose().to_vec();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn pooling_and_dropout_layers() {
+    let x = rand(&[2, 3, 6, 4], 19, 1.0);
+    check_layer(
+        &|| Layer::AvgPool {
+            k: 2,
+            s: 2,
+            in_shape: None,
+        },
+        &x,
+        1e-2,
+        1e-3,
+    );
+    check_layer(
+        &|| Layer::AvgPool {
+            k: 3,
+            s: 1,
+            in_shape: None,
+        },
+        &x,
+        1e-2,
+        1e-3,
+    );
+    check_layer(&|| Layer::GlobalAvgPool { in_shape: None }, &x, 1e-2, 1e-3);
+    check_layer(&|| Layer::Dropout { p: 0.4, mask: None }, &x, 1e-2, 1e-3);
+    // Evaluation: dropout is the identity.
+    let mut d = Layer::Dropout { p: 0.4, mask: None };
+    let be = &mut FloatBackend::new(1) as &mut dyn LinearBackend;
+    let y = d.forward(x.clone(), &mut Pass::new(false), be, 0).unwrap();
+    assert_eq!(y.expose(), x.expose());
+    // Training without a stream is refused, not silently deterministic.
+    let err = d.forward(x, &mut Pass::new(true), be, 0).unwrap_err();
+    assert!(err.to_string().contains("stream"), "{err}");
 }
 
 /// The parallel layers give bit-identical results on any number of threads (E0 and E1 run on
@@ -298,15 +425,18 @@ fn parallel_layers_do_not_depend_on_the_thread_count() {
                     Layer::MaxPool {
                         k: 2,
                         s: 2,
+                        p: 0,
                         cache: None,
                     },
                     &dy_pool,
                 ),
                 (Layer::Relu { mask: None }, &dy_bn),
             ] {
-                let y = layer.forward(x.clone(), true, &mut be, 0).unwrap();
+                let y = layer
+                    .forward(x.clone(), &mut Pass::new(true), &mut be, 0)
+                    .unwrap();
                 out.push(bits(&y));
-                let dx = layer.backward(dy.clone(), &mut be, 0, 0).unwrap().unwrap();
+                let dx = back(&mut layer, dy.clone(), &mut be).unwrap();
                 out.push(bits(&dx));
                 for p in layer.params_mut() {
                     out.push(bits(&p.grad));

@@ -50,6 +50,23 @@ fn grads(
 
 /// Relative L2 error of goten-mode gradients against plain, per parameter, at `bits`.
 fn errors(bits: u32, x: &SecretTensor, labels: &[u8], plain: &[Vec<f32>]) -> Vec<f64> {
+    errors_of(
+        &|| ModelKind::Small.build(7, 10).unwrap(),
+        bits,
+        x,
+        labels,
+        plain,
+    )
+}
+
+/// [`errors`] for the model `build` makes.
+fn errors_of(
+    build: &(dyn Fn() -> Model + Sync),
+    bits: u32,
+    x: &SecretTensor,
+    labels: &[u8],
+    plain: &[Vec<f32>],
+) -> Vec<f64> {
     let mut cfg = ClusterConfig::default();
     cfg.enclave.quant = QuantConfig {
         bits,
@@ -62,7 +79,7 @@ fn errors(bits: u32, x: &SecretTensor, labels: &[u8], plain: &[Vec<f32>]) -> Vec
         devices(),
         mesh(),
         &|p| {
-            let mut m = ModelKind::Small.build(7, 10).unwrap();
+            let mut m = build();
             let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
             Ok(grads(&mut m, &mut be, x, labels))
         },
@@ -115,6 +132,39 @@ fn goten_gradients_match_plain_up_to_quantization() {
             "parameter {i}: error {a} at 8 bits, {b} at 12 bits"
         );
     }
+}
+
+/// The same for a residual network (identity and projection shortcuts, global average pooling,
+/// fc with bias): every conv and linear product of the blocks and shortcuts goes through the
+/// protocol unchanged; the adds, pooling and bias stay in the enclave.
+#[test]
+fn residual_network_gradients_match_plain_up_to_quantization() {
+    let build = || {
+        goten_enclave::nn::Builder::new([3, 16, 16], 9)
+            .conv(8)
+            .named("conv1")
+            .bn()
+            .named("bn1")
+            .relu()
+            .basic_block(8, 1, "layer1.0")
+            .basic_block(16, 2, "layer2.0")
+            .global_avgpool()
+            .dense(10)
+            .bias()
+            .named("fc")
+            .build(ModelKind::Resnet20)
+            .unwrap()
+    };
+    let mut x = SecretTensor::zeros(&[8, 3, 16, 16]);
+    normal(8, 0, x.expose_mut(), 1.0);
+    let labels: Vec<u8> = (0..8).map(|i| (i * 7 % 10) as u8).collect();
+    let plain = grads(&mut build(), &mut FloatBackend::new(1), &x, &labels);
+    // conv1, bn1 (2), two blocks of 2 convs + 2 BNs (6 each), the projection (3), fc (2).
+    assert_eq!(plain.len(), 1 + 2 + 12 + 3 + 2);
+    let e8 = errors_of(&build, 8, &x, &labels, &plain);
+    let fc_weight = e8.len() - 2;
+    assert!(e8[fc_weight] < 0.2, "fc at 8 bits: {}", e8[fc_weight]);
+    assert!(e8.iter().all(|&e| e < 0.8), "8 bits: {e8:?}");
 }
 
 /// A whole training step in goten mode with every device input and received product recorded:

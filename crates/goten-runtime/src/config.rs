@@ -107,7 +107,7 @@ choice!(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobConfig {
-    /// `small` or `vgg11`.
+    /// A built-in model: small, vgg11, vgg16, resnet20, resnet18, resnet18-imagenet.
     pub model: String,
     /// `synthetic`, a CIFAR-10 binary folder, or a folder of `goten seal-data` output.
     pub data: String,
@@ -225,8 +225,9 @@ impl JobConfig {
         let bad = |m: String| Err(RuntimeError::Config(m));
         if goten_enclave::nn::ModelKind::parse(&self.model).is_none() {
             return bad(format!(
-                "unknown model {:?}: choose small or vgg11",
-                self.model
+                "unknown model {:?}: choose one of {}",
+                self.model,
+                goten_enclave::nn::ModelKind::names()
             ));
         }
         Ring::new(self.ring_bits).map_err(|e| RuntimeError::config(format!("ring bits: {e}")))?;

@@ -1,15 +1,21 @@
-//! `goten model show NAME`: a built-in model's layers, output shapes, parameters and
-//! multiply-accumulates per image.
+//! `goten model list` (the built-in models with their sizes) and `goten model show NAME`: a
+//! model's layers, export names, output shapes, parameters and multiply-accumulates per image.
 //!
 //! Where it sits: a user's tool outside any run. The model is built from a fixed seed only to
 //! read its structure (`goten_enclave::nn::summary`); no weights are printed.
 
 use clap::{Args, Subcommand};
-use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::{LayerInfo, ModelKind};
 
 /// What `goten model` does.
 #[derive(Subcommand, Debug)]
 pub(crate) enum ModelCommand {
+    /// List the built-in models: input shape, parameters and multiply-accumulates per image.
+    List {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's layers, output shapes, parameters and multiply-accumulates per image.
     Show(ShowArgs),
 }
@@ -17,7 +23,7 @@ pub(crate) enum ModelCommand {
 /// Arguments of `goten model show`.
 #[derive(Args, Debug)]
 pub(crate) struct ShowArgs {
-    /// Built-in model: `small` or `vgg11`.
+    /// Built-in model (see `goten model list`).
     #[arg(value_parser = parse_model)]
     name: ModelKind,
     /// Output classes of the last layer.
@@ -29,28 +35,75 @@ pub(crate) struct ShowArgs {
 }
 
 fn parse_model(s: &str) -> Result<ModelKind, String> {
-    ModelKind::parse(s)
-        .ok_or_else(|| format!("unknown model {s:?}: built-in models are small and vgg11"))
+    ModelKind::parse(s).ok_or_else(|| {
+        format!(
+            "unknown model {s:?}: built-in models are {}",
+            ModelKind::names()
+        )
+    })
+}
+
+fn dims(s: &[usize]) -> String {
+    s.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+/// Rows and totals (parameters, MACs per image) of a built-in model.
+fn summarise(kind: ModelKind, classes: usize) -> anyhow::Result<(Vec<LayerInfo>, usize, u64)> {
+    let model = kind.build(0, classes)?;
+    let rows = model.summary(&kind.input_shape())?;
+    let params = rows.iter().map(|r| r.params).sum();
+    let macs = rows.iter().map(|r| r.macs).sum();
+    Ok((rows, params, macs))
+}
+
+fn list(json: bool) -> anyhow::Result<()> {
+    let mut entries = Vec::new();
+    if !json {
+        println!(
+            "{:<18} {:>8} {:>12} {:>15}",
+            "model", "input", "params", "MACs/image"
+        );
+    }
+    for kind in goten_enclave::nn::zoo::ALL {
+        let (_, params, macs) = summarise(kind, 10)?;
+        let input = kind.input_shape();
+        if json {
+            entries.push(serde_json::json!({
+                "model": kind.name(), "input": input, "params": params, "macs_per_image": macs,
+            }));
+        } else {
+            println!(
+                "{:<18} {:>8} {:>12} {:>15}",
+                kind.name(),
+                dims(&input),
+                params,
+                macs
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"classes": 10, "models": entries}));
+    } else {
+        println!("(10 classes; `goten model show NAME` lists the layers)");
+    }
+    Ok(())
 }
 
 pub(crate) fn run(cmd: ModelCommand) -> anyhow::Result<()> {
-    let ModelCommand::Show(a) = cmd;
-    let input = a.name.input_shape();
-    let model = a.name.build(0, a.classes as usize)?;
-    let rows = model.summary(&input)?;
-    let params: usize = rows.iter().map(|r| r.params).sum();
-    let macs: u64 = rows.iter().map(|r| r.macs).sum();
-    let dims = |s: &[usize]| {
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("x")
+    let a = match cmd {
+        ModelCommand::List { json } => return list(json),
+        ModelCommand::Show(a) => a,
     };
+    let input = a.name.input_shape();
+    let (rows, params, macs) = summarise(a.name, a.classes as usize)?;
     if a.json {
         let layers: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({"layer": r.layer, "output": r.output, "params": r.params, "macs": r.macs})
+                serde_json::json!({"name": r.name, "layer": r.layer, "output": r.output, "params": r.params, "macs": r.macs})
             })
             .collect();
         println!(
@@ -69,13 +122,14 @@ pub(crate) fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         a.classes
     );
     println!(
-        "{:>3}  {:<16} {:>12} {:>12} {:>15}",
-        "#", "layer", "output", "params", "MACs/image"
+        "{:>3}  {:<16} {:<24} {:>12} {:>12} {:>15}",
+        "#", "layer", "name", "output", "params", "MACs/image"
     );
     for (i, r) in rows.iter().enumerate() {
         println!(
-            "{i:>3}  {:<16} {:>12} {:>12} {:>15}",
+            "{i:>3}  {:<16} {:<24} {:>12} {:>12} {:>15}",
             r.layer,
+            r.name,
             dims(&r.output),
             r.params,
             r.macs

@@ -15,7 +15,8 @@ use goten_runtime::config::{DeviceKind, EnclaveKind, Mode, Sched, TransportKind}
 /// Options of `goten train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Model: `small` (two conv blocks, quick) or `vgg11` (VGG-11-BN).
+    /// Model: small (three conv blocks, quick), vgg11, vgg16 (VGG-BN), resnet20, resnet18,
+    /// resnet18-imagenet (see `goten model list`).
     #[arg(long, default_value = "small")]
     pub(crate) model: String,
     /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.

@@ -48,7 +48,7 @@ pub struct PredictArgs {
     /// The model's name on the server.
     #[arg(long, default_value = "small")]
     name: String,
-    /// Architecture of the exported model (plain mode): `small` or `vgg11`.
+    /// Architecture of the exported model (plain mode): a built-in model name.
     #[arg(long, default_value = "small")]
     model: String,
     /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each), e.g. test_batch.bin.
@@ -84,8 +84,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     "plain mode classifies with an exported model: pass --weights FILE (or --mode goten --checkpoint RUN_DIR)"
                 );
             };
-            let kind = ModelKind::parse(&a.model)
-                .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.model))?;
+            let kind = ModelKind::parse(&a.model).with_context(|| {
+                format!(
+                    "unknown model {:?}: choose one of {}",
+                    a.model,
+                    ModelKind::names()
+                )
+            })?;
             let mut model = kind.build(0, goten_data::CLASSES)?;
             model_io::read(&mut model, weights)?;
             (model.predict_logits(&imgs)?, model.outputs())

@@ -43,7 +43,7 @@ pub struct ServeArgs {
     #[arg(long, required_unless_present = "id")]
     checkpoint: Option<PathBuf>,
     /// Serve a model the model owner provisions (goten provision-model), of this architecture
-    /// (`small` or `vgg11`), when the --checkpoint folder holds no sealed checkpoints yet.
+    /// (a built-in model name), when the --checkpoint folder holds no sealed checkpoints yet.
     #[arg(long)]
     await_model: Option<String>,
     /// Derive every key from this public seed (tests only; the cluster's keys must have been
@@ -81,8 +81,12 @@ fn plan(a: &ServeArgs) -> Result<ServePlan> {
         .await_model
         .as_deref()
         .map(|k| {
-            goten_enclave::nn::ModelKind::parse(k)
-                .with_context(|| format!("--await-model {k:?}: choose small or vgg11"))
+            goten_enclave::nn::ModelKind::parse(k).with_context(|| {
+                format!(
+                    "--await-model {k:?}: choose one of {}",
+                    goten_enclave::nn::ModelKind::names()
+                )
+            })
         })
         .transpose()?;
     Ok(ServePlan {
@@ -260,7 +264,7 @@ pub struct ProvisionModelArgs {
     /// export, or PyTorch with the same names).
     #[arg(long)]
     weights: PathBuf,
-    /// Its architecture: `small` or `vgg11`.
+    /// Its architecture: a built-in model name.
     #[arg(long, default_value = "small")]
     kind: String,
     /// Trust the enclaves this cluster file pins.
@@ -278,8 +282,13 @@ pub struct ProvisionModelArgs {
 /// model sealed to their attested service key.
 pub fn provision_model(a: ProvisionModelArgs) -> Result<()> {
     let pin = pin_from(a.cluster.as_deref(), a.expect_measurement.as_deref())?;
-    let kind = goten_enclave::nn::ModelKind::parse(&a.kind)
-        .with_context(|| format!("unknown model {:?}: choose small or vgg11", a.kind))?;
+    let kind = goten_enclave::nn::ModelKind::parse(&a.kind).with_context(|| {
+        format!(
+            "unknown model {:?}: choose one of {}",
+            a.kind,
+            goten_enclave::nn::ModelKind::names()
+        )
+    })?;
     let export = goten_runtime::owner::read_export(kind, &a.weights)?;
     let v = client::connect(&a.server, &a.model, &pin, Duration::from_secs(a.timeout))?;
     if v.simulated {

@@ -1,12 +1,13 @@
 //! Model export for the model owner: PyTorch-compatible names and layouts.
 //!
 //! Where it sits: at the end of training, inside the enclave, the trained weights are listed
-//! under torchvision's `vgg11_bn` names: layers before the flatten are `features.{i}` with `i`
-//! the layer's index (conv, BN, ReLU and pool layers are numbered in the same sequence as
-//! torchvision's feature list), fc layers after it are `classifier.{j}` with `j` counted from
-//! the flatten (0, 2, 4 for VGG-11's three fc layers, ReLUs in between). Conv weights are
-//! `[out, in, kh, kw]`, fc weights `[out, in]`, BN tensors `weight`, `bias`, `running_mean`,
-//! `running_var` (and `num_batches_tracked`, written by the caller). All float32, no biases.
+//! under each layer's export prefix ([`Model::layer_name`]): torchvision's `vgg11_bn` scheme
+//! for sequential models (layers before the flatten are `features.{i}` with `i` the layer's
+//! index, fc layers after it `classifier.{j}` counted from the flatten: 0, 2, 4 for VGG-11),
+//! and explicit names such as `layer1.0.conv1` for ResNets (torchvision's `resnet18` names).
+//! Conv weights are `[out, in, kh, kw]`, fc weights `[out, in]`, biases `[out]` where the layer
+//! has one, BN tensors `weight`, `bias`, `running_mean`, `running_var` (and
+//! `num_batches_tracked`, written by the caller). All float32.
 //! [`import`] is the inverse, for `goten predict`.
 
 use super::NnError;
@@ -24,16 +25,7 @@ pub struct Named {
 }
 
 fn prefix(model: &Model, index: usize) -> String {
-    let flat = model
-        .layers()
-        .iter()
-        .position(|l| matches!(l, Layer::Flatten { .. }))
-        .unwrap_or(usize::MAX);
-    match index.cmp(&flat) {
-        std::cmp::Ordering::Less => format!("features.{index}"),
-        std::cmp::Ordering::Equal => "flatten".into(),
-        std::cmp::Ordering::Greater => format!("classifier.{}", index - flat - 1),
-    }
+    model.layer_name(index).to_string()
 }
 
 /// The model's weights and statistics under PyTorch names.
@@ -42,12 +34,19 @@ pub fn export(model: &Model) -> Vec<Named> {
     for (i, l) in model.layers().iter().enumerate() {
         let p = prefix(model, i);
         match l {
-            Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
+            Layer::Conv { w, b, .. } | Layer::Dense { w, b, .. } => {
                 out.push(Named {
                     name: format!("{p}.weight"),
                     shape: w.value.shape().to_vec(),
                     data: w.value.expose().to_vec(),
                 });
+                if let Some(b) = b {
+                    out.push(Named {
+                        name: format!("{p}.bias"),
+                        shape: b.value.shape().to_vec(),
+                        data: b.value.expose().to_vec(),
+                    });
+                }
             }
             Layer::BatchNorm {
                 gamma,
@@ -117,9 +116,13 @@ pub fn import(model: &mut Model, get: Lookup<'_>) -> Result<(), NnError> {
             Ok(())
         };
         match l {
-            Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
+            Layer::Conv { w, b, .. } | Layer::Dense { w, b, .. } => {
                 let shape = w.value.shape().to_vec();
                 fetch("weight", w.value.expose_mut(), &shape)?;
+                if let Some(b) = b {
+                    let shape = b.value.shape().to_vec();
+                    fetch("bias", b.value.expose_mut(), &shape)?;
+                }
             }
             Layer::BatchNorm {
                 gamma,

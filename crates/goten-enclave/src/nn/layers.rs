@@ -1,13 +1,22 @@
-//! The layers: conv and dense (linear, through a [`LinearBackend`]), ReLU, MaxPool2d,
-//! BatchNorm2d and Flatten (non-linear, float32 inside the enclave, PyTorch semantics).
+//! The layers: conv and dense with optional bias (linear, through a [`LinearBackend`]), ReLU,
+//! max and average pooling, BatchNorm2d, dropout and flatten (non-linear, float32 inside the
+//! enclave, PyTorch semantics), and the three structural layers that make residual blocks out
+//! of a flat list: [`Layer::Fork`], [`Layer::Swap`] and [`Layer::Add`].
+//!
+//! Where it sits: a [`super::Model`] is a flat `Vec<Layer>` run front to back (forward) and back
+//! to front (backward). A residual block `y = body(x) + shortcut(x)` is the sequence
+//! `Fork, body.., [Swap, shortcut..], Add`: Fork saves x on the pass's stack, Swap exchanges the
+//! body's output with the saved x so the shortcut layers (a projection) run on x, and Add adds the
+//! stack's top. Backward mirrors it on a stack of gradients. Keeping the list flat keeps op
+//! numbering, checkpoints, export and state digests one loop over layers.
 //!
 //! Each layer caches what its backward pass needs during a training forward pass. Reductions
 //! run in a fixed order (f64 accumulators where sums are long), so results are deterministic.
 
-use goten_field::{BilinearOp, Conv2dParams};
-use rayon::prelude::*;
+use goten_field::{BilinearOp, Conv2dParams, SecretKey};
 
-use super::{LinearBackend, NnError};
+use super::batchnorm::{BnCache, batchnorm_backward, batchnorm_forward};
+use super::{LinearBackend, NnError, elementwise as ew, pool};
 use crate::SecretTensor;
 
 /// A trainable tensor with its gradient and momentum buffer. Debug shows the shape only.
@@ -32,28 +41,54 @@ impl Param {
     }
 }
 
-/// Batch-norm statistics cached by a training forward pass. Debug shows nothing.
-pub struct BnCache {
-    /// The layer's input: backward recomputes x-hat from it exactly as forward did (one buffer
-    /// and one pass fewer than storing x-hat).
-    x: SecretTensor,
-    /// Per channel: batch mean and 1 / sqrt(variance + eps).
-    stats: Vec<(f64, f64)>,
+/// One forward pass's context: training or evaluation, the dropout stream, and the stack of
+/// saved activations of the residual blocks in progress.
+pub struct Pass<'k> {
+    /// Batch statistics, caching and dropout (training) or running statistics (evaluation).
+    pub train: bool,
+    /// Dropout's key and step (needed only by a training pass through a dropout layer).
+    pub noise: Option<(&'k SecretKey, u64)>,
+    stack: Vec<SecretTensor>,
 }
 
-/// Normalised input `(x - mean) * inv_std`, rounded to f32 the same way in both passes.
-#[inline(always)]
-fn xhat(x: f32, (mean, inv): (f64, f64)) -> f32 {
-    ((f64::from(x) - mean) * inv) as f32
+impl<'k> Pass<'k> {
+    /// A pass without a dropout stream.
+    pub fn new(train: bool) -> Self {
+        Pass {
+            train,
+            noise: None,
+            stack: Vec::new(),
+        }
+    }
+
+    /// A training pass whose dropout layers draw from `(key, step)`.
+    pub fn with_noise(train: bool, key: &'k SecretKey, step: u64) -> Self {
+        Pass {
+            train,
+            noise: Some((key, step)),
+            stack: Vec::new(),
+        }
+    }
+
+    /// Activations saved by Fork and not yet consumed by Add (0 after a whole model).
+    pub fn pending(&self) -> usize {
+        self.stack.len()
+    }
 }
 
-/// One layer of a sequential model. Debug shows its kind and shapes, never values (weights,
-/// statistics, masks and pooling choices are all secret).
+/// The backward pass's stack of gradients for the residual blocks in progress (`None`: no
+/// gradient flows on that path).
+pub type GradStack = Vec<Option<SecretTensor>>;
+
+/// One layer of a model. Debug shows its kind and shapes, never values (weights, statistics,
+/// masks and pooling choices are all secret).
 pub enum Layer {
-    /// 2-D convolution without bias: weight `[out, in, k, k]`.
+    /// 2-D convolution: weight `[out, in, k, k]`, optional bias `[out]`.
     Conv {
         /// Weight.
         w: Param,
+        /// Bias.
+        b: Option<Param>,
         /// Stride and padding.
         params: Conv2dParams,
         /// False for the first layer: nobody needs the gradient of the input images.
@@ -61,10 +96,12 @@ pub enum Layer {
         /// Input of the last training forward pass.
         cache: Option<SecretTensor>,
     },
-    /// Fully connected without bias: weight `[out, in]`.
+    /// Fully connected: weight `[out, in]`, optional bias `[out]`.
     Dense {
         /// Weight.
         w: Param,
+        /// Bias.
+        b: Option<Param>,
         /// Whether to compute the input gradient.
         input_grad: bool,
         /// Input of the last training forward pass.
@@ -75,14 +112,30 @@ pub enum Layer {
         /// Which inputs were positive.
         mask: Option<Vec<bool>>,
     },
-    /// Max pooling with a square window and stride, no padding.
+    /// Max pooling with a square window, stride and padding.
     MaxPool {
         /// Window size.
         k: usize,
         /// Stride.
         s: usize,
+        /// Padding on every side (never chosen as a maximum).
+        p: usize,
         /// Input shape and the flat input index of each output's maximum.
         cache: Option<(Vec<usize>, Vec<usize>)>,
+    },
+    /// Average pooling with a square window and stride, no padding.
+    AvgPool {
+        /// Window size.
+        k: usize,
+        /// Stride.
+        s: usize,
+        /// Input shape of the last training forward pass.
+        in_shape: Option<Vec<usize>>,
+    },
+    /// Mean of each channel: `[n, c, h, w] -> [n, c]`.
+    GlobalAvgPool {
+        /// Input shape of the last training forward pass.
+        in_shape: Option<Vec<usize>>,
     },
     /// BatchNorm2d (eps 1e-5, momentum 0.1).
     BatchNorm {
@@ -97,11 +150,25 @@ pub enum Layer {
         /// Cache of the last training forward pass.
         cache: Option<BnCache>,
     },
+    /// Inverted dropout with drop probability `p` (training only; identity in evaluation).
+    Dropout {
+        /// Drop probability in [0, 1).
+        p: f32,
+        /// Which units were kept in the last training forward pass.
+        mask: Option<Vec<bool>>,
+    },
     /// `[n, ...] -> [n, prod(...)]`.
     Flatten {
         /// Input shape of the last forward pass.
         in_shape: Option<Vec<usize>>,
     },
+    /// Start of a residual block: saves the activation for the shortcut.
+    Fork,
+    /// Between a residual block's body and its projection shortcut: the body's output is saved
+    /// and the block's input comes back for the shortcut layers.
+    Swap,
+    /// End of a residual block: adds the saved tensor (body output or block input).
+    Add,
 }
 
 impl std::fmt::Debug for Param {
@@ -110,62 +177,73 @@ impl std::fmt::Debug for Param {
     }
 }
 
-impl std::fmt::Debug for BnCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BnCache(<redacted>)")
-    }
-}
-
 impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bias = |b: &Option<Param>| if b.is_some() { " + bias" } else { "" };
         match self {
-            Layer::Conv { w, params, .. } => {
-                write!(f, "Conv(w {:?}, {params:?}, <redacted>)", w.value.shape())
+            Layer::Conv { w, b, params, .. } => write!(
+                f,
+                "Conv(w {:?}{}, {params:?}, <redacted>)",
+                w.value.shape(),
+                bias(b)
+            ),
+            Layer::Dense { w, b, .. } => {
+                write!(f, "Dense(w {:?}{}, <redacted>)", w.value.shape(), bias(b))
             }
-            Layer::Dense { w, .. } => write!(f, "Dense(w {:?}, <redacted>)", w.value.shape()),
             Layer::Relu { .. } => f.write_str("Relu(<redacted>)"),
-            Layer::MaxPool { k, s, .. } => write!(f, "MaxPool(k {k}, stride {s}, <redacted>)"),
+            Layer::MaxPool { k, s, p, .. } => {
+                write!(f, "MaxPool(k {k}, stride {s}, pad {p}, <redacted>)")
+            }
+            Layer::AvgPool { k, s, .. } => write!(f, "AvgPool(k {k}, stride {s})"),
+            Layer::GlobalAvgPool { .. } => f.write_str("GlobalAvgPool"),
             Layer::BatchNorm { running_mean, .. } => {
                 write!(f, "BatchNorm({} channels, <redacted>)", running_mean.len())
             }
+            Layer::Dropout { p, .. } => write!(f, "Dropout(p {p}, <redacted>)"),
             Layer::Flatten { .. } => f.write_str("Flatten"),
+            Layer::Fork => f.write_str("Fork"),
+            Layer::Swap => f.write_str("Swap"),
+            Layer::Add => f.write_str("Add"),
         }
     }
 }
 
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f32 = 0.1;
-/// Elements per parallel task in elementwise passes.
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
-
-/// Eight-lane f64 accumulator: `lanes[i]` sums the terms at positions `i mod 8` of each slice,
-/// and the lanes are added in a fixed order, so sums are the same whatever the threads, and
-/// the loops vectorize (one running sum would be a chain of dependent additions).
-#[derive(Clone, Copy, Default)]
-struct Lanes([f64; 8]);
-
-impl Lanes {
-    fn total(&self) -> f64 {
-        let l = &self.0;
-        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+/// The `[n, c, h, w]` dimensions of `x`, or a shape error naming the layer.
+pub(super) fn nchw(x: &SecretTensor, what: &str) -> Result<(usize, usize, usize, usize), NnError> {
+    match *x.shape() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => Err(goten_field::ShapeError::new(format!(
+            "{what} needs an NCHW input, got {:?}",
+            x.shape()
+        ))
+        .into()),
     }
 }
 
-/// Adds the sums of `a` and of `a * f(b)` over `a` and `b` (equal lengths), in f64.
-fn sum_and_dot(acc: &mut (Lanes, Lanes), a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) {
-    let (s, d) = (&mut acc.0.0, &mut acc.1.0);
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (a, b) in ac.zip(bc) {
-        for l in 0..8 {
-            s[l] += f64::from(a[l]);
-            d[l] += f64::from(a[l]) * f64::from(f(b[l]));
-        }
+fn unbalanced(what: &str) -> NnError {
+    goten_field::ShapeError::new(format!(
+        "{what} without a matching Fork: residual blocks are Fork, body, [Swap, shortcut], Add"
+    ))
+    .into()
+}
+
+/// The input gradient of a linear layer and its weight (and bias) gradients.
+fn linear_backward(
+    be: &mut dyn LinearBackend,
+    op: u64,
+    (wgrad, igrad): (BilinearOp, BilinearOp),
+    (w, b, input_grad): (&mut Param, &mut Option<Param>, bool),
+    x: &SecretTensor,
+    dy: SecretTensor,
+) -> Result<Option<SecretTensor>, NnError> {
+    w.grad = be.bilinear(op + 2, &wgrad, &dy, x)?;
+    if let Some(b) = b {
+        ew::bias_grad(&dy, b.grad.expose_mut());
     }
-    for (l, (&a, &b)) in ar.iter().zip(br).enumerate() {
-        s[l] += f64::from(a);
-        d[l] += f64::from(a) * f64::from(f(b));
+    if !input_grad {
+        return Ok(None);
     }
+    Ok(Some(be.bilinear(op + 1, &igrad, &dy, &w.value)?))
 }
 
 impl Layer {
@@ -176,60 +254,91 @@ impl Layer {
             Layer::Dense { .. } => "dense",
             Layer::Relu { .. } => "relu",
             Layer::MaxPool { .. } => "maxpool",
+            Layer::AvgPool { .. } => "avgpool",
+            Layer::GlobalAvgPool { .. } => "global-avgpool",
             Layer::BatchNorm { .. } => "batchnorm",
+            Layer::Dropout { .. } => "dropout",
             Layer::Flatten { .. } => "flatten",
+            Layer::Fork => "fork",
+            Layer::Swap => "swap",
+            Layer::Add => "add",
         }
     }
 
-    /// Trainable parameters.
-    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+    /// Trainable parameters, in a fixed order (weight, then bias; BN scale, then shift).
+    pub fn params(&self) -> Vec<&Param> {
         match self {
-            Layer::Conv { w, .. } | Layer::Dense { w, .. } => vec![w],
+            Layer::Conv { w, b, .. } | Layer::Dense { w, b, .. } => {
+                std::iter::once(w).chain(b.as_ref()).collect()
+            }
             Layer::BatchNorm { gamma, beta, .. } => vec![gamma, beta],
             _ => vec![],
         }
     }
 
-    /// Forward pass; `train` selects batch statistics and caching. `op` numbers this layer's
-    /// linear ops (forward `op`, input gradient `op + 1`, weight gradient `op + 2`).
+    /// Trainable parameters, mutable, in the order of [`Self::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        match self {
+            Layer::Conv { w, b, .. } | Layer::Dense { w, b, .. } => {
+                std::iter::once(w).chain(b.as_mut()).collect()
+            }
+            Layer::BatchNorm { gamma, beta, .. } => vec![gamma, beta],
+            _ => vec![],
+        }
+    }
+
+    /// Forward pass. `op` numbers this layer's linear ops (forward `op`, input gradient
+    /// `op + 1`, weight gradient `op + 2`; dropout draws under `op` too).
     pub fn forward(
         &mut self,
         x: SecretTensor,
-        train: bool,
+        pass: &mut Pass<'_>,
         be: &mut dyn LinearBackend,
         op: u64,
     ) -> Result<SecretTensor, NnError> {
+        let train = pass.train;
         match self {
             Layer::Conv {
-                w, params, cache, ..
+                w,
+                b,
+                params,
+                cache,
+                ..
             } => {
-                let y = be.bilinear(op, &BilinearOp::Conv2dForward(*params), &x, &w.value)?;
+                let mut y = be.bilinear(op, &BilinearOp::Conv2dForward(*params), &x, &w.value)?;
+                if let Some(b) = b {
+                    ew::add_bias(&mut y, b.value.expose());
+                }
                 *cache = train.then_some(x);
                 Ok(y)
             }
-            Layer::Dense { w, cache, .. } => {
-                let y = be.bilinear(op, &BilinearOp::MatmulForward, &x, &w.value)?;
+            Layer::Dense { w, b, cache, .. } => {
+                let mut y = be.bilinear(op, &BilinearOp::MatmulForward, &x, &w.value)?;
+                if let Some(b) = b {
+                    ew::add_bias(&mut y, b.value.expose());
+                }
                 *cache = train.then_some(x);
                 Ok(y)
             }
             Layer::Relu { mask } => {
                 let mut y = x;
-                let mut m = vec![false; y.len()];
-                y.expose_mut()
-                    .par_chunks_mut(ELEMENTWISE_CHUNK)
-                    .zip(m.par_chunks_mut(ELEMENTWISE_CHUNK))
-                    .for_each(|(y, m)| {
-                        for (v, p) in y.iter_mut().zip(m) {
-                            *p = *v > 0.0;
-                            *v = if *p { *v } else { 0.0 };
-                        }
-                    });
+                let m = ew::relu(&mut y);
                 *mask = train.then_some(m);
                 Ok(y)
             }
-            Layer::MaxPool { k, s, cache } => {
-                let (y, arg) = maxpool(&x, *k, *s)?;
+            Layer::MaxPool { k, s, p, cache } => {
+                let (y, arg) = pool::maxpool(&x, *k, *s, *p)?;
                 *cache = train.then(|| (x.shape().to_vec(), arg));
+                Ok(y)
+            }
+            Layer::AvgPool { k, s, in_shape } => {
+                let y = pool::avgpool(&x, *k, *s)?;
+                *in_shape = train.then(|| x.shape().to_vec());
+                Ok(y)
+            }
+            Layer::GlobalAvgPool { in_shape } => {
+                let y = pool::global_avgpool(&x)?;
+                *in_shape = train.then(|| x.shape().to_vec());
                 Ok(y)
             }
             Layer::BatchNorm {
@@ -243,6 +352,17 @@ impl Layer {
                 *cache = c;
                 Ok(y)
             }
+            Layer::Dropout { p, mask } => {
+                let mut y = x;
+                *mask = None;
+                if train && *p > 0.0 {
+                    let (key, step) = pass.noise.ok_or_else(|| {
+                        NnError::Numeric("a training pass through dropout needs a stream".into())
+                    })?;
+                    *mask = Some(ew::dropout(&mut y, *p, key, step, op));
+                }
+                Ok(y)
+            }
             Layer::Flatten { in_shape } => {
                 let s = x.shape().to_vec();
                 let n = s.first().copied().unwrap_or(0);
@@ -250,312 +370,126 @@ impl Layer {
                 *in_shape = Some(s);
                 Ok(x.reshaped(&[n, rest]).expect("same element count"))
             }
+            Layer::Fork => {
+                pass.stack.push(x.clone());
+                Ok(x)
+            }
+            Layer::Swap => {
+                let top = pass.stack.last_mut().ok_or_else(|| unbalanced("Swap"))?;
+                Ok(std::mem::replace(top, x))
+            }
+            Layer::Add => {
+                let saved = pass.stack.pop().ok_or_else(|| unbalanced("Add"))?;
+                let mut y = x;
+                ew::add_into(&mut y, &saved)?;
+                Ok(y)
+            }
         }
     }
 
-    /// Backward pass: stores parameter gradients, returns the input gradient (`None` where no
-    /// one needs it).
+    /// Backward pass from `dy` (`None`: no gradient reaches this layer, which only the
+    /// structural layers need to know): stores parameter gradients, returns the input gradient
+    /// (`None` where no one needs it). `grads` carries the residual blocks' gradients.
     pub fn backward(
         &mut self,
-        dy: SecretTensor,
+        dy: Option<SecretTensor>,
+        grads: &mut GradStack,
         be: &mut dyn LinearBackend,
         op: u64,
         index: usize,
     ) -> Result<Option<SecretTensor>, NnError> {
+        let dy = match (&mut *self, dy) {
+            (Layer::Fork, g) => {
+                let saved = grads.pop().ok_or_else(|| unbalanced("Fork"))?;
+                return Ok(match (g, saved) {
+                    (Some(mut a), Some(b)) => {
+                        ew::add_into(&mut a, &b)?;
+                        Some(a)
+                    }
+                    (a, b) => a.or(b),
+                });
+            }
+            (Layer::Swap, g) => {
+                let top = grads.last_mut().ok_or_else(|| unbalanced("Swap"))?;
+                return Ok(std::mem::replace(top, g));
+            }
+            (Layer::Add, g) => {
+                grads.push(g.clone());
+                return Ok(g);
+            }
+            (_, None) => return Ok(None),
+            (_, Some(d)) => d,
+        };
+        let no_cache = || NnError::NoCache(index);
         match self {
             Layer::Conv {
                 w,
+                b,
                 params,
                 input_grad,
                 cache,
             } => {
-                let x = cache.take().ok_or(NnError::NoCache(index))?;
-                let ks = (w.value.shape()[2], w.value.shape()[3]);
-                w.grad = be.bilinear(
-                    op + 2,
-                    &BilinearOp::Conv2dWeightGrad {
+                let x = cache.take().ok_or_else(no_cache)?;
+                let ops = (
+                    BilinearOp::Conv2dWeightGrad {
                         params: *params,
-                        kernel_hw: ks,
+                        kernel_hw: (w.value.shape()[2], w.value.shape()[3]),
                     },
-                    &dy,
-                    &x,
-                )?;
-                if !*input_grad {
-                    return Ok(None);
-                }
-                let hw = (x.shape()[2], x.shape()[3]);
-                Ok(Some(be.bilinear(
-                    op + 1,
-                    &BilinearOp::Conv2dInputGrad {
+                    BilinearOp::Conv2dInputGrad {
                         params: *params,
-                        input_hw: hw,
+                        input_hw: (x.shape()[2], x.shape()[3]),
                     },
-                    &dy,
-                    &w.value,
-                )?))
+                );
+                linear_backward(be, op, ops, (w, b, *input_grad), &x, dy)
             }
             Layer::Dense {
                 w,
+                b,
                 input_grad,
                 cache,
             } => {
-                let x = cache.take().ok_or(NnError::NoCache(index))?;
-                w.grad = be.bilinear(op + 2, &BilinearOp::MatmulWeightGrad, &dy, &x)?;
-                if !*input_grad {
-                    return Ok(None);
-                }
-                Ok(Some(be.bilinear(
-                    op + 1,
-                    &BilinearOp::MatmulInputGrad,
-                    &dy,
-                    &w.value,
-                )?))
+                let x = cache.take().ok_or_else(no_cache)?;
+                let ops = (BilinearOp::MatmulWeightGrad, BilinearOp::MatmulInputGrad);
+                linear_backward(be, op, ops, (w, b, *input_grad), &x, dy)
             }
-            Layer::Relu { mask } => {
-                let m = mask.take().ok_or(NnError::NoCache(index))?;
+            Layer::Relu { mask } | Layer::Dropout { mask, .. } => {
+                let Some(m) = mask.take() else {
+                    // Dropout in evaluation (or with p = 0) is the identity.
+                    return match self {
+                        Layer::Dropout { .. } => Ok(Some(dy)),
+                        _ => Err(no_cache()),
+                    };
+                };
                 let mut dx = dy;
-                dx.expose_mut()
-                    .par_chunks_mut(ELEMENTWISE_CHUNK)
-                    .zip(m.par_chunks(ELEMENTWISE_CHUNK))
-                    .for_each(|(d, m)| {
-                        for (v, &p) in d.iter_mut().zip(m) {
-                            *v = if p { *v } else { 0.0 };
-                        }
-                    });
+                ew::mask(&mut dx, &m);
+                if let Layer::Dropout { p, .. } = self {
+                    ew::scale(&mut dx, 1.0 / (1.0 - *p));
+                }
                 Ok(Some(dx))
             }
             Layer::MaxPool { cache, .. } => {
-                let (shape, arg) = cache.take().ok_or(NnError::NoCache(index))?;
-                let mut dx = SecretTensor::zeros(&shape);
-                // Every plane scatters into its own input plane, in a fixed order: the same
-                // sums whatever the number of threads.
-                let plane_in = shape[2] * shape[3];
-                let planes = shape[0] * shape[1];
-                let plane_out = arg.len().checked_div(planes).unwrap_or(0);
-                if plane_in > 0 && plane_out > 0 {
-                    dx.expose_mut()
-                        .par_chunks_mut(plane_in)
-                        .zip(
-                            arg.par_chunks(plane_out)
-                                .zip(dy.expose().par_chunks(plane_out)),
-                        )
-                        .enumerate()
-                        .for_each(|(p, (d, (arg, g)))| {
-                            for (&i, &g) in arg.iter().zip(g) {
-                                d[i - p * plane_in] += g;
-                            }
-                        });
-                }
-                Ok(Some(dx))
+                let (shape, arg) = cache.take().ok_or_else(no_cache)?;
+                Ok(Some(pool::maxpool_backward(&dy, &shape, &arg)))
+            }
+            Layer::AvgPool { k, s, in_shape } => {
+                let shape = in_shape.take().ok_or_else(no_cache)?;
+                Ok(Some(pool::avgpool_backward(&dy, &shape, *k, *s)))
+            }
+            Layer::GlobalAvgPool { in_shape } => {
+                let shape = in_shape.take().ok_or_else(no_cache)?;
+                Ok(Some(pool::global_avgpool_backward(&dy, &shape)))
             }
             Layer::BatchNorm {
                 gamma, beta, cache, ..
             } => {
-                let c = cache.take().ok_or(NnError::NoCache(index))?;
+                let c = cache.take().ok_or_else(no_cache)?;
                 Ok(Some(batchnorm_backward(dy, &c, gamma, beta)))
             }
             Layer::Flatten { in_shape } => {
-                let s = in_shape.take().ok_or(NnError::NoCache(index))?;
+                let s = in_shape.take().ok_or_else(no_cache)?;
                 Ok(Some(dy.reshaped(&s).expect("same element count")))
             }
+            Layer::Fork | Layer::Swap | Layer::Add => unreachable!("handled above"),
         }
     }
-}
-
-fn nchw(x: &SecretTensor, what: &str) -> Result<(usize, usize, usize, usize), NnError> {
-    match *x.shape() {
-        [n, c, h, w] => Ok((n, c, h, w)),
-        _ => Err(goten_field::ShapeError::new(format!(
-            "{what} needs an NCHW input, got {:?}",
-            x.shape()
-        ))
-        .into()),
-    }
-}
-
-/// Max pooling; returns the output and, per output, the flat index of the chosen input (the
-/// first maximum in scan order).
-fn maxpool(x: &SecretTensor, k: usize, s: usize) -> Result<(SecretTensor, Vec<usize>), NnError> {
-    let (n, c, h, w) = nchw(x, "maxpool")?;
-    if k == 0 || s == 0 || h < k || w < k {
-        return Err(goten_field::ShapeError::new(format!(
-            "maxpool {k}x{k}/{s} does not fit {h}x{w}"
-        ))
-        .into());
-    }
-    let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
-    let mut y = SecretTensor::zeros(&[n, c, ho, wo]);
-    let mut arg = vec![0usize; n * c * ho * wo];
-    let xs = x.expose();
-    let plane_out = ho * wo;
-    y.expose_mut()
-        .par_chunks_mut(plane_out)
-        .zip(arg.par_chunks_mut(plane_out))
-        .enumerate()
-        .for_each(|(plane, (ys, arg))| {
-            let base = plane * h * w;
-            let xp = &xs[base..base + h * w];
-            for oh in 0..ho {
-                for ow in 0..wo {
-                    let first = oh * s * w + ow * s;
-                    let (mut best, mut top) = (first, xp[first]);
-                    for i in 0..k {
-                        let row = first + i * w;
-                        for (j, &v) in xp[row..row + k].iter().enumerate() {
-                            if v > top {
-                                (best, top) = (row + j, v);
-                            }
-                        }
-                    }
-                    ys[oh * wo + ow] = top;
-                    arg[oh * wo + ow] = base + best;
-                }
-            }
-        });
-    Ok((y, arg))
-}
-
-fn batchnorm_forward(
-    x: SecretTensor,
-    gamma: &Param,
-    beta: &Param,
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
-    train: bool,
-) -> Result<(SecretTensor, Option<BnCache>), NnError> {
-    let (n, c, h, w) = nchw(&x, "batchnorm")?;
-    if gamma.value.len() != c {
-        return Err(goten_field::ShapeError::new(format!(
-            "batchnorm over {} channels got {c}",
-            gamma.value.len()
-        ))
-        .into());
-    }
-    let hw = h * w;
-    let count = n * hw;
-    let (g, b) = (gamma.value.expose(), beta.value.expose());
-    let mut y = SecretTensor::zeros(x.shape());
-    if hw == 0 || c == 0 {
-        // Nothing to normalise; keep a cache so that backward works on empty batches too.
-        let cache = train.then(|| BnCache {
-            x,
-            stats: vec![(0.0, 0.0); c],
-        });
-        return Ok((y, cache));
-    }
-    let xs = x.expose();
-    let ys = y.expose_mut();
-    if !train {
-        let affine: Vec<(f32, f32)> = (0..c)
-            .map(|ch| {
-                let inv = 1.0 / (f64::from(running_var[ch]) + BN_EPS).sqrt();
-                (
-                    (f64::from(g[ch]) * inv) as f32,
-                    (f64::from(b[ch]) - f64::from(g[ch]) * f64::from(running_mean[ch]) * inv)
-                        as f32,
-                )
-            })
-            .collect();
-        ys.par_chunks_mut(hw)
-            .zip(xs.par_chunks(hw))
-            .enumerate()
-            .for_each(|(blk, (y, x))| {
-                let (scale, shift) = affine[blk % c];
-                y.iter_mut()
-                    .zip(x)
-                    .for_each(|(y, &x)| *y = x * scale + shift);
-            });
-        return Ok((y, None));
-    }
-    // Per-channel statistics, each summed by one thread in a fixed order (E0 and E1 must agree
-    // bit for bit whatever their thread counts); then the elementwise pass over (image,
-    // channel) blocks in parallel.
-    let moments: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut acc = (Lanes::default(), Lanes::default());
-            for i in 0..n {
-                let plane = &xs[(i * c + ch) * hw..][..hw];
-                sum_and_dot(&mut acc, plane, plane, |v| v);
-            }
-            let mean = acc.0.total() / count as f64;
-            (mean, (acc.1.total() / count as f64 - mean * mean).max(0.0))
-        })
-        .collect();
-    let stats: Vec<(f64, f64)> = moments
-        .iter()
-        .map(|&(mean, var)| (mean, 1.0 / (var + BN_EPS).sqrt()))
-        .collect();
-    ys.par_chunks_mut(hw)
-        .zip(xs.par_chunks(hw))
-        .enumerate()
-        .for_each(|(blk, (y, x))| {
-            let ch = blk % c;
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = g[ch] * xhat(x, stats[ch]) + b[ch];
-            }
-        });
-    for (ch, &(mean, var)) in moments.iter().enumerate() {
-        // Running statistics use the unbiased variance, as PyTorch does.
-        let unbiased = if count > 1 {
-            var * count as f64 / (count - 1) as f64
-        } else {
-            var
-        };
-        running_mean[ch] = (1.0 - BN_MOMENTUM) * running_mean[ch] + BN_MOMENTUM * mean as f32;
-        running_var[ch] = (1.0 - BN_MOMENTUM) * running_var[ch] + BN_MOMENTUM * unbiased as f32;
-    }
-    Ok((y, Some(BnCache { x, stats })))
-}
-
-/// Backward of a training-mode batch norm, computed in place in `dy`'s buffer.
-fn batchnorm_backward(
-    mut dy: SecretTensor,
-    cache: &BnCache,
-    gamma: &mut Param,
-    beta: &mut Param,
-) -> SecretTensor {
-    let s = dy.shape().to_vec();
-    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
-    let count = (n * hw) as f64;
-    let xs = cache.x.expose();
-    let stats = &cache.stats;
-    let g = gamma.value.expose().to_vec();
-    let (dg, db) = (gamma.grad.expose_mut(), beta.grad.expose_mut());
-    if hw == 0 || c == 0 {
-        return dy;
-    }
-    let d = dy.expose();
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut acc = (Lanes::default(), Lanes::default());
-            for i in 0..n {
-                let o = (i * c + ch) * hw;
-                sum_and_dot(&mut acc, &d[o..o + hw], &xs[o..o + hw], |x| {
-                    xhat(x, stats[ch])
-                });
-            }
-            (acc.0.total(), acc.1.total())
-        })
-        .collect();
-    for (ch, &(sum_d, sum_dx)) in sums.iter().enumerate() {
-        dg[ch] = sum_dx as f32;
-        db[ch] = sum_d as f32;
-    }
-    // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
-    dy.expose_mut()
-        .par_chunks_mut(hw)
-        .zip(xs.par_chunks(hw))
-        .enumerate()
-        .for_each(|(blk, (d, x))| {
-            let ch = blk % c;
-            let (sum_d, sum_dx) = sums[ch];
-            let k = f64::from(g[ch]) * stats[ch].1 / count;
-            for (d, &x) in d.iter_mut().zip(x) {
-                let xh = f64::from(xhat(x, stats[ch]));
-                *d = (k * (count * f64::from(*d) - sum_d - xh * sum_dx)) as f32;
-            }
-        });
-    dy
 }

@@ -3,11 +3,15 @@
 //! Where it sits: the training program E0 and E1 run in lock-step (and that plain and enclave
 //! modes run too: ARCHITECTURE.md principle 3, one model in three modes). Only the backend of
 //! the linear ops differs between modes ([`LinearBackend`]): plain float32 products, or the
-//! three-party protocol of [`crate::linear`]. Everything here is float32, single-threaded and
-//! in a fixed order, so two enclaves given the same inputs stay bit-identical.
+//! three-party protocol of [`crate::linear`]. Everything here is float32 and reduces in a fixed
+//! order (parallel passes over fixed partitions), so two enclaves given the same inputs stay
+//! bit-identical whatever their thread counts.
 
 pub mod backend;
+pub mod batchnorm;
+pub mod builder;
 pub mod checkpoint;
+pub mod elementwise;
 pub mod export;
 pub mod init;
 pub mod input;
@@ -15,11 +19,15 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod pool;
 pub mod summary;
+pub mod zoo;
 
 pub use backend::{FloatBackend, LinearBackend, ProtocolBackend};
-pub use model::{Model, ModelKind};
+pub use builder::Builder;
+pub use model::Model;
 pub use summary::LayerInfo;
+pub use zoo::ModelKind;
 
 /// Errors of the network code.
 #[derive(Debug, thiserror::Error)]

@@ -1,240 +1,31 @@
-//! Sequential models, a small builder, and the two reference networks.
+//! [`Model`]: a flat list of layers (residual blocks included, see [`super::layers`]) with its
+//! forward and backward passes, a training step, evaluation and the state digest.
 //!
-//! A new model is a few lines of [`Builder`] calls; shapes are checked as layers are added and
-//! weights are initialised (Xavier normal, BN gamma 1 and beta 0) from the job's seed.
+//! Where it sits: inside the enclave session (training, evaluation, serving) and, with the
+//! owner's plaintext weights, in `goten predict`. Models are made by [`Builder`] (the built-in
+//! ones by [`ModelKind::build`]).
 
-use goten_field::Conv2dParams;
+use goten_field::SecretKey;
 use sha2::{Digest, Sha256};
 
-use super::layers::{Layer, Param};
+pub use super::builder::Builder;
+use super::layers::{GradStack, Layer, Pass};
 use super::loss::cross_entropy;
 use super::optim::Sgd;
-use super::{LinearBackend, NnError, init};
+pub use super::zoo::ModelKind;
+use super::{LinearBackend, NnError};
 use crate::SecretTensor;
 
-/// The built-in models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelKind {
-    /// Three conv-BN-ReLU-pool blocks (16, 32, 32 channels) and one fc layer over 512
-    /// features: quick runs and tests.
-    Small,
-    /// VGG-11 with batch norm for 32x32 inputs (PROTOCOL.md section 5).
-    Vgg11,
-}
-
-impl ModelKind {
-    /// Name as used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Small => "small",
-            ModelKind::Vgg11 => "vgg11",
-        }
-    }
-
-    /// Parses a command-line name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "small" => Some(ModelKind::Small),
-            "vgg11" => Some(ModelKind::Vgg11),
-            _ => None,
-        }
-    }
-
-    /// Input shape `[channels, height, width]` of the built-in models.
-    pub fn input_shape(self) -> [usize; 3] {
-        [3, 32, 32]
-    }
-
-    /// The model with weights from `seed`, for 3x32x32 inputs and `classes` outputs.
-    pub fn build(self, seed: u64, classes: usize) -> Result<Model, NnError> {
-        let b = Builder::new(self.input_shape(), seed);
-        match self {
-            ModelKind::Small => b
-                .conv(16)
-                .bn()
-                .relu()
-                .pool()
-                .conv(32)
-                .bn()
-                .relu()
-                .pool()
-                .conv(32)
-                .bn()
-                .relu()
-                .pool()
-                .flatten()
-                .dense(classes)
-                .build(self),
-            ModelKind::Vgg11 => {
-                let mut b = b;
-                for v in [64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0] {
-                    b = if v == 0 {
-                        b.pool()
-                    } else {
-                        b.conv(v).bn().relu()
-                    };
-                }
-                b.flatten()
-                    .dense(512)
-                    .relu()
-                    .dense(512)
-                    .relu()
-                    .dense(classes)
-                    .build(self)
-            }
-        }
-    }
-}
-
-/// Adds layers while tracking the activation shape (without the batch dimension).
-pub struct Builder {
-    layers: Vec<Layer>,
-    shape: Vec<usize>,
-    seed: u64,
-    error: Option<String>,
-    linear_seen: bool,
-}
-
-impl Builder {
-    /// An empty model for inputs of `[channels, height, width]`.
-    pub fn new(input: [usize; 3], seed: u64) -> Self {
-        Builder {
-            layers: Vec::new(),
-            shape: input.to_vec(),
-            seed,
-            error: None,
-            linear_seen: false,
-        }
-    }
-
-    fn fail(mut self, msg: String) -> Self {
-        self.error.get_or_insert(msg);
-        self
-    }
-
-    fn stream(&self) -> u64 {
-        self.layers.len() as u64
-    }
-
-    /// 3x3 convolution, stride 1, padding 1, `out` channels.
-    pub fn conv(self, out: usize) -> Self {
-        self.conv_with(out, 3, Conv2dParams::new(1, 1))
-    }
-
-    /// Convolution with a square kernel and the given stride and padding.
-    pub fn conv_with(mut self, out: usize, k: usize, params: Conv2dParams) -> Self {
-        let &[c, h, w] = self.shape.as_slice() else {
-            let msg = format!("conv after {:?}: needs [c, h, w]", self.shape);
-            return self.fail(msg);
-        };
-        let Ok((ho, wo)) = params.output_hw((h, w), (k, k)) else {
-            return self.fail(format!("conv {k}x{k} does not fit {h}x{w}"));
-        };
-        let mut wt = SecretTensor::zeros(&[out, c, k, k]);
-        init::normal(
-            self.seed,
-            self.stream(),
-            wt.expose_mut(),
-            init::xavier_std(c * k * k, out * k * k),
-        );
-        let input_grad = std::mem::replace(&mut self.linear_seen, true);
-        self.layers.push(Layer::Conv {
-            w: Param::new(wt),
-            params,
-            input_grad,
-            cache: None,
-        });
-        self.shape = vec![out, ho, wo];
-        self
-    }
-
-    /// Batch norm over the current channels.
-    pub fn bn(mut self) -> Self {
-        let c = self.shape[0];
-        let mut gamma = SecretTensor::zeros(&[c]);
-        gamma.expose_mut().fill(1.0);
-        self.layers.push(Layer::BatchNorm {
-            gamma: Param::new(gamma),
-            beta: Param::new(SecretTensor::zeros(&[c])),
-            running_mean: vec![0.0; c],
-            running_var: vec![1.0; c],
-            cache: None,
-        });
-        self
-    }
-
-    /// ReLU.
-    pub fn relu(mut self) -> Self {
-        self.layers.push(Layer::Relu { mask: None });
-        self
-    }
-
-    /// 2x2 max pooling, stride 2.
-    pub fn pool(mut self) -> Self {
-        let &[c, h, w] = self.shape.as_slice() else {
-            let msg = format!("pool after {:?}", self.shape);
-            return self.fail(msg);
-        };
-        if h < 2 || w < 2 {
-            return self.fail(format!("pool on {h}x{w}"));
-        }
-        self.layers.push(Layer::MaxPool {
-            k: 2,
-            s: 2,
-            cache: None,
-        });
-        self.shape = vec![c, h / 2, w / 2];
-        self
-    }
-
-    /// Flatten to features.
-    pub fn flatten(mut self) -> Self {
-        self.layers.push(Layer::Flatten { in_shape: None });
-        self.shape = vec![self.shape.iter().product()];
-        self
-    }
-
-    /// Fully connected layer (no bias) to `out` features.
-    pub fn dense(mut self, out: usize) -> Self {
-        let &[i] = self.shape.as_slice() else {
-            let msg = format!("dense after {:?}: flatten first", self.shape);
-            return self.fail(msg);
-        };
-        let mut wt = SecretTensor::zeros(&[out, i]);
-        init::normal(
-            self.seed,
-            self.stream(),
-            wt.expose_mut(),
-            init::xavier_std(i, out),
-        );
-        let input_grad = std::mem::replace(&mut self.linear_seen, true);
-        self.layers.push(Layer::Dense {
-            w: Param::new(wt),
-            input_grad,
-            cache: None,
-        });
-        self.shape = vec![out];
-        self
-    }
-
-    /// The model, or the first shape error.
-    pub fn build(self, kind: ModelKind) -> Result<Model, NnError> {
-        if let Some(e) = self.error {
-            return Err(goten_field::ShapeError::new(e).into());
-        }
-        Ok(Model {
-            kind,
-            layers: self.layers,
-            out: self.shape,
-        })
-    }
-}
-
-/// A sequential model. Debug shows the layer kinds and shapes, never values.
+/// A model. Debug shows the layer kinds and shapes, never values.
 pub struct Model {
     kind: ModelKind,
     layers: Vec<Layer>,
+    /// Export prefix of each layer (empty for unnamed layers without parameters).
+    names: Vec<String>,
     out: Vec<usize>,
+    /// Dropout's stream: a key and the step of the next training pass. Derived from the
+    /// (public) init seed until the session sets its secret one ([`Model::set_noise`]).
+    noise: (SecretKey, u64),
 }
 
 impl std::fmt::Debug for Model {
@@ -256,6 +47,37 @@ pub struct StepStats {
 }
 
 impl Model {
+    pub(super) fn from_parts(
+        kind: ModelKind,
+        layers: Vec<Layer>,
+        names: Vec<String>,
+        out: Vec<usize>,
+        seed: u64,
+    ) -> Self {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        let key = goten_field::prg::danger_derive_public(s, b"goten/dropout-unset");
+        Model {
+            kind,
+            layers,
+            names,
+            out,
+            noise: (SecretKey::from_bytes(key), 0),
+        }
+    }
+
+    /// Sets the dropout stream for the next training step: a key derived from the job secret
+    /// (so hosts cannot predict which units drop) and the step number (so a resumed run draws
+    /// the same masks).
+    pub fn set_noise(&mut self, key: SecretKey, step: u64) {
+        self.noise = (key, step);
+    }
+
+    /// Export prefix of layer `i` (`features.0`, `layer1.0.conv1`, ...; empty when unnamed).
+    pub fn layer_name(&self, i: usize) -> &str {
+        self.names.get(i).map_or("", String::as_str)
+    }
+
     /// Which built-in model this is.
     pub fn kind(&self) -> ModelKind {
         self.kind
@@ -327,9 +149,16 @@ impl Model {
         train: bool,
         be: &mut dyn LinearBackend,
     ) -> Result<SecretTensor, NnError> {
+        let mut pass = Pass::with_noise(train, &self.noise.0, self.noise.1);
         let mut h = x;
         for (i, l) in self.layers.iter_mut().enumerate() {
-            h = l.forward(h, train, be, 3 * i as u64)?;
+            h = l.forward(h, &mut pass, be, 3 * i as u64)?;
+        }
+        if pass.pending() != 0 {
+            return Err(NnError::Numeric(format!(
+                "{} residual block(s) left open",
+                pass.pending()
+            )));
         }
         Ok(h)
     }
@@ -340,10 +169,10 @@ impl Model {
         dy: SecretTensor,
         be: &mut dyn LinearBackend,
     ) -> Result<(), NnError> {
+        let mut grads = GradStack::new();
         let mut g = Some(dy);
         for (i, l) in self.layers.iter_mut().enumerate().rev() {
-            let Some(d) = g.take() else { break };
-            g = l.backward(d, be, 3 * i as u64, i)?;
+            g = l.backward(g, &mut grads, be, 3 * i as u64, i)?;
         }
         Ok(())
     }
@@ -359,6 +188,7 @@ impl Model {
     ) -> Result<StepStats, NnError> {
         be.next_step();
         let logits = self.forward(x, true, be)?;
+        self.noise.1 += 1;
         let (loss, correct, dlogits) = cross_entropy(&logits, labels)?;
         self.backward(dlogits, be)?;
         for l in &mut self.layers {
@@ -403,30 +233,20 @@ impl Model {
             }
         };
         for l in &self.layers {
-            match l {
-                Layer::Conv { w, .. } | Layer::Dense { w, .. } => {
-                    put(w.value.expose());
-                    if let Some(m) = &w.momentum {
-                        put(m.expose());
-                    }
+            for p in l.params() {
+                put(p.value.expose());
+                if let Some(m) = &p.momentum {
+                    put(m.expose());
                 }
-                Layer::BatchNorm {
-                    gamma,
-                    beta,
-                    running_mean,
-                    running_var,
-                    ..
-                } => {
-                    for p in [gamma, beta] {
-                        put(p.value.expose());
-                        if let Some(m) = &p.momentum {
-                            put(m.expose());
-                        }
-                    }
-                    put(running_mean);
-                    put(running_var);
-                }
-                _ => {}
+            }
+            if let Layer::BatchNorm {
+                running_mean,
+                running_var,
+                ..
+            } = l
+            {
+                put(running_mean);
+                put(running_var);
             }
         }
     }
@@ -442,6 +262,7 @@ pub fn argmax(row: &[f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::init;
 
     #[test]
     fn debug_output_shows_no_values() {

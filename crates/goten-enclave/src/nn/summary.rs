@@ -9,10 +9,13 @@ use goten_field::ShapeError;
 
 use super::layers::Layer;
 use super::model::Model;
+use super::pool::pooled;
 
 /// One row of a model summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
+    /// Export prefix (`features.0`, `layer1.0.conv1`; empty for unnamed layers).
+    pub name: String,
     /// Layer kind with its hyper-parameters, e.g. `conv 3x3 s1 p1`.
     pub layer: String,
     /// Output shape without the batch dimension.
@@ -27,10 +30,12 @@ impl Model {
     /// Layer-by-layer summary for inputs of `input` (`[c, h, w]`).
     pub fn summary(&self, input: &[usize]) -> Result<Vec<LayerInfo>, ShapeError> {
         let mut shape = input.to_vec();
+        let mut stack: Vec<Vec<usize>> = Vec::new();
         let mut rows = Vec::with_capacity(self.layers().len());
         for (i, layer) in self.layers().iter().enumerate() {
             let bad = |what: &str| ShapeError::new(format!("layer {i} ({what}) after {shape:?}"));
-            let (name, params, macs) = match layer {
+            let params: usize = layer.params().iter().map(|p| p.value.len()).sum();
+            let (name, macs) = match layer {
                 Layer::Conv { w, params, .. } => {
                     let &[o, c, kh, kw] = w.value.shape() else {
                         return Err(bad("conv weight is not 4-d"));
@@ -44,7 +49,7 @@ impl Model {
                     let (ho, wo) = params.output_hw((h, wd), (kh, kw))?;
                     shape = vec![o, ho, wo];
                     let name = format!("conv {kh}x{kw} s{} p{}", params.stride.0, params.padding.0);
-                    (name, o * c * kh * kw, (o * ho * wo * c * kh * kw) as u64)
+                    (name, (o * ho * wo * c * kh * kw) as u64)
                 }
                 Layer::Dense { w, .. } => {
                     let &[o, n] = w.value.shape() else {
@@ -54,30 +59,61 @@ impl Model {
                         return Err(bad("dense input features"));
                     }
                     shape = vec![o];
-                    ("dense".to_string(), o * n, (o * n) as u64)
+                    ("dense".to_string(), (o * n) as u64)
                 }
-                Layer::BatchNorm { gamma, beta, .. } => (
-                    "batchnorm".to_string(),
-                    gamma.value.expose().len() + beta.value.expose().len(),
-                    0,
-                ),
-                Layer::MaxPool { k, s, .. } => {
-                    let &[c, h, wd] = shape.as_slice() else {
-                        return Err(bad("maxpool needs [c, h, w]"));
+                Layer::BatchNorm { .. } => ("batchnorm".to_string(), 0),
+                Layer::MaxPool { k, s, .. } | Layer::AvgPool { k, s, .. } => {
+                    let p = match layer {
+                        Layer::MaxPool { p, .. } => *p,
+                        _ => 0,
                     };
-                    if h < *k || wd < *k {
-                        return Err(bad("maxpool window larger than its input"));
-                    }
-                    shape = vec![c, (h - k) / s + 1, (wd - k) / s + 1];
-                    (format!("maxpool {k}x{k} s{s}"), 0, 0)
+                    let &[c, h, wd] = shape.as_slice() else {
+                        return Err(bad("pooling needs [c, h, w]"));
+                    };
+                    let (Some(ho), Some(wo)) = (pooled(h, *k, *s, p), pooled(wd, *k, *s, p)) else {
+                        return Err(bad("pooling window larger than its input"));
+                    };
+                    shape = vec![c, ho, wo];
+                    let pad = if p > 0 {
+                        format!(" p{p}")
+                    } else {
+                        String::new()
+                    };
+                    (format!("{} {k}x{k} s{s}{pad}", layer.name()), 0)
                 }
-                Layer::Relu { .. } => ("relu".to_string(), 0, 0),
+                Layer::GlobalAvgPool { .. } => {
+                    let &[c, _, _] = shape.as_slice() else {
+                        return Err(bad("global average pooling needs [c, h, w]"));
+                    };
+                    shape = vec![c];
+                    ("global-avgpool".to_string(), 0)
+                }
+                Layer::Dropout { p, .. } => (format!("dropout p{p}"), 0),
+                Layer::Relu { .. } => ("relu".to_string(), 0),
                 Layer::Flatten { .. } => {
                     shape = vec![shape.iter().product()];
-                    ("flatten".to_string(), 0, 0)
+                    ("flatten".to_string(), 0)
+                }
+                Layer::Fork => {
+                    stack.push(shape.clone());
+                    ("fork".to_string(), 0)
+                }
+                Layer::Swap => {
+                    let top = stack
+                        .last_mut()
+                        .ok_or_else(|| bad("swap outside a block"))?;
+                    std::mem::swap(top, &mut shape);
+                    ("swap".to_string(), 0)
+                }
+                Layer::Add => {
+                    if stack.pop().as_ref() != Some(&shape) {
+                        return Err(bad("residual add of unequal shapes"));
+                    }
+                    ("add".to_string(), 0)
                 }
             };
             rows.push(LayerInfo {
+                name: self.layer_name(i).to_string(),
                 layer: name,
                 output: shape.clone(),
                 params,

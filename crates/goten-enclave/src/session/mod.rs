@@ -395,6 +395,9 @@ impl<'k> TrainSession<'k> {
             .cfg
             .schedule
             .lr(self.cfg.lr, self.progress.step, epoch as usize);
+        // Dropout masks come from the job secret: hosts cannot predict which units drop.
+        self.model
+            .set_noise(self.job.derive(b"goten/dropout"), self.progress.step);
         let (model, sgd) = (&mut self.model, &self.sgd);
         let stats = with_backend(&mut self.linear, host, |be| {
             model.train_step(be, x, &labels, sgd, lr)

@@ -31,7 +31,7 @@ pub const MAX_IMAGES_PER_QUERY: usize = 1024;
 /// What the model takes and gives: public facts the host publishes as the model's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
-    /// The architecture (`small`, `vgg11`).
+    /// The architecture (a built-in model name such as `small`, `vgg11`, `resnet20`).
     pub kind: &'static str,
     /// Input shape of one image `[channels, height, width]`, 8-bit pixels.
     pub input: [usize; 3],

@@ -8,6 +8,7 @@
 //! exported weights; (2) latency: one image per request through the HTTP API and the verifying
 //! client, at concurrency 1 and `--concurrency`.
 
+use goten_enclave::nn::input::InputSpec;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -133,10 +134,10 @@ fn throughput(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
     let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
     let mut model = kind.build(0, goten_data::CLASSES)?;
     goten_runtime::model_io::read(&mut model, &export)?;
-    model.predict_logits(&refs[..b])?;
+    model.predict_logits(&InputSpec::cifar10(), &refs[..b])?;
     let t = Instant::now();
     for chunk in refs[b..].chunks(b) {
-        model.predict_logits(chunk)?;
+        model.predict_logits(&InputSpec::cifar10(), chunk)?;
     }
     let plain = (refs.len() - b) as f64 / t.elapsed().as_secs_f64();
     let s = server(&run, b, a)?;

@@ -41,6 +41,7 @@ fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
     TrainConfig {
         model: kind,
         classes: goten_data::CLASSES,
+        input: goten_enclave::nn::input::InputSpec::cifar10(),
         seed: 1,
         epochs: 1,
         batch: n,

@@ -93,7 +93,10 @@ fn batch(n: usize, step: u64) -> (SecretTensor, Vec<u8>) {
     let (d, _) = goten_data::synthetic(n, 1, step);
     let imgs: Vec<&[u8]> = (0..n).map(|i| d.image(i)).collect();
     let key = goten_field::SecretKey::from_bytes([1; 32]);
-    (input::batch(&imgs, Some((&key, step))), d.labels)
+    (
+        input::batch(&input::InputSpec::cifar10(), &imgs, Some((&key, step))),
+        d.labels,
+    )
 }
 
 /// Runs `steps + 1` steps, timing the last `steps`.

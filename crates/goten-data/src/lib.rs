@@ -14,6 +14,12 @@ use std::path::{Path, PathBuf};
 use goten_field::{Prg, SecretKey};
 use thiserror::Error;
 
+mod cifar100;
+mod format;
+mod idx;
+
+pub use format::{DataFormat, load};
+
 /// Bytes of one CIFAR-10 image (3 x 32 x 32, channel-major).
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 /// Bytes of one record: label then image.
@@ -67,18 +73,53 @@ pub enum DataError {
         /// The label byte.
         label: u8,
     },
+    /// A file that is not what its format says (wrong magic, sizes that disagree, a label out
+    /// of range): the message names the file and what is wrong.
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Images and labels.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `len * IMAGE_BYTES` bytes, each image channel-major (R, G, B planes of 32x32).
+    /// `len * image_bytes()` bytes, each image channel-major (e.g. R, G, B planes of 32x32).
     pub images: Vec<u8>,
-    /// One label per image, 0..10.
+    /// One label per image, `0..classes`.
     pub labels: Vec<u8>,
+    /// `[channels, height, width]` of every image.
+    pub shape: [usize; 3],
+    /// Number of classes of the format (labels are below it).
+    pub classes: usize,
+}
+
+impl Default for Dataset {
+    /// An empty CIFAR-10-shaped dataset.
+    fn default() -> Self {
+        Dataset::empty([3, 32, 32], CLASSES)
+    }
 }
 
 impl Dataset {
+    /// An empty dataset of images of `shape` and `classes` classes.
+    pub fn empty(shape: [usize; 3], classes: usize) -> Self {
+        Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+            shape,
+            classes,
+        }
+    }
+
+    /// Bytes of one image.
+    pub fn image_bytes(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -91,14 +132,15 @@ impl Dataset {
 
     /// Image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let b = self.image_bytes();
+        &self.images[i * b..(i + 1) * b]
     }
 
     /// The first `n` images (all when `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());
         self.labels.truncate(n);
-        self.images.truncate(n * IMAGE_BYTES);
+        self.images.truncate(n * self.image_bytes());
     }
 
     fn append_records(&mut self, path: &Path, bytes: &[u8]) -> Result<(), DataError> {
@@ -125,7 +167,7 @@ impl Dataset {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|source| DataError::Io {
         path: path.into(),
         source,

@@ -92,6 +92,7 @@ fn config() -> TrainConfig {
         fingerprint: [1; 32],
         model_owner: Some(owner().public_key()),
         danger_plaintext_export: false,
+        input: goten_enclave::nn::input::InputSpec::cifar10(),
     }
 }
 

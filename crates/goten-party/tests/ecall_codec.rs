@@ -36,6 +36,7 @@ fn start() -> ToEnclave {
             fingerprint: [3; 32],
             model_owner: Some([4; 32]),
             danger_plaintext_export: true,
+            input: goten_enclave::nn::input::InputSpec::mnist(),
         },
         train: Split::Plain {
             images: vec![1; 3072 * 2],
@@ -66,6 +67,7 @@ fn messages_round_trip_and_prefixes_are_errors() {
         }
     );
     assert_eq!((cfg.total_steps, cfg.loss_window), (9, 8));
+    assert_eq!(cfg.input, goten_enclave::nn::input::InputSpec::mnist());
     // The data key the host was given reaches the enclave process; no sealing key travels.
     assert!(matches!(&test, Split::Sealed { key: Some(key), .. } if **key == [2; 32]));
     assert_eq!((train.len(), test.len()), (2, 2));

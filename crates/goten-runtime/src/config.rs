@@ -109,8 +109,11 @@ choice!(
 pub struct JobConfig {
     /// A built-in model: small, vgg11, vgg16, resnet20, resnet18, resnet18-imagenet.
     pub model: String,
-    /// `synthetic`, a CIFAR-10 binary folder, or a folder of `goten seal-data` output.
+    /// `synthetic`, a dataset folder (CIFAR-10, CIFAR-100, MNIST IDX), or a folder of
+    /// `goten seal-data` output.
     pub data: String,
+    /// The dataset's format (`goten_data::DataFormat` name); detected from the files if `None`.
+    pub data_format: Option<String>,
     pub mode: Mode,
     pub epochs: usize,
     /// Stop after this many steps (default: all steps of all epochs).
@@ -173,6 +176,7 @@ impl Default for JobConfig {
             step_epochs: 30,
             seed: 1,
             eval_every: 0,
+            data_format: None,
             train_limit: None,
             test_limit: 1000,
             synthetic_train: 1024,
@@ -228,6 +232,14 @@ impl JobConfig {
                 "unknown model {:?}: choose one of {}",
                 self.model,
                 goten_enclave::nn::ModelKind::names()
+            ));
+        }
+        if let Some(f) = &self.data_format
+            && goten_data::DataFormat::parse(f).is_none()
+        {
+            return bad(format!(
+                "unknown data format {f:?}: choose one of {}",
+                goten_data::DataFormat::names()
             ));
         }
         Ring::new(self.ring_bits).map_err(|e| RuntimeError::config(format!("ring bits: {e}")))?;

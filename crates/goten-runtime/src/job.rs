@@ -5,8 +5,10 @@
 //! [`crate::party_run`]). Loading happens once per party; each enclave receives its own copy of
 //! the splits when its session starts.
 
+use goten_data::DataFormat;
 use goten_enclave::EnclaveConfig;
 use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::session::{Protection, Split, TrainConfig};
@@ -28,6 +30,10 @@ pub struct Setup {
     pub enclave: EnclaveConfig,
     pub train: Source,
     pub test: Source,
+    /// The dataset's format (CIFAR-10 for synthetic and sealed data).
+    pub format: DataFormat,
+    /// What an input image is: shape, normalisation statistics, augmentation.
+    pub input: InputSpec,
     pub schedule: Schedule,
     pub total_steps: u64,
     /// Hash of everything a checkpoint and the other parties must agree with.
@@ -50,7 +56,8 @@ impl Setup {
     pub fn session_config(&self, c: &JobConfig) -> TrainConfig {
         TrainConfig {
             model: self.kind,
-            classes: goten_data::CLASSES,
+            classes: self.format.classes(),
+            input: self.input.clone(),
             seed: c.seed,
             epochs: c.epochs as u64,
             batch: c.batch as usize,
@@ -98,6 +105,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     let mut notices = Vec::new();
     let mut data_key = None;
     let data_path = std::path::Path::new(&c.data);
+    let mut format = DataFormat::Cifar10;
     let (mut train, mut test) = if c.synthetic() {
         let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
         (Source::Plain(tr), Source::Plain(te))
@@ -128,10 +136,23 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         }
         sealed
     } else {
-        let (tr, te) = goten_data::load_cifar(data_path)
+        let named = c.data_format.as_deref().and_then(DataFormat::parse);
+        let (f, tr, te) = goten_data::load(data_path, named)
             .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
+        format = f;
         (Source::Plain(tr), Source::Plain(te))
     };
+    let input = input_spec(format, &train);
+    if kind.input_shape() != input.shape {
+        let d = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
+        return Err(RuntimeError::config(format!(
+            "model {} takes {} images but the {} data has {} images; choose a model for it (goten model list)",
+            kind.name(),
+            d(kind.input_shape()),
+            format.name(),
+            d(input.shape)
+        )));
+    }
     if let Some(n) = c.train_limit {
         train.truncate(n);
     }
@@ -180,6 +201,8 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     let sealing = platform_sealing_key()?;
     Ok(Setup {
         fingerprint: fingerprint(c, &train, &test, model_owner.as_ref()),
+        format,
+        input,
         sealing,
         model_owner,
         data_key,
@@ -197,6 +220,22 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         total_steps,
         notices,
     })
+}
+
+/// The input images of `format` as the dataset holds them: the format's statistics and
+/// augmentation, the shape of the files (an IDX file may hold other sizes than 28x28).
+fn input_spec(format: DataFormat, train: &Source) -> InputSpec {
+    let mut spec = match format {
+        DataFormat::Cifar10 => InputSpec::cifar10(),
+        DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
+        DataFormat::Mnist => InputSpec::mnist(),
+        DataFormat::FashionMnist => InputSpec::fashion_mnist(),
+    };
+    if let Source::Plain(d) = train {
+        spec.shape = d.shape;
+        spec.pad = spec.pad.min(d.shape[1].min(d.shape[2]) / 8);
+    }
+    spec
 }
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
@@ -223,6 +262,11 @@ fn fingerprint(
         // The data's content is hashed below; its path may differ between parties.
         c.synthetic()
     );
+    // The format decides the labels' meaning (CIFAR-100 fine or coarse) and the statistics.
+    let desc = match c.data_format.as_deref() {
+        None => desc,
+        Some(f) => format!("{desc}|format {f}"),
+    };
     h.update(desc.as_bytes());
     for d in [train, test] {
         d.identify(&mut h);

@@ -106,7 +106,8 @@ impl Served {
 fn plain_logits(export: &Path, imgs: &[&[u8]]) -> Vec<f32> {
     let mut m = goten_enclave::nn::ModelKind::Small.build(0, 10).unwrap();
     goten_runtime::model_io::read(&mut m, export).unwrap();
-    m.predict_logits(imgs).unwrap()
+    m.predict_logits(&goten_enclave::nn::input::InputSpec::cifar10(), imgs)
+        .unwrap()
 }
 
 #[test]

@@ -19,10 +19,16 @@ pub struct TrainArgs {
     /// resnet18-imagenet (see `goten model list`).
     #[arg(long, default_value = "small")]
     pub(crate) model: String,
-    /// `synthetic` (generated in memory, no download) or a CIFAR-10 binary folder.
-    /// (A folder holding `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
+    /// `synthetic` (generated in memory, no download), or a dataset folder: CIFAR-10 binary
+    /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz); the format
+    /// is detected from the file names or named by --data-format. (A folder holding
+    /// `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
     #[arg(long, default_value = "synthetic")]
     pub(crate) data: String,
+    /// Dataset format instead of detection: cifar10, cifar100, cifar100-coarse, mnist,
+    /// fashion-mnist (MNIST and Fashion-MNIST files look alike; the name picks the statistics).
+    #[arg(long)]
+    pub(crate) data_format: Option<String>,
     /// Execution mode: `plain` (float32, no protection: the reference), `enclave` (everything
     /// in one enclave on the CPU) or `goten` (three parties, linear layers on secret shares).
     #[arg(long, default_value = "goten")]
@@ -136,6 +142,7 @@ impl TrainArgs {
         JobConfig {
             model: self.model.clone(),
             data: self.data.clone(),
+            data_format: self.data_format.clone(),
             mode: self.mode,
             epochs: self.epochs,
             steps: self.steps,
@@ -199,6 +206,8 @@ mod tests {
             "vgg11",
             "--data",
             "d",
+            "--data-format",
+            "mnist",
             "--mode",
             "enclave",
             "--epochs",

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use goten_data::DataFormat;
 use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::input::InputSpec;
 use serde_json::json;
 
 use goten_runtime::model_io;
@@ -51,9 +53,14 @@ pub struct PredictArgs {
     /// Architecture of the exported model (plain mode): a built-in model name.
     #[arg(long, default_value = "small")]
     model: String,
-    /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each), e.g. test_batch.bin.
+    /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each), e.g.
+    /// test_batch.bin, or a dataset folder (its test split; formats as for `goten train`).
     #[arg(long)]
     data: PathBuf,
+    /// Format of a --data folder instead of detection (cifar10, cifar100, cifar100-coarse,
+    /// mnist, fashion-mnist).
+    #[arg(long)]
+    data_format: Option<String>,
     /// Classify at most this many images.
     #[arg(long)]
     limit: Option<usize>,
@@ -71,8 +78,41 @@ pub struct PredictArgs {
     json: bool,
 }
 
+/// The images to classify: one CIFAR-10 record file (e.g. `test_batch.bin`), or the test split
+/// of a dataset folder in any format `goten train` reads.
+fn load(a: &PredictArgs) -> Result<(DataFormat, goten_data::Dataset)> {
+    let named = match &a.data_format {
+        Some(f) => Some(DataFormat::parse(f).with_context(|| {
+            format!(
+                "unknown data format {f:?}: choose one of {}",
+                DataFormat::names()
+            )
+        })?),
+        None => None,
+    };
+    if a.data.is_file() && matches!(named, None | Some(DataFormat::Cifar10)) {
+        let d = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
+        return Ok((DataFormat::Cifar10, d));
+    }
+    let (format, _, test) = goten_data::load(&a.data, named).context("cannot load images")?;
+    Ok((format, test))
+}
+
+/// What an image of `format` is for the model (as `goten train` prepares it).
+fn spec(format: DataFormat, data: &goten_data::Dataset) -> InputSpec {
+    let mut s = match format {
+        DataFormat::Cifar10 => InputSpec::cifar10(),
+        DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
+        DataFormat::Mnist => InputSpec::mnist(),
+        DataFormat::FashionMnist => InputSpec::fashion_mnist(),
+    };
+    s.shape = data.shape;
+    s
+}
+
 pub fn run(a: PredictArgs) -> Result<()> {
-    let mut data = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
+    let (format, mut data) = load(&a)?;
+    let names = format.class_names().unwrap_or(&[]);
     if let Some(n) = a.limit {
         data.truncate(n);
     }
@@ -91,9 +131,21 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     ModelKind::names()
                 )
             })?;
-            let mut model = kind.build(0, goten_data::CLASSES)?;
+            if kind.input_shape() != data.shape {
+                bail!(
+                    "model {} takes {:?} images; {} holds {:?} images",
+                    kind.name(),
+                    kind.input_shape(),
+                    a.data.display(),
+                    data.shape
+                );
+            }
+            let mut model = kind.build(0, format.classes())?;
             model_io::read(&mut model, weights)?;
-            (model.predict_logits(&imgs)?, model.outputs())
+            (
+                model.predict_logits(&spec(format, &data), &imgs)?,
+                model.outputs(),
+            )
         }
         "goten" if a.server.is_some() => {
             let (Some(url), Some(cluster)) = (&a.server, &a.cluster) else {
@@ -143,13 +195,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let rows: Vec<&[f32]> = logits.chunks_exact(classes).collect();
     if a.json {
         let acc = predictions::accuracy(&rows, &data.labels);
-        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(r)).collect();
+        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(names, r)).collect();
         println!(
             "{}",
             json!({"images": data.len(), "accuracy": acc, "predictions": preds})
         );
     } else {
-        predictions::print_text(&rows, &data.labels, a.show, 1);
+        predictions::print_text(names, &rows, &data.labels, a.show, 1);
     }
     Ok(())
 }

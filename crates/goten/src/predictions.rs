@@ -20,16 +20,17 @@ pub const CLASSES: [&str; 10] = [
     "truck",
 ];
 
-fn name(c: usize) -> String {
-    CLASSES
+/// Class `c`'s name in `names` (`class c` where there is none).
+fn name(names: &[&str], c: usize) -> String {
+    names
         .get(c)
         .map_or_else(|| format!("class {c}"), |s| (*s).to_string())
 }
 
 /// One image's JSON entry: `{"class": INDEX, "name": "cat", "scores": [...]}`.
-pub fn entry(row: &[f32]) -> Value {
+pub fn entry(names: &[&str], row: &[f32]) -> Value {
     let c = argmax(row);
-    json!({"class": c, "name": name(c), "scores": row})
+    json!({"class": c, "name": name(names, c), "scores": row})
 }
 
 /// The classes of `row`, most likely first, at most `k`.
@@ -42,13 +43,13 @@ pub fn top(row: &[f32], k: usize) -> Vec<usize> {
 
 /// Prints up to `show` images' predictions (with their file labels) and the accuracy; returns
 /// the accuracy.
-pub fn print_text(rows: &[&[f32]], labels: &[u8], show: usize, k: usize) -> f64 {
+pub fn print_text(names: &[&str], rows: &[&[f32]], labels: &[u8], show: usize, k: usize) -> f64 {
     for (i, (row, &l)) in rows.iter().zip(labels).enumerate().take(show) {
-        let t: Vec<String> = top(row, k).into_iter().map(name).collect();
+        let t: Vec<String> = top(row, k).into_iter().map(|c| name(names, c)).collect();
         println!(
             "image {i:>5}: {:<32} (label {})",
             t.join(", "),
-            name(usize::from(l))
+            name(names, usize::from(l))
         );
     }
     let acc = accuracy(rows, labels);
@@ -78,7 +79,7 @@ mod tests {
     fn top_classes_and_entries() {
         let row = [0.1, 3.0, -1.0, 2.0];
         assert_eq!(top(&row, 2), vec![1, 3]);
-        let e = entry(&row);
+        let e = entry(&CLASSES, &row);
         assert_eq!(e["class"], 1);
         assert_eq!(e["name"], "automobile");
         assert_eq!(e["scores"].as_array().unwrap().len(), 4);

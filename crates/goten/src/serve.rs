@@ -351,7 +351,10 @@ pub fn query(a: QueryArgs) -> Result<()> {
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     if a.json {
         let acc = predictions::accuracy(&rows, &data.labels);
-        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(r)).collect();
+        let preds: Vec<_> = rows
+            .iter()
+            .map(|r| predictions::entry(&predictions::CLASSES, r))
+            .collect();
         println!(
             "{}",
             json!({
@@ -364,7 +367,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
             })
         );
     } else {
-        predictions::print_text(&rows, &data.labels, a.show, a.top);
+        predictions::print_text(&predictions::CLASSES, &rows, &data.labels, a.show, a.top);
         println!(
             "{} requests: latency p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
             lat.len(),

@@ -113,25 +113,34 @@ impl Model {
         &mut self.layers
     }
 
-    /// The model owner's classifier: the logits of each 8-bit 3x32x32 image (image-major), in
+    /// The model owner's classifier: the logits of each 8-bit image of `spec` (image-major), in
     /// evaluation mode with float32 products. For `goten predict` on the owner's own machine,
     /// where the weights are the owner's plaintext.
-    pub fn predict_logits(&mut self, images: &[&[u8]]) -> Result<Vec<f32>, NnError> {
+    pub fn predict_logits(
+        &mut self,
+        spec: &super::input::InputSpec,
+        images: &[&[u8]],
+    ) -> Result<Vec<f32>, NnError> {
         let mut be = super::FloatBackend::new(0);
         let mut out = Vec::with_capacity(images.len() * self.outputs());
         for chunk in images.chunks(256) {
             be.next_step();
-            let logits = self.forward(super::input::batch(chunk, None), false, &mut be)?;
+            let x = super::input::batch(spec, chunk, None);
+            let logits = self.forward(x, false, &mut be)?;
             out.extend_from_slice(logits.expose());
         }
         Ok(out)
     }
 
     /// The most likely class of each image (see [`Self::predict_logits`]).
-    pub fn predict_classes(&mut self, images: &[&[u8]]) -> Result<Vec<u8>, NnError> {
+    pub fn predict_classes(
+        &mut self,
+        spec: &super::input::InputSpec,
+        images: &[&[u8]],
+    ) -> Result<Vec<u8>, NnError> {
         let k = self.outputs();
         Ok(self
-            .predict_logits(images)?
+            .predict_logits(spec, images)?
             .chunks_exact(k)
             .map(|row| argmax(row) as u8)
             .collect())

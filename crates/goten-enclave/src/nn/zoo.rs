@@ -29,11 +29,16 @@ pub enum ModelKind {
     Resnet18,
     /// torchvision's ResNet-18 with its ImageNet stem (7x7 conv1 stride 2, 3x3 max-pool).
     Resnet18Imagenet,
+    /// LeNet-5 for 1x28x28 grey images (MNIST, Fashion-MNIST): conv 6@5x5 (padding 2) and
+    /// conv 16@5x5, each with ReLU and 2x2 max-pool, then fc 120, 84 and the classes; every
+    /// layer with a bias (`conv1`, `conv2`, `fc1`..`fc3`, the usual PyTorch names).
+    Lenet5,
 }
 
 /// Every built-in model, in the order `goten model list` and help texts show them.
-pub const ALL: [ModelKind; 6] = [
+pub const ALL: [ModelKind; 7] = [
     ModelKind::Small,
+    ModelKind::Lenet5,
     ModelKind::Vgg11,
     ModelKind::Vgg16,
     ModelKind::Resnet20,
@@ -51,6 +56,7 @@ impl ModelKind {
             ModelKind::Resnet20 => "resnet20",
             ModelKind::Resnet18 => "resnet18",
             ModelKind::Resnet18Imagenet => "resnet18-imagenet",
+            ModelKind::Lenet5 => "lenet5",
         }
     }
 
@@ -66,7 +72,10 @@ impl ModelKind {
 
     /// Input shape `[channels, height, width]` of the built-in models.
     pub fn input_shape(self) -> [usize; 3] {
-        [3, 32, 32]
+        match self {
+            ModelKind::Lenet5 => [1, 28, 28],
+            _ => [3, 32, 32],
+        }
     }
 
     /// The model with weights from `seed`, for its input shape and `classes` outputs.
@@ -108,6 +117,30 @@ impl ModelKind {
                 let b = b.conv(64).named("conv1").bn().named("bn1").relu();
                 resnet18_body(b, classes).build(self)
             }
+            ModelKind::Lenet5 => b
+                .conv_with(6, 5, Conv2dParams::new(1, 2))
+                .bias()
+                .named("conv1")
+                .relu()
+                .pool()
+                .conv_with(16, 5, Conv2dParams::new(1, 0))
+                .bias()
+                .named("conv2")
+                .relu()
+                .pool()
+                .flatten()
+                .dense(120)
+                .bias()
+                .named("fc1")
+                .relu()
+                .dense(84)
+                .bias()
+                .named("fc2")
+                .relu()
+                .dense(classes)
+                .bias()
+                .named("fc3")
+                .build(self),
             ModelKind::Resnet18Imagenet => {
                 let b = b
                     .conv_with(64, 7, Conv2dParams::new(2, 3))
@@ -241,6 +274,30 @@ mod tests {
         assert!(names.contains(&"features.40.weight".to_string()));
         assert!(names.contains(&"features.41.running_var".to_string()));
         assert!(names.contains(&"classifier.4.weight".to_string()));
+    }
+
+    /// LeNet-5: 6*25+6, 16*6*25+16, 400*120+120, 120*84+84, 84*10+10 = 61,706 parameters.
+    #[test]
+    fn lenet5_counts_match_a_hand_count() {
+        assert_eq!(params(ModelKind::Lenet5, 10), 61_706);
+        assert_eq!(ModelKind::Lenet5.input_shape(), [1, 28, 28]);
+        let m = ModelKind::Lenet5.build(0, 10).unwrap();
+        let names: Vec<String> = export(&m).into_iter().map(|n| n.name).collect();
+        assert_eq!(
+            names,
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "fc1.weight",
+                "fc1.bias",
+                "fc2.weight",
+                "fc2.bias",
+                "fc3.weight",
+                "fc3.bias"
+            ]
+        );
     }
 
     #[test]

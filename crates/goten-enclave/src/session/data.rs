@@ -11,15 +11,12 @@ use zeroize::Zeroizing;
 
 use super::SessionError;
 use crate::SecretTensor;
-use crate::nn::input;
+use crate::nn::input::{self, InputSpec};
 use crate::sealed_data;
-
-/// Pixels of one 3x32x32 8-bit image.
-pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 
 /// One split of a dataset as handed to the enclave.
 pub enum Split {
-    /// Plaintext images (channel-major, [`IMAGE_BYTES`] each) and labels: data the host
+    /// Plaintext images (channel-major, [`InputSpec::image_bytes`] each) and labels: data the host
     /// already holds in the clear (synthetic data, a public dataset).
     Plain {
         /// Images, concatenated.
@@ -76,9 +73,11 @@ impl Split {
     pub(crate) fn open_all(
         self,
         what: &str,
+        spec: &InputSpec,
         classes: usize,
         provisioned: Option<&Zeroizing<[u8; 32]>>,
     ) -> Result<Records, SessionError> {
+        let image_bytes = spec.image_bytes();
         let (images, labels) = match self {
             Split::Sealed {
                 split,
@@ -91,7 +90,7 @@ impl Split {
                     ))
                 })?;
                 let key = SecretKey::from_bytes(**key);
-                let mut images = Zeroizing::new(Vec::with_capacity(records.len() * IMAGE_BYTES));
+                let mut images = Zeroizing::new(Vec::with_capacity(records.len() * image_bytes));
                 let mut labels = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {
                     let rec = sealed_data::open(&key, &split, i as u64, r)
@@ -103,11 +102,14 @@ impl Split {
             }
             Split::Plain { images, labels } => (Zeroizing::new(images), labels),
         };
-        if images.len() != labels.len() * IMAGE_BYTES {
+        if images.len() != labels.len() * image_bytes {
             return Err(SessionError::Data(format!(
-                "{what} split: {} image bytes for {} labels",
+                "{what} split: {} image bytes for {} labels of {}x{}x{} images",
                 images.len(),
-                labels.len()
+                labels.len(),
+                spec.shape[0],
+                spec.shape[1],
+                spec.shape[2]
             )));
         }
         if let Some(i) = labels.iter().position(|&l| usize::from(l) >= classes) {
@@ -120,7 +122,11 @@ impl Split {
         if labels.is_empty() {
             return Err(SessionError::Data(format!("{what} split is empty")));
         }
-        Ok(Records { images, labels })
+        Ok(Records {
+            images,
+            labels,
+            spec: spec.clone(),
+        })
     }
 }
 
@@ -128,6 +134,7 @@ impl Split {
 pub(crate) struct Records {
     images: Zeroizing<Vec<u8>>,
     labels: Vec<u8>,
+    spec: InputSpec,
 }
 
 impl Records {
@@ -142,12 +149,13 @@ impl Records {
         idx: &[usize],
         augment: Option<(&SecretKey, u64)>,
     ) -> (SecretTensor, Vec<u8>) {
+        let b = self.spec.image_bytes();
         let imgs: Vec<&[u8]> = idx
             .iter()
-            .map(|&i| &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES])
+            .map(|&i| &self.images[i * b..(i + 1) * b])
             .collect();
         (
-            input::batch(&imgs, augment),
+            input::batch(&self.spec, &imgs, augment),
             idx.iter().map(|&i| self.labels[i]).collect(),
         )
     }

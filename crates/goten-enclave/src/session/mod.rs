@@ -23,10 +23,11 @@ use sha2::Sha256;
 use crate::linear::HostServices;
 use crate::nn::checkpoint::{self, CheckpointError, Progress};
 use crate::nn::export::{self, Named};
+use crate::nn::input::InputSpec;
 use crate::nn::optim::{Schedule, Sgd};
 use crate::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend};
 use crate::{EnclaveError, KeyedEnclave, Role};
-pub use data::{IMAGE_BYTES, Split};
+pub use data::Split;
 pub use ecalls::SessionEcalls;
 pub use fault::Fault;
 pub use model_out::ModelRelease;
@@ -61,6 +62,8 @@ pub struct TrainConfig {
     pub model: ModelKind,
     /// Output classes.
     pub classes: usize,
+    /// What an input image is (shape, normalisation, augmentation).
+    pub input: InputSpec,
     /// Public seed of the initial weights.
     pub seed: u64,
     /// Passes over the training split.
@@ -326,8 +329,21 @@ impl<'k> TrainSession<'k> {
                 cfg.loss_window
             )));
         }
-        let train = train.open_all("training", cfg.classes, provisioned.as_ref())?;
-        let test = test.open_all("test", cfg.classes, provisioned.as_ref())?;
+        cfg.input
+            .check()
+            .map_err(|e| SessionError::Config(format!("input images: {e}")))?;
+        let want = cfg.model.input_shape();
+        if want != cfg.input.shape {
+            let d = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
+            return Err(SessionError::Config(format!(
+                "model {} takes {} images; the dataset's images are {}",
+                cfg.model.name(),
+                d(want),
+                d(cfg.input.shape)
+            )));
+        }
+        let train = train.open_all("training", &cfg.input, cfg.classes, provisioned.as_ref())?;
+        let test = test.open_all("test", &cfg.input, cfg.classes, provisioned.as_ref())?;
         let model = cfg.model.build(cfg.seed, cfg.classes)?;
         let window = LossWindow::new(cfg.loss_window);
         Ok(TrainSession {

@@ -143,6 +143,14 @@ impl<'k> ServeSession<'k> {
                 "the serving batch must be at least 1".into(),
             ));
         }
+        if model.kind().input_shape() != [3, 32, 32] {
+            // The serving API carries 3x32x32 CIFAR-format images (DESIGN.md section 21).
+            return Err(SessionError::Config(format!(
+                "serving takes 3x32x32 images so far; model {} takes {:?}",
+                model.kind().name(),
+                model.kind().input_shape()
+            )));
+        }
         let name = name.unwrap_or(model.kind().name());
         if !valid_name(name) {
             return Err(SessionError::Config(format!(
@@ -287,7 +295,7 @@ impl<'k> ServeSession<'k> {
         for chunk in images.chunks(self.batch) {
             let mut be = ProtocolBackend::new(self.enclave, host, self.counter);
             crate::nn::LinearBackend::next_step(&mut be);
-            let x = crate::nn::input::batch(chunk, None);
+            let x = crate::nn::input::batch(&crate::nn::input::InputSpec::cifar10(), chunk, None);
             let r = self.model.forward(x, false, &mut be);
             self.counter = be.step();
             out.extend_from_slice(r?.expose());

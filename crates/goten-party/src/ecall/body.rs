@@ -6,6 +6,7 @@
 
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::session::{Protection, Split, TrainConfig, WindowLoss};
 use goten_field::{Ring, RingTensor, codec};
@@ -122,6 +123,42 @@ pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
         None => w.u8(0),
     }
     w.u8(u8::from(c.danger_plaintext_export));
+    let i = &c.input;
+    i.shape.iter().for_each(|&d| w.u64(d as u64));
+    for v in [&i.mean, &i.std] {
+        w.u64(v.len() as u64);
+        v.iter().for_each(|&x| w.f32(x));
+    }
+    w.u64(i.pad as u64);
+    w.u8(u8::from(i.flip));
+}
+
+/// Per-channel statistics: at most this many channels.
+const MAX_CHANNELS: u64 = 64;
+
+fn get_input(r: &mut R<'_>) -> Result<InputSpec, WireError> {
+    let mut shape = [0usize; 3];
+    for d in &mut shape {
+        *d = r.u64("input shape")? as usize;
+    }
+    let mut stats = [Vec::new(), Vec::new()];
+    for v in &mut stats {
+        let n = r.u64("input statistics")?;
+        if n > MAX_CHANNELS {
+            return Err(bad("input statistics", format!("{n} channels")));
+        }
+        for _ in 0..n {
+            v.push(r.f32("input statistics")?);
+        }
+    }
+    let [mean, std] = stats;
+    Ok(InputSpec {
+        shape,
+        mean,
+        std,
+        pad: r.u64("input")? as usize,
+        flip: r.flag("input")?,
+    })
 }
 
 pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
@@ -167,6 +204,7 @@ pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
             None
         },
         danger_plaintext_export: r.flag("config")?,
+        input: get_input(r)?,
     })
 }
 

@@ -1,0 +1,207 @@
+//! Datasets beyond CIFAR-10 through the real binary: a generated MNIST folder (IDX, gzipped)
+//! trains LeNet-5 in plain and goten mode, exports, and `goten predict` reads the folder; a
+//! model that does not fit the images and a corrupt file get clear errors.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn goten(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_goten"))
+        .args(args)
+        .env("CI", "1")
+        .output()
+        .expect("run goten")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("goten-datasets-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn idx(sizes: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, sizes.len() as u8];
+    for s in sizes {
+        out.extend_from_slice(&s.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A learnable MNIST-shaped folder: class c is a bright bar on rows 2c+4..2c+6, plus noise.
+fn mnist_like(dir: &Path, train: u32, test: u32) {
+    let split = |n: u32, salt: u32| {
+        let (mut px, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let c = (i * 7 + salt) % 10;
+            labels.push(c as u8);
+            for y in 0..28u32 {
+                for x in 0..28u32 {
+                    let noise =
+                        (i.wrapping_mul(2654435761) ^ (y * 28 + x).wrapping_mul(40503)) % 64;
+                    let bar = if (2 * c + 4..2 * c + 6).contains(&y) {
+                        180
+                    } else {
+                        0
+                    };
+                    px.push((bar + noise) as u8);
+                }
+            }
+        }
+        (px, labels)
+    };
+    let (p, l) = split(train, 0);
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte.gz"),
+        gz(&idx(&[train, 28, 28], &p)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte.gz"),
+        gz(&idx(&[train], &l)),
+    )
+    .unwrap();
+    let (p, l) = split(test, 3);
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx(&[test, 28, 28], &p)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[test], &l)).unwrap();
+}
+
+fn last_json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("last line is JSON")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn lenet5_trains_on_mnist_files_and_predicts() {
+    let root = tmp("mnist");
+    let data = root.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    mnist_like(&data, 320, 64);
+    let d = data.to_str().unwrap();
+    let out_plain = root.join("plain");
+    let export = root.join("lenet.safetensors");
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--model",
+        "lenet5",
+        "--data",
+        d,
+        "--epochs",
+        "2",
+        "--batch",
+        "32",
+        "--lr",
+        "0.05",
+        "--out",
+        out_plain.to_str().unwrap(),
+        "--export",
+        export.to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&out);
+    let v = last_json(&out);
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "LeNet-5 should learn the bars: {v}");
+    // The exported model scores the folder's test split as the run did.
+    let out = goten(&[
+        "predict",
+        "--model",
+        "lenet5",
+        "--weights",
+        export.to_str().unwrap(),
+        "--data",
+        d,
+        "--json",
+    ]);
+    ok(&out);
+    let p = last_json(&out);
+    assert_eq!(p["images"], 64);
+    assert!(
+        (p["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9,
+        "{p} vs {v}"
+    );
+    assert_eq!(
+        p["predictions"][0]["name"].as_str().unwrap().len(),
+        1,
+        "digit names"
+    );
+    // Goten mode: the same files through the protocol.
+    let out = goten(&[
+        "train",
+        "--mode",
+        "goten",
+        "--model",
+        "lenet5",
+        "--data",
+        d,
+        "--steps",
+        "3",
+        "--batch",
+        "16",
+        "--data-format",
+        "fashion-mnist",
+        "--out",
+        root.join("goten").to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&out);
+    assert_eq!(last_json(&out)["steps"], 3);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn mismatched_models_and_corrupt_files_are_clear_errors() {
+    let root = tmp("bad");
+    mnist_like(&root, 40, 20);
+    let d = root.to_str().unwrap();
+    let out = goten(&[
+        "train", "--mode", "plain", "--model", "resnet20", "--data", d,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resnet20 takes 3x32x32") && err.contains("1x28x28"),
+        "{err}"
+    );
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--data",
+        d,
+        "--data-format",
+        "svhn",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown data format \"svhn\""));
+    // A labels file that announces more labels than it holds.
+    std::fs::write(root.join("t10k-labels-idx1-ubyte"), idx(&[30], &[1; 20])).unwrap();
+    let out = goten(&["train", "--mode", "plain", "--model", "lenet5", "--data", d]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t10k-labels-idx1-ubyte") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -42,6 +42,7 @@ fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
         model: kind,
         classes: goten_data::CLASSES,
         input: goten_enclave::nn::input::InputSpec::cifar10(),
+        init: None,
         seed: 1,
         epochs: 1,
         batch: n,

@@ -93,6 +93,7 @@ fn config() -> TrainConfig {
         model_owner: Some(owner().public_key()),
         danger_plaintext_export: false,
         input: goten_enclave::nn::input::InputSpec::cifar10(),
+        init: None,
     }
 }
 

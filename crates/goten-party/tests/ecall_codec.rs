@@ -37,6 +37,11 @@ fn start() -> ToEnclave {
             model_owner: Some([4; 32]),
             danger_plaintext_export: true,
             input: goten_enclave::nn::input::InputSpec::mnist(),
+            init: Some(vec![goten_enclave::nn::export::Named {
+                name: "fc.bias".into(),
+                shape: vec![2, 3],
+                data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -0.5],
+            }]),
         },
         train: Split::Plain {
             images: vec![1; 3072 * 2],
@@ -68,6 +73,12 @@ fn messages_round_trip_and_prefixes_are_errors() {
     );
     assert_eq!((cfg.total_steps, cfg.loss_window), (9, 8));
     assert_eq!(cfg.input, goten_enclave::nn::input::InputSpec::mnist());
+    let init = cfg.init.expect("starting weights travel");
+    assert_eq!(
+        (init[0].name.as_str(), init[0].shape.as_slice()),
+        ("fc.bias", &[2, 3][..])
+    );
+    assert_eq!(init[0].data, [1.0, 2.0, 3.0, 4.0, 5.0, -0.5]);
     // The data key the host was given reaches the enclave process; no sealing key travels.
     assert!(matches!(&test, Split::Sealed { key: Some(key), .. } if **key == [2; 32]));
     assert_eq!((train.len(), test.len()), (2, 2));

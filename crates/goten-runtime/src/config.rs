@@ -114,6 +114,10 @@ pub struct JobConfig {
     pub data: String,
     /// The dataset's format (`goten_data::DataFormat` name); detected from the files if `None`.
     pub data_format: Option<String>,
+    /// Starting weights (safetensors under the export's names) instead of the seed's.
+    pub init: Option<PathBuf>,
+    /// Train without the random crops and flips (step-by-step comparisons with a reference).
+    pub no_augment: bool,
     pub mode: Mode,
     pub epochs: usize,
     /// Stop after this many steps (default: all steps of all epochs).
@@ -177,6 +181,8 @@ impl Default for JobConfig {
             seed: 1,
             eval_every: 0,
             data_format: None,
+            init: None,
+            no_augment: false,
             train_limit: None,
             test_limit: 1000,
             synthetic_train: 1024,

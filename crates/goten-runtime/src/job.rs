@@ -8,6 +8,7 @@
 use goten_data::DataFormat;
 use goten_enclave::EnclaveConfig;
 use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::export::Named;
 use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::quant::QuantConfig;
@@ -34,6 +35,8 @@ pub struct Setup {
     pub format: DataFormat,
     /// What an input image is: shape, normalisation statistics, augmentation.
     pub input: InputSpec,
+    /// Starting weights from `--init` (public inputs of the job).
+    pub init: Option<Vec<Named>>,
     pub schedule: Schedule,
     pub total_steps: u64,
     /// Hash of everything a checkpoint and the other parties must agree with.
@@ -58,6 +61,7 @@ impl Setup {
             model: self.kind,
             classes: self.format.classes(),
             input: self.input.clone(),
+            init: self.init.clone(),
             seed: c.seed,
             epochs: c.epochs as u64,
             batch: c.batch as usize,
@@ -142,7 +146,37 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         format = f;
         (Source::Plain(tr), Source::Plain(te))
     };
-    let input = input_spec(format, &train);
+    let mut input = input_spec(format, &train);
+    if c.no_augment {
+        (input.pad, input.flip) = (0, false);
+    }
+    let init = match &c.init {
+        None => None,
+        Some(path) => {
+            let tensors = crate::model_io::read_named(path)?;
+            // Checked here, before any party starts: every problem listed at once.
+            let mut m = kind
+                .build(c.seed, format.classes())
+                .map_err(|e| RuntimeError::config(e.to_string()))?;
+            let get = |n: &str| {
+                tensors
+                    .iter()
+                    .find(|t| t.name == n)
+                    .map(|t| (t.shape.clone(), t.data.clone()))
+            };
+            goten_enclave::nn::export::import(&mut m, &get).map_err(|e| {
+                RuntimeError::data(
+                    path.display().to_string(),
+                    format!("does not fit the {} model: {e}", kind.name()),
+                )
+            })?;
+            notices.push(format!(
+                "note: starting from the weights in {} (--init): they are inputs of the job that every party's host holds, like a public dataset",
+                path.display()
+            ));
+            Some(tensors)
+        }
+    };
     if kind.input_shape() != input.shape {
         let d = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
         return Err(RuntimeError::config(format!(
@@ -200,9 +234,10 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     };
     let sealing = platform_sealing_key()?;
     Ok(Setup {
-        fingerprint: fingerprint(c, &train, &test, model_owner.as_ref()),
+        fingerprint: fingerprint(c, &train, &test, model_owner.as_ref(), init.as_deref()),
         format,
         input,
+        init,
         sealing,
         model_owner,
         data_key,
@@ -244,6 +279,7 @@ fn fingerprint(
     train: &Source,
     test: &Source,
     model_owner: Option<&[u8; 32]>,
+    init: Option<&[Named]>,
 ) -> [u8; 32] {
     let mut h = Sha256::new();
     let desc = format!(
@@ -263,13 +299,25 @@ fn fingerprint(
         c.synthetic()
     );
     // The format decides the labels' meaning (CIFAR-100 fine or coarse) and the statistics.
-    let desc = match c.data_format.as_deref() {
+    let mut desc = match c.data_format.as_deref() {
         None => desc,
         Some(f) => format!("{desc}|format {f}"),
     };
+    if c.no_augment {
+        desc.push_str("|no augmentation");
+    }
     h.update(desc.as_bytes());
     for d in [train, test] {
         d.identify(&mut h);
+    }
+    // The starting weights are part of the job (a resume must not switch them).
+    if let Some(ts) = init {
+        h.update(b"|init|");
+        for t in ts {
+            h.update(t.name.as_bytes());
+            h.update(format!("{:?}", t.shape).as_bytes());
+            t.data.iter().for_each(|x| h.update(x.to_le_bytes()));
+        }
     }
     // Whom the model is sealed to is part of the job: parties and resumes must agree on it.
     match model_owner {

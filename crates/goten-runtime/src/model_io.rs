@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use goten_enclave::nn::Model;
-use goten_enclave::nn::export::import;
+use goten_enclave::nn::export::{Named, import};
 use goten_enclave::session::{Export, ModelRelease};
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -79,6 +79,40 @@ pub fn write_release(r: &ModelRelease, path: &Path) -> Result<(), RuntimeError> 
                 .map_err(|e| RuntimeError::storage(format!("cannot write {}", path.display()), e))
         }
     }
+}
+
+/// The float32 tensors of a safetensors file under their names (`num_batches_tracked` and
+/// other integer buffers are skipped): starting weights for `goten train --init`.
+pub fn read_named(path: &Path) -> Result<Vec<Named>, RuntimeError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| RuntimeError::storage(format!("cannot read {}", path.display()), e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| corrupt(path, format!("not a valid safetensors file: {e}")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let t = st.tensor(&name).map_err(|e| corrupt(path, e))?;
+        if t.dtype() != Dtype::F32 {
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            return Err(corrupt(
+                path,
+                format!("tensor {name} is {:?}, expected F32", t.dtype()),
+            ));
+        }
+        out.push(Named {
+            shape: t.shape().to_vec(),
+            data: t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            name,
+        });
+    }
+    Ok(out)
 }
 
 /// Loads weights from `path` into `model` (which fixes the architecture).

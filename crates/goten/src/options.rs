@@ -29,6 +29,14 @@ pub struct TrainArgs {
     /// fashion-mnist (MNIST and Fashion-MNIST files look alike; the name picks the statistics).
     #[arg(long)]
     pub(crate) data_format: Option<String>,
+    /// Start from these weights (safetensors with the export's names, e.g. a torchvision-style
+    /// state dict) instead of the seed's: fine-tuning. Every missing name and wrong shape is
+    /// listed. The file is an input every party's host holds (like a public dataset).
+    #[arg(long)]
+    pub(crate) init: Option<PathBuf>,
+    /// Train without random crops and flips (for step-by-step comparisons with PyTorch).
+    #[arg(long)]
+    pub(crate) no_augment: bool,
     /// Execution mode: `plain` (float32, no protection: the reference), `enclave` (everything
     /// in one enclave on the CPU) or `goten` (three parties, linear layers on secret shares).
     #[arg(long, default_value = "goten")]
@@ -143,6 +151,8 @@ impl TrainArgs {
             model: self.model.clone(),
             data: self.data.clone(),
             data_format: self.data_format.clone(),
+            init: self.init.clone(),
+            no_augment: self.no_augment,
             mode: self.mode,
             epochs: self.epochs,
             steps: self.steps,
@@ -208,6 +218,9 @@ mod tests {
             "d",
             "--data-format",
             "mnist",
+            "--init",
+            "w.safetensors",
+            "--no-augment",
             "--mode",
             "enclave",
             "--epochs",

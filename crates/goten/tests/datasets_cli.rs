@@ -1,6 +1,7 @@
 //! Datasets beyond CIFAR-10 through the real binary: a generated MNIST folder (IDX, gzipped)
 //! trains LeNet-5 in plain and goten mode, exports, and `goten predict` reads the folder; a
-//! model that does not fit the images and a corrupt file get clear errors.
+//! model that does not fit the images and a corrupt file get clear errors; `--init` starts a
+//! run from exported weights and lists every name that does not fit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -201,6 +202,105 @@ fn mismatched_models_and_corrupt_files_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("t10k-labels-idx1-ubyte") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn tensor(path: &Path, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(name).unwrap().data().to_vec()
+}
+
+#[test]
+fn init_starts_from_exported_weights_and_lists_misfits() {
+    let root = tmp("init");
+    let data = root.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    mnist_like(&data, 64, 16);
+    let d = data.to_str().unwrap();
+    let a = root.join("a.safetensors");
+    let b = root.join("b.safetensors");
+    let base = [
+        "train", "--mode", "plain", "--model", "lenet5", "--data", d, "--batch", "16",
+    ];
+    let run = |extra: &[&str]| goten(&[&base[..], extra].concat());
+    ok(&run(&[
+        "--steps",
+        "2",
+        "--out",
+        root.join("ra").to_str().unwrap(),
+        "--export",
+        a.to_str().unwrap(),
+    ]));
+    // With a zero learning rate the weights stay where --init put them.
+    let out = run(&[
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--seed",
+        "9",
+        "--init",
+        a.to_str().unwrap(),
+        "--out",
+        root.join("rb").to_str().unwrap(),
+        "--export",
+        b.to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--init"),
+        "the notice names the flag"
+    );
+    for name in ["conv1.weight", "conv2.bias", "fc3.weight"] {
+        assert_eq!(tensor(&a, name), tensor(&b, name), "{name}");
+    }
+    // Without --init the seed decides: different weights.
+    let c = root.join("c.safetensors");
+    ok(&run(&[
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--seed",
+        "9",
+        "--out",
+        root.join("rc").to_str().unwrap(),
+        "--export",
+        c.to_str().unwrap(),
+    ]));
+    assert_ne!(tensor(&a, "conv1.weight"), tensor(&c, "conv1.weight"));
+    // A file of another model: every misfit is listed, nothing runs.
+    let small = root.join("small.safetensors");
+    ok(&goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--steps",
+        "1",
+        "--synthetic-train",
+        "32",
+        "--test-limit",
+        "16",
+        "--out",
+        root.join("rs").to_str().unwrap(),
+        "--export",
+        small.to_str().unwrap(),
+    ]));
+    let out = run(&[
+        "--init",
+        small.to_str().unwrap(),
+        "--out",
+        root.join("rd").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("10 tensor(s) do not fit")
+            && err.contains("lacks conv1.weight")
+            && err.contains("lacks fc3.bias"),
         "{err}"
     );
     std::fs::remove_dir_all(&root).unwrap();

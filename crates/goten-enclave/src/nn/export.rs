@@ -14,7 +14,8 @@ use super::NnError;
 use super::layers::Layer;
 use super::model::Model;
 
-/// One exported tensor.
+/// One exported tensor. Debug shows the name and shape, not the values.
+#[derive(Clone)]
 pub struct Named {
     /// PyTorch state-dict name.
     pub name: String,
@@ -26,6 +27,12 @@ pub struct Named {
 
 fn prefix(model: &Model, index: usize) -> String {
     model.layer_name(index).to_string()
+}
+
+impl std::fmt::Debug for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Named({} {:?}, <values>)", self.name, self.shape)
+    }
 }
 
 /// The model's weights and statistics under PyTorch names.
@@ -98,30 +105,31 @@ pub fn batchnorm_prefixes(model: &Model) -> Vec<String> {
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<(Vec<usize>, Vec<f32>)>;
 
 /// Loads weights by name into `model`; every expected tensor must be present with its shape.
+/// On failure the model is partly loaded (callers discard it), and the error lists every
+/// missing name and every wrong shape (the first 20, then a count).
 pub fn import(model: &mut Model, get: Lookup<'_>) -> Result<(), NnError> {
     let names: Vec<String> = (0..model.layers().len())
         .map(|i| prefix(model, i))
         .collect();
+    let mut problems: Vec<String> = Vec::new();
     for (l, p) in model.layers_mut().iter_mut().zip(names) {
-        let fetch = |suffix: &str, dst: &mut [f32], shape: &[usize]| -> Result<(), NnError> {
+        let mut fetch = |suffix: &str, dst: &mut [f32], shape: &[usize]| {
             let name = format!("{p}.{suffix}");
-            let (s, d) =
-                get(&name).ok_or_else(|| NnError::Numeric(format!("weights file lacks {name}")))?;
-            if s != shape || d.len() != dst.len() {
-                return Err(NnError::Numeric(format!(
-                    "{name} has shape {s:?}, the model needs {shape:?}"
-                )));
+            match get(&name) {
+                None => problems.push(format!("lacks {name}")),
+                Some((s, d)) if s != shape || d.len() != dst.len() => {
+                    problems.push(format!("{name} has shape {s:?}, the model needs {shape:?}"))
+                }
+                Some((_, d)) => dst.copy_from_slice(&d),
             }
-            dst.copy_from_slice(&d);
-            Ok(())
         };
         match l {
             Layer::Conv { w, b, .. } | Layer::Dense { w, b, .. } => {
                 let shape = w.value.shape().to_vec();
-                fetch("weight", w.value.expose_mut(), &shape)?;
+                fetch("weight", w.value.expose_mut(), &shape);
                 if let Some(b) = b {
                     let shape = b.value.shape().to_vec();
-                    fetch("bias", b.value.expose_mut(), &shape)?;
+                    fetch("bias", b.value.expose_mut(), &shape);
                 }
             }
             Layer::BatchNorm {
@@ -132,15 +140,25 @@ pub fn import(model: &mut Model, get: Lookup<'_>) -> Result<(), NnError> {
                 ..
             } => {
                 let c = [running_mean.len()];
-                fetch("weight", gamma.value.expose_mut(), &c)?;
-                fetch("bias", beta.value.expose_mut(), &c)?;
-                fetch("running_mean", running_mean, &c)?;
-                fetch("running_var", running_var, &c)?;
+                fetch("weight", gamma.value.expose_mut(), &c);
+                fetch("bias", beta.value.expose_mut(), &c);
+                fetch("running_mean", running_mean, &c);
+                fetch("running_var", running_var, &c);
             }
             _ => {}
         }
     }
-    Ok(())
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    let mut msg = problems.into_iter().take(20).collect::<Vec<_>>().join("; ");
+    if n > 20 {
+        msg.push_str(&format!("; and {} more", n - 20));
+    }
+    Err(NnError::Numeric(format!(
+        "{n} tensor(s) do not fit the model: {msg}"
+    )))
 }
 
 #[cfg(test)]
@@ -193,11 +211,20 @@ mod tests {
                 get(n)
             }
         };
+        let err = import(&mut b, &bad).unwrap_err().to_string();
+        assert!(err.contains("classifier.0.weight has shape"), "{err}");
+        // Every problem is listed: a VGG-11 file offered to the small model.
+        let vgg = export(&ModelKind::Vgg11.build(1, 10).unwrap());
+        let other = |n: &str| {
+            vgg.iter()
+                .find(|t| t.name == n)
+                .map(|t| (t.shape.clone(), t.data.clone()))
+        };
+        let err = import(&mut b, &other).unwrap_err().to_string();
         assert!(
-            import(&mut b, &bad)
-                .unwrap_err()
-                .to_string()
-                .contains("classifier.0.weight has shape")
+            err.contains("features.0.weight has shape [64, 3, 3, 3]")
+                && err.contains("classifier.0.weight has shape [512, 512]"),
+            "{err}"
         );
     }
 }

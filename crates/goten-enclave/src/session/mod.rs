@@ -64,6 +64,9 @@ pub struct TrainConfig {
     pub classes: usize,
     /// What an input image is (shape, normalisation, augmentation).
     pub input: InputSpec,
+    /// Starting weights under the export's names (`--init`), instead of the seed's: public
+    /// inputs of the job (for example torchvision's pretrained weights), like a public dataset.
+    pub init: Option<Vec<Named>>,
     /// Public seed of the initial weights.
     pub seed: u64,
     /// Passes over the training split.
@@ -344,7 +347,16 @@ impl<'k> TrainSession<'k> {
         }
         let train = train.open_all("training", &cfg.input, cfg.classes, provisioned.as_ref())?;
         let test = test.open_all("test", &cfg.input, cfg.classes, provisioned.as_ref())?;
-        let model = cfg.model.build(cfg.seed, cfg.classes)?;
+        let mut model = cfg.model.build(cfg.seed, cfg.classes)?;
+        if let Some(init) = &cfg.init {
+            let get = |n: &str| {
+                init.iter()
+                    .find(|t| t.name == n)
+                    .map(|t| (t.shape.clone(), t.data.clone()))
+            };
+            export::import(&mut model, &get)
+                .map_err(|e| SessionError::Config(format!("--init weights: {e}")))?;
+        }
         let window = LossWindow::new(cfg.loss_window);
         Ok(TrainSession {
             cfg,

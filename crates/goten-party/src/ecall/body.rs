@@ -6,6 +6,7 @@
 
 use goten_enclave::keys::{Hello, WrappedKey};
 use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::export::Named;
 use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::session::{Protection, Split, TrainConfig, WindowLoss};
@@ -131,6 +132,50 @@ pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
     }
     w.u64(i.pad as u64);
     w.u8(u8::from(i.flip));
+    match &c.init {
+        None => w.u8(0),
+        Some(ts) => {
+            w.u8(1);
+            w.u64(ts.len() as u64);
+            for t in ts {
+                w.str(&t.name);
+                w.shape(&t.shape);
+                t.data.iter().for_each(|&x| w.f32(x));
+            }
+        }
+    }
+}
+
+/// Starting weights: at most this many tensors (each value's 4 bytes must be in the frame,
+/// whose own limit bounds the total).
+const MAX_INIT_TENSORS: u64 = 100_000;
+
+fn get_init(r: &mut R<'_>) -> Result<Option<Vec<Named>>, WireError> {
+    if !r.flag("init")? {
+        return Ok(None);
+    }
+    let n = r.u64("init")?;
+    if n > MAX_INIT_TENSORS {
+        return Err(bad("init", format!("{n} tensors")));
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let name = r.str("init name")?;
+        let shape = r.shape()?;
+        let len: usize = shape.iter().product();
+        // `take` refuses a length beyond the frame before anything is allocated.
+        let bytes = r.take(
+            len.checked_mul(4)
+                .ok_or(WireError::Truncated("init data"))?,
+            "init data",
+        )?;
+        let data = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.push(Named { name, shape, data });
+    }
+    Ok(Some(out))
 }
 
 /// Per-channel statistics: at most this many channels.
@@ -205,6 +250,7 @@ pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
         },
         danger_plaintext_export: r.flag("config")?,
         input: get_input(r)?,
+        init: get_init(r)?,
     })
 }
 

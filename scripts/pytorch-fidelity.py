@@ -200,6 +200,43 @@ def check(name, args, work):
             "torch32_worst": worst["torch32"][1], "bound": bound, "ok": ok}
 
 
+def test_batch(data_dir, n):
+    raw = np.fromfile(os.path.join(data_dir, "test_batch.bin"), dtype=np.uint8)
+    n = min(n, raw.size // 3073)
+    rec = raw[: n * 3073].reshape(n, 3073)
+    y = torch.from_numpy(rec[:, 0].astype(np.int64))
+    px = torch.from_numpy(rec[:, 1:].reshape(n, 3, 32, 32).copy()).float()
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (px / 255.0 - mean) / std, y
+
+
+def evaluate(name, args, work):
+    """Trains briefly in goten's plain mode, exports, and has PyTorch score the export."""
+    out = os.path.join(work, f"{name}-trained.safetensors")
+    cmd = [args.goten, "train", "--mode", "plain", "--model", name, "--data", args.data,
+           "--train-limit", "2000", "--test-limit", str(args.eval_images), "--batch", "32",
+           "--steps", str(args.eval_steps), "--lr", "0.05", "--seed", str(args.seed),
+           "--export", out, "--out", os.path.join(work, name + "-eval"), "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"goten failed ({run.returncode}):\n{run.stderr}")
+    goten_acc = json.loads(run.stdout.strip().splitlines()[-1])["test_accuracy"]
+    model = build(name)
+    state = {k: v for k, v in load_file(out).items()}
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    x, y = test_batch(args.data, args.eval_images)
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 250]).argmax(1) for i in range(0, len(y), 250)])
+    torch_acc = float((pred == y).float().mean())
+    # goten reports a percentage or a fraction depending on the field; normalise to a fraction.
+    g = goten_acc / 100.0 if goten_acc > 1.0 else goten_acc
+    diff = abs(g - torch_acc) * len(y)
+    return {"model": name, "images": len(y), "steps": args.eval_steps, "goten_accuracy": g,
+            "pytorch_accuracy": torch_acc, "differing_images": round(diff), "ok": diff <= 1}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -214,9 +251,26 @@ def main():
                         "all tensors, relative to the step's change")
     p.add_argument("--tensor-tol", type=float, default=0.1,
                    help="largest accepted L2 difference of any one tensor, relative to its change")
+    p.add_argument("--eval", action="store_true",
+                   help="instead: train briefly in goten, export, and compare PyTorch's test "
+                        "accuracy of the export with the accuracy goten reports")
+    p.add_argument("--eval-steps", type=int, default=60)
+    p.add_argument("--eval-images", type=int, default=1000)
     args = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     results = []
+    if args.eval:
+        with tempfile.TemporaryDirectory() as work:
+            for name in args.models.split(","):
+                r = evaluate(name, args, work)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        print(f"{'model':<10} {'images':>6} {'goten acc':>10} {'pytorch acc':>12} {'differ':>7}")
+        for r in results:
+            print(f"{r['model']:<10} {r['images']:>6} {r['goten_accuracy']:>10.4f} "
+                  f"{r['pytorch_accuracy']:>12.4f} {r['differing_images']:>7}"
+                  f"{'' if r['ok'] else '  <- differ'}")
+        sys.exit(0 if all(r["ok"] for r in results) else 1)
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
             r = check(name, args, work)

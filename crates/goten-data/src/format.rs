@@ -1,5 +1,6 @@
 //! Which dataset format a path holds, and loading it: CIFAR-10 (binary folder or the official
-//! `.tar.gz`), CIFAR-100 (fine or coarse labels), MNIST and Fashion-MNIST (IDX, raw or `.gz`).
+//! `.tar.gz`), CIFAR-100 (fine or coarse labels), MNIST and Fashion-MNIST (IDX, raw or `.gz`),
+//! and folders of PNG/JPEG images in class subfolders.
 //!
 //! Where it sits: the entry point of the data owner's side. `goten train --data PATH` detects
 //! the format from the files it finds; `--data-format NAME` names it (needed to tell
@@ -7,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::{DataError, Dataset, cifar100, idx};
+use crate::{DataError, Dataset, cifar100, folder, idx};
 
 /// A dataset format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,15 +23,18 @@ pub enum DataFormat {
     Mnist,
     /// Fashion-MNIST IDX files (same layout as MNIST).
     FashionMnist,
+    /// PNG/JPEG images in `train/CLASS/` and `test/CLASS/` (or `val/`) subfolders.
+    ImageFolder,
 }
 
 /// Every format, in the order help texts list them.
-pub const FORMATS: [DataFormat; 5] = [
+pub const FORMATS: [DataFormat; 6] = [
     DataFormat::Cifar10,
     DataFormat::Cifar100,
     DataFormat::Cifar100Coarse,
     DataFormat::Mnist,
     DataFormat::FashionMnist,
+    DataFormat::ImageFolder,
 ];
 
 impl DataFormat {
@@ -42,6 +46,7 @@ impl DataFormat {
             DataFormat::Cifar100Coarse => "cifar100-coarse",
             DataFormat::Mnist => "mnist",
             DataFormat::FashionMnist => "fashion-mnist",
+            DataFormat::ImageFolder => "image-folder",
         }
     }
 
@@ -76,23 +81,26 @@ impl DataFormat {
             || idx::find(path, "t10k-images-idx3-ubyte").is_some()
         {
             Ok(DataFormat::Mnist)
+        } else if folder::looks_like(path) {
+            Ok(DataFormat::ImageFolder)
         } else {
             Err(DataError::Missing {
                 path: path.into(),
                 reason: format!(
-                    "holds no dataset goten knows: looked for CIFAR-10 (data_batch_*.bin, test_batch.bin), CIFAR-100 (train.bin, test.bin) and MNIST IDX files (train-images-idx3-ubyte[.gz], ...); formats: {}",
+                    "holds no dataset goten knows: looked for CIFAR-10 (data_batch_*.bin, test_batch.bin), CIFAR-100 (train.bin, test.bin), MNIST IDX files (train-images-idx3-ubyte[.gz], ...) and an image folder (train/CLASS/*.png|jpg); formats: {}",
                     DataFormat::names()
                 ),
             })
         }
     }
 
-    /// Number of classes.
-    pub fn classes(self) -> usize {
+    /// Number of classes where the format fixes it (an image folder's come from its files).
+    pub fn classes(self) -> Option<usize> {
         match self {
-            DataFormat::Cifar100 => 100,
-            DataFormat::Cifar100Coarse => 20,
-            _ => 10,
+            DataFormat::Cifar100 => Some(100),
+            DataFormat::Cifar100Coarse => Some(20),
+            DataFormat::ImageFolder => None,
+            _ => Some(10),
         }
     }
 
@@ -124,15 +132,17 @@ impl DataFormat {
                 "Bag",
                 "Ankle boot",
             ]),
-            DataFormat::Cifar100 | DataFormat::Cifar100Coarse => None,
+            DataFormat::Cifar100 | DataFormat::Cifar100Coarse | DataFormat::ImageFolder => None,
         }
     }
 }
 
-/// Loads the training and test splits at `path`, in `format` (detected when `None`).
+/// Loads the training and test splits at `path`, in `format` (detected when `None`); an image
+/// folder's images come out `image_size` pixels square.
 pub fn load(
     path: &Path,
     format: Option<DataFormat>,
+    image_size: usize,
 ) -> Result<(DataFormat, Dataset, Dataset), DataError> {
     let format = match format {
         Some(f) => f,
@@ -143,6 +153,7 @@ pub fn load(
         DataFormat::Cifar100 => cifar100::load_dir(path, false)?,
         DataFormat::Cifar100Coarse => cifar100::load_dir(path, true)?,
         DataFormat::Mnist | DataFormat::FashionMnist => idx::load_dir(path)?,
+        DataFormat::ImageFolder => folder::load_dir(path, image_size)?,
     };
     Ok((format, train, test))
 }

@@ -15,8 +15,11 @@ use goten_field::{Prg, SecretKey};
 use thiserror::Error;
 
 mod cifar100;
+mod folder;
 mod format;
 mod idx;
+
+pub use folder::DEFAULT_SIDE;
 
 pub use format::{DataFormat, load};
 
@@ -95,6 +98,8 @@ pub struct Dataset {
     pub shape: [usize; 3],
     /// Number of classes of the format (labels are below it).
     pub classes: usize,
+    /// Class names where the files carry them (an image folder's subfolders), else empty.
+    pub names: Vec<String>,
 }
 
 impl Default for Dataset {
@@ -112,7 +117,32 @@ impl Dataset {
             labels: Vec::new(),
             shape,
             classes,
+            names: Vec::new(),
         }
+    }
+
+    /// Per-channel mean and standard deviation of pixel / 255 over every image (f64 sums in a
+    /// fixed order): normalisation statistics for formats that have no published ones.
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let [c, h, w] = self.shape;
+        let plane = h * w;
+        let mut sums = vec![(0f64, 0f64); c];
+        for i in 0..self.len() {
+            for (ch, s) in sums.iter_mut().enumerate() {
+                for &p in &self.image(i)[ch * plane..(ch + 1) * plane] {
+                    let v = f64::from(p) / 255.0;
+                    s.0 += v;
+                    s.1 += v * v;
+                }
+            }
+        }
+        let n = (self.len() * plane).max(1) as f64;
+        sums.iter()
+            .map(|&(s, q)| {
+                let m = s / n;
+                (m as f32, ((q / n - m * m).max(0.0).sqrt().max(1e-3)) as f32)
+            })
+            .unzip()
     }
 
     /// Bytes of one image.

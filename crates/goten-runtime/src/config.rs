@@ -118,6 +118,11 @@ pub struct JobConfig {
     pub init: Option<PathBuf>,
     /// Train without the random crops and flips (step-by-step comparisons with a reference).
     pub no_augment: bool,
+    /// Side of an image folder's images after resizing and centre-cropping (default 32).
+    pub image_size: Option<u32>,
+    /// Normalisation statistics `MEAN,../STD,..` (of pixel/255, one per channel) instead of
+    /// the format's.
+    pub normalize: Option<String>,
     pub mode: Mode,
     pub epochs: usize,
     /// Stop after this many steps (default: all steps of all epochs).
@@ -183,6 +188,8 @@ impl Default for JobConfig {
             data_format: None,
             init: None,
             no_augment: false,
+            image_size: None,
+            normalize: None,
             train_limit: None,
             test_limit: 1000,
             synthetic_train: 1024,

@@ -8,7 +8,8 @@
 
 use std::path::Path;
 
-use goten_data::{Dataset, SealedSet};
+use goten_data::{DataFormat, Dataset, SealedSet};
+use goten_enclave::nn::input::InputSpec;
 use goten_enclave::sealed_data;
 use goten_enclave::session::Split;
 use goten_field::SecretKey;
@@ -74,6 +75,52 @@ impl Source {
             },
         }
     }
+}
+
+/// What an input image of `format` is for the model, as `goten train` and `goten predict`
+/// prepare it: the format's published statistics (an image folder's computed from its training
+/// images), or `normalize` (`"M1,M2,M3/S1,S2,S3"`, one mean and deviation of pixel/255 per
+/// channel); the files' image shape; crops of 1/8 of the side and flips for colour images.
+pub fn input_spec(
+    format: DataFormat,
+    train: Option<&Dataset>,
+    normalize: Option<&str>,
+) -> Result<InputSpec, RuntimeError> {
+    let mut spec = match format {
+        DataFormat::Cifar10 | DataFormat::ImageFolder => InputSpec::cifar10(),
+        DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
+        DataFormat::Mnist => InputSpec::mnist(),
+        DataFormat::FashionMnist => InputSpec::fashion_mnist(),
+    };
+    if let Some(d) = train {
+        spec.shape = d.shape;
+        spec.pad = spec.pad.min(d.shape[1].min(d.shape[2]) / 8);
+        if format == DataFormat::ImageFolder {
+            (spec.mean, spec.std) = d.channel_stats();
+        }
+    }
+    if let Some(n) = normalize {
+        let parse = |part: &str| -> Result<Vec<f32>, RuntimeError> {
+            part.split(',')
+                .map(|v| {
+                    v.trim().parse::<f32>().map_err(|_| {
+                        RuntimeError::config(format!(
+                            "--normalize {n:?}: {v:?} is not a number (expected MEAN,../STD,..)"
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let Some((m, s)) = n.split_once('/') else {
+            return Err(RuntimeError::config(format!(
+                "--normalize {n:?}: expected MEAN,../STD,.. (one per channel, of pixel/255)"
+            )));
+        };
+        (spec.mean, spec.std) = (parse(m)?, parse(s)?);
+    }
+    spec.check()
+        .map_err(|e| RuntimeError::config(format!("input normalisation: {e}")))?;
+    Ok(spec)
 }
 
 /// Reads a data key file (32 bytes, from `goten seal-data`).

@@ -35,6 +35,8 @@ pub struct Setup {
     pub format: DataFormat,
     /// What an input image is: shape, normalisation statistics, augmentation.
     pub input: InputSpec,
+    /// Output classes (the format's, or an image folder's subfolders).
+    pub classes: usize,
     /// Starting weights from `--init` (public inputs of the job).
     pub init: Option<Vec<Named>>,
     pub schedule: Schedule,
@@ -59,7 +61,7 @@ impl Setup {
     pub fn session_config(&self, c: &JobConfig) -> TrainConfig {
         TrainConfig {
             model: self.kind,
-            classes: self.format.classes(),
+            classes: self.classes,
             input: self.input.clone(),
             init: self.init.clone(),
             seed: c.seed,
@@ -141,12 +143,35 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         sealed
     } else {
         let named = c.data_format.as_deref().and_then(DataFormat::parse);
-        let (f, tr, te) = goten_data::load(data_path, named)
+        let size = c
+            .image_size
+            .map_or(goten_data::DEFAULT_SIDE, |s| s as usize);
+        let (f, tr, te) = goten_data::load(data_path, named, size)
             .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
         format = f;
         (Source::Plain(tr), Source::Plain(te))
     };
-    let mut input = input_spec(format, &train);
+    let plain_train = match &train {
+        Source::Plain(d) => Some(d),
+        Source::Sealed(_) => None,
+    };
+    let classes = format
+        .classes()
+        .or(plain_train.map(|d| d.classes))
+        .unwrap_or(goten_data::CLASSES);
+    let mut input = crate::data::input_spec(format, plain_train, c.normalize.as_deref())?;
+    if matches!(format, DataFormat::ImageFolder) {
+        notices.push(format!(
+            "note: image folder: {classes} classes, normalisation mean {:?} std {:?}{}",
+            input.mean,
+            input.std,
+            if c.normalize.is_some() {
+                " (--normalize)"
+            } else {
+                " (computed from the training images; pass the same --normalize to goten predict on other data)"
+            }
+        ));
+    }
     if c.no_augment {
         (input.pad, input.flip) = (0, false);
     }
@@ -156,7 +181,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
             let tensors = crate::model_io::read_named(path)?;
             // Checked here, before any party starts: every problem listed at once.
             let mut m = kind
-                .build(c.seed, format.classes())
+                .build(c.seed, classes)
                 .map_err(|e| RuntimeError::config(e.to_string()))?;
             let get = |n: &str| {
                 tensors
@@ -237,6 +262,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         fingerprint: fingerprint(c, &train, &test, model_owner.as_ref(), init.as_deref()),
         format,
         input,
+        classes,
         init,
         sealing,
         model_owner,
@@ -255,22 +281,6 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         total_steps,
         notices,
     })
-}
-
-/// The input images of `format` as the dataset holds them: the format's statistics and
-/// augmentation, the shape of the files (an IDX file may hold other sizes than 28x28).
-fn input_spec(format: DataFormat, train: &Source) -> InputSpec {
-    let mut spec = match format {
-        DataFormat::Cifar10 => InputSpec::cifar10(),
-        DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
-        DataFormat::Mnist => InputSpec::mnist(),
-        DataFormat::FashionMnist => InputSpec::fashion_mnist(),
-    };
-    if let Source::Plain(d) = train {
-        spec.shape = d.shape;
-        spec.pad = spec.pad.min(d.shape[1].min(d.shape[2]) / 8);
-    }
-    spec
 }
 
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
@@ -305,6 +315,12 @@ fn fingerprint(
     };
     if c.no_augment {
         desc.push_str("|no augmentation");
+    }
+    if let Some(n) = &c.normalize {
+        desc.push_str(&format!("|normalize {n}"));
+    }
+    if let Some(s) = c.image_size {
+        desc.push_str(&format!("|image size {s}"));
     }
     h.update(desc.as_bytes());
     for d in [train, test] {

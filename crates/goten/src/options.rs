@@ -20,13 +20,15 @@ pub struct TrainArgs {
     #[arg(long, default_value = "small")]
     pub(crate) model: String,
     /// `synthetic` (generated in memory, no download), or a dataset folder: CIFAR-10 binary
-    /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz); the format
-    /// is detected from the file names or named by --data-format. (A folder holding
+    /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz), or PNG/JPEG
+    /// images in train/CLASS/ and test/CLASS/ subfolders; the format is detected from the file
+    /// names or named by --data-format. (A folder holding
     /// `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
     #[arg(long, default_value = "synthetic")]
     pub(crate) data: String,
     /// Dataset format instead of detection: cifar10, cifar100, cifar100-coarse, mnist,
-    /// fashion-mnist (MNIST and Fashion-MNIST files look alike; the name picks the statistics).
+    /// fashion-mnist (MNIST and Fashion-MNIST files look alike; the name picks the statistics),
+    /// image-folder (train/CLASS/*.png|jpg and test/CLASS/*).
     #[arg(long)]
     pub(crate) data_format: Option<String>,
     /// Start from these weights (safetensors with the export's names, e.g. a torchvision-style
@@ -37,6 +39,14 @@ pub struct TrainArgs {
     /// Train without random crops and flips (for step-by-step comparisons with PyTorch).
     #[arg(long)]
     pub(crate) no_augment: bool,
+    /// Image folders: resize each image's shorter side to N and crop the centre N x N
+    /// (default 32; the model must take that size).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
+    pub(crate) image_size: Option<u32>,
+    /// Normalisation statistics MEAN,../STD,.. of pixel/255, one per channel (default: the
+    /// format's published ones; an image folder's computed from its training images).
+    #[arg(long)]
+    pub(crate) normalize: Option<String>,
     /// Execution mode: `plain` (float32, no protection: the reference), `enclave` (everything
     /// in one enclave on the CPU) or `goten` (three parties, linear layers on secret shares).
     #[arg(long, default_value = "goten")]
@@ -153,6 +163,8 @@ impl TrainArgs {
             data_format: self.data_format.clone(),
             init: self.init.clone(),
             no_augment: self.no_augment,
+            image_size: self.image_size,
+            normalize: self.normalize.clone(),
             mode: self.mode,
             epochs: self.epochs,
             steps: self.steps,
@@ -221,6 +233,10 @@ mod tests {
             "--init",
             "w.safetensors",
             "--no-augment",
+            "--image-size",
+            "64",
+            "--normalize",
+            "0.5/0.25",
             "--mode",
             "enclave",
             "--epochs",

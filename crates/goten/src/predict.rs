@@ -15,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use goten_data::DataFormat;
 use goten_enclave::nn::ModelKind;
-use goten_enclave::nn::input::InputSpec;
 use serde_json::json;
 
 use goten_runtime::model_io;
@@ -58,9 +57,15 @@ pub struct PredictArgs {
     #[arg(long)]
     data: PathBuf,
     /// Format of a --data folder instead of detection (cifar10, cifar100, cifar100-coarse,
-    /// mnist, fashion-mnist).
+    /// mnist, fashion-mnist, image-folder).
     #[arg(long)]
     data_format: Option<String>,
+    /// Image folders: the side images are resized and cropped to (as in training; default 32).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
+    image_size: Option<u32>,
+    /// Normalisation statistics MEAN,../STD,.. as given to `goten train --normalize`.
+    #[arg(long)]
+    normalize: Option<String>,
     /// Classify at most this many images.
     #[arg(long)]
     limit: Option<usize>,
@@ -79,8 +84,11 @@ pub struct PredictArgs {
 }
 
 /// The images to classify: one CIFAR-10 record file (e.g. `test_batch.bin`), or the test split
-/// of a dataset folder in any format `goten train` reads.
-fn load(a: &PredictArgs) -> Result<(DataFormat, goten_data::Dataset)> {
+/// of a dataset folder in any format `goten train` reads, with the training split that
+/// `goten train` would have computed an image folder's statistics from.
+type Loaded = (DataFormat, Option<goten_data::Dataset>, goten_data::Dataset);
+
+fn load(a: &PredictArgs) -> Result<Loaded> {
     let named = match &a.data_format {
         Some(f) => Some(DataFormat::parse(f).with_context(|| {
             format!(
@@ -92,27 +100,24 @@ fn load(a: &PredictArgs) -> Result<(DataFormat, goten_data::Dataset)> {
     };
     if a.data.is_file() && matches!(named, None | Some(DataFormat::Cifar10)) {
         let d = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
-        return Ok((DataFormat::Cifar10, d));
+        return Ok((DataFormat::Cifar10, None, d));
     }
-    let (format, _, test) = goten_data::load(&a.data, named).context("cannot load images")?;
-    Ok((format, test))
-}
-
-/// What an image of `format` is for the model (as `goten train` prepares it).
-fn spec(format: DataFormat, data: &goten_data::Dataset) -> InputSpec {
-    let mut s = match format {
-        DataFormat::Cifar10 => InputSpec::cifar10(),
-        DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
-        DataFormat::Mnist => InputSpec::mnist(),
-        DataFormat::FashionMnist => InputSpec::fashion_mnist(),
-    };
-    s.shape = data.shape;
-    s
+    let size = a
+        .image_size
+        .map_or(goten_data::DEFAULT_SIDE, |s| s as usize);
+    let (format, train, test) =
+        goten_data::load(&a.data, named, size).context("cannot load images")?;
+    Ok((format, Some(train), test))
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let (format, mut data) = load(&a)?;
-    let names = format.class_names().unwrap_or(&[]);
+    let (format, train, mut data) = load(&a)?;
+    let spec = goten_runtime::data::input_spec(format, train.as_ref(), a.normalize.as_deref())?;
+    drop(train);
+    let folder = std::mem::take(&mut data.names);
+    let folder_names: Vec<&str> = folder.iter().map(String::as_str).collect();
+    let names = format.class_names().unwrap_or(&folder_names);
+    let classes = format.classes().unwrap_or(data.classes);
     if let Some(n) = a.limit {
         data.truncate(n);
     }
@@ -140,12 +145,9 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     data.shape
                 );
             }
-            let mut model = kind.build(0, format.classes())?;
+            let mut model = kind.build(0, classes)?;
             model_io::read(&mut model, weights)?;
-            (
-                model.predict_logits(&spec(format, &data), &imgs)?,
-                model.outputs(),
-            )
+            (model.predict_logits(&spec, &imgs)?, model.outputs())
         }
         "goten" if a.server.is_some() => {
             let (Some(url), Some(cluster)) = (&a.server, &a.cluster) else {

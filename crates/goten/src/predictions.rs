@@ -6,19 +6,12 @@
 use goten_enclave::nn::model::argmax;
 use serde_json::{Value, json};
 
-/// CIFAR-10's class names, by index.
-pub const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+/// CIFAR-10's class names, by index (the format's list in `goten_data`).
+pub fn cifar10() -> &'static [&'static str] {
+    goten_data::DataFormat::Cifar10
+        .class_names()
+        .expect("CIFAR-10 has class names")
+}
 
 /// Class `c`'s name in `names` (`class c` where there is none).
 fn name(names: &[&str], c: usize) -> String {
@@ -79,7 +72,7 @@ mod tests {
     fn top_classes_and_entries() {
         let row = [0.1, 3.0, -1.0, 2.0];
         assert_eq!(top(&row, 2), vec![1, 3]);
-        let e = entry(&CLASSES, &row);
+        let e = entry(cifar10(), &row);
         assert_eq!(e["class"], 1);
         assert_eq!(e["name"], "automobile");
         assert_eq!(e["scores"].as_array().unwrap().len(), 4);

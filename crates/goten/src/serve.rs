@@ -353,7 +353,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
         let acc = predictions::accuracy(&rows, &data.labels);
         let preds: Vec<_> = rows
             .iter()
-            .map(|r| predictions::entry(&predictions::CLASSES, r))
+            .map(|r| predictions::entry(predictions::cifar10(), r))
             .collect();
         println!(
             "{}",
@@ -367,7 +367,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
             })
         );
     } else {
-        predictions::print_text(&predictions::CLASSES, &rows, &data.labels, a.show, a.top);
+        predictions::print_text(predictions::cifar10(), &rows, &data.labels, a.show, a.top);
         println!(
             "{} requests: latency p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
             lat.len(),

@@ -305,3 +305,110 @@ fn init_starts_from_exported_weights_and_lists_misfits() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A learnable image folder: class `red` is reddish, `blue` bluish, sizes and formats mixed.
+fn image_folder(root: &Path, per_class: u32) {
+    for (split, n) in [("train", per_class), ("test", per_class / 2)] {
+        for (ci, class) in ["blue", "red"].iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let (w, h) = (24 + (i % 3) * 20, 30 + (i % 2) * 10);
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let noise = ((x * 31 + y * 17 + i * 7) % 60) as u8;
+                    if ci == 1 {
+                        image::Rgb([170 + noise, noise, noise])
+                    } else {
+                        image::Rgb([noise, noise, 170 + noise])
+                    }
+                });
+                let ext = if i % 2 == 0 { "png" } else { "jpg" };
+                img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn image_folders_train_and_predict_with_their_class_names() {
+    let root = tmp("folder");
+    let data = root.join("pets");
+    image_folder(&data, 24);
+    let d = data.to_str().unwrap();
+    let export = root.join("m.safetensors");
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--data",
+        d,
+        "--epochs",
+        "3",
+        "--batch",
+        "8",
+        "--lr",
+        "0.05",
+        "--out",
+        root.join("run").to_str().unwrap(),
+        "--export",
+        export.to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("image folder: 2 classes") && err.contains("computed"),
+        "{err}"
+    );
+    let v = last_json(&out);
+    assert!(
+        v["test_accuracy"].as_f64().unwrap() > 0.9,
+        "colours are easy: {v}"
+    );
+    let out = goten(&[
+        "predict",
+        "--weights",
+        export.to_str().unwrap(),
+        "--data",
+        d,
+        "--json",
+    ]);
+    ok(&out);
+    let p = last_json(&out);
+    assert_eq!(p["images"], 24);
+    assert_eq!(
+        p["accuracy"], v["test_accuracy"],
+        "same statistics, same answers"
+    );
+    let names: Vec<&str> = p["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "blue" || *n == "red"),
+        "{names:?}"
+    );
+    // Bad statistics and a file that will not decode are clear errors.
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--data",
+        d,
+        "--normalize",
+        "0.5,0.5/0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 channels need 3 means"));
+    std::fs::write(data.join("train/red/zz.png"), b"\x89PNG broken").unwrap();
+    let out = goten(&["train", "--mode", "plain", "--data", d]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("zz.png") && err.contains("does not decode"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

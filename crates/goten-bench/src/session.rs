@@ -39,7 +39,7 @@ pub(crate) fn peak_kb(pid: Option<u32>) -> Option<u64> {
 
 fn config(kind: ModelKind, n: usize, steps: u64) -> TrainConfig {
     TrainConfig {
-        model: kind,
+        model: kind.into(),
         classes: goten_data::CLASSES,
         input: goten_enclave::nn::input::InputSpec::cifar10(),
         init: None,

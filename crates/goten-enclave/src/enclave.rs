@@ -260,14 +260,15 @@ impl KeyedEnclave {
         bytes: &[u8],
         sealing_key: &goten_field::SecretKey,
         fingerprint: [u8; 32],
-        (kind, seed, classes): (crate::nn::ModelKind, u64, usize),
+        (arch, seed, classes): (impl Into<crate::nn::Arch>, u64, usize),
     ) -> Result<
         (crate::nn::Model, crate::nn::checkpoint::Progress),
         crate::nn::checkpoint::CheckpointError,
     > {
         use crate::nn::checkpoint::{CheckpointError, unseal};
         let role = self.role_label();
-        let r = unseal(bytes, sealing_key, role, fingerprint, kind, seed, classes)?;
+        let arch = arch.into();
+        let r = unseal(bytes, sealing_key, role, fingerprint, &arch, seed, classes)?;
         let secret = r.job_secret.ok_or_else(|| {
             CheckpointError::Malformed("no job secret in an enclave checkpoint".into())
         })?;

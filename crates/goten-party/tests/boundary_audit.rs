@@ -79,7 +79,7 @@ impl HostServices for Recording<'_> {
 
 fn config() -> TrainConfig {
     TrainConfig {
-        model: ModelKind::Small,
+        model: ModelKind::Small.into(),
         classes: 10,
         seed: 3,
         epochs: 2,

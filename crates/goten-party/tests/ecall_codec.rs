@@ -1,7 +1,6 @@
 //! The ecall codec of `--enclave process`: messages round-trip, and random, truncated or
 //! oversized bodies are errors, never panics (both ends treat the other as untrusted).
 
-use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::optim::Schedule;
 use goten_enclave::session::{Fault, Protection, Split, StepReport, TrainConfig, WindowLoss};
 use goten_field::Ring;
@@ -17,10 +16,60 @@ fn split(frame: &[u8]) -> (u8, &[u8]) {
     (kind, &frame[HEADER..])
 }
 
+/// A model file's network with every kind of layer, nested residual blocks included.
+fn file_model() -> goten_enclave::nn::Arch {
+    use goten_enclave::nn::{Arch, LayerSpec as L, NetSpec};
+    let conv = |out| L::Conv {
+        out,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+        name: Some(format!("c{out}")),
+    };
+    Arch::File(std::sync::Arc::new(NetSpec {
+        name: "net".into(),
+        input: [3, 16, 16],
+        layers: vec![
+            conv(4),
+            L::BatchNorm { name: None },
+            L::Relu,
+            L::MaxPool {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            L::BasicBlock {
+                out: 8,
+                stride: 2,
+                name: "layer1.0".into(),
+            },
+            L::Residual {
+                body: vec![L::Residual {
+                    body: vec![conv(8)],
+                    shortcut: vec![],
+                }],
+                shortcut: vec![L::AvgPool {
+                    kernel: 1,
+                    stride: 1,
+                }],
+            },
+            L::GlobalAvgPool,
+            L::Dropout { p: 0.25 },
+            L::Flatten,
+            L::Dense {
+                out: None,
+                bias: false,
+                name: Some("fc".into()),
+            },
+        ],
+    }))
+}
+
 fn start() -> ToEnclave {
     ToEnclave::Start {
         cfg: TrainConfig {
-            model: ModelKind::Small,
+            model: file_model(),
             classes: 10,
             seed: 7,
             epochs: 2,
@@ -72,6 +121,11 @@ fn messages_round_trip_and_prefixes_are_errors() {
         }
     );
     assert_eq!((cfg.total_steps, cfg.loss_window), (9, 8));
+    assert_eq!(
+        cfg.model,
+        file_model(),
+        "a model file's network round-trips"
+    );
     assert_eq!(cfg.input, goten_enclave::nn::input::InputSpec::mnist());
     let init = cfg.init.expect("starting weights travel");
     assert_eq!(

@@ -116,6 +116,8 @@ pub struct JobConfig {
     pub data_format: Option<String>,
     /// Starting weights (safetensors under the export's names) instead of the seed's.
     pub init: Option<PathBuf>,
+    /// A model file (TOML) describing the network; used instead of `model` when set.
+    pub model_file: Option<PathBuf>,
     /// Train without the random crops and flips (step-by-step comparisons with a reference).
     pub no_augment: bool,
     /// Side of an image folder's images after resizing and centre-cropping (default 32).
@@ -187,6 +189,7 @@ impl Default for JobConfig {
             eval_every: 0,
             data_format: None,
             init: None,
+            model_file: None,
             no_augment: false,
             image_size: None,
             normalize: None,

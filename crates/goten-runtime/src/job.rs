@@ -7,10 +7,10 @@
 
 use goten_data::DataFormat;
 use goten_enclave::EnclaveConfig;
-use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::export::Named;
 use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
+use goten_enclave::nn::{Arch, ModelKind};
 use goten_enclave::quant::QuantConfig;
 use goten_enclave::session::{Protection, Split, TrainConfig};
 use goten_field::{Ring, SecretKey};
@@ -24,7 +24,8 @@ use crate::store::platform_sealing_key;
 
 /// Everything a run needs besides the execution: settings and the loaded data.
 pub struct Setup {
-    pub kind: ModelKind,
+    /// The network: a built-in model or a model file's.
+    pub arch: Arch,
     /// Goten mode: the enclaves hold keys of a key exchange, and sealed data's key reaches them
     /// only by provisioning.
     pub protocol: bool,
@@ -60,7 +61,7 @@ impl Setup {
     /// The session's view of the job.
     pub fn session_config(&self, c: &JobConfig) -> TrainConfig {
         TrainConfig {
-            model: self.kind,
+            model: self.arch.clone(),
             classes: self.classes,
             input: self.input.clone(),
             init: self.init.clone(),
@@ -102,7 +103,6 @@ impl Setup {
 /// Validates `c` and loads its data.
 pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     c.validate()?;
-    let kind = ModelKind::parse(&c.model).expect("validated");
     let ring = Ring::new(c.ring_bits).expect("validated");
     let quant = QuantConfig {
         bits: c.quant_bits,
@@ -175,12 +175,16 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     if c.no_augment {
         (input.pad, input.flip) = (0, false);
     }
+    let arch = match &c.model_file {
+        Some(path) => crate::model_file::read(path, classes)?,
+        None => Arch::Builtin(ModelKind::parse(&c.model).expect("validated")),
+    };
     let init = match &c.init {
         None => None,
         Some(path) => {
             let tensors = crate::model_io::read_named(path)?;
             // Checked here, before any party starts: every problem listed at once.
-            let mut m = kind
+            let mut m = arch
                 .build(c.seed, classes)
                 .map_err(|e| RuntimeError::config(e.to_string()))?;
             let get = |n: &str| {
@@ -192,7 +196,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
             goten_enclave::nn::export::import(&mut m, &get).map_err(|e| {
                 RuntimeError::data(
                     path.display().to_string(),
-                    format!("does not fit the {} model: {e}", kind.name()),
+                    format!("does not fit the {} model: {e}", arch.name()),
                 )
             })?;
             notices.push(format!(
@@ -202,12 +206,12 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
             Some(tensors)
         }
     };
-    if kind.input_shape() != input.shape {
+    if arch.input_shape() != input.shape {
         let d = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
         return Err(RuntimeError::config(format!(
             "model {} takes {} images but the {} data has {} images; choose a model for it (goten model list)",
-            kind.name(),
-            d(kind.input_shape()),
+            arch.name(),
+            d(arch.input_shape()),
             format.name(),
             d(input.shape)
         )));
@@ -259,7 +263,13 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     };
     let sealing = platform_sealing_key()?;
     Ok(Setup {
-        fingerprint: fingerprint(c, &train, &test, model_owner.as_ref(), init.as_deref()),
+        fingerprint: fingerprint(
+            c,
+            &arch,
+            (&train, &test),
+            model_owner.as_ref(),
+            init.as_deref(),
+        ),
         format,
         input,
         classes,
@@ -273,7 +283,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
             .map(crate::data::read_key)
             .transpose()?,
         protocol: c.mode == Mode::Goten,
-        kind,
+        arch: arch.clone(),
         enclave: EnclaveConfig { ring, quant },
         train,
         test,
@@ -286,8 +296,8 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
 /// SHA-256 of everything a checkpoint must agree with: model, data, hyper-parameters, mode.
 fn fingerprint(
     c: &JobConfig,
-    train: &Source,
-    test: &Source,
+    arch: &Arch,
+    (train, test): (&Source, &Source),
     model_owner: Option<&[u8; 32]>,
     init: Option<&[Named]>,
 ) -> [u8; 32] {
@@ -315,6 +325,10 @@ fn fingerprint(
     };
     if c.no_augment {
         desc.push_str("|no augmentation");
+    }
+    if let Arch::File(spec) = arch {
+        // The whole description: a changed layer is another job.
+        desc.push_str(&format!("|model file {spec:?}"));
     }
     if let Some(n) = &c.normalize {
         desc.push_str(&format!("|normalize {n}"));

@@ -31,6 +31,7 @@ pub mod job;
 pub mod keys;
 pub mod launcher;
 pub mod local;
+pub mod model_file;
 pub mod model_io;
 pub mod owner;
 pub mod party_run;

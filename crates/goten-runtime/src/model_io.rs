@@ -142,6 +142,6 @@ pub fn read(model: &mut Model, path: &Path) -> Result<(), RuntimeError> {
             )
         })
     };
-    let kind = model.kind().name();
+    let kind = model.arch_name().to_string();
     import(model, &get).map_err(|e| corrupt(path, format!("does not fit the {kind} model: {e}")))
 }

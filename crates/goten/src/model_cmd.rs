@@ -1,11 +1,12 @@
-//! `goten model list` (the built-in models with their sizes) and `goten model show NAME`: a
-//! model's layers, export names, output shapes, parameters and multiply-accumulates per image.
+//! `goten model list` (the built-in models with their sizes) and `goten model show NAME|FILE`: a
+//! built-in model's or a model file's layers, export names, output shapes, parameters and
+//! multiply-accumulates per image.
 //!
 //! Where it sits: a user's tool outside any run. The model is built from a fixed seed only to
 //! read its structure (`goten_enclave::nn::summary`); no weights are printed.
 
 use clap::{Args, Subcommand};
-use goten_enclave::nn::{LayerInfo, ModelKind};
+use goten_enclave::nn::{Arch, LayerInfo, ModelKind};
 
 /// What `goten model` does.
 #[derive(Subcommand, Debug)]
@@ -23,9 +24,10 @@ pub(crate) enum ModelCommand {
 /// Arguments of `goten model show`.
 #[derive(Args, Debug)]
 pub(crate) struct ShowArgs {
-    /// Built-in model (see `goten model list`).
+    /// A built-in model (see `goten model list`) or a model file (TOML; format in DESIGN.md
+    /// section 11).
     #[arg(value_parser = parse_model)]
-    name: ModelKind,
+    name: ModelRef,
     /// Output classes of the last layer.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     classes: u32,
@@ -34,10 +36,24 @@ pub(crate) struct ShowArgs {
     json: bool,
 }
 
-fn parse_model(s: &str) -> Result<ModelKind, String> {
-    ModelKind::parse(s).ok_or_else(|| {
+/// What `goten model show` describes.
+#[derive(Clone, Debug)]
+pub(crate) enum ModelRef {
+    Builtin(ModelKind),
+    File(std::path::PathBuf),
+}
+
+fn parse_model(s: &str) -> Result<ModelRef, String> {
+    if let Some(k) = ModelKind::parse(s) {
+        return Ok(ModelRef::Builtin(k));
+    }
+    let p = std::path::Path::new(s);
+    if p.is_file() || s.ends_with(".toml") {
+        return Ok(ModelRef::File(p.to_path_buf()));
+    }
+    Err({
         format!(
-            "unknown model {s:?}: built-in models are {}",
+            "unknown model {s:?} (and no such model file): built-in models are {}",
             ModelKind::names()
         )
     })
@@ -50,10 +66,10 @@ fn dims(s: &[usize]) -> String {
         .join("x")
 }
 
-/// Rows and totals (parameters, MACs per image) of a built-in model.
-fn summarise(kind: ModelKind, classes: usize) -> anyhow::Result<(Vec<LayerInfo>, usize, u64)> {
-    let model = kind.build(0, classes)?;
-    let rows = model.summary(&kind.input_shape())?;
+/// Rows and totals (parameters, MACs per image) of a network.
+fn summarise(arch: &Arch, classes: usize) -> anyhow::Result<(Vec<LayerInfo>, usize, u64)> {
+    let model = arch.build(0, classes)?;
+    let rows = model.summary(&arch.input_shape())?;
     let params = rows.iter().map(|r| r.params).sum();
     let macs = rows.iter().map(|r| r.macs).sum();
     Ok((rows, params, macs))
@@ -68,7 +84,7 @@ fn list(json: bool) -> anyhow::Result<()> {
         );
     }
     for kind in goten_enclave::nn::zoo::ALL {
-        let (_, params, macs) = summarise(kind, 10)?;
+        let (_, params, macs) = summarise(&kind.into(), 10)?;
         let input = kind.input_shape();
         if json {
             entries.push(serde_json::json!({
@@ -97,8 +113,12 @@ pub(crate) fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::List { json } => return list(json),
         ModelCommand::Show(a) => a,
     };
-    let input = a.name.input_shape();
-    let (rows, params, macs) = summarise(a.name, a.classes as usize)?;
+    let arch = match &a.name {
+        ModelRef::Builtin(k) => Arch::Builtin(*k),
+        ModelRef::File(p) => goten_runtime::model_file::read(p, a.classes as usize)?,
+    };
+    let input = arch.input_shape();
+    let (rows, params, macs) = summarise(&arch, a.classes as usize)?;
     if a.json {
         let layers: Vec<_> = rows
             .iter()
@@ -109,7 +129,7 @@ pub(crate) fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": a.name.name(), "input": input, "classes": a.classes,
+                "model": arch.name(), "input": input, "classes": a.classes,
                 "layers": layers, "params": params, "macs_per_image": macs,
             })
         );
@@ -117,7 +137,7 @@ pub(crate) fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     }
     println!(
         "model {}: input {}, {} classes",
-        a.name.name(),
+        arch.name(),
         dims(&input),
         a.classes
     );

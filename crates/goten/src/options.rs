@@ -17,8 +17,12 @@ use goten_runtime::config::{DeviceKind, EnclaveKind, Mode, Sched, TransportKind}
 pub struct TrainArgs {
     /// Model: small (three conv blocks, quick), vgg11, vgg16 (VGG-BN), resnet20, resnet18,
     /// resnet18-imagenet (see `goten model list`).
-    #[arg(long, default_value = "small")]
+    #[arg(long, default_value = "small", conflicts_with = "model_file")]
     pub(crate) model: String,
+    /// A model file (TOML) describing the network instead of a built-in model (format in
+    /// `goten model show --help` and DESIGN.md; `goten model show FILE` checks one).
+    #[arg(long)]
+    pub(crate) model_file: Option<PathBuf>,
     /// `synthetic` (generated in memory, no download), or a dataset folder: CIFAR-10 binary
     /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz), or PNG/JPEG
     /// images in train/CLASS/ and test/CLASS/ subfolders; the format is detected from the file
@@ -162,6 +166,7 @@ impl TrainArgs {
             data: self.data.clone(),
             data_format: self.data_format.clone(),
             init: self.init.clone(),
+            model_file: self.model_file.clone(),
             no_augment: self.no_augment,
             image_size: self.image_size,
             normalize: self.normalize.clone(),
@@ -299,7 +304,18 @@ mod tests {
         let text = serde_json::to_value(&c).unwrap();
         let default = serde_json::to_value(JobConfig::default()).unwrap();
         for (k, v) in text.as_object().unwrap() {
-            assert_ne!(v, &default[k], "--{k} did not reach the job configuration");
+            // --model-file excludes --model: checked on its own below.
+            if k != "model_file" {
+                assert_ne!(v, &default[k], "--{k} did not reach the job configuration");
+            }
         }
+        let c = parse(&["--model-file", "net.toml"]).to_config();
+        assert_eq!(c.model_file, Some(PathBuf::from("net.toml")));
+        assert!(
+            TrainArgs::augment_args(clap::Command::new("train"))
+                .try_get_matches_from(["t", "--model", "vgg11", "--model-file", "n.toml"])
+                .is_err(),
+            "--model and --model-file are exclusive"
+        );
     }
 }

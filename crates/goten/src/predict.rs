@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use goten_data::DataFormat;
-use goten_enclave::nn::ModelKind;
+use goten_enclave::nn::{Arch, ModelKind};
 use serde_json::json;
 
 use goten_runtime::model_io;
@@ -60,6 +60,9 @@ pub struct PredictArgs {
     /// mnist, fashion-mnist, image-folder).
     #[arg(long)]
     data_format: Option<String>,
+    /// The exported model's model file (TOML), for a network trained with --model-file.
+    #[arg(long, conflicts_with = "model")]
+    model_file: Option<PathBuf>,
     /// Image folders: the side images are resized and cropped to (as in training; default 32).
     #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
     image_size: Option<u32>,
@@ -129,23 +132,26 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     "plain mode classifies with an exported model: pass --weights FILE (or --mode goten --checkpoint RUN_DIR)"
                 );
             };
-            let kind = ModelKind::parse(&a.model).with_context(|| {
-                format!(
-                    "unknown model {:?}: choose one of {}",
-                    a.model,
-                    ModelKind::names()
-                )
-            })?;
-            if kind.input_shape() != data.shape {
+            let arch = match &a.model_file {
+                Some(p) => goten_runtime::model_file::read(p, classes)?,
+                None => Arch::Builtin(ModelKind::parse(&a.model).with_context(|| {
+                    format!(
+                        "unknown model {:?}: choose one of {}",
+                        a.model,
+                        ModelKind::names()
+                    )
+                })?),
+            };
+            if arch.input_shape() != data.shape {
                 bail!(
                     "model {} takes {:?} images; {} holds {:?} images",
-                    kind.name(),
-                    kind.input_shape(),
+                    arch.name(),
+                    arch.input_shape(),
                     a.data.display(),
                     data.shape
                 );
             }
-            let mut model = kind.build(0, classes)?;
+            let mut model = arch.build(0, classes)?;
             model_io::read(&mut model, weights)?;
             (model.predict_logits(&spec, &imgs)?, model.outputs())
         }

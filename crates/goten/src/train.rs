@@ -81,7 +81,7 @@ pub(crate) fn finish(
     reporter: Mutex<Reporter>,
     json: bool,
 ) -> Result<()> {
-    let kind = setup.kind;
+    let kind = &setup.arch;
     let rep = reporter.into_inner().expect("reporter lock");
     rep.clear_bar();
     let mode = c.mode.name();

@@ -1,6 +1,6 @@
 //! [`Builder`]: a model as a few lines of calls, checked as it is written.
 //!
-//! Where it sits: the built-in models ([`super::ModelKind`]) and model files are written with
+//! Where it sits: the built-in models ([`super::ModelKind`]) and model files are built with
 //! it; it tracks the activation shape (and a stack of shapes inside residual blocks), so a layer
 //! that does not fit its input is refused with the reason before any data is seen. Weights are
 //! initialised from the job's seed (Xavier normal; BN scale 1 and shift 0; biases 0), each layer
@@ -11,12 +11,13 @@ use goten_field::Conv2dParams;
 use super::NnError;
 use super::init;
 use super::layers::{Layer, Param};
-use super::model::{Model, ModelKind};
+use super::model::Model;
 use super::pool::pooled;
 use crate::SecretTensor;
 
 /// Adds layers while tracking the activation shape (without the batch dimension).
 pub struct Builder {
+    input: [usize; 3],
     layers: Vec<Layer>,
     names: Vec<Option<String>>,
     shape: Vec<usize>,
@@ -31,6 +32,7 @@ impl Builder {
     /// An empty model for inputs of `[channels, height, width]`.
     pub fn new(input: [usize; 3], seed: u64) -> Self {
         Builder {
+            input,
             layers: Vec::new(),
             names: Vec::new(),
             shape: input.to_vec(),
@@ -302,7 +304,7 @@ impl Builder {
     /// The model, or the first shape error. Layers without an explicit name are named as in
     /// torchvision's VGG (`features.{i}` before the flatten, `classifier.{j}` after it) when no
     /// layer is named; in a model with names, every layer with parameters needs one.
-    pub fn build(self, kind: ModelKind) -> Result<Model, NnError> {
+    pub fn build(self, arch: impl AsRef<str>) -> Result<Model, NnError> {
         let shape_err = |e: String| -> NnError { goten_field::ShapeError::new(e).into() };
         if let Some(e) = self.error {
             return Err(shape_err(e));
@@ -342,7 +344,7 @@ impl Builder {
             names.push(name);
         }
         Ok(Model::from_parts(
-            kind,
+            (arch.as_ref().to_string(), self.input),
             self.layers,
             names,
             self.shape,

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use super::NnError;
 use super::layers::Layer;
 use super::model::{Model, ModelKind};
+use super::spec::Arch;
 
 const MAGIC: &[u8; 4] = b"GCKP";
 const FILE_MAGIC: &[u8; 8] = b"GOTENSLD";
@@ -181,9 +182,9 @@ pub fn seal(
         }
         None => w.0.push(0),
     }
-    let name = model.kind().name().as_bytes();
+    let name = model.arch_name().as_bytes().to_vec();
     w.u32(name.len() as u32);
-    w.0.extend_from_slice(name);
+    w.0.extend_from_slice(&name);
     for l in model.layers_mut() {
         for p in l.params_mut() {
             w.floats(p.value.expose());
@@ -222,18 +223,18 @@ pub struct Restored {
     pub job_secret: Option<SecretKey>,
 }
 
-/// Unseals a checkpoint of `role`, checks it belongs to the job `fingerprint`, and restores a
-/// `kind` model built from `seed` (for its structure).
+/// Unseals a checkpoint of `role`, checks it belongs to the job `fingerprint`, and restores an
+/// `arch` model built from `seed` (for its structure).
 pub fn unseal(
     bytes: &[u8],
     key: &SecretKey,
     role: &str,
     fingerprint: [u8; 32],
-    kind: ModelKind,
+    arch: &Arch,
     seed: u64,
     classes: usize,
 ) -> Result<Restored, CheckpointError> {
-    unseal_with(bytes, key, role, Some((fingerprint, kind)), seed, classes)
+    unseal_with(bytes, key, role, Some((fingerprint, arch)), seed, classes)
 }
 
 /// Opens a checkpoint of any job of this platform and role, for serving its model: the model
@@ -252,7 +253,7 @@ fn unseal_with(
     bytes: &[u8],
     key: &SecretKey,
     role: &str,
-    expect: Option<([u8; 32], ModelKind)>,
+    expect: Option<([u8; 32], &Arch)>,
     seed: u64,
     classes: usize,
 ) -> Result<Restored, CheckpointError> {
@@ -307,14 +308,16 @@ fn unseal_with(
     };
     let n = r.u32()? as usize;
     let name = String::from_utf8_lossy(r.take(n)?).into_owned();
-    let kind = match expect {
-        Some((_, kind)) if name != kind.name() => return Err(CheckpointError::OtherJob),
-        Some((_, kind)) => kind,
-        None => ModelKind::parse(&name).ok_or_else(|| {
-            CheckpointError::Malformed(format!("a model of unknown kind {name:?}"))
-        })?,
+    let arch = match expect {
+        Some((_, arch)) if name != arch.name() => return Err(CheckpointError::OtherJob),
+        Some((_, arch)) => arch.clone(),
+        None => Arch::Builtin(ModelKind::parse(&name).ok_or_else(|| {
+            CheckpointError::Malformed(format!(
+                "a model {name:?} that is not built in (a model file's network: serving those is not supported yet)"
+            ))
+        })?),
     };
-    let mut model = kind.build(seed, classes)?;
+    let mut model = arch.build(seed, classes)?;
     for (li, l) in model.layers_mut().iter_mut().enumerate() {
         for p in l.params_mut() {
             r.floats_into(p.value.expose_mut(), &format!("layer {li} weights"))?;

@@ -20,12 +20,14 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod pool;
+pub mod spec;
 pub mod summary;
 pub mod zoo;
 
 pub use backend::{FloatBackend, LinearBackend, ProtocolBackend};
 pub use builder::Builder;
 pub use model::Model;
+pub use spec::{Arch, LayerSpec, NetSpec};
 pub use summary::LayerInfo;
 pub use zoo::ModelKind;
 

@@ -18,7 +18,10 @@ use crate::SecretTensor;
 
 /// A model. Debug shows the layer kinds and shapes, never values.
 pub struct Model {
-    kind: ModelKind,
+    /// The architecture's name (a built-in model's, or a model file's).
+    arch: String,
+    /// Input `[channels, height, width]`.
+    input: [usize; 3],
     layers: Vec<Layer>,
     /// Export prefix of each layer (empty for unnamed layers without parameters).
     names: Vec<String>,
@@ -31,7 +34,7 @@ pub struct Model {
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
-            .field("kind", &self.kind)
+            .field("arch", &self.arch)
             .field("layers", &self.layers)
             .finish()
     }
@@ -48,7 +51,7 @@ pub struct StepStats {
 
 impl Model {
     pub(super) fn from_parts(
-        kind: ModelKind,
+        (arch, input): (String, [usize; 3]),
         layers: Vec<Layer>,
         names: Vec<String>,
         out: Vec<usize>,
@@ -58,7 +61,8 @@ impl Model {
         s[..8].copy_from_slice(&seed.to_le_bytes());
         let key = goten_field::prg::danger_derive_public(s, b"goten/dropout-unset");
         Model {
-            kind,
+            arch,
+            input,
             layers,
             names,
             out,
@@ -78,9 +82,14 @@ impl Model {
         self.names.get(i).map_or("", String::as_str)
     }
 
-    /// Which built-in model this is.
-    pub fn kind(&self) -> ModelKind {
-        self.kind
+    /// The architecture's name: a built-in model's (`resnet20`) or a model file's.
+    pub fn arch_name(&self) -> &str {
+        &self.arch
+    }
+
+    /// Input `[channels, height, width]`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input
     }
 
     /// The layers (public only with the test-only feature `danger-test-expose`: their fields

@@ -46,6 +46,12 @@ pub const ALL: [ModelKind; 7] = [
     ModelKind::Resnet18Imagenet,
 ];
 
+impl AsRef<str> for ModelKind {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}
+
 impl ModelKind {
     /// Name as used on the command line.
     pub fn name(self) -> &'static str {

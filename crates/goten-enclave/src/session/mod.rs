@@ -25,7 +25,7 @@ use crate::nn::checkpoint::{self, CheckpointError, Progress};
 use crate::nn::export::{self, Named};
 use crate::nn::input::InputSpec;
 use crate::nn::optim::{Schedule, Sgd};
-use crate::nn::{FloatBackend, Model, ModelKind, NnError, ProtocolBackend};
+use crate::nn::{Arch, FloatBackend, Model, NnError, ProtocolBackend};
 use crate::{EnclaveError, KeyedEnclave, Role};
 pub use data::Split;
 pub use ecalls::SessionEcalls;
@@ -58,8 +58,8 @@ pub enum LocalSecret {
 /// The job as the session sees it; the host builds it from its options.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
-    /// The network.
-    pub model: ModelKind,
+    /// The network: a built-in model or a model file's.
+    pub model: Arch,
     /// Output classes.
     pub classes: usize,
     /// What an input image is (shape, normalisation, augmentation).
@@ -572,7 +572,7 @@ impl<'k> TrainSession<'k> {
             &self.sealing,
             self.role_label(),
             self.cfg.fingerprint,
-            self.cfg.model,
+            &self.cfg.model,
             self.cfg.seed,
             self.cfg.classes,
         )?;

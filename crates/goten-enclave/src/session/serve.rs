@@ -68,7 +68,7 @@ impl std::fmt::Debug for ServeSession<'_> {
         write!(
             f,
             "ServeSession({} as {:?}, {} queries seen, <model redacted>)",
-            self.model.kind().name(),
+            self.model.arch_name(),
             self.name,
             self.seen.len()
         )
@@ -143,16 +143,22 @@ impl<'k> ServeSession<'k> {
                 "the serving batch must be at least 1".into(),
             ));
         }
-        if model.kind().input_shape() != [3, 32, 32] {
+        if crate::nn::ModelKind::parse(model.arch_name()).is_none() {
+            return Err(SessionError::Config(format!(
+                "serving takes built-in models so far; {} is a model file's network",
+                model.arch_name()
+            )));
+        }
+        if model.input_shape() != [3, 32, 32] {
             // The serving API carries 3x32x32 CIFAR-format images (DESIGN.md section 21).
             return Err(SessionError::Config(format!(
                 "serving takes 3x32x32 images so far; model {} takes {:?}",
-                model.kind().name(),
-                model.kind().input_shape()
+                model.arch_name(),
+                model.input_shape()
             )));
         }
-        let name = name.unwrap_or(model.kind().name());
-        if !valid_name(name) {
+        let name = name.unwrap_or(model.arch_name()).to_string();
+        if !valid_name(&name) {
             return Err(SessionError::Config(format!(
                 "model name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
             )));
@@ -171,7 +177,8 @@ impl<'k> ServeSession<'k> {
     /// The served model's public description.
     pub fn info(&self) -> ModelInfo {
         ModelInfo {
-            kind: self.model.kind().name(),
+            kind: crate::nn::ModelKind::parse(self.model.arch_name())
+                .map_or("model-file", crate::nn::ModelKind::name),
             input: [3, 32, 32],
             classes: self.classes,
         }

@@ -5,7 +5,6 @@
 //! against the bytes left before using them.
 
 use goten_enclave::keys::{Hello, WrappedKey};
-use goten_enclave::nn::ModelKind;
 use goten_enclave::nn::export::Named;
 use goten_enclave::nn::input::InputSpec;
 use goten_enclave::nn::optim::Schedule;
@@ -27,7 +26,7 @@ impl W {
         self.u64(b.len() as u64);
         self.bytes(b);
     }
-    pub(super) fn str(&mut self, s: &str) {
+    pub(crate) fn str(&mut self, s: &str) {
         self.blob(s.as_bytes());
     }
     /// A ring tensor as canonical u32 words: on a local socket, bytes are cheap and packing
@@ -50,7 +49,7 @@ impl W {
     pub(super) fn hello(&mut self, h: &Hello) {
         self.blob(&wire::encode(&Message::Hello(h.clone()), 0));
     }
-    pub(super) fn f32(&mut self, v: f32) {
+    pub(crate) fn f32(&mut self, v: f32) {
         self.u32(v.to_bits());
     }
 }
@@ -63,7 +62,7 @@ impl<'a> R<'a> {
         }
         self.take(n as usize, what)
     }
-    pub(super) fn str(&mut self, what: &'static str) -> Result<String, WireError> {
+    pub(crate) fn str(&mut self, what: &'static str) -> Result<String, WireError> {
         String::from_utf8(self.blob(what)?.to_vec()).map_err(|_| bad(what, "not UTF-8"))
     }
     pub(super) fn tensor(&mut self, ring: Ring) -> Result<RingTensor, WireError> {
@@ -81,10 +80,10 @@ impl<'a> R<'a> {
             m => Err(bad("hello", format!("got {}", m.kind()))),
         }
     }
-    pub(super) fn f32(&mut self, what: &'static str) -> Result<f32, WireError> {
+    pub(crate) fn f32(&mut self, what: &'static str) -> Result<f32, WireError> {
         Ok(f32::from_bits(self.u32(what)?))
     }
-    pub(super) fn flag(&mut self, what: &'static str) -> Result<bool, WireError> {
+    pub(crate) fn flag(&mut self, what: &'static str) -> Result<bool, WireError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -94,7 +93,7 @@ impl<'a> R<'a> {
 }
 
 pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
-    w.str(c.model.name());
+    super::arch::put_arch(w, &c.model);
     w.u64(c.classes as u64);
     w.u64(c.seed);
     w.u64(c.epochs);
@@ -207,8 +206,7 @@ fn get_input(r: &mut R<'_>) -> Result<InputSpec, WireError> {
 }
 
 pub(super) fn get_config(r: &mut R<'_>) -> Result<TrainConfig, WireError> {
-    let name = r.str("model")?;
-    let model = ModelKind::parse(&name).ok_or_else(|| bad("config", format!("model {name:?}")))?;
+    let model = super::arch::get_arch(r)?;
     let classes = r.u64("config")? as usize;
     let (seed, epochs, batch) = (
         r.u64("config")?,

@@ -9,6 +9,7 @@
 //! which implements the same session interface as an enclave in this process, so the
 //! training loop does not know which it drives.
 
+mod arch;
 mod body;
 pub mod child;
 pub mod codec;

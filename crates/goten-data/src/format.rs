@@ -1,6 +1,6 @@
 //! Which dataset format a path holds, and loading it: CIFAR-10 (binary folder or the official
 //! `.tar.gz`), CIFAR-100 (fine or coarse labels), MNIST and Fashion-MNIST (IDX, raw or `.gz`),
-//! and folders of PNG/JPEG images in class subfolders.
+//! folders of PNG/JPEG images in class subfolders, and `.npy` / safetensors arrays.
 //!
 //! Where it sits: the entry point of the data owner's side. `goten train --data PATH` detects
 //! the format from the files it finds; `--data-format NAME` names it (needed to tell
@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::{DataError, Dataset, cifar100, folder, idx};
+use crate::{DataError, Dataset, arrays, cifar100, folder, idx};
 
 /// A dataset format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,16 +25,23 @@ pub enum DataFormat {
     FashionMnist,
     /// PNG/JPEG images in `train/CLASS/` and `test/CLASS/` (or `val/`) subfolders.
     ImageFolder,
+    /// NumPy arrays: `train_images.npy`, `train_labels.npy`, `test_images.npy`,
+    /// `test_labels.npy`.
+    Npy,
+    /// `train.safetensors` and `test.safetensors`, each with tensors `images` and `labels`.
+    Safetensors,
 }
 
 /// Every format, in the order help texts list them.
-pub const FORMATS: [DataFormat; 6] = [
+pub const FORMATS: [DataFormat; 8] = [
     DataFormat::Cifar10,
     DataFormat::Cifar100,
     DataFormat::Cifar100Coarse,
     DataFormat::Mnist,
     DataFormat::FashionMnist,
     DataFormat::ImageFolder,
+    DataFormat::Npy,
+    DataFormat::Safetensors,
 ];
 
 impl DataFormat {
@@ -47,6 +54,8 @@ impl DataFormat {
             DataFormat::Mnist => "mnist",
             DataFormat::FashionMnist => "fashion-mnist",
             DataFormat::ImageFolder => "image-folder",
+            DataFormat::Npy => "npy",
+            DataFormat::Safetensors => "safetensors",
         }
     }
 
@@ -81,13 +90,17 @@ impl DataFormat {
             || idx::find(path, "t10k-images-idx3-ubyte").is_some()
         {
             Ok(DataFormat::Mnist)
+        } else if has("train_images.npy") || has("test_images.npy") {
+            Ok(DataFormat::Npy)
+        } else if has("train.safetensors") || has("test.safetensors") {
+            Ok(DataFormat::Safetensors)
         } else if folder::looks_like(path) {
             Ok(DataFormat::ImageFolder)
         } else {
             Err(DataError::Missing {
                 path: path.into(),
                 reason: format!(
-                    "holds no dataset goten knows: looked for CIFAR-10 (data_batch_*.bin, test_batch.bin), CIFAR-100 (train.bin, test.bin), MNIST IDX files (train-images-idx3-ubyte[.gz], ...) and an image folder (train/CLASS/*.png|jpg); formats: {}",
+                    "holds no dataset goten knows: looked for CIFAR-10 (data_batch_*.bin, test_batch.bin), CIFAR-100 (train.bin, test.bin), MNIST IDX files (train-images-idx3-ubyte[.gz], ...), arrays (train_images.npy, train.safetensors) and an image folder (train/CLASS/*.png|jpg); formats: {}",
                     DataFormat::names()
                 ),
             })
@@ -99,7 +112,7 @@ impl DataFormat {
         match self {
             DataFormat::Cifar100 => Some(100),
             DataFormat::Cifar100Coarse => Some(20),
-            DataFormat::ImageFolder => None,
+            DataFormat::ImageFolder | DataFormat::Npy | DataFormat::Safetensors => None,
             _ => Some(10),
         }
     }
@@ -132,7 +145,7 @@ impl DataFormat {
                 "Bag",
                 "Ankle boot",
             ]),
-            DataFormat::Cifar100 | DataFormat::Cifar100Coarse | DataFormat::ImageFolder => None,
+            _ => None,
         }
     }
 }
@@ -154,6 +167,8 @@ pub fn load(
         DataFormat::Cifar100Coarse => cifar100::load_dir(path, true)?,
         DataFormat::Mnist | DataFormat::FashionMnist => idx::load_dir(path)?,
         DataFormat::ImageFolder => folder::load_dir(path, image_size)?,
+        DataFormat::Npy => arrays::load_npy(path)?,
+        DataFormat::Safetensors => arrays::load_safetensors(path)?,
     };
     Ok((format, train, test))
 }

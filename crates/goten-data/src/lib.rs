@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use goten_field::{Prg, SecretKey};
 use thiserror::Error;
 
+mod arrays;
 mod cifar100;
 mod folder;
 mod format;

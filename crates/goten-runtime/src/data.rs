@@ -86,16 +86,26 @@ pub fn input_spec(
     train: Option<&Dataset>,
     normalize: Option<&str>,
 ) -> Result<InputSpec, RuntimeError> {
+    // Formats without published statistics: computed from the training images.
+    let computed = matches!(
+        format,
+        DataFormat::ImageFolder | DataFormat::Npy | DataFormat::Safetensors
+    );
     let mut spec = match format {
         DataFormat::Cifar10 | DataFormat::ImageFolder => InputSpec::cifar10(),
         DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
         DataFormat::Mnist => InputSpec::mnist(),
         DataFormat::FashionMnist => InputSpec::fashion_mnist(),
+        // Colour arrays are augmented like CIFAR, grey ones like MNIST (not at all).
+        DataFormat::Npy | DataFormat::Safetensors => match train.map(|d| d.shape[0]) {
+            Some(1) => InputSpec::mnist(),
+            _ => InputSpec::cifar10(),
+        },
     };
     if let Some(d) = train {
         spec.shape = d.shape;
         spec.pad = spec.pad.min(d.shape[1].min(d.shape[2]) / 8);
-        if format == DataFormat::ImageFolder {
+        if computed {
             (spec.mean, spec.std) = d.channel_stats();
         }
     }

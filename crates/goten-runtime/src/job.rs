@@ -160,9 +160,10 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         .or(plain_train.map(|d| d.classes))
         .unwrap_or(goten_data::CLASSES);
     let mut input = crate::data::input_spec(format, plain_train, c.normalize.as_deref())?;
-    if matches!(format, DataFormat::ImageFolder) {
+    if format.classes().is_none() {
         notices.push(format!(
-            "note: image folder: {classes} classes, normalisation mean {:?} std {:?}{}",
+            "note: {} data: {classes} classes, normalisation mean {:?} std {:?}{}",
+            format.name(),
             input.mean,
             input.std,
             if c.normalize.is_some() {

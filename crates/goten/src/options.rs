@@ -24,15 +24,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub(crate) model_file: Option<PathBuf>,
     /// `synthetic` (generated in memory, no download), or a dataset folder: CIFAR-10 binary
-    /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz), or PNG/JPEG
-    /// images in train/CLASS/ and test/CLASS/ subfolders; the format is detected from the file
-    /// names or named by --data-format. (A folder holding
+    /// (or its .tar.gz), CIFAR-100 binary, MNIST / Fashion-MNIST IDX (raw or .gz), PNG/JPEG
+    /// images in train/CLASS/ and test/CLASS/ subfolders, or arrays (train_images.npy, ... or
+    /// train.safetensors / test.safetensors); the format is detected from the file names or
+    /// named by --data-format. (A folder holding
     /// `train.sealed` / `test.sealed` from `goten seal-data` is read sealed.)
     #[arg(long, default_value = "synthetic")]
     pub(crate) data: String,
     /// Dataset format instead of detection: cifar10, cifar100, cifar100-coarse, mnist,
     /// fashion-mnist (MNIST and Fashion-MNIST files look alike; the name picks the statistics),
-    /// image-folder (train/CLASS/*.png|jpg and test/CLASS/*).
+    /// image-folder (train/CLASS/*.png|jpg and test/CLASS/*), npy, safetensors.
     #[arg(long)]
     pub(crate) data_format: Option<String>,
     /// Start from these weights (safetensors with the export's names, e.g. a torchvision-style

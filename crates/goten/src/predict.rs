@@ -57,7 +57,7 @@ pub struct PredictArgs {
     #[arg(long)]
     data: PathBuf,
     /// Format of a --data folder instead of detection (cifar10, cifar100, cifar100-coarse,
-    /// mnist, fashion-mnist, image-folder).
+    /// mnist, fashion-mnist, image-folder, npy, safetensors).
     #[arg(long)]
     data_format: Option<String>,
     /// The exported model's model file (TOML), for a network trained with --model-file.

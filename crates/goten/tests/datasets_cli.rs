@@ -357,7 +357,7 @@ fn image_folders_train_and_predict_with_their_class_names() {
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("image folder: 2 classes") && err.contains("computed"),
+        err.contains("image-folder data: 2 classes") && err.contains("computed"),
         "{err}"
     );
     let v = last_json(&out);
@@ -410,5 +410,82 @@ fn image_folders_train_and_predict_with_their_class_names() {
         err.contains("zz.png") && err.contains("does not decode"),
         "{err}"
     );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A version-1 `.npy` file of unsigned bytes.
+fn npy(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut h = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn npy_arrays_train_lenet5() {
+    let root = tmp("npy");
+    // The MNIST-like bars as arrays: (N, 28, 28) images, (N,) labels.
+    let idx_dir = root.join("idx");
+    std::fs::create_dir_all(&idx_dir).unwrap();
+    mnist_like(&idx_dir, 160, 40);
+    let data = root.join("arrays");
+    std::fs::create_dir_all(&data).unwrap();
+    for (split, stem, n) in [("train", "train", 160), ("test", "t10k", 40)] {
+        let raw = |kind: &str, head: usize| {
+            let p = idx_dir.join(format!("{stem}-{kind}"));
+            let bytes = std::fs::read(&p)
+                .or_else(|_| {
+                    let gz = std::fs::read(p.with_extension("gz")).unwrap();
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out)
+                        .map(|_| out)
+                })
+                .unwrap();
+            bytes[head..].to_vec()
+        };
+        let px = raw("images-idx3-ubyte", 16);
+        let labels = raw("labels-idx1-ubyte", 8);
+        std::fs::write(
+            data.join(format!("{split}_images.npy")),
+            npy(&[n, 28, 28], &px),
+        )
+        .unwrap();
+        std::fs::write(data.join(format!("{split}_labels.npy")), npy(&[n], &labels)).unwrap();
+    }
+    let out = goten(&[
+        "train",
+        "--mode",
+        "plain",
+        "--model",
+        "lenet5",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--batch",
+        "16",
+        "--lr",
+        "0.05",
+        "--out",
+        root.join("run").to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("npy data: 10 classes"), "{err}");
+    let v = last_json(&out);
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
     std::fs::remove_dir_all(&root).unwrap();
 }

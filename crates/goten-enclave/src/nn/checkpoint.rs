@@ -8,10 +8,13 @@
 //! failure is a hard error. The state includes the job secret behind the rounding noise, so a
 //! resumed run continues bit for bit.
 //!
-//! Plaintext layout (little-endian): `GCKP`, version u32 = 3, job fingerprint [32], step u64,
+//! Plaintext layout (little-endian): `GCKP`, version u32 = 4, job fingerprint [32], step u64,
 //! epoch u64, PRG step u64, images u64, peer-sealed step u64, job secret flag u8 (+ the job
-//! secret wrapped under the sealing key with the file's nonce, 48 bytes), model name (u32 length
-//! + bytes), tensor count u32, then each tensor as u64 length + f32 values, in layer order.
+//! secret wrapped under the sealing key with the file's nonce, 48 bytes), model name (u32
+//! length and bytes), then each parameter (u64 length and f32 values, a momentum flag and
+//! buffer) in layer order, the batch-norm statistics, and the input statistics: flag u8, then
+//! mean and std as u64 length and f32 values. Version 3 files (no input statistics) are still
+//! read.
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -25,7 +28,9 @@ use super::spec::Arch;
 
 const MAGIC: &[u8; 4] = b"GCKP";
 const FILE_MAGIC: &[u8; 8] = b"GOTENSLD";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The previous format (no input statistics), still read.
+const VERSION_3: u32 = 3;
 
 /// Where training stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,6 +140,20 @@ impl Reader<'_> {
         }
         Ok(())
     }
+
+    /// A length-prefixed run of at most 64 floats (per-channel statistics).
+    fn floats_vec(&mut self, dst: &mut Vec<f32>, what: &str) -> Result<(), CheckpointError> {
+        let n = self.u64()?;
+        if n > 64 {
+            return Err(CheckpointError::Malformed(format!("{what}: {n} channels")));
+        }
+        dst.resize(n as usize, 0.0);
+        let raw = self.take(dst.len() * 4)?;
+        for (d, c) in dst.iter_mut().zip(raw.chunks_exact(4)) {
+            *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(())
+    }
 }
 
 fn aad(role: &str) -> Vec<u8> {
@@ -199,6 +218,14 @@ pub fn seal(
     }
     for t in tensors(model) {
         w.floats(t);
+    }
+    match model.input_norm() {
+        Some((m, s)) => {
+            w.0.push(1);
+            w.floats(m);
+            w.floats(s);
+        }
+        None => w.0.push(0),
     }
     let plain = Zeroizing::new(w.0);
     let ct = cipher(key)
@@ -277,7 +304,7 @@ fn unseal_with(
         return Err(CheckpointError::NotACheckpoint);
     }
     let v = r.u32()?;
-    if v != VERSION {
+    if v != VERSION && v != VERSION_3 {
         return Err(CheckpointError::Malformed(format!(
             "format version {v}, this build reads {VERSION}: resume with the goten that wrote it, or start over"
         )));
@@ -335,6 +362,19 @@ fn unseal_with(
     for t in tensors(&mut model) {
         r.floats_into(t, "batch-norm statistics")?;
     }
+    if v == VERSION {
+        match r.take(1)?[0] {
+            0 => {}
+            1 => {
+                let mut m = Vec::new();
+                let mut s = Vec::new();
+                r.floats_vec(&mut m, "input statistics")?;
+                r.floats_vec(&mut s, "input statistics")?;
+                model.set_input_norm(m, s);
+            }
+            f => return Err(CheckpointError::Malformed(format!("bad flag {f}"))),
+        }
+    }
     if !r.0.is_empty() {
         return Err(CheckpointError::Malformed(format!(
             "{} trailing bytes",
@@ -346,4 +386,35 @@ fn unseal_with(
         progress,
         job_secret,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The training data's input statistics travel with the model, so serving normalises
+    /// queries as training did; a flipped byte is refused.
+    #[test]
+    fn input_statistics_are_sealed_with_the_model() {
+        let key = SecretKey::from_bytes([9; 32]);
+        let mut m = ModelKind::Small.build(1, 10).unwrap();
+        m.set_input_norm(vec![0.5, 0.4, 0.3], vec![0.2, 0.25, 0.3]);
+        let sealed = seal(&mut m, Progress::default(), [1; 32], None, &key, "E0").unwrap();
+        let r = unseal_for_serving(&sealed, &key, "E0", 10).unwrap();
+        let (mean, std) = r.model.input_norm().expect("statistics restored");
+        assert_eq!((mean, std), (&[0.5, 0.4, 0.3][..], &[0.2, 0.25, 0.3][..]));
+        assert_eq!(r.model.state_digest(), m.state_digest());
+        let mut bad = sealed.clone();
+        let last = bad.len() - 20;
+        bad[last] ^= 1;
+        assert!(matches!(
+            unseal_for_serving(&bad, &key, "E0", 10),
+            Err(CheckpointError::Tampered)
+        ));
+        // Without statistics (an owner-provisioned model): none come back.
+        let mut plain = ModelKind::Small.build(1, 10).unwrap();
+        let sealed = seal(&mut plain, Progress::default(), [1; 32], None, &key, "E0").unwrap();
+        let r = unseal_for_serving(&sealed, &key, "E0", 10).unwrap();
+        assert!(r.model.input_norm().is_none());
+    }
 }

@@ -29,6 +29,9 @@ pub struct Model {
     /// Dropout's stream: a key and the step of the next training pass. Derived from the
     /// (public) init seed until the session sets its secret one ([`Model::set_noise`]).
     noise: (SecretKey, u64),
+    /// The per-channel input statistics the model was trained with (sealed in checkpoints, so
+    /// serving normalises queries as training normalised images).
+    norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -67,7 +70,20 @@ impl Model {
             names,
             out,
             noise: (SecretKey::from_bytes(key), 0),
+            norm: None,
         }
+    }
+
+    /// Records the input statistics (mean, std of pixel/255 per channel) of the training data.
+    pub fn set_input_norm(&mut self, mean: Vec<f32>, std: Vec<f32>) {
+        self.norm = Some((mean, std));
+    }
+
+    /// The input statistics the model was trained with, where known.
+    pub fn input_norm(&self) -> Option<(&[f32], &[f32])> {
+        self.norm
+            .as_ref()
+            .map(|(m, s)| (m.as_slice(), s.as_slice()))
     }
 
     /// Sets the dropout stream for the next training step: a key derived from the job secret

@@ -348,6 +348,7 @@ impl<'k> TrainSession<'k> {
         let train = train.open_all("training", &cfg.input, cfg.classes, provisioned.as_ref())?;
         let test = test.open_all("test", &cfg.input, cfg.classes, provisioned.as_ref())?;
         let mut model = cfg.model.build(cfg.seed, cfg.classes)?;
+        model.set_input_norm(cfg.input.mean.clone(), cfg.input.std.clone());
         if let Some(init) = &cfg.init {
             let get = |n: &str| {
                 init.iter()

@@ -61,6 +61,9 @@ pub struct ServeSession<'k> {
     /// PRG step counter: one per forward pass, never repeated within the key exchange.
     counter: u64,
     seen: HashSet<[u8; 32]>,
+    /// How queries are normalised: as the model's training data was (sealed in its
+    /// checkpoint), CIFAR-10's statistics for older checkpoints and owner-provisioned models.
+    spec: crate::nn::input::InputSpec,
 }
 
 impl std::fmt::Debug for ServeSession<'_> {
@@ -163,6 +166,12 @@ impl<'k> ServeSession<'k> {
                 "model name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
             )));
         }
+        let mut spec = crate::nn::input::InputSpec::cifar10();
+        if let Some((m, s)) = model.input_norm() {
+            (spec.mean, spec.std) = (m.to_vec(), s.to_vec());
+        }
+        spec.check()
+            .map_err(|e| SessionError::Config(format!("the model's input statistics: {e}")))?;
         Ok(ServeSession {
             enclave,
             model,
@@ -171,6 +180,7 @@ impl<'k> ServeSession<'k> {
             batch,
             counter: 0,
             seen: HashSet::new(),
+            spec,
         })
     }
 
@@ -302,7 +312,7 @@ impl<'k> ServeSession<'k> {
         for chunk in images.chunks(self.batch) {
             let mut be = ProtocolBackend::new(self.enclave, host, self.counter);
             crate::nn::LinearBackend::next_step(&mut be);
-            let x = crate::nn::input::batch(&crate::nn::input::InputSpec::cifar10(), chunk, None);
+            let x = crate::nn::input::batch(&self.spec, chunk, None);
             let r = self.model.forward(x, false, &mut be);
             self.counter = be.step();
             out.extend_from_slice(r?.expose());

@@ -20,7 +20,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "small", conflicts_with = "model_file")]
     pub(crate) model: String,
     /// A model file (TOML) describing the network instead of a built-in model (format in
-    /// `goten model show --help` and DESIGN.md; `goten model show FILE` checks one).
+    /// DESIGN.md section 11; `goten model show FILE` checks one).
     #[arg(long)]
     pub(crate) model_file: Option<PathBuf>,
     /// `synthetic` (generated in memory, no download), or a dataset folder: CIFAR-10 binary
@@ -49,7 +49,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
     pub(crate) image_size: Option<u32>,
     /// Normalisation statistics MEAN,../STD,.. of pixel/255, one per channel (default: the
-    /// format's published ones; an image folder's computed from its training images).
+    /// format's published ones; an image folder's or arrays' computed from the training images).
     #[arg(long)]
     pub(crate) normalize: Option<String>,
     /// Execution mode: `plain` (float32, no protection: the reference), `enclave` (everything

@@ -5,21 +5,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn goten(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goten"))
-        .args(args)
-        .env("CI", "1")
-        .output()
-        .expect("run goten")
-}
+mod common;
+use common::goten;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-datasets-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("datasets", name)
 }
 
 fn idx(sizes: &[u32], data: &[u8]) -> Vec<u8> {

@@ -3,21 +3,13 @@
 //! clear errors for a bad file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn goten(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goten"))
-        .args(args)
-        .env("CI", "1")
-        .output()
-        .expect("run goten")
-}
+mod common;
+use common::goten;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-modelfile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("modelfile", name)
 }
 
 fn ok(out: &Output) {

@@ -188,13 +188,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
             let mut m = arch
                 .build(c.seed, classes)
                 .map_err(|e| RuntimeError::config(e.to_string()))?;
-            let get = |n: &str| {
-                tensors
-                    .iter()
-                    .find(|t| t.name == n)
-                    .map(|t| (t.shape.clone(), t.data.clone()))
-            };
-            goten_enclave::nn::export::import(&mut m, &get).map_err(|e| {
+            goten_enclave::nn::export::import_named(&mut m, &tensors).map_err(|e| {
                 RuntimeError::data(
                     path.display().to_string(),
                     format!("does not fit the {} model: {e}", arch.name()),

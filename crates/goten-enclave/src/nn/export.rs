@@ -161,6 +161,17 @@ pub fn import(model: &mut Model, get: Lookup<'_>) -> Result<(), NnError> {
     )))
 }
 
+/// [`import`] from a list of named tensors (an export, a provisioned model, `--init` weights).
+pub fn import_named(model: &mut Model, tensors: &[Named]) -> Result<(), NnError> {
+    let get = |n: &str| {
+        tensors
+            .iter()
+            .find(|t| t.name == n)
+            .map(|t| (t.shape.clone(), t.data.clone()))
+    };
+    import(model, &get)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

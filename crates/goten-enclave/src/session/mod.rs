@@ -350,12 +350,7 @@ impl<'k> TrainSession<'k> {
         let mut model = cfg.model.build(cfg.seed, cfg.classes)?;
         model.set_input_norm(cfg.input.mean.clone(), cfg.input.std.clone());
         if let Some(init) = &cfg.init {
-            let get = |n: &str| {
-                init.iter()
-                    .find(|t| t.name == n)
-                    .map(|t| (t.shape.clone(), t.data.clone()))
-            };
-            export::import(&mut model, &get)
+            export::import_named(&mut model, init)
                 .map_err(|e| SessionError::Config(format!("--init weights: {e}")))?;
         }
         let window = LossWindow::new(cfg.loss_window);

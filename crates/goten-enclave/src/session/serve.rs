@@ -111,18 +111,14 @@ impl<'k> ServeSession<'k> {
                 message: format!("the model owner's model: {why}"),
             })?;
         let mut model = kind.build(0, classes)?;
-        let lookup = |n: &str| {
-            e.tensors
-                .iter()
-                .find(|t| t.name == n)
-                .map(|t| (t.shape.clone(), t.data.clone()))
-        };
-        crate::nn::export::import(&mut model, &lookup).map_err(|err| SessionError::Reported {
-            fault: super::Fault::Data,
-            message: format!(
-                "the model owner's model does not fit {}: {err}",
-                kind.name()
-            ),
+        crate::nn::export::import_named(&mut model, &e.tensors).map_err(|err| {
+            SessionError::Reported {
+                fault: super::Fault::Data,
+                message: format!(
+                    "the model owner's model does not fit {}: {err}",
+                    kind.name()
+                ),
+            }
         })?;
         let sealed = checkpoint::seal(
             &mut model,

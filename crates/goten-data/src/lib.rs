@@ -19,10 +19,12 @@ mod cifar100;
 mod folder;
 mod format;
 mod idx;
+mod sealed;
 
 pub use folder::DEFAULT_SIDE;
 
 pub use format::{DataFormat, load};
+pub use sealed::{SealedMeta, SealedSet, load_sealed, write_sealed};
 
 /// Bytes of one CIFAR-10 image (3 x 32 x 32, channel-major).
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
@@ -120,30 +122,6 @@ impl Dataset {
             classes,
             names: Vec::new(),
         }
-    }
-
-    /// Per-channel mean and standard deviation of pixel / 255 over every image (f64 sums in a
-    /// fixed order): normalisation statistics for formats that have no published ones.
-    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
-        let [c, h, w] = self.shape;
-        let plane = h * w;
-        let mut sums = vec![(0f64, 0f64); c];
-        for i in 0..self.len() {
-            for (ch, s) in sums.iter_mut().enumerate() {
-                for &p in &self.image(i)[ch * plane..(ch + 1) * plane] {
-                    let v = f64::from(p) / 255.0;
-                    s.0 += v;
-                    s.1 += v * v;
-                }
-            }
-        }
-        let n = (self.len() * plane).max(1) as f64;
-        sums.iter()
-            .map(|&(s, q)| {
-                let m = s / n;
-                (m as f32, ((q / n - m * m).max(0.0).sqrt().max(1e-3)) as f32)
-            })
-            .unzip()
     }
 
     /// Bytes of one image.
@@ -363,95 +341,4 @@ pub fn synthetic(train: usize, test: usize, seed: u64) -> (Dataset, Dataset) {
         d
     };
     (make(train, 1), make(test, 2))
-}
-
-/// Bytes of one sealed record (nonce, ciphertext of label and pixels, tag).
-pub const SEALED_RECORD: usize = 12 + RECORD_BYTES + 16;
-const SEALED_MAGIC: &[u8; 8] = b"GOTENSDS";
-
-/// A split of sealed records as stored by the data owner: `GOTENSDS`, version u32 = 1, split
-/// name (u32 length + bytes), count u64, then `count` sealed records.
-#[derive(Clone, Debug)]
-pub struct SealedSet {
-    /// "train" or "test" (bound into every record's authentication).
-    pub split: String,
-    bytes: Vec<u8>,
-}
-
-impl SealedSet {
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        self.bytes.len() / SEALED_RECORD
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    /// Sealed record `i` (ciphertext only).
-    pub fn record(&self, i: usize) -> &[u8] {
-        &self.bytes[i * SEALED_RECORD..(i + 1) * SEALED_RECORD]
-    }
-
-    /// Keeps the first `n` records.
-    pub fn truncate(&mut self, n: usize) {
-        let n = n.min(self.len());
-        self.bytes.truncate(n * SEALED_RECORD);
-    }
-
-    /// All ciphertext (for fingerprints).
-    pub fn ciphertext(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-/// Writes sealed records of `split` to `path`.
-pub fn write_sealed(path: &Path, split: &str, records: &[Vec<u8>]) -> Result<(), DataError> {
-    let mut out = Vec::with_capacity(32 + records.len() * SEALED_RECORD);
-    out.extend_from_slice(SEALED_MAGIC);
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&(split.len() as u32).to_le_bytes());
-    out.extend_from_slice(split.as_bytes());
-    out.extend_from_slice(&(records.len() as u64).to_le_bytes());
-    for r in records {
-        assert_eq!(r.len(), SEALED_RECORD, "sealed records have a fixed size");
-        out.extend_from_slice(r);
-    }
-    std::fs::write(path, out).map_err(|source| DataError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-/// Reads a sealed split, checking the header and that the size matches the record count.
-pub fn load_sealed(path: &Path) -> Result<SealedSet, DataError> {
-    let bytes = read(path)?;
-    let bad = |reason: String| DataError::Missing {
-        path: path.into(),
-        reason,
-    };
-    if bytes.len() < 16 || &bytes[..8] != SEALED_MAGIC {
-        return Err(bad("is not a goten sealed dataset (bad magic)".into()));
-    }
-    if u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) != 1 {
-        return Err(bad("has an unsupported sealed-dataset version".into()));
-    }
-    let nlen = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    if nlen > 64 || bytes.len() < 16 + nlen + 8 {
-        return Err(bad("has a corrupt header".into()));
-    }
-    let split = String::from_utf8_lossy(&bytes[16..16 + nlen]).into_owned();
-    let count = u64::from_le_bytes(bytes[16 + nlen..24 + nlen].try_into().expect("8 bytes"));
-    let body = &bytes[24 + nlen..];
-    if count.checked_mul(SEALED_RECORD as u64) != Some(body.len() as u64) {
-        return Err(bad(format!(
-            "is truncated or corrupt: {} bytes of records where {count} sealed records of {SEALED_RECORD} bytes were announced",
-            body.len()
-        )));
-    }
-    Ok(SealedSet {
-        split,
-        bytes: body.to_vec(),
-    })
 }

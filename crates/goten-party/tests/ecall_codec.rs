@@ -85,7 +85,7 @@ fn start() -> ToEnclave {
             fingerprint: [3; 32],
             model_owner: Some([4; 32]),
             danger_plaintext_export: true,
-            input: goten_enclave::nn::input::InputSpec::mnist(),
+            input: goten_enclave::nn::input::InputSpec::mnist().stats_from_training(),
             init: Some(vec![goten_enclave::nn::export::Named {
                 name: "fc.bias".into(),
                 shape: vec![2, 3],
@@ -98,6 +98,7 @@ fn start() -> ToEnclave {
         },
         test: Split::Sealed {
             split: "test".into(),
+            version: 2,
             records: vec![vec![5; 40], vec![6; 40]],
             key: Some(zeroize::Zeroizing::new([2; 32])),
         },
@@ -126,7 +127,10 @@ fn messages_round_trip_and_prefixes_are_errors() {
         file_model(),
         "a model file's network round-trips"
     );
-    assert_eq!(cfg.input, goten_enclave::nn::input::InputSpec::mnist());
+    assert_eq!(
+        cfg.input,
+        goten_enclave::nn::input::InputSpec::mnist().stats_from_training()
+    );
     let init = cfg.init.expect("starting weights travel");
     assert_eq!(
         (init[0].name.as_str(), init[0].shape.as_slice()),
@@ -134,7 +138,7 @@ fn messages_round_trip_and_prefixes_are_errors() {
     );
     assert_eq!(init[0].data, [1.0, 2.0, 3.0, 4.0, 5.0, -0.5]);
     // The data key the host was given reaches the enclave process; no sealing key travels.
-    assert!(matches!(&test, Split::Sealed { key: Some(key), .. } if **key == [2; 32]));
+    assert!(matches!(&test, Split::Sealed { key: Some(key), version: 2, .. } if **key == [2; 32]));
     assert_eq!((train.len(), test.len()), (2, 2));
     for cut in 0..body.len() {
         assert!(

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use goten_data::{DataFormat, Dataset, SealedSet};
+use goten_data::{DataFormat, Dataset, SealedMeta, SealedSet};
 use goten_enclave::nn::input::InputSpec;
 use goten_enclave::sealed_data;
 use goten_enclave::session::Split;
@@ -56,7 +56,10 @@ impl Source {
                 h.update(&d.labels);
                 h.update(&d.images);
             }
-            Source::Sealed(s) => h.update(s.ciphertext()),
+            Source::Sealed(s) => {
+                h.update(format!("{:?}", s.meta).as_bytes());
+                h.update(s.ciphertext());
+            }
         }
     }
 
@@ -70,6 +73,7 @@ impl Source {
             },
             Source::Sealed(s) => Split::Sealed {
                 split: s.split.clone(),
+                version: s.meta.version,
                 records: (0..s.len()).map(|i| s.record(i).to_vec()).collect(),
                 key: key.cloned(),
             },
@@ -78,36 +82,31 @@ impl Source {
 }
 
 /// What an input image of `format` is for the model, as `goten train` and `goten predict`
-/// prepare it: the format's published statistics (an image folder's computed from its training
-/// images), or `normalize` (`"M1,M2,M3/S1,S2,S3"`, one mean and deviation of pixel/255 per
-/// channel); the files' image shape; crops of 1/8 of the side and flips for colour images.
+/// prepare it: the format's published statistics, or for formats without any (image folders
+/// and arrays) statistics to be computed from the training images inside the enclave, or
+/// `normalize` (`"M1,M2,M3/S1,S2,S3"`, one mean and deviation of pixel/255 per channel); the
+/// files' image `shape`; crops of 1/8 of the side and flips for colour images.
 pub fn input_spec(
     format: DataFormat,
-    train: Option<&Dataset>,
+    shape: Option<[usize; 3]>,
     normalize: Option<&str>,
 ) -> Result<InputSpec, RuntimeError> {
-    // Formats without published statistics: computed from the training images.
-    let computed = matches!(
-        format,
-        DataFormat::ImageFolder | DataFormat::Npy | DataFormat::Safetensors
-    );
     let mut spec = match format {
-        DataFormat::Cifar10 | DataFormat::ImageFolder => InputSpec::cifar10(),
+        DataFormat::Cifar10 => InputSpec::cifar10(),
+        DataFormat::ImageFolder => InputSpec::cifar10().stats_from_training(),
         DataFormat::Cifar100 | DataFormat::Cifar100Coarse => InputSpec::cifar100(),
         DataFormat::Mnist => InputSpec::mnist(),
         DataFormat::FashionMnist => InputSpec::fashion_mnist(),
         // Colour arrays are augmented like CIFAR, grey ones like MNIST (not at all).
-        DataFormat::Npy | DataFormat::Safetensors => match train.map(|d| d.shape[0]) {
+        DataFormat::Npy | DataFormat::Safetensors => match shape.map(|s| s[0]) {
             Some(1) => InputSpec::mnist(),
             _ => InputSpec::cifar10(),
-        },
-    };
-    if let Some(d) = train {
-        spec.shape = d.shape;
-        spec.pad = spec.pad.min(d.shape[1].min(d.shape[2]) / 8);
-        if computed {
-            (spec.mean, spec.std) = d.channel_stats();
         }
+        .stats_from_training(),
+    };
+    if let Some(s) = shape {
+        spec.shape = s;
+        spec.pad = spec.pad.min(s[1].min(s[2]) / 8);
     }
     if let Some(n) = normalize {
         let parse = |part: &str| -> Result<Vec<f32>, RuntimeError> {
@@ -127,6 +126,7 @@ pub fn input_spec(
             )));
         };
         (spec.mean, spec.std) = (parse(m)?, parse(s)?);
+        spec.from_training = false;
     }
     spec.check()
         .map_err(|e| RuntimeError::config(format!("input normalisation: {e}")))?;
@@ -204,6 +204,15 @@ pub fn load_sealed(dir: &Path) -> Result<(Source, Source), RuntimeError> {
             "train.sealed / test.sealed hold the wrong splits",
         ));
     }
+    if train.meta != test.meta {
+        return Err(RuntimeError::data(
+            dir.display().to_string(),
+            format!(
+                "train.sealed and test.sealed were sealed from different data ({:?} and {:?})",
+                train.meta, test.meta
+            ),
+        ));
+    }
     Ok((Source::Sealed(train), Source::Sealed(test)))
 }
 
@@ -214,6 +223,8 @@ pub struct Sealed {
     pub train: usize,
     /// Test records sealed.
     pub test: usize,
+    /// The sealed files' public header.
+    pub meta: SealedMeta,
 }
 
 /// The default place of the data key for sealed output `out`: beside it, not inside it
@@ -227,16 +238,19 @@ pub fn default_key_path(out: &Path) -> std::path::PathBuf {
     out.with_file_name(name)
 }
 
-/// The data owner's step (`goten seal-data`): seals every record of the CIFAR-10 data at
-/// `data` under a fresh data key and writes `train.sealed` and `test.sealed` into `out` and
-/// the key to `key_out` (mode 0600, never overwritten), which must lie outside `out` and `data`.
-pub fn seal_dataset(data: &Path, out: &Path, key_out: &Path) -> Result<Sealed, RuntimeError> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| RuntimeError::storage(format!("cannot create {}", out.display()), e))?;
-    for (dir, what) in [
-        (out, "the sealed output folder"),
-        (data, "the dataset folder"),
-    ] {
+/// The data owner's step (`goten seal-data`): seals every record of the dataset at `data` (of
+/// `format`, or the format its file names say; images of an image folder resized to
+/// `image_size`) under a fresh data key and writes `train.sealed` and `test.sealed` into `out`
+/// and the key to `key_out` (mode 0600, never overwritten), which must lie outside `out` and
+/// `data`.
+pub fn seal_dataset(
+    data: &Path,
+    format: Option<DataFormat>,
+    image_size: usize,
+    out: &Path,
+    key_out: &Path,
+) -> Result<Sealed, RuntimeError> {
+    let refuse_inside = |dir: &Path, what: &str| {
         if lies_inside(key_out, dir) {
             return Err(RuntimeError::config(format!(
                 "--key-out {} lies inside {what} {}: the data key must stay with the data owner, apart from the data the hosts receive",
@@ -244,22 +258,42 @@ pub fn seal_dataset(data: &Path, out: &Path, key_out: &Path) -> Result<Sealed, R
                 dir.display()
             )));
         }
+        Ok(())
+    };
+    refuse_inside(data, "the dataset folder")?;
+    if key_out.exists() {
+        return Err(RuntimeError::config(format!(
+            "the data key {} exists already: a new sealing gets a new key (move the old one away or pass another --key-out)",
+            key_out.display()
+        )));
     }
-    let (train, test) = goten_data::load_cifar(data)
+    let (format, train, test) = goten_data::load(data, format, image_size)
         .map_err(|e| RuntimeError::data("cannot load the dataset", e))?;
+    let classes = format.classes().unwrap_or(train.classes);
+    let meta = SealedMeta::new(format.name(), train.shape, classes);
+    std::fs::create_dir_all(out)
+        .map_err(|e| RuntimeError::storage(format!("cannot create {}", out.display()), e))?;
+    // After creating it: a folder that does not exist yet cannot be resolved.
+    refuse_inside(out, "the sealed output folder")?;
     let mut k = [0u8; 32];
     getrandom::fill(&mut k)
         .map_err(|e| RuntimeError::storage("no entropy", std::io::Error::other(e.to_string())))?;
     let key = SecretKey::from_bytes(k);
     for (split, d) in [("train", &train), ("test", &test)] {
+        let binding = sealed_data::Binding {
+            version: meta.version,
+            split,
+            shape: meta.shape,
+            classes,
+        };
         let recs: Vec<Vec<u8>> = (0..d.len())
             .map(|i| {
-                let rec = [&[d.labels[i]][..], d.image(i)].concat();
-                sealed_data::seal(&key, split, i as u64, &rec)
+                let rec = Zeroizing::new([&[d.labels[i]][..], d.image(i)].concat());
+                sealed_data::seal(&key, &binding, i as u64, &rec)
             })
             .collect();
         let path = out.join(format!("{split}.sealed"));
-        goten_data::write_sealed(&path, split, &recs).map_err(|e| {
+        goten_data::write_sealed(&path, split, &meta, &recs).map_err(|e| {
             RuntimeError::storage(
                 format!("cannot write {}", path.display()),
                 std::io::Error::other(e.to_string()),
@@ -279,5 +313,6 @@ pub fn seal_dataset(data: &Path, out: &Path, key_out: &Path) -> Result<Sealed, R
     Ok(Sealed {
         train: train.len(),
         test: test.len(),
+        meta,
     })
 }

@@ -112,6 +112,7 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     let mut data_key = None;
     let data_path = std::path::Path::new(&c.data);
     let mut format = DataFormat::Cifar10;
+    let mut sealed_meta = None;
     let (mut train, mut test) = if c.synthetic() {
         let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
         (Source::Plain(tr), Source::Plain(te))
@@ -140,6 +141,19 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
                 )));
             }
         }
+        if let Source::Sealed(s) = &sealed.0 {
+            format = DataFormat::parse(&s.meta.format).ok_or_else(|| {
+                RuntimeError::data(
+                    data_path.display().to_string(),
+                    format!(
+                        "was sealed from data format {:?}, which this goten does not know (one of {})",
+                        s.meta.format,
+                        DataFormat::names()
+                    ),
+                )
+            })?;
+            sealed_meta = Some(s.meta.clone());
+        }
         sealed
     } else {
         let named = c.data_format.as_deref().and_then(DataFormat::parse);
@@ -151,25 +165,34 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         format = f;
         (Source::Plain(tr), Source::Plain(te))
     };
-    let plain_train = match &train {
-        Source::Plain(d) => Some(d),
-        Source::Sealed(_) => None,
+    let (shape, classes) = match (&train, &sealed_meta) {
+        (Source::Plain(d), _) => (d.shape, format.classes().unwrap_or(d.classes)),
+        (Source::Sealed(_), Some(m)) => (m.shape, m.classes),
+        (Source::Sealed(_), None) => unreachable!("a sealed split always has its header"),
     };
-    let classes = format
-        .classes()
-        .or(plain_train.map(|d| d.classes))
-        .unwrap_or(goten_data::CLASSES);
-    let mut input = crate::data::input_spec(format, plain_train, c.normalize.as_deref())?;
+    if let Some(f) = c.data_format.as_deref().and_then(DataFormat::parse)
+        && sealed_meta.is_some()
+        && f != format
+    {
+        return Err(RuntimeError::config(format!(
+            "--data-format {} but {} was sealed from {} data",
+            f.name(),
+            data_path.display(),
+            format.name()
+        )));
+    }
+    let mut input = crate::data::input_spec(format, Some(shape), c.normalize.as_deref())?;
     if format.classes().is_none() {
         notices.push(format!(
-            "note: {} data: {classes} classes, normalisation mean {:?} std {:?}{}",
+            "note: {} data: {classes} classes of {}x{}x{} images, normalisation {}",
             format.name(),
-            input.mean,
-            input.std,
+            shape[0],
+            shape[1],
+            shape[2],
             if c.normalize.is_some() {
-                " (--normalize)"
+                format!("mean {:?} std {:?} (--normalize)", input.mean, input.std)
             } else {
-                " (computed from the training images; pass the same --normalize to goten predict on other data)"
+                "statistics computed inside the enclave from the training images (sealed into checkpoints; goten predict computes the same from the folder's training images)".into()
             }
         ));
     }

@@ -33,11 +33,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Data owner: seal a CIFAR-10 dataset (AES-256-GCM per record) for the enclaves.
+    /// Data owner: seal a dataset of any format (AES-256-GCM per record) for the enclaves.
+    /// The sealed files' public header names the format, image shape and class count; labels
+    /// and pixels stay sealed.
     SealData {
-        /// CIFAR-10 folder (binary layout) or the official .tar.gz.
+        /// The dataset: a CIFAR-10 or CIFAR-100 folder (binary layout) or .tar.gz, MNIST /
+        /// Fashion-MNIST IDX files, an image folder (train/CLASS/*, test/CLASS/*), or arrays.
         #[arg(long)]
         data: std::path::PathBuf,
+        /// Dataset format instead of detection: cifar10, cifar100, cifar100-coarse, mnist,
+        /// fashion-mnist, image-folder, npy, safetensors.
+        #[arg(long)]
+        data_format: Option<String>,
+        /// Image folders: resize each image's shorter side to N and crop the centre N x N
+        /// (default 32).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
+        image_size: Option<u32>,
         /// Output folder for train.sealed and test.sealed.
         #[arg(long)]
         out: std::path::PathBuf,
@@ -124,7 +135,13 @@ fn main() -> ExitCode {
         Command::Keygen(a) => party::keygen(a),
         Command::Party(a) => party::run(*a),
         Command::Provision(a) => party::provision(a),
-        Command::SealData { data, out, key_out } => seal_data(&data, &out, key_out),
+        Command::SealData {
+            data,
+            data_format,
+            image_size,
+            out,
+            key_out,
+        } => seal_data(&data, data_format.as_deref(), image_size, &out, key_out),
         Command::DecryptModel { key, input, out } => {
             goten_runtime::owner::decrypt_model(&input, &key, &out)
                 .map(|steps| {
@@ -150,15 +167,30 @@ fn main() -> ExitCode {
 /// `goten seal-data`: the data owner's step.
 fn seal_data(
     data: &std::path::Path,
+    format: Option<&str>,
+    image_size: Option<u32>,
     out: &std::path::Path,
     key_out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    let format = match format {
+        None => None,
+        Some(f) => Some(goten_data::DataFormat::parse(f).ok_or_else(|| {
+            goten_runtime::RuntimeError::config(format!(
+                "unknown data format {f:?}: choose one of {}",
+                goten_data::DataFormat::names()
+            ))
+        })?),
+    };
+    let side = image_size.map_or(goten_data::DEFAULT_SIDE, |s| s as usize);
     let key = key_out.unwrap_or_else(|| goten_runtime::data::default_key_path(out));
-    let n = goten_runtime::data::seal_dataset(data, out, &key)?;
+    let n = goten_runtime::data::seal_dataset(data, format, side, out, &key)?;
+    let [c, h, w] = n.meta.shape;
     eprintln!(
-        "sealed {} training and {} test images into {}; data key in {} (keep it with the data owner, away from the hosts; train with --data-key)",
+        "sealed {} training and {} test {c}x{h}x{w} images of {} classes ({} data) into {}; data key in {} (keep it with the data owner, away from the hosts; train with --data-key)",
         n.train,
         n.test,
+        n.meta.classes,
+        n.meta.format,
         out.display(),
         key.display()
     );

@@ -115,7 +115,15 @@ fn load(a: &PredictArgs) -> Result<Loaded> {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let (format, train, mut data) = load(&a)?;
-    let spec = goten_runtime::data::input_spec(format, train.as_ref(), a.normalize.as_deref())?;
+    let shape = train.as_ref().map_or(data.shape, |t| t.shape);
+    let mut spec = goten_runtime::data::input_spec(format, Some(shape), a.normalize.as_deref())?;
+    if spec.from_training {
+        // As the enclave computed them in training: from this folder's training images.
+        let t = train
+            .as_ref()
+            .context("this data format's statistics come from its training images")?;
+        spec = spec.with_stats_of(&t.images);
+    }
     drop(train);
     let folder = std::mem::take(&mut data.names);
     let folder_names: Vec<&str> = folder.iter().map(String::as_str).collect();

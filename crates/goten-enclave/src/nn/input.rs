@@ -18,14 +18,20 @@ pub const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 /// What one input image is: `[channels, height, width]` 8-bit pixels, normalised per channel
 /// as `(pixel / 255 - mean) / std`, and augmented in training by a random crop of the image
 /// zero-padded by `pad` (0: none) and, with `flip`, a horizontal flip.
+///
+/// With `from_training`, the statistics are not given: the session computes them inside the
+/// enclave from the opened training images ([`channel_stats`]) before the first step, so
+/// neither the host nor sealed data need to reveal them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputSpec {
     /// Channels, height, width.
     pub shape: [usize; 3],
-    /// Per-channel mean of pixel / 255.
+    /// Per-channel mean of pixel / 255 (empty with `from_training`).
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation of pixel / 255.
+    /// Per-channel standard deviation of pixel / 255 (empty with `from_training`).
     pub std: Vec<f32>,
+    /// The statistics are to be computed from the training images, inside the enclave.
+    pub from_training: bool,
     /// Padding of the random crop (0: no crop).
     pub pad: usize,
     /// Random horizontal flips.
@@ -45,6 +51,7 @@ impl InputSpec {
             shape: [3, 32, 32],
             mean: MEAN.to_vec(),
             std: STD.to_vec(),
+            from_training: false,
             pad: 4,
             flip: true,
         }
@@ -66,6 +73,7 @@ impl InputSpec {
             shape: [1, 28, 28],
             mean: vec![0.1307],
             std: vec![0.3081],
+            from_training: false,
             pad: 0,
             flip: false,
         }
@@ -85,14 +93,41 @@ impl InputSpec {
         self.shape.iter().product()
     }
 
+    /// This spec with its statistics to be computed from the training images.
+    pub fn stats_from_training(self) -> Self {
+        InputSpec {
+            mean: Vec::new(),
+            std: Vec::new(),
+            from_training: true,
+            ..self
+        }
+    }
+
+    /// This spec with the statistics of `images` (concatenated images of this shape) in
+    /// place of the ones it asked to compute.
+    pub fn with_stats_of(self, images: &[u8]) -> Self {
+        let (mean, std) = channel_stats(images, self.shape);
+        InputSpec {
+            mean,
+            std,
+            from_training: false,
+            ..self
+        }
+    }
+
     /// Whether the statistics fit the shape and are usable (one positive finite deviation and
-    /// one finite mean per channel; an augmentation that fits the image).
+    /// one finite mean per channel, or none yet with `from_training`; an augmentation that
+    /// fits the image).
     pub fn check(&self) -> Result<(), String> {
         let c = self.shape[0];
         if self.image_bytes() == 0 {
             return Err(format!("image shape {:?} is empty", self.shape));
         }
-        if self.mean.len() != c || self.std.len() != c {
+        if self.from_training {
+            if !(self.mean.is_empty() && self.std.is_empty()) {
+                return Err("statistics both given and to be computed".into());
+            }
+        } else if self.mean.len() != c || self.std.len() != c {
             return Err(format!(
                 "{c} channels need {c} means and deviations, got {} and {}",
                 self.mean.len(),
@@ -109,6 +144,31 @@ impl InputSpec {
         }
         Ok(())
     }
+}
+
+/// Per-channel mean and standard deviation of pixel / 255 over `images` (concatenated,
+/// channel-major, of `shape`), summed in f64 in a fixed order so E0, E1 and a resumed run get
+/// the same bits; deviations are floored at 1e-3 so a constant channel cannot divide by zero.
+pub fn channel_stats(images: &[u8], shape: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+    let [c, h, w] = shape;
+    let plane = h * w;
+    let mut sums = vec![(0f64, 0f64); c];
+    for img in images.chunks_exact(c * plane) {
+        for (ch, s) in sums.iter_mut().enumerate() {
+            for &p in &img[ch * plane..(ch + 1) * plane] {
+                let v = f64::from(p) / 255.0;
+                s.0 += v;
+                s.1 += v * v;
+            }
+        }
+    }
+    let n = (images.len() / c.max(1)).max(1) as f64;
+    sums.iter()
+        .map(|&(s, q)| {
+            let m = s / n;
+            (m as f32, ((q / n - m * m).max(0.0).sqrt().max(1e-3)) as f32)
+        })
+        .unzip()
 }
 
 /// A normalised `[n, c, h, w]` batch from 8-bit channel-major images of `spec`; with `augment =
@@ -195,5 +255,31 @@ mod tests {
             ..InputSpec::mnist()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn channel_stats_match_a_two_pass_reference() {
+        let shape = [2, 3, 5];
+        let images: Vec<u8> = (0..4 * 30).map(|i| ((i * 37 + 11) % 256) as u8).collect();
+        let (mean, std) = channel_stats(&images, shape);
+        for ch in 0..2 {
+            let vals: Vec<f64> = images
+                .chunks(30)
+                .flat_map(|img| img[ch * 15..(ch + 1) * 15].iter())
+                .map(|&p| f64::from(p) / 255.0)
+                .collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let var = vals.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / vals.len() as f64;
+            assert!((f64::from(mean[ch]) - m).abs() < 1e-6, "{ch}");
+            assert!((f64::from(std[ch]) - var.sqrt()).abs() < 1e-6, "{ch}");
+        }
+        // A constant channel gets the floor, not a division by zero.
+        let (_, s) = channel_stats(&[7u8; 30], shape);
+        assert_eq!(s, vec![1e-3, 1e-3]);
+        let spec = InputSpec::mnist().stats_from_training();
+        assert!(spec.check().is_ok());
+        let done = spec.with_stats_of(&[0u8, 255].repeat(392));
+        assert!(!done.from_training && done.check().is_ok());
+        assert!((done.mean[0] - 0.5).abs() < 1e-6 && (done.std[0] - 0.5).abs() < 1e-6);
     }
 }

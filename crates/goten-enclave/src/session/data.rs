@@ -28,6 +28,9 @@ pub enum Split {
     Sealed {
         /// Split name bound into every record ("train" or "test").
         split: String,
+        /// Layout version of the sealed file (1: CIFAR-10 records binding split and index
+        /// only; 2: binding the shape and class count too).
+        version: u32,
         /// Sealed records in file order.
         records: Vec<Vec<u8>>,
         /// The data key's bytes where the caller is the data owner itself (local plain and
@@ -81,6 +84,7 @@ impl Split {
         let (images, labels) = match self {
             Split::Sealed {
                 split,
+                version,
                 records,
                 key,
             } => {
@@ -89,11 +93,23 @@ impl Split {
                         "the {what} split is sealed and no data key was provisioned to this enclave (the data owner runs goten provision)"
                     ))
                 })?;
+                if version == 1 && (spec.shape != [3, 32, 32] || classes != 10) {
+                    return Err(SessionError::Data(format!(
+                        "the {what} split is sealed in the first layout, which holds CIFAR-10 records only, but the job announces {}x{}x{} images of {classes} classes",
+                        spec.shape[0], spec.shape[1], spec.shape[2]
+                    )));
+                }
+                let binding = sealed_data::Binding {
+                    version,
+                    split: &split,
+                    shape: spec.shape,
+                    classes,
+                };
                 let key = SecretKey::from_bytes(**key);
                 let mut images = Zeroizing::new(Vec::with_capacity(records.len() * image_bytes));
                 let mut labels = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {
-                    let rec = sealed_data::open(&key, &split, i as u64, r)
+                    let rec = sealed_data::open(&key, &binding, i as u64, r)
                         .map_err(|e| SessionError::Data(e.to_string()))?;
                     labels.push(rec[0]);
                     images.extend_from_slice(&rec[1..]);
@@ -128,6 +144,29 @@ impl Split {
             spec: spec.clone(),
         })
     }
+}
+
+/// Opens both splits of a job whose images are `input` and whose labels lie in `0..classes`.
+/// Where the job asks for statistics from the training images, they are computed here, inside
+/// the enclave, from the opened records: sealed data stays sealed to the host, and the
+/// statistics leave only sealed in checkpoints. Returns the input spec in force.
+pub(crate) fn open_splits(
+    input: &InputSpec,
+    classes: usize,
+    (train, test): (Split, Split),
+    provisioned: Option<&Zeroizing<[u8; 32]>>,
+) -> Result<(InputSpec, Records, Records), SessionError> {
+    let mut train = train.open_all("training", input, classes, provisioned)?;
+    let mut test = test.open_all("test", input, classes, provisioned)?;
+    let input = if input.from_training {
+        let done = input.clone().with_stats_of(&train.images);
+        train.spec = done.clone();
+        test.spec = done.clone();
+        done
+    } else {
+        input.clone()
+    };
+    Ok((input, train, test))
 }
 
 /// A split's records as the session holds them: opened, checked, wiped when dropped.
@@ -170,4 +209,95 @@ pub(crate) fn order(key: &SecretKey, n: usize, epoch: u64) -> Vec<usize> {
         p.swap(i, (r[i] as usize) % (i + 1));
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(images: Vec<u8>, n: usize) -> Split {
+        Split::Plain {
+            images,
+            labels: (0..n).map(|i| (i % 2) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn statistics_from_training_are_computed_from_the_training_split_only() {
+        let spec = InputSpec {
+            shape: [1, 2, 2],
+            ..InputSpec::mnist()
+        }
+        .stats_from_training();
+        // Training pixels 0 and 255 in equal parts: mean 0.5, deviation 0.5; the test split
+        // (all 255) must not move them.
+        let train = plain([0, 255, 0, 255, 255, 0, 255, 0].to_vec(), 2);
+        let test = plain(vec![255; 4], 1);
+        let (input, train, test) = open_splits(&spec, 2, (train, test), None).unwrap();
+        assert!(!input.from_training);
+        assert!((input.mean[0] - 0.5).abs() < 1e-6 && (input.std[0] - 0.5).abs() < 1e-6);
+        let (x, _) = train.batch(&[0, 1], None);
+        assert!(
+            x.expose().iter().all(|v| (v.abs() - 1.0).abs() < 1e-5),
+            "{x:?}"
+        );
+        let (t, _) = test.batch(&[0], None);
+        assert!(t.expose().iter().all(|v| (v - 1.0).abs() < 1e-5));
+        // Given statistics are kept as they are.
+        let given = InputSpec {
+            shape: [1, 2, 2],
+            ..InputSpec::mnist()
+        };
+        let (kept, _, _) = open_splits(
+            &given,
+            2,
+            (plain(vec![0; 4], 1), plain(vec![0; 4], 1)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(kept, given);
+    }
+
+    #[test]
+    fn sealed_records_open_only_as_the_shape_they_were_sealed_as() {
+        let key = Zeroizing::new([4u8; 32]);
+        let sk = SecretKey::from_bytes(*key);
+        let b = sealed_data::Binding {
+            version: 2,
+            split: "train",
+            shape: [1, 2, 3],
+            classes: 3,
+        };
+        let rec = [2u8, 1, 2, 3, 4, 5, 6];
+        let sealed = || Split::Sealed {
+            split: "train".into(),
+            version: 2,
+            records: vec![sealed_data::seal(&sk, &b, 0, &rec)],
+            key: Some(key.clone()),
+        };
+        let spec = |shape| InputSpec {
+            shape,
+            ..InputSpec::mnist()
+        };
+        let r = sealed()
+            .open_all("training", &spec([1, 2, 3]), 3, None)
+            .unwrap();
+        assert_eq!((&r.images[..], &r.labels[..]), (&rec[1..], &rec[..1]));
+        let e = sealed()
+            .open_all("training", &spec([1, 3, 2]), 3, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("fails authentication"), "{e}");
+        let v1 = Split::Sealed {
+            split: "train".into(),
+            version: 1,
+            records: vec![],
+            key: Some(key.clone()),
+        };
+        let e = v1
+            .open_all("training", &spec([1, 2, 3]), 3, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("CIFAR-10 records only"), "{e}");
+    }
 }

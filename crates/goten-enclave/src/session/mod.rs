@@ -345,8 +345,10 @@ impl<'k> TrainSession<'k> {
                 d(cfg.input.shape)
             )));
         }
-        let train = train.open_all("training", &cfg.input, cfg.classes, provisioned.as_ref())?;
-        let test = test.open_all("test", &cfg.input, cfg.classes, provisioned.as_ref())?;
+        let mut cfg = cfg;
+        let (input, train, test) =
+            data::open_splits(&cfg.input, cfg.classes, (train, test), provisioned.as_ref())?;
+        cfg.input = input;
         let mut model = cfg.model.build(cfg.seed, cfg.classes)?;
         model.set_input_norm(cfg.input.mean.clone(), cfg.input.std.clone());
         if let Some(init) = &cfg.init {

@@ -131,6 +131,7 @@ pub(super) fn put_config(w: &mut W, c: &TrainConfig) {
     }
     w.u64(i.pad as u64);
     w.u8(u8::from(i.flip));
+    w.u8(u8::from(i.from_training));
     match &c.init {
         None => w.u8(0),
         Some(ts) => {
@@ -202,6 +203,7 @@ fn get_input(r: &mut R<'_>) -> Result<InputSpec, WireError> {
         std,
         pad: r.u64("input")? as usize,
         flip: r.flag("input")?,
+        from_training: r.flag("input")?,
     })
 }
 
@@ -261,11 +263,13 @@ pub(super) fn put_split(w: &mut W, s: &Split) {
         }
         Split::Sealed {
             split,
+            version,
             records,
             key,
         } => {
             w.u8(1);
             w.str(split);
+            w.u64(u64::from(*version));
             w.u64(records.len() as u64);
             records.iter().for_each(|r| w.blob(r));
             match key {
@@ -287,6 +291,9 @@ pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
         }),
         1 => {
             let split = r.str("split name")?;
+            let version = r.u64("split version")?;
+            let version =
+                u32::try_from(version).map_err(|_| bad("split version", format!("{version}")))?;
             let n = r.u64("split records")?;
             // Each record takes at least its 8-byte length: bounds the count by the frame.
             if n > r.0.len() as u64 / 8 {
@@ -302,6 +309,7 @@ pub(super) fn get_split(r: &mut R<'_>) -> Result<Split, WireError> {
             };
             Ok(Split::Sealed {
                 split,
+                version,
                 records,
                 key,
             })

@@ -2,6 +2,8 @@
 //! a small CIFAR-layout dataset.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod datasets;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

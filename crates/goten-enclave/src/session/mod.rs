@@ -9,6 +9,7 @@
 //! state tag E0 and E1 compare, and sealing. What comes back is a [`release`] report, sealed
 //! ciphertext, or (through the host services of [`crate::linear`]) one-time-padded shares.
 
+mod config;
 mod data;
 mod ecalls;
 mod fault;
@@ -23,111 +24,16 @@ use sha2::Sha256;
 use crate::linear::HostServices;
 use crate::nn::checkpoint::{self, CheckpointError, Progress};
 use crate::nn::export::{self, Named};
-use crate::nn::input::InputSpec;
-use crate::nn::optim::{Schedule, Sgd};
-use crate::nn::{Arch, FloatBackend, Model, NnError, ProtocolBackend};
-use crate::{EnclaveError, KeyedEnclave, Role};
+use crate::nn::optim::Sgd;
+use crate::nn::{FloatBackend, Model, NnError, ProtocolBackend};
+use crate::{KeyedEnclave, Role};
+pub use config::{LocalSecret, Protection, SessionError, TrainConfig};
 pub use data::Split;
 pub use ecalls::SessionEcalls;
 pub use fault::Fault;
 pub use model_out::ModelRelease;
 use release::LossWindow;
 pub use release::{EvalReport, MIN_PROTECTED_WINDOW, StepReport, WindowLoss};
-
-/// How much the run protects, which decides what the session may release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protection {
-    /// No protection (plain mode): per-step losses may be released; the batch order is a
-    /// public function of the seed.
-    None,
-    /// Protected (enclave and goten modes): the order and augmentation come from a secret,
-    /// losses leave only as means over at least [`MIN_PROTECTED_WINDOW`] steps.
-    Protected,
-}
-
-/// Where a local session's job secret comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LocalSecret {
-    /// Fresh randomness (enclave mode).
-    Fresh,
-    /// A public function of the seed (plain mode, or a test run with deterministic keys):
-    /// protects nothing.
-    DangerFromSeed,
-}
-
-/// The job as the session sees it; the host builds it from its options.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    /// The network: a built-in model or a model file's.
-    pub model: Arch,
-    /// Output classes.
-    pub classes: usize,
-    /// What an input image is (shape, normalisation, augmentation).
-    pub input: InputSpec,
-    /// Starting weights under the export's names (`--init`), instead of the seed's: public
-    /// inputs of the job (for example torchvision's pretrained weights), like a public dataset.
-    pub init: Option<Vec<Named>>,
-    /// Public seed of the initial weights.
-    pub seed: u64,
-    /// Passes over the training split.
-    pub epochs: u64,
-    /// Images per step.
-    pub batch: usize,
-    /// Base learning rate.
-    pub lr: f32,
-    /// Learning-rate schedule.
-    pub schedule: Schedule,
-    /// Stop after this many steps (at most `epochs` passes).
-    pub total_steps: u64,
-    /// Steps per released loss mean.
-    pub loss_window: u64,
-    /// What the run protects.
-    pub protection: Protection,
-    /// Hash of everything a checkpoint must agree with (model, data, hyper-parameters, the
-    /// model owner).
-    pub fingerprint: [u8; 32],
-    /// The model owner's HPKE public key: the export is sealed to it.
-    pub model_owner: Option<[u8; 32]>,
-    /// Release the export in plaintext from a protected run (the user's explicit danger flag).
-    pub danger_plaintext_export: bool,
-}
-
-/// Why an ecall failed, and whose fault it is.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The caller's configuration is invalid.
-    #[error("training configuration: {0}")]
-    Config(String),
-    /// The input data is malformed or fails authentication.
-    #[error("input data: {0}")]
-    Data(String),
-    /// The network or the secure op failed.
-    #[error(transparent)]
-    Nn(#[from] NnError),
-    /// A checkpoint cannot be used.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// The peer enclave's state differs from this one's.
-    #[error("E0 and E1 diverged: their state tags differ at step {0}")]
-    Diverged(u64),
-    /// Called in a state where the call makes no sense.
-    #[error("{0}")]
-    State(&'static str),
-    /// An error an enclave in another process reported, with whose fault it is.
-    #[error("{message}")]
-    Reported {
-        /// Whose fault.
-        fault: Fault,
-        /// The enclave's message.
-        message: String,
-    },
-}
-
-impl From<EnclaveError> for SessionError {
-    fn from(e: EnclaveError) -> Self {
-        SessionError::Nn(NnError::Enclave(e))
-    }
-}
 
 /// A checkpoint sealed under the platform sealing key: ciphertext the host stores.
 pub struct SealedCheckpoint(pub Vec<u8>);

@@ -9,7 +9,7 @@ use std::process::Output;
 
 mod common;
 use common::datasets::{image_folder, mnist_like};
-use common::{goten, text};
+use common::{goten, losses, text};
 
 fn tmp(name: &str) -> PathBuf {
     common::tmp("sealed-formats", name)
@@ -17,15 +17,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn ok(out: &Output) {
     assert!(out.status.success(), "{}", text(out));
-}
-
-fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
-        .collect()
 }
 
 fn seal(data: &Path, out: &Path, extra: &[&str]) -> Output {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::small_cifar;
+use common::{losses, metrics, small_cifar};
 
 fn goten(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_goten"))
@@ -37,14 +37,6 @@ fn tmp(name: &str) -> PathBuf {
 fn last_json(out: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("last line is JSON")
-}
-
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -211,13 +203,6 @@ fn cifar_subset_runs_in_every_mode() {
 }
 
 /// Per-step training losses of a metrics file, by step.
-fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    metrics(dir)
-        .iter()
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
-        .collect()
-}
-
 fn train_in(dir: &Path, mode: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",

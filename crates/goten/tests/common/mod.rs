@@ -93,3 +93,20 @@ pub fn free_addr() -> String {
         .port();
     format!("127.0.0.1:{port}")
 }
+
+/// The lines of a run's `metrics.jsonl`.
+pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The (step, loss) pairs a run released, from its `metrics.jsonl`.
+pub fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    metrics(dir)
+        .iter()
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}

@@ -238,4 +238,37 @@ mod tests {
             "{err}"
         );
     }
+
+    /// What `goten train --export` and `goten predict --weights` do, for every built-in model:
+    /// a model's export imported into a differently seeded model of the same kind predicts
+    /// exactly what the original does.
+    #[test]
+    fn every_built_in_model_exports_and_imports_to_the_same_predictions() {
+        for kind in crate::nn::zoo::ALL {
+            let mut a = kind.build(1, 10).unwrap();
+            let mut b = kind.build(2, 10).unwrap();
+            let shape = a.input_shape();
+            let spec = crate::nn::input::InputSpec {
+                shape,
+                ..if shape[0] == 1 {
+                    crate::nn::input::InputSpec::mnist()
+                } else {
+                    crate::nn::input::InputSpec::cifar10()
+                }
+            };
+            let img: Vec<u8> = (0..spec.image_bytes())
+                .map(|i| (i * 7 % 251) as u8)
+                .collect();
+            let pa = a.predict_logits(&spec, &[&img]).unwrap();
+            let before = b.predict_logits(&spec, &[&img]).unwrap();
+            assert_ne!(pa, before, "{}: seeds differ", kind.name());
+            import_named(&mut b, &export(&a)).unwrap();
+            assert_eq!(
+                pa,
+                b.predict_logits(&spec, &[&img]).unwrap(),
+                "{}",
+                kind.name()
+            );
+        }
+    }
 }

@@ -204,7 +204,9 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 wrap: None,
             })?;
             let logits = server.score(&imgs, a.batch)?;
-            (logits, goten_data::CLASSES)
+            // The served model's class count (sealed in its checkpoint): rows are image-major.
+            let served = logits.len().checked_div(imgs.len()).unwrap_or(classes);
+            (logits, served)
         }
         m => bail!("unknown mode {m:?}: choose plain or goten"),
     };

@@ -94,10 +94,12 @@ fn lenet5_trains_on_mnist_files_and_predicts() {
         "lenet5",
         "--data",
         d,
-        "--steps",
-        "3",
+        "--epochs",
+        "2",
         "--batch",
-        "16",
+        "32",
+        "--lr",
+        "0.05",
         "--data-format",
         "fashion-mnist",
         "--out",
@@ -105,7 +107,36 @@ fn lenet5_trains_on_mnist_files_and_predicts() {
         "--json",
     ]);
     ok(&out);
-    assert_eq!(last_json(&out)["steps"], 3);
+    let g = last_json(&out);
+    assert_eq!(g["steps"], 20);
+    // Private prediction of 1x28x28 images: the sealed checkpoints served by a local
+    // cluster score the test split as the run's own (goten-mode) evaluation did, up to
+    // rounding noise.
+    let out = goten(&[
+        "predict",
+        "--mode",
+        "goten",
+        "--checkpoint",
+        root.join("goten").to_str().unwrap(),
+        "--data",
+        d,
+        "--data-format",
+        "fashion-mnist",
+        "--json",
+    ]);
+    ok(&out);
+    let p = last_json(&out);
+    assert_eq!(p["images"], 64);
+    assert_eq!(p["predictions"][0]["scores"].as_array().unwrap().len(), 10);
+    let (run_acc, served_acc) = (
+        g["test_accuracy"].as_f64().unwrap(),
+        p["accuracy"].as_f64().unwrap(),
+    );
+    assert!(run_acc > 0.5, "{g}");
+    assert!(
+        (served_acc - run_acc).abs() <= 3.0 / 64.0,
+        "{run_acc} vs {served_acc}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 

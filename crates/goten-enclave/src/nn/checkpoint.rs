@@ -28,8 +28,10 @@ use super::spec::Arch;
 
 const MAGIC: &[u8; 4] = b"GCKP";
 const FILE_MAGIC: &[u8; 8] = b"GOTENSLD";
-const VERSION: u32 = 4;
-/// The previous format (no input statistics), still read.
+const VERSION: u32 = 5;
+/// Format 4 (no class count: the caller's), still read.
+const VERSION_4: u32 = 4;
+/// Format 3 (no input statistics, no class count), still read.
 const VERSION_3: u32 = 3;
 
 /// Where training stands.
@@ -204,6 +206,8 @@ pub fn seal(
     let name = model.arch_name().as_bytes().to_vec();
     w.u32(name.len() as u32);
     w.0.extend_from_slice(&name);
+    // The class count: serving rebuilds the network from the checkpoint alone.
+    w.u32(model.outputs() as u32);
     for l in model.layers_mut() {
         for p in l.params_mut() {
             w.floats(p.value.expose());
@@ -304,7 +308,7 @@ fn unseal_with(
         return Err(CheckpointError::NotACheckpoint);
     }
     let v = r.u32()?;
-    if v != VERSION && v != VERSION_3 {
+    if ![VERSION, VERSION_4, VERSION_3].contains(&v) {
         return Err(CheckpointError::Malformed(format!(
             "format version {v}, this build reads {VERSION}: resume with the goten that wrote it, or start over"
         )));
@@ -344,6 +348,15 @@ fn unseal_with(
             ))
         })?),
     };
+    let classes = if v == VERSION {
+        let stored = r.u32()? as usize;
+        if expect.is_some() && stored != classes {
+            return Err(CheckpointError::OtherJob);
+        }
+        stored
+    } else {
+        classes
+    };
     let mut model = arch.build(seed, classes)?;
     for (li, l) in model.layers_mut().iter_mut().enumerate() {
         for p in l.params_mut() {
@@ -362,7 +375,7 @@ fn unseal_with(
     for t in tensors(&mut model) {
         r.floats_into(t, "batch-norm statistics")?;
     }
-    if v == VERSION {
+    if v != VERSION_3 {
         match r.take(1)?[0] {
             0 => {}
             1 => {
@@ -416,5 +429,50 @@ mod tests {
         let sealed = seal(&mut plain, Progress::default(), [1; 32], None, &key, "E0").unwrap();
         let r = unseal_for_serving(&sealed, &key, "E0", 10).unwrap();
         assert!(r.model.input_norm().is_none());
+    }
+
+    /// The class count travels in the checkpoint (serving needs no job configuration);
+    /// format 4 files, which lack it, still read with the caller's count.
+    #[test]
+    fn the_class_count_is_sealed_and_format_4_still_reads() {
+        let key = SecretKey::from_bytes([7; 32]);
+        let mut m = ModelKind::Small.build(3, 100).unwrap();
+        let sealed = seal(&mut m, Progress::default(), [2; 32], None, &key, "E1").unwrap();
+        let r = unseal_for_serving(&sealed, &key, "E1", 10).unwrap();
+        assert_eq!(r.model.outputs(), 100);
+        assert_eq!(r.model.state_digest(), m.state_digest());
+        let arch = Arch::Builtin(ModelKind::Small);
+        assert!(matches!(
+            unseal(&sealed, &key, "E1", [2; 32], &arch, 0, 10),
+            Err(CheckpointError::OtherJob)
+        ));
+        assert!(unseal(&sealed, &key, "E1", [2; 32], &arch, 0, 100).is_ok());
+        // The same checkpoint in format 4: version 4, no class count after the name.
+        let nonce: [u8; 12] = sealed[8..20].try_into().unwrap();
+        let mut plain = cipher(&key)
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed[20..],
+                    aad: &aad("E1"),
+                },
+            )
+            .unwrap();
+        plain[4..8].copy_from_slice(&4u32.to_le_bytes());
+        let at = 4 + 4 + 32 + 40 + 1 + 4 + "small".len();
+        assert_eq!(plain[at..at + 4], 100u32.to_le_bytes());
+        plain.drain(at..at + 4);
+        let ct = cipher(&key)
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad("E1"),
+                },
+            )
+            .unwrap();
+        let v4 = [FILE_MAGIC.as_slice(), &nonce, &ct].concat();
+        let r = unseal_for_serving(&v4, &key, "E1", 100).unwrap();
+        assert_eq!(r.model.state_digest(), m.state_digest());
     }
 }

@@ -81,7 +81,8 @@ impl std::fmt::Debug for ServeSession<'_> {
 impl<'k> ServeSession<'k> {
     /// Ecall "serve a checkpoint": opens this enclave's sealed checkpoint (under the platform
     /// sealing key and this enclave's role) and serves its model under the name `name` (default:
-    /// the model kind), at most `batch` images per forward pass.
+    /// the model kind), at most `batch` images per forward pass. The class count comes from the
+    /// checkpoint; `classes` is used only for checkpoints older than format 5, which lack it.
     pub fn from_checkpoint(
         enclave: &'k KeyedEnclave,
         sealing: &goten_field::SecretKey,
@@ -91,6 +92,7 @@ impl<'k> ServeSession<'k> {
         batch: usize,
     ) -> Result<Self, SessionError> {
         let r = checkpoint::unseal_for_serving(sealed, sealing, enclave.role_label(), classes)?;
+        let classes = r.model.outputs();
         Self::with_model(enclave, r.model, (classes, name, batch))
     }
 
@@ -148,12 +150,11 @@ impl<'k> ServeSession<'k> {
                 model.arch_name()
             )));
         }
-        if model.input_shape() != [3, 32, 32] {
-            // The serving API carries 3x32x32 CIFAR-format images (DESIGN.md section 21).
+        if model.outputs() != classes {
             return Err(SessionError::Config(format!(
-                "serving takes 3x32x32 images so far; model {} takes {:?}",
+                "model {} gives {} classes, not {classes}",
                 model.arch_name(),
-                model.input_shape()
+                model.outputs()
             )));
         }
         let name = name.unwrap_or(model.arch_name()).to_string();
@@ -162,7 +163,18 @@ impl<'k> ServeSession<'k> {
                 "model name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
             )));
         }
-        let mut spec = crate::nn::input::InputSpec::cifar10();
+        // Queries carry images of the model's input shape, normalised with the statistics its
+        // training data had (sealed in format-4+ checkpoints); without any, CIFAR-10's for
+        // colour images and MNIST's for grey ones, the sets the built-in models are made for.
+        let shape = model.input_shape();
+        let mut spec = crate::nn::input::InputSpec {
+            shape,
+            ..if shape[0] == 1 {
+                crate::nn::input::InputSpec::mnist()
+            } else {
+                crate::nn::input::InputSpec::cifar10()
+            }
+        };
         if let Some((m, s)) = model.input_norm() {
             (spec.mean, spec.std) = (m.to_vec(), s.to_vec());
         }
@@ -185,7 +197,7 @@ impl<'k> ServeSession<'k> {
         ModelInfo {
             kind: crate::nn::ModelKind::parse(self.model.arch_name())
                 .map_or("model-file", crate::nn::ModelKind::name),
-            input: [3, 32, 32],
+            input: self.spec.shape,
             classes: self.classes,
         }
     }

@@ -55,7 +55,7 @@ pub(super) fn await_s0<'p>(
     *status.lock().expect("status lock") = Status::AwaitingModel(Ready {
         info: ModelInfo {
             kind: kind.name(),
-            input: [3, 32, 32],
+            input: kind.input_shape(),
             classes: goten_data::CLASSES,
         },
         name: name.clone(),

@@ -128,6 +128,22 @@ fn show_train_resume_export_and_predict() {
     let out = run(&g, &["--mode", "goten", "--steps", "4", "--resume"]);
     ok(&out);
     assert_eq!(last_json(&out)["steps"], 4);
+    // Private prediction from the sealed checkpoints alone: they carry the network's
+    // description, so no model file is needed.
+    let out = goten(&[
+        "predict",
+        "--mode",
+        "goten",
+        "--checkpoint",
+        g.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&out);
+    let p = last_json(&out);
+    assert_eq!(p["images"], 20);
+    assert_eq!(p["predictions"][19]["scores"].as_array().unwrap().len(), 10);
     // A changed model file is another job: the checkpoint is refused.
     std::fs::write(&net, NET.replace("out = 8", "out = 12")).unwrap();
     let out = run(&g, &["--mode", "goten", "--steps", "6", "--resume"]);

@@ -206,8 +206,18 @@ pub fn seal(
     let name = model.arch_name().as_bytes().to_vec();
     w.u32(name.len() as u32);
     w.0.extend_from_slice(&name);
-    // The class count: serving rebuilds the network from the checkpoint alone.
+    // The class count and a model file's description: serving rebuilds the network from the
+    // checkpoint alone.
     w.u32(model.outputs() as u32);
+    match model.file_spec() {
+        Some(spec) => {
+            w.0.push(1);
+            let b = super::spec_codec::encode(spec);
+            w.u32(b.len() as u32);
+            w.0.extend_from_slice(&b);
+        }
+        None => w.0.push(0),
+    }
     for l in model.layers_mut() {
         for p in l.params_mut() {
             w.floats(p.value.expose());
@@ -339,23 +349,40 @@ fn unseal_with(
     };
     let n = r.u32()? as usize;
     let name = String::from_utf8_lossy(r.take(n)?).into_owned();
-    let arch = match expect {
-        Some((_, arch)) if name != arch.name() => return Err(CheckpointError::OtherJob),
-        Some((_, arch)) => arch.clone(),
-        None => Arch::Builtin(ModelKind::parse(&name).ok_or_else(|| {
-            CheckpointError::Malformed(format!(
-                "a model {name:?} that is not built in (a model file's network: serving those is not supported yet)"
-            ))
-        })?),
-    };
-    let classes = if v == VERSION {
+    let (classes, file) = if v == VERSION {
         let stored = r.u32()? as usize;
         if expect.is_some() && stored != classes {
             return Err(CheckpointError::OtherJob);
         }
-        stored
+        let file = match r.take(1)?[0] {
+            0 => None,
+            1 => {
+                let n = r.u32()? as usize;
+                let spec = super::spec_codec::decode(r.take(n)?)
+                    .map_err(|e| CheckpointError::Malformed(format!("model description: {e}")))?;
+                Some(Arch::File(std::sync::Arc::new(spec)))
+            }
+            f => return Err(CheckpointError::Malformed(format!("bad flag {f}"))),
+        };
+        (stored, file)
     } else {
-        classes
+        (classes, None)
+    };
+    let arch = match (expect, file) {
+        (Some((_, arch)), _) if name != arch.name() => return Err(CheckpointError::OtherJob),
+        (Some((_, arch)), Some(file)) if file != *arch => return Err(CheckpointError::OtherJob),
+        (Some((_, arch)), _) => arch.clone(),
+        (None, Some(file)) if file.name() == name => file,
+        (None, Some(_)) => {
+            return Err(CheckpointError::Malformed(
+                "the model description does not match its name".into(),
+            ));
+        }
+        (None, None) => Arch::Builtin(ModelKind::parse(&name).ok_or_else(|| {
+            CheckpointError::Malformed(format!(
+                "a model {name:?} that is neither built in nor described in the checkpoint (a model file's network sealed by an older goten: train it again to serve it)"
+            ))
+        })?),
     };
     let mut model = arch.build(seed, classes)?;
     for (li, l) in model.layers_mut().iter_mut().enumerate() {
@@ -447,7 +474,8 @@ mod tests {
             Err(CheckpointError::OtherJob)
         ));
         assert!(unseal(&sealed, &key, "E1", [2; 32], &arch, 0, 100).is_ok());
-        // The same checkpoint in format 4: version 4, no class count after the name.
+        // The same checkpoint in format 4: version 4, no class count and no description flag
+        // after the name.
         let nonce: [u8; 12] = sealed[8..20].try_into().unwrap();
         let mut plain = cipher(&key)
             .decrypt(
@@ -460,8 +488,8 @@ mod tests {
             .unwrap();
         plain[4..8].copy_from_slice(&4u32.to_le_bytes());
         let at = 4 + 4 + 32 + 40 + 1 + 4 + "small".len();
-        assert_eq!(plain[at..at + 4], 100u32.to_le_bytes());
-        plain.drain(at..at + 4);
+        assert_eq!(plain[at..at + 5], [100, 0, 0, 0, 0]);
+        plain.drain(at..at + 5);
         let ct = cipher(&key)
             .encrypt(
                 &Nonce::from(nonce),
@@ -474,5 +502,48 @@ mod tests {
         let v4 = [FILE_MAGIC.as_slice(), &nonce, &ct].concat();
         let r = unseal_for_serving(&v4, &key, "E1", 100).unwrap();
         assert_eq!(r.model.state_digest(), m.state_digest());
+    }
+
+    /// A model file's network travels in its checkpoint: serving rebuilds it without the
+    /// file, and a resume under an edited description is another job.
+    #[test]
+    fn a_model_files_description_is_sealed_with_it() {
+        use super::super::{LayerSpec, NetSpec};
+        let key = SecretKey::from_bytes([5; 32]);
+        let spec = |out| NetSpec {
+            name: "tiny".into(),
+            input: [1, 8, 8],
+            layers: vec![
+                LayerSpec::Conv {
+                    out,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: true,
+                    name: None,
+                },
+                LayerSpec::Relu,
+                LayerSpec::GlobalAvgPool,
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    out: None,
+                    bias: true,
+                    name: None,
+                },
+            ],
+        };
+        let arch = Arch::File(std::sync::Arc::new(spec(4)));
+        let mut m = arch.build(1, 3).unwrap();
+        let sealed = seal(&mut m, Progress::default(), [3; 32], None, &key, "E0").unwrap();
+        let r = unseal_for_serving(&sealed, &key, "E0", 10).unwrap();
+        assert_eq!(r.model.file_spec(), Some(&spec(4)));
+        assert_eq!((r.model.outputs(), r.model.input_shape()), (3, [1, 8, 8]));
+        assert_eq!(r.model.state_digest(), m.state_digest());
+        assert!(unseal(&sealed, &key, "E0", [3; 32], &arch, 0, 3).is_ok());
+        let edited = Arch::File(std::sync::Arc::new(spec(5)));
+        assert!(matches!(
+            unseal(&sealed, &key, "E0", [3; 32], &edited, 0, 3),
+            Err(CheckpointError::OtherJob)
+        ));
     }
 }

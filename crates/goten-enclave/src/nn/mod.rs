@@ -21,6 +21,7 @@ pub mod model;
 pub mod optim;
 pub mod pool;
 pub mod spec;
+pub mod spec_codec;
 pub mod summary;
 pub mod zoo;
 

@@ -32,6 +32,9 @@ pub struct Model {
     /// The per-channel input statistics the model was trained with (sealed in checkpoints, so
     /// serving normalises queries as training normalised images).
     norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// A model file's description, for networks built from one (sealed in checkpoints, so
+    /// serving rebuilds the network without the file).
+    file: Option<std::sync::Arc<super::NetSpec>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -71,7 +74,19 @@ impl Model {
             out,
             noise: (SecretKey::from_bytes(key), 0),
             norm: None,
+            file: None,
         }
+    }
+
+    /// Records the model file this network was built from.
+    pub(super) fn with_file_spec(mut self, spec: std::sync::Arc<super::NetSpec>) -> Self {
+        self.file = Some(spec);
+        self
+    }
+
+    /// The model file's description, for networks built from one.
+    pub fn file_spec(&self) -> Option<&super::NetSpec> {
+        self.file.as_deref()
     }
 
     /// Records the input statistics (mean, std of pixel/255 per channel) of the training data.

@@ -236,7 +236,9 @@ impl Arch {
     pub fn build(&self, seed: u64, classes: usize) -> Result<Model, NnError> {
         match self {
             Arch::Builtin(k) => k.build(seed, classes),
-            Arch::File(s) => s.build(seed, classes),
+            Arch::File(s) => s
+                .build(seed, classes)
+                .map(|m| m.with_file_spec(Arc::clone(s))),
         }
     }
 }

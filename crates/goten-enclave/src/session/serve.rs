@@ -144,12 +144,6 @@ impl<'k> ServeSession<'k> {
                 "the serving batch must be at least 1".into(),
             ));
         }
-        if crate::nn::ModelKind::parse(model.arch_name()).is_none() {
-            return Err(SessionError::Config(format!(
-                "serving takes built-in models so far; {} is a model file's network",
-                model.arch_name()
-            )));
-        }
         if model.outputs() != classes {
             return Err(SessionError::Config(format!(
                 "model {} gives {} classes, not {classes}",
@@ -195,8 +189,11 @@ impl<'k> ServeSession<'k> {
     /// The served model's public description.
     pub fn info(&self) -> ModelInfo {
         ModelInfo {
-            kind: crate::nn::ModelKind::parse(self.model.arch_name())
-                .map_or("model-file", crate::nn::ModelKind::name),
+            kind: match self.model.file_spec() {
+                Some(_) => "model-file",
+                None => crate::nn::ModelKind::parse(self.model.arch_name())
+                    .map_or("model-file", crate::nn::ModelKind::name),
+            },
             input: self.spec.shape,
             classes: self.classes,
         }

@@ -91,8 +91,12 @@ pub struct PredictArgs {
 /// `goten train` would have computed an image folder's statistics from.
 type Loaded = (DataFormat, Option<goten_data::Dataset>, goten_data::Dataset);
 
-fn load(a: &PredictArgs) -> Result<Loaded> {
-    let named = match &a.data_format {
+pub(crate) fn load(
+    data: &std::path::Path,
+    format: Option<&str>,
+    image_size: Option<u32>,
+) -> Result<Loaded> {
+    let named = match format {
         Some(f) => Some(DataFormat::parse(f).with_context(|| {
             format!(
                 "unknown data format {f:?}: choose one of {}",
@@ -101,20 +105,18 @@ fn load(a: &PredictArgs) -> Result<Loaded> {
         })?),
         None => None,
     };
-    if a.data.is_file() && matches!(named, None | Some(DataFormat::Cifar10)) {
-        let d = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
+    if data.is_file() && matches!(named, None | Some(DataFormat::Cifar10)) {
+        let d = goten_data::load_cifar_file(data).context("cannot load images")?;
         return Ok((DataFormat::Cifar10, None, d));
     }
-    let size = a
-        .image_size
-        .map_or(goten_data::DEFAULT_SIDE, |s| s as usize);
+    let size = image_size.map_or(goten_data::DEFAULT_SIDE, |s| s as usize);
     let (format, train, test) =
-        goten_data::load(&a.data, named, size).context("cannot load images")?;
+        goten_data::load(data, named, size).context("cannot load images")?;
     Ok((format, Some(train), test))
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let (format, train, mut data) = load(&a)?;
+    let (format, train, mut data) = load(&a.data, a.data_format.as_deref(), a.image_size)?;
     let shape = train.as_ref().map_or(data.shape, |t| t.shape);
     let mut spec = goten_runtime::data::input_spec(format, Some(shape), a.normalize.as_deref())?;
     if spec.from_training {

@@ -6,13 +6,6 @@
 use goten_enclave::nn::model::argmax;
 use serde_json::{Value, json};
 
-/// CIFAR-10's class names, by index (the format's list in `goten_data`).
-pub fn cifar10() -> &'static [&'static str] {
-    goten_data::DataFormat::Cifar10
-        .class_names()
-        .expect("CIFAR-10 has class names")
-}
-
 /// Class `c`'s name in `names` (`class c` where there is none).
 fn name(names: &[&str], c: usize) -> String {
     names

@@ -198,9 +198,16 @@ pub struct QueryArgs {
     /// The model's name.
     #[arg(long)]
     model: String,
-    /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each).
+    /// A file of CIFAR-10 binary records (label byte + 3072 pixel bytes each), or a dataset
+    /// folder in any format `goten train` reads (its test split is sent).
     #[arg(long)]
     data: PathBuf,
+    /// Dataset format instead of detection (as for goten train).
+    #[arg(long)]
+    data_format: Option<String>,
+    /// Image folders: resize and centre-crop to N x N (default 32).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4..=1024))]
+    image_size: Option<u32>,
     /// Trust the enclaves this cluster file pins (its platform keys and measurement, or its
     /// TEE policy and collateral).
     #[arg(long, conflicts_with = "expect_measurement")]
@@ -317,7 +324,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn query(a: QueryArgs) -> Result<()> {
     let pin = pin(&a)?;
-    let mut data = goten_data::load_cifar_file(&a.data).context("cannot load images")?;
+    let (format, _, mut data) =
+        crate::predict::load(&a.data, a.data_format.as_deref(), a.image_size)?;
     if let Some(n) = a.limit {
         data.truncate(n);
     }
@@ -345,16 +353,16 @@ pub fn query(a: QueryArgs) -> Result<()> {
         .collect();
     let classes = v.params.classes;
     let rows: Vec<&[f32]> = logits.chunks_exact(classes).collect();
+    let folder = std::mem::take(&mut data.names);
+    let folder_names: Vec<&str> = folder.iter().map(String::as_str).collect();
+    let names = format.class_names().unwrap_or(&folder_names);
     let mut lat = scored.latencies.clone();
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     if a.json {
         let acc = predictions::accuracy(&rows, &data.labels);
-        let preds: Vec<_> = rows
-            .iter()
-            .map(|r| predictions::entry(predictions::cifar10(), r))
-            .collect();
+        let preds: Vec<_> = rows.iter().map(|r| predictions::entry(names, r)).collect();
         println!(
             "{}",
             json!({
@@ -367,7 +375,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
             })
         );
     } else {
-        predictions::print_text(predictions::cifar10(), &rows, &data.labels, a.show, a.top);
+        predictions::print_text(names, &rows, &data.labels, a.show, a.top);
         println!(
             "{} requests: latency p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
             lat.len(),

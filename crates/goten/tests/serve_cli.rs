@@ -450,3 +450,62 @@ fn the_model_owner_provisions_a_plain_export_to_an_awaiting_server() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("vgg11"), "{}", text(&bad));
 }
+
+/// A model that does not take CIFAR images: LeNet-5 trained on MNIST files is served 1x28x28
+/// queries (its metadata says so), and `goten query` sends a dataset folder's test split and
+/// names the digits.
+#[test]
+fn lenet5_on_mnist_is_served_and_queried_from_its_folder() {
+    let dir = tmp("lenet5");
+    let data = dir.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    common::datasets::mnist_like(&data, 64, 12);
+    let run = dir.join("run");
+    let out = goten(&[
+        "train",
+        "--model",
+        "lenet5",
+        "--data",
+        data.to_str().unwrap(),
+        "--batch",
+        "32",
+        "--steps",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_server, url) = serve_with(&["--checkpoint", run.to_str().unwrap()], "serving lenet5");
+    let meta = http_get(&format!("{url}/v2/models/lenet5")).1;
+    assert!(
+        meta.contains("[1,28,28]") || meta.contains("[1, 28, 28]"),
+        "{meta}"
+    );
+    let q = goten(&[
+        "query",
+        "--server",
+        &url,
+        "--model",
+        "lenet5",
+        "--data",
+        data.to_str().unwrap(),
+        "--expect-measurement",
+        &measurement(),
+        "--per-request",
+        "4",
+        "--json",
+    ]);
+    assert!(q.status.success(), "{}", text(&q));
+    let v = last_json(&q.stdout);
+    let preds = v["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 12);
+    assert_eq!(preds[0]["scores"].as_array().unwrap().len(), 10);
+    let digits = goten_data::DataFormat::Mnist.class_names().unwrap();
+    assert!(
+        preds
+            .iter()
+            .all(|p| digits.contains(&p["name"].as_str().unwrap())),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -65,7 +65,7 @@ mod tests {
     fn top_classes_and_entries() {
         let row = [0.1, 3.0, -1.0, 2.0];
         assert_eq!(top(&row, 2), vec![1, 3]);
-        let e = entry(cifar10(), &row);
+        let e = entry(goten_data::DataFormat::Cifar10.class_names().unwrap(), &row);
         assert_eq!(e["class"], 1);
         assert_eq!(e["name"], "automobile");
         assert_eq!(e["scores"].as_array().unwrap().len(), 4);

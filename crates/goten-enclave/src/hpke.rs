@@ -61,6 +61,31 @@ pub fn seal(
     Ok(out)
 }
 
+/// Seals `plaintext` to `recipient` as [`seal`] does and also returns 32 bytes exported from
+/// the same HPKE context under `export_context` (RFC 9180 section 5.3): a secret only the
+/// sender and the recipient can compute, for keying the recipient's reply (as RFC 9458 keys
+/// its responses) without a second key encapsulation.
+pub fn seal_exporting(
+    recipient: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+    export_context: &[u8],
+) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), HpkeError> {
+    let pk = <K as Kem>::PublicKey::from_bytes(recipient).map_err(|_| HpkeError::PublicKey)?;
+    let (enc, mut ctx) = hpke::setup_sender::<AesGcm256, HkdfSha256, K>(&OpModeS::Base, &pk, info)
+        .map_err(|e| HpkeError::Seal(e.to_string()))?;
+    let ct = ctx
+        .seal(plaintext, aad)
+        .map_err(|e| HpkeError::Seal(e.to_string()))?;
+    let mut secret = Zeroizing::new([0u8; 32]);
+    ctx.export(export_context, &mut secret[..])
+        .map_err(|e| HpkeError::Seal(e.to_string()))?;
+    let mut out = enc.to_bytes().to_vec();
+    out.extend_from_slice(&ct);
+    Ok((out, secret))
+}
+
 /// An X25519 HPKE key pair. The secret half never appears in Debug output.
 pub struct KeyPair {
     secret: <K as Kem>::PrivateKey,
@@ -138,6 +163,35 @@ impl KeyPair {
         .map(Zeroizing::new)
         .map_err(|_| HpkeError::Open)
     }
+
+    /// Opens a message of [`seal_exporting`] and returns the secret exported under
+    /// `export_context` from its context (the sender's, byte for byte).
+    #[allow(clippy::type_complexity)]
+    pub fn open_exporting(
+        &self,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+        export_context: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), HpkeError> {
+        if sealed.len() < ENC_BYTES + 16 {
+            return Err(HpkeError::Truncated(sealed.len()));
+        }
+        let (enc, ct) = sealed.split_at(ENC_BYTES);
+        let enc = <K as Kem>::EncappedKey::from_bytes(enc).map_err(|_| HpkeError::Open)?;
+        let mut ctx = hpke::setup_receiver::<AesGcm256, HkdfSha256, K>(
+            &OpModeR::Base,
+            &self.secret,
+            &enc,
+            info,
+        )
+        .map_err(|_| HpkeError::Open)?;
+        let plain = Zeroizing::new(ctx.open(ct, aad).map_err(|_| HpkeError::Open)?);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        ctx.export(export_context, &mut secret[..])
+            .map_err(|_| HpkeError::Open)?;
+        Ok((plain, secret))
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +223,25 @@ mod tests {
             Err(HpkeError::Truncated(40))
         );
         assert!(!format!("{kp:?}").contains(&format!("{:?}", &kp.secret_bytes()[..4])));
+    }
+
+    #[test]
+    fn exported_secrets_agree_and_differ_by_message_and_context() {
+        let kp = KeyPair::generate();
+        let pk = kp.public_key();
+        let (sealed, s1) = seal_exporting(&pk, b"p", b"a", b"msg", b"ctx").unwrap();
+        let (plain, r1) = kp.open_exporting(b"p", b"a", &sealed, b"ctx").unwrap();
+        assert_eq!((&plain[..], *s1), (&b"msg"[..], *r1));
+        // Another context, another message: other secrets; a plain seal opens it too.
+        let (_, other_ctx) = kp.open_exporting(b"p", b"a", &sealed, b"other").unwrap();
+        assert_ne!(*other_ctx, *s1);
+        let (_, s2) = seal_exporting(&pk, b"p", b"a", b"msg", b"ctx").unwrap();
+        assert_ne!(*s2, *s1, "fresh per encapsulation");
+        assert_eq!(&kp.open(b"p", b"a", &sealed).unwrap()[..], b"msg");
+        assert_eq!(
+            kp.open_exporting(b"q", b"a", &sealed, b"ctx").err(),
+            Some(HpkeError::Open)
+        );
     }
 
     #[test]

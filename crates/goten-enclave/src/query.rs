@@ -1,5 +1,5 @@
 //! Private prediction's messages: a query sealed to the attested service key, and its answer
-//! sealed to a key the querying user chose for that query.
+//! sealed under a key exported from that query's HPKE context.
 //!
 //! Where it sits: between a client (`goten query`, or any HPKE implementation) and the serving
 //! session inside E0 and E1 ([`crate::session::serve`]). The hosts relay these bytes (inside an
@@ -7,35 +7,52 @@
 //! that a client in another language can be written from this comment and RFC 9180:
 //!
 //! ```text
-//! query  = HPKE-Base seal(service public key, info = "goten/query/v1", aad = model name,
+//! query  = HPKE-Base seal(service public key, info = "goten/query/v2", aad = model name,
 //!                         plaintext)                      (enc 32 bytes || ciphertext)
-//! plaintext = "GQRY" || version u8 = 1 || reply public key [32] || count u32
+//! plaintext = "GQRY" || version u8 = 2 || count u32
 //!             || channels u16 || height u16 || width u16 || count * C*H*W pixel bytes
 //!             (8-bit, channel-major: the CIFAR-10 record layout without its label byte)
-//! answer = HPKE-Base seal(reply public key, info = "goten/answer/v1",
-//!                         aad = the query's first 32 bytes (its encapsulated key), plaintext)
-//! plaintext = "GANS" || version u8 = 1 || count u32 || classes u32 || count * classes logits
+//! answer key = Export(the query's HPKE context, "goten/answer/v2", 32)   (RFC 9180 5.3)
+//! answer = nonce (12 random bytes) || AES-256-GCM(answer key, nonce,
+//!                         aad = "goten/answer/v2" || the query's enc (32 bytes), plaintext)
+//! plaintext = "GANS" || version u8 = 2 || count u32 || classes u32 || count * classes logits
 //!             (f32, little-endian, image-major)
 //! ```
 //!
 //! Suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM. Integers are little-endian.
-//! The answer's associated data binds it to its query, so a host cannot hand one user's answer
-//! to another's request. The enclave remembers every query's encapsulated key (fresh per
-//! seal) and refuses a second query with the same one: a replayed query gets no answer.
+//! Only the client that sealed the query and the enclave that opened it can compute the answer
+//! key (as RFC 9458 keys its responses), so the answer needs no second key encapsulation: a
+//! query costs the client two X25519 operations and the enclave one. The associated data binds
+//! the answer to its query, so a host cannot hand one user's answer to another's request. The
+//! enclave remembers every query's encapsulated key (fresh per seal) and refuses a second query
+//! with the same one: a replayed query gets no answer.
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::hpke::{self, ENC_BYTES, HpkeError, KeyPair};
 
 /// HPKE `info` of a query.
-pub const QUERY_INFO: &[u8] = b"goten/query/v1";
-/// HPKE `info` of an answer.
-pub const ANSWER_INFO: &[u8] = b"goten/answer/v1";
+pub const QUERY_INFO: &[u8] = b"goten/query/v2";
+/// The answer key's export context, and the prefix of the answer's associated data.
+pub const ANSWER_INFO: &[u8] = b"goten/answer/v2";
 const QUERY_MAGIC: &[u8; 4] = b"GQRY";
 const ANSWER_MAGIC: &[u8; 4] = b"GANS";
-const VERSION: u8 = 1;
-const QUERY_HEADER: usize = 4 + 1 + 32 + 4 + 6;
+const VERSION: u8 = 2;
+const QUERY_HEADER: usize = 4 + 1 + 4 + 6;
+
+/// The key one query's answer is sealed under, exported from the query's HPKE context: known
+/// to the client that sealed the query and the enclave that opened it. Wiped on drop; never
+/// shown.
+pub struct AnswerKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for AnswerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerKey(<redacted>)")
+    }
+}
 
 /// Why a query or an answer cannot be used. Every message is safe to show a host: none
 /// carries plaintext.
@@ -60,8 +77,8 @@ pub enum QueryError {
 
 /// A query as the enclave opened it.
 pub struct Query {
-    /// Where the answer is sealed to.
-    pub reply_to: [u8; 32],
+    /// What the answer is sealed under.
+    pub answer_key: AnswerKey,
     /// Image shape `[channels, height, width]`.
     pub shape: [usize; 3],
     /// The images, `count * C*H*W` bytes.
@@ -88,20 +105,18 @@ impl Query {
     }
 }
 
-/// The client's side: seals `images` (each `C*H*W` bytes of `shape`) for the model `model`,
-/// answers to go to `reply_to`.
+/// The client's side: seals `images` (each `C*H*W` bytes of `shape`) for the model `model`;
+/// returns the query and the key its answer will be sealed under.
 pub fn seal_query(
     service: &[u8; 32],
     model: &str,
-    reply_to: &[u8; 32],
     shape: [usize; 3],
     images: &[&[u8]],
-) -> Result<Vec<u8>, QueryError> {
+) -> Result<(Vec<u8>, AnswerKey), QueryError> {
     let per: usize = shape.iter().product();
     let mut p = Zeroizing::new(Vec::with_capacity(QUERY_HEADER + per * images.len()));
     p.extend_from_slice(QUERY_MAGIC);
     p.push(VERSION);
-    p.extend_from_slice(reply_to);
     p.extend_from_slice(&(images.len() as u32).to_le_bytes());
     for d in shape {
         let d = u16::try_from(d).map_err(|_| QueryError::Shape(format!("dimension {d}")))?;
@@ -116,7 +131,9 @@ pub fn seal_query(
         }
         p.extend_from_slice(img);
     }
-    hpke::seal(service, QUERY_INFO, model.as_bytes(), &p).map_err(QueryError::Seal)
+    let (q, key) = hpke::seal_exporting(service, QUERY_INFO, model.as_bytes(), &p, ANSWER_INFO)
+        .map_err(QueryError::Seal)?;
+    Ok((q, AnswerKey(key)))
 }
 
 /// The enclave's side: opens a query for `model` with the service key and checks its layout
@@ -128,8 +145,8 @@ pub fn open_query(
     max_images: usize,
     sealed: &[u8],
 ) -> Result<Query, QueryError> {
-    let p = service
-        .open(QUERY_INFO, model.as_bytes(), sealed)
+    let (p, key) = service
+        .open_exporting(QUERY_INFO, model.as_bytes(), sealed, ANSWER_INFO)
         .map_err(QueryError::Open)?;
     if p.len() < QUERY_HEADER || &p[..4] != QUERY_MAGIC {
         return Err(QueryError::Malformed("not a goten query".into()));
@@ -140,9 +157,8 @@ pub fn open_query(
             p[4]
         )));
     }
-    let reply_to: [u8; 32] = p[5..37].try_into().expect("32 bytes");
-    let count = u32::from_le_bytes(p[37..41].try_into().expect("4 bytes")) as usize;
-    let dim = |i: usize| usize::from(u16::from_le_bytes([p[41 + 2 * i], p[42 + 2 * i]]));
+    let count = u32::from_le_bytes(p[5..9].try_into().expect("4 bytes")) as usize;
+    let dim = |i: usize| usize::from(u16::from_le_bytes([p[9 + 2 * i], p[10 + 2 * i]]));
     let shape = [dim(0), dim(1), dim(2)];
     if shape != input {
         return Err(QueryError::Shape(format!(
@@ -162,7 +178,7 @@ pub fn open_query(
         )));
     }
     Ok(Query {
-        reply_to,
+        answer_key: AnswerKey(key),
         shape,
         pixels: Zeroizing::new(p[QUERY_HEADER..].to_vec()),
     })
@@ -174,9 +190,13 @@ pub fn query_id(sealed: &[u8]) -> Option<[u8; 32]> {
     sealed.get(..ENC_BYTES)?.try_into().ok()
 }
 
-/// The enclave's side: seals the logits of a query's images to its reply key.
+fn answer_aad(query: &[u8; 32]) -> Vec<u8> {
+    [ANSWER_INFO, query.as_slice()].concat()
+}
+
+/// The enclave's side: seals the logits of a query's images under its answer key.
 pub fn seal_answer(
-    reply_to: &[u8; 32],
+    key: &AnswerKey,
     query: &[u8; 32],
     classes: usize,
     logits: &[f32],
@@ -190,7 +210,18 @@ pub fn seal_answer(
     for v in logits {
         p.extend_from_slice(&v.to_le_bytes());
     }
-    hpke::seal(reply_to, ANSWER_INFO, query, &p).map_err(QueryError::Seal)
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| QueryError::Seal(HpkeError::Seal(e.to_string())))?;
+    let ct = Aes256Gcm::new(&(*key.0).into())
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: &p,
+                aad: &answer_aad(query),
+            },
+        )
+        .map_err(|_| QueryError::Seal(HpkeError::Seal("AES-GCM".into())))?;
+    Ok([nonce.as_slice(), &ct].concat())
 }
 
 /// An opened answer: `count` rows of `classes` logits.
@@ -214,12 +245,25 @@ impl Answer {
     }
 }
 
-/// The client's side: opens the answer to the query `query` (its sealed bytes).
-pub fn open_answer(reply: &KeyPair, query: &[u8], sealed: &[u8]) -> Result<Answer, QueryError> {
+/// The client's side: opens the answer to the query `query` (its sealed bytes) with the key
+/// [`seal_query`] returned for it.
+pub fn open_answer(key: &AnswerKey, query: &[u8], sealed: &[u8]) -> Result<Answer, QueryError> {
     let id = query_id(query).ok_or(QueryError::Malformed("the query is truncated".into()))?;
-    let p = reply
-        .open(ANSWER_INFO, &id, sealed)
-        .map_err(QueryError::Open)?;
+    if sealed.len() < 12 + 16 {
+        return Err(QueryError::Open(HpkeError::Truncated(sealed.len())));
+    }
+    let nonce: [u8; 12] = sealed[..12].try_into().expect("12 bytes");
+    let p = Zeroizing::new(
+        Aes256Gcm::new(&(*key.0).into())
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed[12..],
+                    aad: &answer_aad(&id),
+                },
+            )
+            .map_err(|_| QueryError::Open(HpkeError::Open))?,
+    );
     if p.len() < 13 || &p[..4] != ANSWER_MAGIC || p[4] != VERSION {
         return Err(QueryError::Malformed("not a goten answer".into()));
     }
@@ -251,51 +295,52 @@ mod tests {
     #[test]
     fn query_and_answer_round_trip() {
         let service = KeyPair::derive(&[1; 32]);
-        let reply = KeyPair::generate();
         let imgs = images(3);
         let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
-        let q = seal_query(
-            &service.public_key(),
-            "small",
-            &reply.public_key(),
-            [3, 2, 2],
-            &refs,
-        )
-        .unwrap();
+        let (q, key) = seal_query(&service.public_key(), "small", [3, 2, 2], &refs).unwrap();
         let opened = open_query(&service, "small", [3, 2, 2], 8, &q).unwrap();
         assert_eq!(opened.count(), 3);
         assert_eq!(opened.image(2), &imgs[2][..]);
-        assert_eq!(opened.reply_to, reply.public_key());
-        assert!(!format!("{opened:?}").contains("12"));
+        assert_eq!(
+            *opened.answer_key.0, *key.0,
+            "both sides derive one answer key"
+        );
+        assert!(!format!("{opened:?} {key:?}").contains("12"));
         let logits: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
         let id = query_id(&q).unwrap();
-        let a = seal_answer(&opened.reply_to, &id, 2, &logits).unwrap();
-        let ans = open_answer(&reply, &q, &a).unwrap();
+        let a = seal_answer(&opened.answer_key, &id, 2, &logits).unwrap();
+        let ans = open_answer(&key, &q, &a).unwrap();
         assert_eq!(ans.count(), 3);
         assert_eq!(ans.row(1), &[1.0, 1.5]);
-        // The answer is bound to its query: another query's id does not open it.
-        let q2 = seal_query(
-            &service.public_key(),
-            "small",
-            &reply.public_key(),
-            [3, 2, 2],
-            &refs,
-        )
-        .unwrap();
+        // The answer is bound to its query: another query (and its key) does not open it,
+        // nor does this key with another query's id, nor a flipped byte.
+        let (q2, key2) = seal_query(&service.public_key(), "small", [3, 2, 2], &refs).unwrap();
         assert!(matches!(
-            open_answer(&reply, &q2, &a),
+            open_answer(&key2, &q2, &a),
             Err(QueryError::Open(_))
         ));
+        assert!(matches!(
+            open_answer(&key, &q2, &a),
+            Err(QueryError::Open(_))
+        ));
+        let mut t = a.clone();
+        t[20] ^= 1;
+        assert!(matches!(
+            open_answer(&key, &q, &t),
+            Err(QueryError::Open(_))
+        ));
+        assert!(open_answer(&key, &q, &a[..20]).is_err());
+        // No logit's bytes appear in the answer.
+        assert!(!a.windows(4).any(|w| w == 1.5f32.to_le_bytes()));
     }
 
     #[test]
     fn every_bad_query_is_refused_with_its_reason() {
         let service = KeyPair::derive(&[1; 32]);
-        let reply = [9u8; 32];
         let imgs = images(2);
         let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
         let pk = service.public_key();
-        let q = seal_query(&pk, "small", &reply, [3, 2, 2], &refs).unwrap();
+        let (q, _) = seal_query(&pk, "small", [3, 2, 2], &refs).unwrap();
         // Another model's name, another key, a flipped byte, a truncation.
         assert!(matches!(
             open_query(&service, "vgg11", [3, 2, 2], 8, &q),
@@ -318,7 +363,7 @@ mod tests {
             open_query(&service, "small", [3, 2, 2], 1, &q),
             Err(QueryError::Shape(_))
         ));
-        assert!(seal_query(&pk, "small", &reply, [3, 2, 3], &refs).is_err());
+        assert!(seal_query(&pk, "small", [3, 2, 3], &refs).is_err());
         // A well-sealed plaintext that is not a query.
         let junk = hpke::seal(&pk, QUERY_INFO, b"small", b"hello there, not a query").unwrap();
         assert!(matches!(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use goten_enclave::Role;
-use goten_enclave::hpke::KeyPair;
 use goten_enclave::nn::model::argmax;
 use goten_party::record::{Recorder, RecordingDevice, RecordingTransport};
 use goten_runtime::JobConfig;
@@ -203,15 +202,8 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let v = s.connect();
     let infer = format!("{}/v2/models/small/infer", s.url());
     let img = images(1);
-    let reply = KeyPair::generate();
-    let sealed = goten_enclave::query::seal_query(
-        &v.service_key,
-        "small",
-        &reply.public_key(),
-        [3, 32, 32],
-        &[&img[0]],
-    )
-    .unwrap();
+    let (sealed, _) =
+        goten_enclave::query::seal_query(&v.service_key, "small", [3, 32, 32], &[&img[0]]).unwrap();
     let good = STANDARD.encode(&sealed);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         (
@@ -299,7 +291,7 @@ fn sixteen_concurrent_clients_each_get_their_own_answers() {
                         // Client c asks about image (c + k) mod 16: answers must be its own.
                         let i = (c + k) % 16;
                         let a = v.query_once([3, 32, 32], &[refs[i]]).unwrap();
-                        // The answer opened with this request's reply key and its query's
+                        // The answer opened with this request's answer key and its query's
                         // binding (query_once), so it is this request's; its logits are this
                         // image's within the rounding noise.
                         let want = &reference[i * 10..(i + 1) * 10];

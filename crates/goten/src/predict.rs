@@ -4,7 +4,7 @@
 //! Where it sits: plain mode runs on the model owner's machine (the owner holds the model in
 //! the clear). Goten mode scores a whole file through the same engine as `goten serve`: the
 //! model stays in E0's and E1's sealed checkpoints, each batch is sealed to the enclaves'
-//! service key and the logits come back sealed to this process's reply key; only the
+//! service key and the logits come back under each query's exported answer key; only the
 //! aggregate accuracy and this user's own predictions are printed. With `--server URL
 //! --cluster FILE` the same batches go to a serving deployment, verified first.
 

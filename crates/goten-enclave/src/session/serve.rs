@@ -294,7 +294,7 @@ impl<'k> ServeSession<'k> {
             .collect();
         let logits = self.forward(host, &images)?;
         // Only S0's host returns answers: E1 computes the same logits (its shares are needed)
-        // but seals nothing, which saves two X25519 operations per query.
+        // but seals nothing.
         if self.enclave.role() != Role::S0 {
             return Ok(replies);
         }
@@ -302,7 +302,7 @@ impl<'k> ServeSession<'k> {
         for (i, id, o) in &opened {
             let rows = &logits[at * self.classes..(at + o.count()) * self.classes];
             at += o.count();
-            replies[*i] = query::seal_answer(&o.reply_to, id, self.classes, rows);
+            replies[*i] = query::seal_answer(&o.answer_key, id, self.classes, rows);
         }
         Ok(replies)
     }

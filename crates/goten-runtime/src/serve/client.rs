@@ -10,7 +10,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use goten_enclave::Role;
 use goten_enclave::attest::{EvidenceVerifier, SimulatedVerifier};
-use goten_enclave::hpke::KeyPair;
 use goten_enclave::query::{self, Answer};
 use goten_enclave::service::service_report_data;
 
@@ -224,15 +223,8 @@ impl Verified {
 
     /// One request holding one sealed query of `images`.
     pub fn query_once(&self, shape: [usize; 3], images: &[&[u8]]) -> Result<Answer, ClientError> {
-        let reply = KeyPair::generate();
-        let sealed = query::seal_query(
-            &self.service_key,
-            &self.model,
-            &reply.public_key(),
-            shape,
-            images,
-        )
-        .map_err(|e| ClientError::Input(e.to_string()))?;
+        let (sealed, key) = query::seal_query(&self.service_key, &self.model, shape, images)
+            .map_err(|e| ClientError::Input(e.to_string()))?;
         let body = InferRequest {
             id: None,
             parameters: None,
@@ -261,7 +253,7 @@ impl Verified {
         let bytes = STANDARD
             .decode(data)
             .map_err(|e| ClientError::Net(format!("the answer is not base64: {e}")))?;
-        let a = query::open_answer(&reply, &sealed, &bytes)
+        let a = query::open_answer(&key, &sealed, &bytes)
             .map_err(|e| ClientError::Net(format!("the answer does not open: {e}")))?;
         if a.count() != images.len() {
             return Err(ClientError::Net(format!(

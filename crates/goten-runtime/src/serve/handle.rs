@@ -103,8 +103,8 @@ impl Handle {
     }
 
     /// Batch scoring without HTTP (`goten predict --mode goten`): seals `images` to the
-    /// service key, `per_query` per query, submits them all, and opens the answers with a
-    /// reply key of this process. Returns the logits, image-major.
+    /// service key, `per_query` per query, submits them all, and opens the answers with the
+    /// key exported from each query's HPKE context. Returns the logits, image-major.
     pub fn score(&self, images: &[&[u8]], per_query: usize) -> Result<Vec<f32>, RuntimeError> {
         let fail = |why: String| RuntimeError::Party(PartyError::Storage(why));
         let ready = match self.wait_ready(Duration::from_secs(600)) {
@@ -118,13 +118,11 @@ impl Handle {
                 ));
             }
         };
-        let reply = goten_enclave::hpke::KeyPair::generate();
         let mut pending = Vec::new();
         for chunk in images.chunks(per_query.max(1)) {
-            let q = goten_enclave::query::seal_query(
+            let (q, key) = goten_enclave::query::seal_query(
                 &ready.service_key,
                 &ready.name,
-                &reply.public_key(),
                 ready.info.input,
                 chunk,
             )
@@ -136,10 +134,10 @@ impl Handle {
                 reply: tx,
             }))
             .map_err(fail)?;
-            pending.push((q, rx));
+            pending.push((q, key, rx));
         }
         let mut logits = Vec::with_capacity(images.len() * ready.info.classes);
-        for (q, rx) in pending {
+        for (q, key, rx) in pending {
             let replies = rx
                 .blocking_recv()
                 .map_err(|_| fail("the serving cluster stopped".into()))?
@@ -149,7 +147,7 @@ impl Handle {
                 .next()
                 .ok_or_else(|| fail("no reply".into()))?
                 .map_err(|e| RuntimeError::config(e.to_string()))?;
-            let a = goten_enclave::query::open_answer(&reply, &q, &sealed)
+            let a = goten_enclave::query::open_answer(&key, &q, &sealed)
                 .map_err(|e| fail(format!("an answer does not open: {e}")))?;
             logits.extend_from_slice(&a.logits);
         }

@@ -183,7 +183,7 @@ async fn model_meta(State(app): State<Arc<App>>, Path(name): Path<String>) -> Re
             image_shape: r.info.input.to_vec(),
             classes: r.info.classes,
             max_images_per_query: goten_enclave::session::serve::MAX_IMAGES_PER_QUERY,
-            format: "goten/query/v1 (HPKE X25519-SHA256/AES-256-GCM); see DESIGN.md section 21"
+            format: "goten/query/v2 (HPKE X25519-SHA256/AES-256-GCM, answer key exported); see DESIGN.md section 21"
                 .into(),
         },
     })

@@ -86,6 +86,9 @@ pub fn seal_exporting(
     Ok((out, secret))
 }
 
+/// What [`KeyPair::open_exporting`] gives: the plaintext and the exported secret.
+pub type OpenedExporting = (Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>);
+
 /// An X25519 HPKE key pair. The secret half never appears in Debug output.
 pub struct KeyPair {
     secret: <K as Kem>::PrivateKey,
@@ -166,14 +169,13 @@ impl KeyPair {
 
     /// Opens a message of [`seal_exporting`] and returns the secret exported under
     /// `export_context` from its context (the sender's, byte for byte).
-    #[allow(clippy::type_complexity)]
     pub fn open_exporting(
         &self,
         info: &[u8],
         aad: &[u8],
         sealed: &[u8],
         export_context: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), HpkeError> {
+    ) -> Result<OpenedExporting, HpkeError> {
         if sealed.len() < ENC_BYTES + 16 {
             return Err(HpkeError::Truncated(sealed.len()));
         }

@@ -88,7 +88,7 @@ impl Source {
 /// files' image `shape`; crops of 1/8 of the side and flips for colour images.
 pub fn input_spec(
     format: DataFormat,
-    shape: Option<[usize; 3]>,
+    shape: [usize; 3],
     normalize: Option<&str>,
 ) -> Result<InputSpec, RuntimeError> {
     let mut spec = match format {
@@ -98,16 +98,14 @@ pub fn input_spec(
         DataFormat::Mnist => InputSpec::mnist(),
         DataFormat::FashionMnist => InputSpec::fashion_mnist(),
         // Colour arrays are augmented like CIFAR, grey ones like MNIST (not at all).
-        DataFormat::Npy | DataFormat::Safetensors => match shape.map(|s| s[0]) {
-            Some(1) => InputSpec::mnist(),
+        DataFormat::Npy | DataFormat::Safetensors => match shape[0] {
+            1 => InputSpec::mnist(),
             _ => InputSpec::cifar10(),
         }
         .stats_from_training(),
     };
-    if let Some(s) = shape {
-        spec.shape = s;
-        spec.pad = spec.pad.min(s[1].min(s[2]) / 8);
-    }
+    spec.shape = shape;
+    spec.pad = spec.pad.min(shape[1].min(shape[2]) / 8);
     if let Some(n) = normalize {
         let parse = |part: &str| -> Result<Vec<f32>, RuntimeError> {
             part.split(',')

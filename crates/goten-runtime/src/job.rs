@@ -112,7 +112,6 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
     let mut data_key = None;
     let data_path = std::path::Path::new(&c.data);
     let mut format = DataFormat::Cifar10;
-    let mut sealed_meta = None;
     let (mut train, mut test) = if c.synthetic() {
         let (tr, te) = goten_data::synthetic(c.synthetic_train, c.test_limit.min(10_000), c.seed);
         (Source::Plain(tr), Source::Plain(te))
@@ -152,7 +151,16 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
                     ),
                 )
             })?;
-            sealed_meta = Some(s.meta.clone());
+            if let Some(f) = c.data_format.as_deref().and_then(DataFormat::parse)
+                && f != format
+            {
+                return Err(RuntimeError::config(format!(
+                    "--data-format {} but {} was sealed from {} data",
+                    f.name(),
+                    data_path.display(),
+                    format.name()
+                )));
+            }
         }
         sealed
     } else {
@@ -165,23 +173,11 @@ pub fn prepare(c: &JobConfig) -> Result<Setup, RuntimeError> {
         format = f;
         (Source::Plain(tr), Source::Plain(te))
     };
-    let (shape, classes) = match (&train, &sealed_meta) {
-        (Source::Plain(d), _) => (d.shape, format.classes().unwrap_or(d.classes)),
-        (Source::Sealed(_), Some(m)) => (m.shape, m.classes),
-        (Source::Sealed(_), None) => unreachable!("a sealed split always has its header"),
+    let (shape, classes) = match &train {
+        Source::Plain(d) => (d.shape, format.classes().unwrap_or(d.classes)),
+        Source::Sealed(s) => (s.meta.shape, s.meta.classes),
     };
-    if let Some(f) = c.data_format.as_deref().and_then(DataFormat::parse)
-        && sealed_meta.is_some()
-        && f != format
-    {
-        return Err(RuntimeError::config(format!(
-            "--data-format {} but {} was sealed from {} data",
-            f.name(),
-            data_path.display(),
-            format.name()
-        )));
-    }
-    let mut input = crate::data::input_spec(format, Some(shape), c.normalize.as_deref())?;
+    let mut input = crate::data::input_spec(format, shape, c.normalize.as_deref())?;
     if format.classes().is_none() {
         notices.push(format!(
             "note: {} data: {classes} classes of {}x{}x{} images, normalisation {}",

@@ -118,7 +118,7 @@ pub(crate) fn load(
 pub fn run(a: PredictArgs) -> Result<()> {
     let (format, train, mut data) = load(&a.data, a.data_format.as_deref(), a.image_size)?;
     let shape = train.as_ref().map_or(data.shape, |t| t.shape);
-    let mut spec = goten_runtime::data::input_spec(format, Some(shape), a.normalize.as_deref())?;
+    let mut spec = goten_runtime::data::input_spec(format, shape, a.normalize.as_deref())?;
     if spec.from_training {
         // As the enclave computed them in training: from this folder's training images.
         let t = train

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::datasets::{idx, image_folder, mnist_like};
+use common::datasets::{idx, image_folder, mnist_bars, mnist_like, npy};
 use common::goten;
 
 fn tmp(name: &str) -> PathBuf {
@@ -360,50 +360,15 @@ fn image_folders_train_and_predict_with_their_class_names() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// A version-1 `.npy` file of unsigned bytes.
-fn npy(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut h = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 fn npy_arrays_train_lenet5() {
     let root = tmp("npy");
     // The MNIST-like bars as arrays: (N, 28, 28) images, (N,) labels.
-    let idx_dir = root.join("idx");
-    std::fs::create_dir_all(&idx_dir).unwrap();
-    mnist_like(&idx_dir, 160, 40);
     let data = root.join("arrays");
     std::fs::create_dir_all(&data).unwrap();
-    for (split, stem, n) in [("train", "train", 160), ("test", "t10k", 40)] {
-        let raw = |kind: &str, head: usize| {
-            let p = idx_dir.join(format!("{stem}-{kind}"));
-            let bytes = std::fs::read(&p)
-                .or_else(|_| {
-                    let gz = std::fs::read(p.with_extension("gz")).unwrap();
-                    let mut out = Vec::new();
-                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out)
-                        .map(|_| out)
-                })
-                .unwrap();
-            bytes[head..].to_vec()
-        };
-        let px = raw("images-idx3-ubyte", 16);
-        let labels = raw("labels-idx1-ubyte", 8);
+    for (split, n, salt) in [("train", 160, 0), ("test", 40, 3)] {
+        let (px, labels) = mnist_bars(n, salt);
+        let n = n as usize;
         std::fs::write(
             data.join(format!("{split}_images.npy")),
             npy(&[n, 28, 28], &px),

@@ -92,8 +92,7 @@ impl<'k> ServeSession<'k> {
         batch: usize,
     ) -> Result<Self, SessionError> {
         let r = checkpoint::unseal_for_serving(sealed, sealing, enclave.role_label(), classes)?;
-        let classes = r.model.outputs();
-        Self::with_model(enclave, r.model, (classes, name, batch))
+        Self::with_model(enclave, r.model, (name, batch))
     }
 
     /// Ecall "serve the owner's model": opens a model the model owner sealed to the service key
@@ -130,26 +129,19 @@ impl<'k> ServeSession<'k> {
             sealing,
             enclave.role_label(),
         )?;
-        let session = Self::with_model(enclave, model, (classes, name, batch))?;
+        let session = Self::with_model(enclave, model, (name, batch))?;
         Ok((session, sealed))
     }
 
     fn with_model(
         enclave: &'k KeyedEnclave,
         model: Model,
-        (classes, name, batch): (usize, Option<&str>, usize),
+        (name, batch): (Option<&str>, usize),
     ) -> Result<Self, SessionError> {
         if batch == 0 {
             return Err(SessionError::Config(
                 "the serving batch must be at least 1".into(),
             ));
-        }
-        if model.outputs() != classes {
-            return Err(SessionError::Config(format!(
-                "model {} gives {} classes, not {classes}",
-                model.arch_name(),
-                model.outputs()
-            )));
         }
         let name = name.unwrap_or(model.arch_name()).to_string();
         if !valid_name(&name) {
@@ -176,9 +168,9 @@ impl<'k> ServeSession<'k> {
             .map_err(|e| SessionError::Config(format!("the model's input statistics: {e}")))?;
         Ok(ServeSession {
             enclave,
+            classes: model.outputs(),
             model,
             name: name.to_string(),
-            classes,
             batch,
             counter: 0,
             seen: HashSet::new(),

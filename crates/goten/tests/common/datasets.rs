@@ -21,29 +21,31 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// A learnable MNIST-shaped folder: class c is a bright bar on rows 2c+4..2c+6, plus noise.
-pub fn mnist_like(dir: &Path, train: u32, test: u32) {
-    let split = |n: u32, salt: u32| {
-        let (mut px, mut labels) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let c = (i * 7 + salt) % 10;
-            labels.push(c as u8);
-            for y in 0..28u32 {
-                for x in 0..28u32 {
-                    let noise =
-                        (i.wrapping_mul(2654435761) ^ (y * 28 + x).wrapping_mul(40503)) % 64;
-                    let bar = if (2 * c + 4..2 * c + 6).contains(&y) {
-                        180
-                    } else {
-                        0
-                    };
-                    px.push((bar + noise) as u8);
-                }
+/// `n` learnable MNIST-shaped images and their labels: class c is a bright bar on rows
+/// 2c+4..2c+6, plus noise (`salt` shifts the classes).
+pub fn mnist_bars(n: u32, salt: u32) -> (Vec<u8>, Vec<u8>) {
+    let (mut px, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let c = (i * 7 + salt) % 10;
+        labels.push(c as u8);
+        for y in 0..28u32 {
+            for x in 0..28u32 {
+                let noise = (i.wrapping_mul(2654435761) ^ (y * 28 + x).wrapping_mul(40503)) % 64;
+                let bar = if (2 * c + 4..2 * c + 6).contains(&y) {
+                    180
+                } else {
+                    0
+                };
+                px.push((bar + noise) as u8);
             }
         }
-        (px, labels)
-    };
-    let (p, l) = split(train, 0);
+    }
+    (px, labels)
+}
+
+/// A learnable MNIST folder of [`mnist_bars`] (training split gzipped, test split raw).
+pub fn mnist_like(dir: &Path, train: u32, test: u32) {
+    let (p, l) = mnist_bars(train, 0);
     std::fs::write(
         dir.join("train-images-idx3-ubyte.gz"),
         gz(&idx(&[train, 28, 28], &p)),
@@ -54,7 +56,7 @@ pub fn mnist_like(dir: &Path, train: u32, test: u32) {
         gz(&idx(&[train], &l)),
     )
     .unwrap();
-    let (p, l) = split(test, 3);
+    let (p, l) = mnist_bars(test, 3);
     std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx(&[test, 28, 28], &p)).unwrap();
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[test], &l)).unwrap();
 }
@@ -80,4 +82,24 @@ pub fn image_folder(root: &Path, per_class: u32) {
             }
         }
     }
+}
+
+/// A version-1 `.npy` file of unsigned bytes.
+pub fn npy(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut h = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
 }

@@ -317,6 +317,36 @@ fn combine_is_sum_minus_pad(dev: &dyn Device) {
     assert!(dev.combine(&c.op, &[(&a, &b), (&a3, &b3)], None).is_err());
 }
 
+/// Convolutions whose batch spans several im2col groups, with zero padding, unit and larger
+/// strides: a later group must not see what an earlier one left in a reused buffer. On the
+/// CPU, planes of 256 or more output positions put one image in each group; planes of 128 to
+/// 255 put two, so five images end in a group of one, whose buffer is laid out differently
+/// from the previous group's.
+fn groups_reuse_buffers(dev: &dyn Device) {
+    let ring = Ring::new(21).unwrap();
+    for (kind, (h, w), k, stride, pad) in [
+        (0u8, (17, 17), 3, 1, 1),
+        (0, (12, 12), 3, 1, 1),
+        (0, (15, 11), 5, 1, 2),
+        (0, (33, 31), 3, 2, 1),
+        (0, (23, 21), 3, 2, 1),
+        (0, (20, 20), 3, 1, 0),
+        (1, (12, 12), 3, 1, 1),
+        (2, (17, 17), 3, 1, 1),
+        (2, (12, 12), 3, 1, 1),
+        (2, (23, 21), 3, 2, 1),
+    ] {
+        let params = Conv2dParams {
+            stride: (stride, stride),
+            padding: (pad, pad),
+        };
+        let case = conv_case(kind, 5, 3, 4, (h, w), (k, k), params).unwrap();
+        let a = random_tensor(ring, &case.a, 7 + u64::from(kind));
+        let b = random_tensor(ring, &case.b, 11 + h as u64);
+        check(dev, &case, &a, &b);
+    }
+}
+
 macro_rules! device_suite {
     ($name:ident, $ctor:expr) => {
         mod $name {
@@ -349,6 +379,11 @@ macro_rules! device_suite {
             fn empty_dimensions_are_fine() {
                 let Some(d) = dev() else { return };
                 empty_dimensions_give_empty_sums(&*d);
+            }
+            #[test]
+            fn many_image_groups_with_padding() {
+                let Some(d) = dev() else { return };
+                groups_reuse_buffers(&*d);
             }
             #[test]
             fn combine_matches_reference() {

@@ -352,7 +352,8 @@ fn run_part(
         part: h.part,
         source,
     })?;
-    let tensor = |shape: &[usize], v: Vec<i32>| RingTensor::from_residues(ring, shape, v);
+    // Every buffer below is a PRG stream or ring arithmetic on residues: reduced already.
+    let tensor = |shape: &[usize], v: Vec<i32>| RingTensor::from_reduced(ring, shape, v);
     let (own_pad, other_pads) = match role {
         Role::S0 => (PairPurpose::PadC0, PairPurpose::PadC1),
         Role::S1 => (PairPurpose::PadC1, PairPurpose::PadC0),

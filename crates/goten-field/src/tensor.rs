@@ -41,6 +41,29 @@ impl RingTensor {
         })
     }
 
+    /// Like [`RingTensor::from_residues`] for data its producer reduced into the ring itself
+    /// (a PRG stream, ring arithmetic, a device's reduced product): the length is checked, the
+    /// residues only in debug builds, which saves a full pass over every share on the hot
+    /// path. Data from outside the process (decoded messages) goes through `from_residues`.
+    pub fn from_reduced(ring: Ring, shape: &[usize], data: Vec<i32>) -> Result<Self, ShapeError> {
+        let n = checked_numel(shape)?;
+        if n != data.len() {
+            return Err(ShapeError::new(format!(
+                "shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            )));
+        }
+        debug_assert!(
+            data.iter().all(|&x| ring.contains(x)),
+            "from_reduced: an element is not a centered residue of {ring}"
+        );
+        Ok(RingTensor {
+            ring,
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
     /// Wraps residues; fails when the length does not match the shape or a value is not a
     /// centered residue of `ring`.
     pub fn from_residues(ring: Ring, shape: &[usize], data: Vec<i32>) -> Result<Self, ShapeError> {
@@ -262,6 +285,26 @@ mod tests {
         assert!(RingTensor::from_residues(r, &[2], vec![0, 128]).is_err());
         assert!(RingTensor::from_residues(r, &[2], vec![-128, 127]).is_ok());
         assert!(RingTensor::zeros(r, &[usize::MAX, 2]).is_err());
+    }
+
+    #[test]
+    fn from_reduced_checks_length_and_equals_from_residues() {
+        let r = Ring::new(8).unwrap();
+        assert!(RingTensor::from_reduced(r, &[2, 2], vec![0; 3]).is_err());
+        assert!(RingTensor::from_reduced(r, &[usize::MAX, 2], vec![]).is_err());
+        let v = vec![-128, 127, 0, 5];
+        assert_eq!(
+            RingTensor::from_reduced(r, &[2, 2], v.clone()).unwrap(),
+            RingTensor::from_residues(r, &[2, 2], v).unwrap()
+        );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not a centered residue")]
+    fn from_reduced_checks_residues_in_debug_builds() {
+        let r = Ring::new(8).unwrap();
+        let _ = RingTensor::from_reduced(r, &[2], vec![0, 128]);
     }
 
     #[test]

@@ -59,10 +59,12 @@ pub trait Arith: Sync {
 }
 
 fn lift_all<A: Arith>(a: &A, x: &[A::Elem]) -> Vec<A::F> {
-    let mut out = vec![A::F::default(); x.len()];
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
-        .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &s)| *o = a.lift(s)));
+    // An indexed collect writes the output once, without zero-filling it first.
+    let mut out = Vec::new();
+    x.par_iter()
+        .with_min_len(PAR_CHUNK)
+        .map(|&s| a.lift(s))
+        .collect_into_vec(&mut out);
     out
 }
 
@@ -183,26 +185,31 @@ impl Plan {
         }
     }
 
-    /// Runs `f(first image, images, output part)` for every group over `out`, split in parts
-    /// of `per_image` elements per image.
-    fn for_each<T: Send>(
+    /// Runs `f(scratch, first image, images, output part)` for every group over `out`, split
+    /// in parts of `per_image` elements per image. `scratch` is a buffer reused by the groups
+    /// one task runs (its contents are whatever the previous group left), so that the large
+    /// im2col buffers are allocated and zeroed once per task rather than once per group.
+    fn for_each<T: Send, S: Default>(
         &self,
         out: &mut [T],
         per_image: usize,
-        f: impl Fn(usize, usize, &mut [T]) + Sync,
+        f: impl Fn(&mut S, usize, usize, &mut [T]) + Sync,
     ) {
         if out.is_empty() || per_image == 0 {
             return;
         }
-        let run = |(i, part): (usize, &mut [T])| f(i * self.size, part.len() / per_image, part);
+        let run = |scratch: &mut S, (i, part): (usize, &mut [T])| {
+            f(scratch, i * self.size, part.len() / per_image, part)
+        };
         if self.parallel {
             out.par_chunks_mut(self.size * per_image)
                 .enumerate()
-                .for_each(run);
+                .for_each_init(S::default, run);
         } else {
+            let mut scratch = S::default();
             out.chunks_mut(self.size * per_image)
                 .enumerate()
-                .for_each(run);
+                .for_each(|c| run(&mut scratch, c));
         }
     }
 }
@@ -245,59 +252,71 @@ fn flat_run(d: &ConvDims, (ki, kj): (usize, usize), (oh0, oh1): (usize, usize)) 
     [skip, from, len]
 }
 
-/// im2col of images `g0 .. g0 + gn`: row `(ci, ki, kj)`, column `(g, oh, ow)`.
+/// im2col of images `g0 .. g0 + gn` into `cols` (resized; every element is written, so its
+/// previous contents do not matter): row `(ci, ki, kj)`, column `(g, oh, ow)`.
 fn im2col<A: Arith>(
     a: &A,
     plan: &Plan,
     d: &ConvDims,
     x: &[A::Elem],
     (g0, gn): (usize, usize),
-) -> Vec<A::F> {
+    cols: &mut Vec<A::F>,
+) {
     let p = d.ho * d.wo;
     let (sh, sw) = d.params.stride;
     let (ph, pw) = d.params.padding;
-    let mut cols = vec![A::F::default(); d.c * d.kh * d.kw * gn * p];
-    plan.inner(&mut cols, gn * p, |r, row| {
+    let zero = A::F::default();
+    cols.resize(d.c * d.kh * d.kw * gn * p, zero);
+    plan.inner(cols, gn * p, |r, row| {
         let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
-        // Rows and columns outside these spans read zero padding (the buffer starts zeroed).
+        // Rows and columns outside these spans read zero padding, written explicitly.
         let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
         let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
-        if ow0 == ow1 {
+        if ow0 == ow1 || oh0 == oh1 {
+            row.fill(zero);
             return;
         }
         let iw0 = ow0 * sw + kj - pw;
         let flat = flat(d);
-        for g in 0..gn {
+        for (g, img) in row.chunks_mut(p).enumerate() {
             let plane = &x[((g0 + g) * d.c + ci) * d.h * d.w..][..d.h * d.w];
-            if flat && oh0 < oh1 {
+            img[..oh0 * d.wo].fill(zero);
+            img[oh1 * d.wo..].fill(zero);
+            let dst = &mut img[oh0 * d.wo..oh1 * d.wo];
+            if flat {
                 // One contiguous copy, then the wrapped columns back to zero padding.
-                let dst = &mut row[g * p..][oh0 * d.wo..oh1 * d.wo];
                 let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
+                dst[..skip].fill(zero);
+                dst[skip + len..].fill(zero);
                 dst[skip..skip + len]
                     .iter_mut()
                     .zip(&plane[from..from + len])
                     .for_each(|(o, &s)| *o = a.lift(s));
                 for r in dst.chunks_mut(d.wo) {
-                    r[..ow0].fill(A::F::default());
-                    r[ow1..].fill(A::F::default());
+                    r[..ow0].fill(zero);
+                    r[ow1..].fill(zero);
                 }
                 continue;
             }
-            for oh in oh0..oh1 {
+            for (oh, r) in (oh0..oh1).zip(dst.chunks_mut(d.wo)) {
                 let ih = oh * sh + ki - ph;
-                let dst = &mut row[g * p + oh * d.wo..][ow0..ow1];
+                r[..ow0].fill(zero);
+                r[ow1..].fill(zero);
                 let src = &plane[ih * d.w + iw0..];
                 if sw == 1 {
-                    dst.iter_mut().zip(src).for_each(|(o, &s)| *o = a.lift(s));
+                    r[ow0..ow1]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &s)| *o = a.lift(s));
                 } else {
-                    dst.iter_mut()
+                    r[ow0..ow1]
+                        .iter_mut()
                         .zip(src.iter().step_by(sw))
                         .for_each(|(o, &s)| *o = a.lift(s));
                 }
             }
         }
     });
-    cols
 }
 
 /// dy of images `g0 .. g0 + gn` as `[o, (g, oh, ow)]`.
@@ -329,12 +348,12 @@ pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem])
     let wf = lift_all(a, w);
     let mut y = vec![A::Elem::default(); d.n * d.o * p];
     let plan = Plan::new(a, d.n, p, kk * p);
-    plan.for_each(&mut y, d.o * p, |g0, gn, part| {
-        let cols = im2col(a, &plan, d, x, (g0, gn));
+    plan.for_each(&mut y, d.o * p, |cols: &mut Vec<A::F>, g0, gn, part| {
+        im2col(a, &plan, d, x, (g0, gn), cols);
         let out = a.gemm(
             (d.o, gn * p, kk),
             View::rows(&wf, kk),
-            View::rows(&cols, gn * p),
+            View::rows(cols, gn * p),
             plan.gemm_threads,
         );
         plan.inner(part, d.o * p, |g, img| {
@@ -361,7 +380,7 @@ pub fn conv_input_grad<A: Arith>(
     let wf = lift_all(a, w);
     let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
     let plan = Plan::new(a, d.n, p, kk * p);
-    plan.for_each(&mut dx, d.c * d.h * d.w, |g0, gn, part| {
+    plan.for_each(&mut dx, d.c * d.h * d.w, |_: &mut (), g0, gn, part| {
         let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
         let colg = a.gemm(
             (kk, gn * p, d.o),
@@ -451,9 +470,10 @@ pub fn conv_weight_grad<A: Arith>(
     };
     let lane = |j: usize| {
         let mut acc = vec![A::Elem::default(); d.o * kk];
+        let mut cols = Vec::new();
         for &(g0, gn) in groups.iter().skip(j).step_by(lanes) {
             let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
-            let cols = im2col(a, &plan, d, x, (g0, gn));
+            im2col(a, &plan, d, x, (g0, gn), &mut cols);
             a.gemm_acc(
                 &mut acc,
                 (d.o, kk, gn * p),

@@ -5,6 +5,7 @@
 //! Errors from libraries are mapped to a plain-language message and an exit status per class
 //! of fault (`exit.rs`) here and only here.
 
+mod alloc;
 mod attestation;
 mod enclave_proc;
 mod exit;
@@ -116,6 +117,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::configure();
     let cli = Cli::parse();
     if goten_enclave::DANGER_TEST_EXPOSE {
         eprintln!(

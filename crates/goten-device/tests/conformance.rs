@@ -310,6 +310,37 @@ fn combine_is_sum_minus_pad(dev: &dyn Device) {
         let one = dev.combine(&case.op, &[(&a1, &b1)], None).unwrap();
         assert_eq!(one, naive::bilinear(&case.op, &a1, &b1).unwrap());
     }
+    // Fused forward products over several im2col groups (one 17 x 17 image per group, padded),
+    // and over a stacked reduction longer than one exact f64 chunk, at the extreme residues.
+    let same = Conv2dParams {
+        stride: (1, 1),
+        padding: (1, 1),
+    };
+    for bits in [21u32, 26] {
+        let ring = Ring::new(bits).unwrap();
+        let (lo, hi) = (ring.min_centered(), ring.max_centered());
+        for case in [
+            conv_case(0, 3, 2, 3, (17, 17), (3, 3), same).unwrap(),
+            matmul_case(0, 3, 2, 5000),
+            conv_case(0, 1, 400, 2, (4, 4), (3, 3), same).unwrap(),
+        ] {
+            let terms = [
+                (filled(ring, &case.a, |_| lo), filled(ring, &case.b, |_| lo)),
+                (
+                    filled(ring, &case.a, |i| if i % 3 == 0 { hi } else { lo }),
+                    filled(ring, &case.b, |i| if i % 7 < 4 { lo } else { hi }),
+                ),
+                (random_tensor(ring, &case.a, 5), random_tensor(ring, &case.b, 6)),
+            ];
+            let refs: Vec<_> = terms.iter().map(|(a, b)| (a, b)).collect();
+            let got = dev.combine(&case.op, &refs, None).unwrap();
+            let mut want = naive::bilinear(&case.op, &terms[0].0, &terms[0].1).unwrap();
+            for (a, b) in &terms[1..] {
+                want = want.add(&naive::bilinear(&case.op, a, b).unwrap()).unwrap();
+            }
+            assert_eq!(got, want, "{bits} bits, {case:?}");
+        }
+    }
     // Products of different output shapes cannot be combined.
     let c = &cases[0];
     let (a, b) = (random_tensor(r, &c.a, 1), random_tensor(r, &c.b, 2));

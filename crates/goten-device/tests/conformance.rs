@@ -330,7 +330,10 @@ fn combine_is_sum_minus_pad(dev: &dyn Device) {
                     filled(ring, &case.a, |i| if i % 3 == 0 { hi } else { lo }),
                     filled(ring, &case.b, |i| if i % 7 < 4 { lo } else { hi }),
                 ),
-                (random_tensor(ring, &case.a, 5), random_tensor(ring, &case.b, 6)),
+                (
+                    random_tensor(ring, &case.a, 5),
+                    random_tensor(ring, &case.b, 6),
+                ),
             ];
             let refs: Vec<_> = terms.iter().map(|(a, b)| (a, b)).collect();
             let got = dev.combine(&case.op, &refs, None).unwrap();

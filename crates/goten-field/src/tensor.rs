@@ -22,6 +22,17 @@ impl std::fmt::Debug for RingTensor {
     }
 }
 
+/// Fails unless `shape` holds exactly `len` elements.
+fn check_len(shape: &[usize], len: usize) -> Result<(), ShapeError> {
+    let n = checked_numel(shape)?;
+    if n != len {
+        return Err(ShapeError::new(format!(
+            "shape {shape:?} needs {n} elements, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// Number of elements of a shape, or an error when it overflows `usize`.
 pub fn checked_numel(shape: &[usize]) -> Result<usize, ShapeError> {
     shape
@@ -46,13 +57,7 @@ impl RingTensor {
     /// residues only in debug builds, which saves a full pass over every share on the hot
     /// path. Data from outside the process (decoded messages) goes through `from_residues`.
     pub fn from_reduced(ring: Ring, shape: &[usize], data: Vec<i32>) -> Result<Self, ShapeError> {
-        let n = checked_numel(shape)?;
-        if n != data.len() {
-            return Err(ShapeError::new(format!(
-                "shape {shape:?} needs {n} elements, got {}",
-                data.len()
-            )));
-        }
+        check_len(shape, data.len())?;
         debug_assert!(
             data.iter().all(|&x| ring.contains(x)),
             "from_reduced: an element is not a centered residue of {ring}"
@@ -67,13 +72,7 @@ impl RingTensor {
     /// Wraps residues; fails when the length does not match the shape or a value is not a
     /// centered residue of `ring`.
     pub fn from_residues(ring: Ring, shape: &[usize], data: Vec<i32>) -> Result<Self, ShapeError> {
-        let n = checked_numel(shape)?;
-        if n != data.len() {
-            return Err(ShapeError::new(format!(
-                "shape {shape:?} needs {n} elements, got {}",
-                data.len()
-            )));
-        }
+        check_len(shape, data.len())?;
         // A fold, not `position`: no early exit, so the common (valid) case vectorises.
         if data.iter().fold(false, |bad, &x| bad | !ring.contains(x)) {
             let pos = data

@@ -310,8 +310,9 @@ fn combine_is_sum_minus_pad(dev: &dyn Device) {
         let one = dev.combine(&case.op, &[(&a1, &b1)], None).unwrap();
         assert_eq!(one, naive::bilinear(&case.op, &a1, &b1).unwrap());
     }
-    // Fused forward products over several im2col groups (one 17 x 17 image per group, padded),
-    // and over a stacked reduction longer than one exact f64 chunk, at the extreme residues.
+    // Three combined products over several im2col groups (one 17 x 17 image per group,
+    // padded), and over a stacked reduction longer than one exact f64 chunk, at the extreme
+    // residues.
     let same = Conv2dParams {
         stride: (1, 1),
         padding: (1, 1),

@@ -284,10 +284,9 @@ fn im2col<A: Arith>(
             img[oh1 * d.wo..].fill(zero);
             let dst = &mut img[oh0 * d.wo..oh1 * d.wo];
             if flat {
-                // One contiguous copy, then the wrapped columns back to zero padding.
+                // One contiguous copy, then the wrapped columns back to zero padding (the run's
+                // positions outside `skip .. skip + len` are all wrapped columns: flat_run).
                 let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
-                dst[..skip].fill(zero);
-                dst[skip + len..].fill(zero);
                 dst[skip..skip + len]
                     .iter_mut()
                     .zip(&plane[from..from + len])
@@ -501,7 +500,60 @@ pub fn conv_weight_grad<A: Arith>(
 
 #[cfg(test)]
 mod tests {
-    use super::span;
+    use super::{ConvDims, flat_run, span};
+    use goten_field::Conv2dParams;
+
+    /// What im2col relies on now that its buffer is reused: in a flat convolution every
+    /// position that reads the input lies inside flat_run's run and reads the right element,
+    /// so the positions outside the run are all wrapped columns, which im2col zeroes.
+    #[test]
+    fn flat_run_covers_every_valid_position() {
+        for h in 1usize..7 {
+            for w in 1usize..7 {
+                for (k, pad) in [(1usize, 0usize), (3, 1), (5, 2)] {
+                    for kh in [1, k] {
+                        let ph = if kh == k { pad } else { 0 };
+                        if h + 2 * ph < kh {
+                            continue;
+                        }
+                        let d = ConvDims {
+                            n: 1,
+                            c: 1,
+                            h,
+                            w,
+                            o: 1,
+                            kh,
+                            kw: k,
+                            ho: h + 2 * ph + 1 - kh,
+                            wo: w,
+                            params: Conv2dParams {
+                                stride: (1, 1),
+                                padding: (ph, pad),
+                            },
+                        };
+                        for ki in 0..kh {
+                            for kj in 0..k {
+                                let (oh0, oh1) = span(d.ho, h, 1, ki, ph);
+                                let (ow0, ow1) = span(d.wo, w, 1, kj, pad);
+                                if oh0 == oh1 || ow0 == ow1 {
+                                    continue;
+                                }
+                                let [skip, from, len] = flat_run(&d, (ki, kj), (oh0, oh1));
+                                for q in 0..(oh1 - oh0) * d.wo {
+                                    let (oh, ow) = (oh0 + q / d.wo, q % d.wo);
+                                    if (ow0..ow1).contains(&ow) {
+                                        let at = (oh + ki - ph) * w + ow + kj - pad;
+                                        assert!((skip..skip + len).contains(&q), "{d:?}");
+                                        assert_eq!(from + q - skip, at, "{d:?} {ki} {kj} {q}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn span_matches_brute_force() {

@@ -1,6 +1,8 @@
 //! Freivalds-style integrity check of a reconstructed result, inside the enclave.
 //!
-//! Where it sits: after reconstruction in [`crate::linear`]. The enclave holds the quantized
+//! Where it sits: around the device job in [`crate::linear`]: the operand side ([`expected`])
+//! is computed on the enclave's worker pool while the devices compute the products, the result
+//! side ([`result_matches`]) after reconstruction. The enclave holds the quantized
 //! operands aQ, bQ and the reconstructed integer result c. It contracts c with secret random
 //! vectors (from the pair key, unknown to every host) and compares with the same contraction
 //! computed directly from the operands:
@@ -36,106 +38,180 @@ pub fn challenge_len(op: &BilinearOp, sa: &[usize], sb: &[usize]) -> Result<usiz
 /// Whether `c` equals `f(a, b)` on the contraction with `r` (see the module docs).
 pub fn verify(
     op: &BilinearOp,
-    (sa, a): (&[usize], &[i32]),
-    (sb, b): (&[usize], &[i32]),
+    a: (&[usize], &[i32]),
+    b: (&[usize], &[i32]),
     c: &[i64],
     r: &[u32],
 ) -> Result<bool, ShapeError> {
-    let want_len = challenge_len(op, sa, sb)?;
-    if r.len() != want_len || c.len() != op.output_shape(sa, sb)?.iter().product::<usize>() {
-        return Err(ShapeError::new(
-            "integrity check: challenge or result has the wrong length",
-        ));
+    let want = expected(op, a, b, r)?;
+    result_matches(op, (a.0, b.0), c, r, &want)
+}
+
+/// The operand side of the check: what the result must contract to. It needs no result, so
+/// the enclave computes it while the devices compute the products.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Expected(Side);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Side {
+    Matmul(Vec<i128>),
+    Conv(Vec<u64>),
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A contraction of secret operands: never printed.
+        f.write_str("Expected(..)")
     }
-    if !matches!(
+}
+
+fn is_matmul(op: &BilinearOp) -> bool {
+    matches!(
         op,
         BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad
-    ) {
-        let d = op.conv_dims(sa, sb)?;
-        let (lr, _) = crate::check_conv::lens(op, &d);
-        let (rw, sw) = r.split_at(2 * lr);
-        let (re, se) = (
-            crate::check_conv::elements(rw),
-            crate::check_conv::elements(sw),
-        );
-        return crate::check_conv::verify(op, &d, a, b, c, &re, &se);
+    )
+}
+
+/// A convolution's dimensions and its two challenge vectors (field elements).
+type ConvChallenge = (goten_field::ops::ConvDims, Vec<u64>, Vec<u64>);
+
+/// Checks the challenge's length, and splits a convolution's into its two field vectors.
+fn challenge(
+    op: &BilinearOp,
+    (sa, sb): (&[usize], &[usize]),
+    r: &[u32],
+) -> Result<Option<ConvChallenge>, ShapeError> {
+    if r.len() != challenge_len(op, sa, sb)? {
+        return Err(ShapeError::new(
+            "integrity check: the challenge has the wrong length",
+        ));
+    }
+    if is_matmul(op) {
+        return Ok(None);
+    }
+    let d = op.conv_dims(sa, sb)?;
+    let (lr, _) = crate::check_conv::lens(op, &d);
+    let (rw, sw) = r.split_at(2 * lr);
+    Ok(Some((
+        d,
+        crate::check_conv::elements(rw),
+        crate::check_conv::elements(sw),
+    )))
+}
+
+/// The operand side of [`verify`] for `f(a, b)` under challenge `r`.
+pub fn expected(
+    op: &BilinearOp,
+    (sa, a): (&[usize], &[i32]),
+    (sb, b): (&[usize], &[i32]),
+    r: &[u32],
+) -> Result<Expected, ShapeError> {
+    if let Some((d, re, se)) = challenge(op, (sa, sb), r)? {
+        return Ok(Expected(Side::Conv(crate::check_conv::rhs(
+            op, &d, a, b, &re, &se,
+        ))));
     }
     let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
     let w = |v: i32| i128::from(v);
-    // lhs: the result contracted along its challenge axis; rhs: the same from the operands.
-    let (lhs, rhs): (Vec<i128>, Vec<i128>) = match op {
-        BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad => {
-            let (m, n, k) = op.matmul_dims(sa, sb)?;
+    let (m, n, k) = op.matmul_dims(sa, sb)?;
+    let rhs = match op {
+        BilinearOp::MatmulForward => {
+            // v = W^T r (length k), then x v.
+            let mut v = vec![0i128; k];
+            for j in 0..n {
+                b[j * k..(j + 1) * k]
+                    .iter()
+                    .zip(v.iter_mut())
+                    .for_each(|(&x, t)| *t += w(x) * r[j]);
+            }
+            (0..m)
+                .map(|i| {
+                    a[i * k..(i + 1) * k]
+                        .iter()
+                        .zip(&v)
+                        .map(|(&x, &y)| w(x) * y)
+                        .sum()
+                })
+                .collect()
+        }
+        BilinearOp::MatmulInputGrad => {
+            // v = W r (length n), then dy v.
+            let v: Vec<i128> = (0..n)
+                .map(|t| {
+                    b[t * k..(t + 1) * k]
+                        .iter()
+                        .zip(&r)
+                        .map(|(&x, &y)| w(x) * y)
+                        .sum()
+                })
+                .collect();
+            (0..m)
+                .map(|i| {
+                    a[i * n..(i + 1) * n]
+                        .iter()
+                        .zip(&v)
+                        .map(|(&x, &y)| w(x) * y)
+                        .sum()
+                })
+                .collect()
+        }
+        _ => {
+            // v = x r (length m), then dy^T v.
+            let v: Vec<i128> = (0..m)
+                .map(|t| {
+                    b[t * k..(t + 1) * k]
+                        .iter()
+                        .zip(&r)
+                        .map(|(&x, &y)| w(x) * y)
+                        .sum()
+                })
+                .collect();
+            let mut out = vec![0i128; n];
+            for t in 0..m {
+                a[t * n..(t + 1) * n]
+                    .iter()
+                    .zip(out.iter_mut())
+                    .for_each(|(&x, o)| *o += w(x) * v[t]);
+            }
+            out
+        }
+    };
+    Ok(Expected(Side::Matmul(rhs)))
+}
+
+/// The result side of [`verify`]: whether `c` contracts under `r` to `want` (from
+/// [`expected`] for the same op, shapes and challenge).
+pub fn result_matches(
+    op: &BilinearOp,
+    (sa, sb): (&[usize], &[usize]),
+    c: &[i64],
+    r: &[u32],
+    want: &Expected,
+) -> Result<bool, ShapeError> {
+    if c.len() != op.output_shape(sa, sb)?.iter().product::<usize>() {
+        return Err(ShapeError::new(
+            "integrity check: the result has the wrong length",
+        ));
+    }
+    match (challenge(op, (sa, sb), r)?, &want.0) {
+        (Some((d, re, se)), Side::Conv(rhs)) => {
+            Ok(crate::check_conv::lhs(op, &d, c, &re, &se) == *rhs)
+        }
+        (None, Side::Matmul(rhs)) => {
             let cols = r.len();
             let lhs: Vec<i128> = c
                 .chunks_exact(cols.max(1))
-                .map(|row| row.iter().zip(&r).map(|(&x, &y)| i128::from(x) * y).sum())
+                .map(|row| {
+                    row.iter()
+                        .zip(r)
+                        .map(|(&x, &y)| i128::from(x) * i128::from(y))
+                        .sum()
+                })
                 .collect();
-            let rhs = match op {
-                BilinearOp::MatmulForward => {
-                    // v = W^T r (length k), then x v.
-                    let mut v = vec![0i128; k];
-                    for j in 0..n {
-                        b[j * k..(j + 1) * k]
-                            .iter()
-                            .zip(v.iter_mut())
-                            .for_each(|(&x, t)| *t += w(x) * r[j]);
-                    }
-                    (0..m)
-                        .map(|i| {
-                            a[i * k..(i + 1) * k]
-                                .iter()
-                                .zip(&v)
-                                .map(|(&x, &y)| w(x) * y)
-                                .sum()
-                        })
-                        .collect()
-                }
-                BilinearOp::MatmulInputGrad => {
-                    // v = W r (length n), then dy v.
-                    let v: Vec<i128> = (0..n)
-                        .map(|t| {
-                            b[t * k..(t + 1) * k]
-                                .iter()
-                                .zip(&r)
-                                .map(|(&x, &y)| w(x) * y)
-                                .sum()
-                        })
-                        .collect();
-                    (0..m)
-                        .map(|i| {
-                            a[i * n..(i + 1) * n]
-                                .iter()
-                                .zip(&v)
-                                .map(|(&x, &y)| w(x) * y)
-                                .sum()
-                        })
-                        .collect()
-                }
-                _ => {
-                    // v = x r (length m), then dy^T v.
-                    let v: Vec<i128> = (0..m)
-                        .map(|t| {
-                            b[t * k..(t + 1) * k]
-                                .iter()
-                                .zip(&r)
-                                .map(|(&x, &y)| w(x) * y)
-                                .sum()
-                        })
-                        .collect();
-                    let mut out = vec![0i128; n];
-                    for t in 0..m {
-                        a[t * n..(t + 1) * n]
-                            .iter()
-                            .zip(out.iter_mut())
-                            .for_each(|(&x, o)| *o += w(x) * v[t]);
-                    }
-                    out
-                }
-            };
-            (lhs, rhs)
+            Ok(lhs == *rhs)
         }
-        _ => unreachable!("convolutions are checked by check_conv above"),
-    };
-    Ok(lhs == rhs)
+        _ => Err(ShapeError::new(
+            "integrity check: the expected contraction belongs to another kind of op",
+        )),
+    }
 }

@@ -1,7 +1,8 @@
 //! The integrity check for convolutions: a two-sided Freivalds contraction over the prime field
 //! F_p, p = 2^61 - 1.
 //!
-//! Where it sits: called by [`crate::check::verify`] for the three conv ops. Contracting only one
+//! Where it sits: called by [`crate::check`] for the three conv ops ([`rhs`] from the operands
+//! while the devices compute, [`lhs`] from the reconstructed result). Contracting only one
 //! channel axis (as the matmul check does) still costs 1/channels of the op; contracting the batch
 //! (or a second channel axis) as well, with a second secret vector, removes the batch factor, so
 //! the check costs about one pass over the operands and the result:
@@ -17,8 +18,8 @@
 //! degree 2 in the challenges, which are uniform in F_p (two PRG words each); by Schwartz-Zippel
 //! it vanishes with probability at most 2/p < 2^-59.
 
+use goten_field::BilinearOp;
 use goten_field::ops::ConvDims;
-use goten_field::{BilinearOp, ShapeError};
 use rayon::prelude::*;
 
 /// The Mersenne prime 2^61 - 1.
@@ -163,21 +164,35 @@ fn taps(d: &ConvDims, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// Whether `c` equals the conv op on `(a, b)` under challenges `r`, `s` (field elements).
-pub(crate) fn verify(
+/// The result side of the check: `c` contracted under challenges `r`, `s` (field elements);
+/// equal to [`rhs`] exactly when the check passes.
+pub(crate) fn lhs(op: &BilinearOp, d: &ConvDims, c: &[i64], r: &[u64], s: &[u64]) -> Vec<u64> {
+    let (hw, howo, taps_n) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
+    match op {
+        // lhs[p] = sum_{n,o} s_n r_o y[n,o,p]; blocks of y are (n, o) planes.
+        BilinearOp::Conv2dForward(_) => contract(c, d.n * d.o, howo, &mix(s, r, d.o), |blk| blk),
+        // lhs[i] = sum_{n,c} s_n r_c dx[n,c,i].
+        BilinearOp::Conv2dInputGrad { .. } => {
+            contract(c, d.n * d.c, hw, &mix(s, r, d.c), |blk| blk)
+        }
+        // lhs[t] = sum_{o,c} r_o s_c dW[o,c,t].
+        _ => contract(c, d.o * d.c, taps_n, &mix(r, s, d.c), |blk| blk),
+    }
+}
+
+/// The operand side of the check: the conv op on `(a, b)` contracted under `r`, `s` (it
+/// needs no result, so it runs while the devices compute).
+pub(crate) fn rhs(
     op: &BilinearOp,
     d: &ConvDims,
     a: &[i32],
     b: &[i32],
-    c: &[i64],
     r: &[u64],
     s: &[u64],
-) -> Result<bool, ShapeError> {
+) -> Vec<u64> {
     let (hw, howo, taps_n) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
-    let (lhs, rhs) = match op {
+    match op {
         BilinearOp::Conv2dForward(_) => {
-            // lhs[p] = sum_{n,o} s_n r_o y[n,o,p]; blocks of y are (n, o) planes.
-            let lhs = contract(c, d.n * d.o, howo, &mix(s, r, d.o), |blk| blk);
             let xs = contract(a, d.n, d.c * hw, s, |n| n); // [c, hw]
             let wr = contract(b, d.o, d.c * taps_n, r, |o| o); // [c, taps]
             let mut rhs = vec![0u64; howo];
@@ -188,11 +203,9 @@ pub(crate) fn verify(
                 );
                 taps(d, |p, t, i| rhs[p] = add(rhs[p], mul(w[t], x[i])));
             }
-            (lhs, rhs)
+            rhs
         }
         BilinearOp::Conv2dInputGrad { .. } => {
-            // lhs[i] = sum_{n,c} s_n r_c dx[n,c,i].
-            let lhs = contract(c, d.n * d.c, hw, &mix(s, r, d.c), |blk| blk);
             let dys = contract(a, d.n, d.o * howo, s, |n| n); // [o, howo]
             // wr[o, t] = sum_c r_c W[o, c, t]: blocks of W are (o, c) kernels.
             let mut wr = vec![0u64; d.o * taps_n];
@@ -214,11 +227,9 @@ pub(crate) fn verify(
                 );
                 taps(d, |p, t, i| rhs[i] = add(rhs[i], mul(w[t], g[p])));
             }
-            (lhs, rhs)
+            rhs
         }
         _ => {
-            // lhs[t] = sum_{o,c} r_o s_c dW[o,c,t].
-            let lhs = contract(c, d.o * d.c, taps_n, &mix(r, s, d.c), |blk| blk);
             let mut rhs = vec![0u64; taps_n];
             for n in 0..d.n {
                 let dyr = contract(
@@ -231,10 +242,9 @@ pub(crate) fn verify(
                 let xs = contract(&b[n * d.c * hw..(n + 1) * d.c * hw], d.c, hw, s, |ch| ch);
                 taps(d, |p, t, i| rhs[t] = add(rhs[t], mul(dyr[p], xs[i])));
             }
-            (lhs, rhs)
+            rhs
         }
-    };
-    Ok(lhs == rhs)
+    }
 }
 
 /// Coefficients of the blocks of an `[outer, inner_count, ...]` array: `u[blk / inner_count] *

@@ -83,6 +83,8 @@ pub struct KeyedEnclave {
     service: crate::hpke::KeyPair,
     /// What a data owner provisioned through the service key.
     provisioned: Option<crate::service::Provision>,
+    /// The next op's masks and pads, expanding while this op's products are in flight.
+    prefetch: std::sync::Mutex<crate::prefetch::Prefetcher>,
 }
 
 impl std::fmt::Debug for KeyedEnclave {
@@ -174,6 +176,7 @@ impl KeyedEnclave {
             seeds,
             service,
             provisioned: None,
+            prefetch: Default::default(),
         }
     }
 
@@ -212,6 +215,15 @@ impl KeyedEnclave {
         Some(crate::service::from_job_seed(seed))
     }
 
+    /// How often the next op's masks and pads were ready when it came, and how often a guess
+    /// was dropped ([`crate::prefetch`]).
+    pub fn prefetch_stats(&self) -> crate::PrefetchStats {
+        self.prefetch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+    }
+
     /// This enclave's role.
     pub fn role(&self) -> Role {
         self.role
@@ -232,6 +244,8 @@ impl KeyedEnclave {
     }
 
     pub(crate) fn seeds_mut(&mut self) -> &mut SeedBook {
+        // Whatever was expanded ahead belongs to the old seeds.
+        *self.prefetch.get_mut().unwrap_or_else(|e| e.into_inner()) = Default::default();
         &mut self.seeds
     }
 
@@ -272,7 +286,7 @@ impl KeyedEnclave {
         let secret = r.job_secret.ok_or_else(|| {
             CheckpointError::Malformed("no job secret in an enclave checkpoint".into())
         })?;
-        self.seeds.set_job_secret(secret);
+        self.seeds_mut().set_job_secret(secret);
         Ok((r.model, r.progress))
     }
 
@@ -293,15 +307,17 @@ impl KeyedEnclave {
         // chunk by chunk inside the quantizer.
         let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
         let na = a.expose().len() as u64;
-        let qa = self
-            .cfg
-            .quant
-            .quantize_stream(a.expose(), (&prg, iteration, 0))?;
-        let qb = self
-            .cfg
-            .quant
-            .quantize_stream(b.expose(), (&prg, iteration, na))?;
-        let c = self.linear_quantized(
+        let qa = std::sync::Arc::new(
+            self.cfg
+                .quant
+                .quantize_stream(a.expose(), (&prg, iteration, 0))?,
+        );
+        let qb = std::sync::Arc::new(
+            self.cfg
+                .quant
+                .quantize_stream(b.expose(), (&prg, iteration, na))?,
+        );
+        let c = self.linear_shared(
             host,
             (op_id, iteration),
             op,
@@ -312,20 +328,37 @@ impl KeyedEnclave {
         Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
     }
 
-    /// The exact integer `aQ (x) bQ` for already-quantized operands.
+    /// The exact integer `aQ (x) bQ` for already-quantized operands (tests and tools: the
+    /// operands are copied once, for the check that runs beside the devices).
     pub fn linear_quantized(
         &self,
         host: &mut dyn HostServices,
         ids: (u64, u64),
         op: &BilinearOp,
-        a: (&[usize], &quant::Quantized),
-        b: (&[usize], &quant::Quantized),
+        (sa, a): (&[usize], &quant::Quantized),
+        (sb, b): (&[usize], &quant::Quantized),
+    ) -> Result<Vec<i64>, EnclaveError> {
+        let (a, b) = (
+            std::sync::Arc::new(a.clone()),
+            std::sync::Arc::new(b.clone()),
+        );
+        self.linear_shared(host, ids, op, (sa, &a), (sb, &b))
+    }
+
+    /// [`Self::linear_quantized`] on operands the check's background task can share.
+    fn linear_shared(
+        &self,
+        host: &mut dyn HostServices,
+        ids: (u64, u64),
+        op: &BilinearOp,
+        a: (&[usize], &std::sync::Arc<quant::Quantized>),
+        b: (&[usize], &std::sync::Arc<quant::Quantized>),
     ) -> Result<Vec<i64>, EnclaveError> {
         let seeds = &self.seeds;
         Ok(linear::run(
             self.role,
             self.cfg.ring,
-            seeds,
+            (seeds, &self.prefetch),
             host,
             ids,
             op,

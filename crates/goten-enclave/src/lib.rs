@@ -13,7 +13,9 @@
 //! - [`bound`]: the magnitude bound and split plan that rule out silent wraparound;
 //! - [`check`]: the Freivalds-style integrity check of every reconstructed result;
 //! - [`linear`]: one outsourced bilinear op (shares, masks, ocall, reconstruction), whose
-//!   share formation and reconstruction passes (`shares`) are fused and run on all cores;
+//!   share formation and reconstruction passes (`shares`) are fused and run on all cores,
+//!   with the next op's masks and pads expanding while this op's products are in flight
+//!   (`prefetch`);
 //! - [`nn`]: layers, models, loss and optimizer of the training program;
 //! - [`session`]: the training program behind its ecalls, and the release policy; serving;
 //! - [`query`]: private prediction's sealed queries and answers;
@@ -32,6 +34,7 @@ pub mod keys;
 pub mod linear;
 pub mod nn;
 mod par;
+mod prefetch;
 pub mod quant;
 pub mod query;
 pub mod sealed_data;
@@ -48,4 +51,5 @@ pub const DANGER_TEST_EXPOSE: bool = cfg!(feature = "danger-test-expose");
 pub use enclave::{Enclave, EnclaveConfig, EnclaveError, KeyedEnclave};
 pub use keys::Role;
 pub use linear::{DeviceJob, HostServices, JobReply, OpHeader, Share};
+pub use prefetch::PrefetchStats;
 pub use secret::SecretTensor;

@@ -8,14 +8,17 @@
 //! What crosses the boundary is typed: [`Share`] can only be built here, from a value that
 //! carries a fresh one-time pad (E = aQ - U, F = bQ - V, A0, A1 = aQ - A0, ...) or a pad itself.
 
+use std::sync::{Arc, Mutex};
+
 use goten_field::{BilinearOp, Ring, RingTensor, ShapeError};
 
 use crate::bound::{self, PlanError, reduction_axes};
 use crate::check;
 use crate::keys::Role;
+use crate::prefetch::{self, OpStreams, Prefetcher};
 use crate::quant::Quantized;
-use crate::seeds::{DealerPurpose, PairPurpose, SeedBook};
-use crate::shares;
+use crate::seeds::{PairPurpose, SeedBook};
+use crate::shares::{self, Pending};
 
 /// Public description of one part of an op: all a host or S2 needs, nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -195,17 +198,18 @@ pub enum LinearError {
 }
 
 /// Runs `op` on quantized operands through the three-party protocol and returns the exact
-/// integer result `aQ (x) bQ` (row-major, output shape of the op).
+/// integer result `aQ (x) bQ` (row-major, output shape of the op). `prefetch` is the enclave's
+/// guess of the op sequence ([`crate::prefetch`]).
 #[allow(clippy::too_many_arguments)]
-pub fn run(
+pub(crate) fn run(
     role: Role,
     ring: Ring,
-    seeds: &SeedBook,
+    (seeds, prefetch): (&SeedBook, &Mutex<Prefetcher>),
     host: &mut dyn HostServices,
     (op_id, iteration): (u64, u64),
     op: &BilinearOp,
-    (sa, qa): (&[usize], &Quantized),
-    (sb, qb): (&[usize], &Quantized),
+    (sa, qa): (&[usize], &Arc<Quantized>),
+    (sb, qb): (&[usize], &Arc<Quantized>),
     max_abs: i64,
 ) -> Result<Vec<i64>, LinearError> {
     if op_id > MAX_OP_ID {
@@ -228,16 +232,31 @@ pub fn run(
     {
         return Err(ShapeError::new("quantized operand length does not match its shape").into());
     }
-    let limit = u128::from(ring.headroom()).pow(2);
-    let fits = bound::bound_sq(op, (sa, &qa.values), (sb, &qb.values))? <= limit;
     let mut r = vec![0u32; check::challenge_len(op, sa, sb)?];
     seeds
         .pair(PairPurpose::Check, op_id)
         .fill_u32(iteration, 0, &mut r);
+    // The check's operand side needs no result: it is computed on the worker pool while the
+    // devices compute the products (started when the first part is handed to the host).
+    let mut pending_check = None;
+    let mut start_check = || {
+        let (op, sa, sb, qa, qb, r) = (
+            *op,
+            sa.to_vec(),
+            sb.to_vec(),
+            qa.clone(),
+            qb.clone(),
+            r.clone(),
+        );
+        pending_check = Some(Pending::spawn(move || {
+            check::expected(&op, (&sa, &qa.values), (&sb, &qb.values), &r)
+        }));
+    };
     let ctx = Ctx {
         role,
         ring,
         seeds,
+        prefetch,
         op,
         ids: (op_id, iteration),
         a: (sa, &qa.values),
@@ -247,11 +266,17 @@ pub fn run(
     // wrap; when it does not, actual results are usually still far below the headroom (the bound
     // assumes perfectly aligned operands), so try, and let the check decide.
     let len = sa[reduction_axes(op).0];
-    let c = execute(&ctx, host, 0, &[(0, len)])?;
-    if check::verify(op, ctx.a, ctx.b, &c, &r)? {
+    let c = execute(&ctx, host, 0, &[(0, len)], &mut start_check)?;
+    let want = match pending_check.and_then(Pending::wait) {
+        Some(want) => want,
+        None => check::expected(op, ctx.a, ctx.b, &r),
+    }?;
+    if check::result_matches(op, (sa, sb), &c, &r, &want)? {
         return Ok(c);
     }
-    if fits {
+    // Only a failed check needs the bound: if it rules out wraparound, a share was wrong.
+    let limit = u128::from(ring.headroom()).pow(2);
+    if bound::bound_sq(op, ctx.a, ctx.b)? <= limit {
         return Err(LinearError::Integrity { op_id, iteration });
     }
     // A reduction wrapped (or a share was wrong): recompute, split so that no part can wrap.
@@ -264,8 +289,8 @@ pub fn run(
         b: (&sb2, &b2),
         ..ctx
     };
-    let c = execute(&ctx2, host, 1, &ranges)?;
-    if check::verify(op, ctx.a, ctx.b, &c, &r)? {
+    let c = execute(&ctx2, host, 1, &ranges, &mut || ())?;
+    if check::result_matches(op, (sa, sb), &c, &r, &want)? {
         Ok(c)
     } else {
         Err(LinearError::Integrity { op_id, iteration })
@@ -278,6 +303,7 @@ struct Ctx<'a> {
     role: Role,
     ring: Ring,
     seeds: &'a SeedBook,
+    prefetch: &'a Mutex<Prefetcher>,
     op: &'a BilinearOp,
     ids: (u64, u64),
     a: (&'a [usize], &'a [i32]),
@@ -285,11 +311,13 @@ struct Ctx<'a> {
 }
 
 /// Runs the op as the given slices of its reduction axis and sums the parts in i64.
+/// `submitted` runs once the first part's job is formed, just before the host runs it.
 fn execute(
     ctx: &Ctx<'_>,
     host: &mut dyn HostServices,
     attempt: u8,
     ranges: &[(usize, usize)],
+    submitted: &mut dyn FnMut(),
 ) -> Result<Vec<i64>, LinearError> {
     let (ax_a, ax_b) = reduction_axes(ctx.op);
     let out_len: usize = ctx.op.output_shape(ctx.a.0, ctx.b.0)?.iter().product();
@@ -322,7 +350,7 @@ fn execute(
             a_shape: psa.to_vec(),
             b_shape: psb.to_vec(),
         };
-        let c = run_part(ctx.role, ctx.ring, ctx.seeds, host, &header, pa, pb)?;
+        let c = run_part(ctx, host, &header, (pa, pb), submitted)?;
         if parts == 1 {
             return Ok(shares::widen(c.data()));
         }
@@ -334,16 +362,20 @@ fn execute(
 }
 
 /// One part: shares and masks, the ocall, reconstruction. Every pass runs on all cores over
-/// fixed chunks ([`crate::shares`]), so results do not depend on the thread count.
+/// fixed chunks ([`crate::shares`]), so results do not depend on the thread count. The first
+/// attempt's data-independent tensors usually come expanded already ([`crate::prefetch`]);
+/// before its products are awaited, the next op's start expanding.
 fn run_part(
-    role: Role,
-    ring: Ring,
-    seeds: &SeedBook,
+    ctx: &Ctx<'_>,
     host: &mut dyn HostServices,
     h: &OpHeader,
-    aq: &[i32],
-    bq: &[i32],
+    (aq, bq): (&[i32], &[i32]),
+    submitted: &mut dyn FnMut(),
 ) -> Result<RingTensor, LinearError> {
+    let (role, ring) = (ctx.role, ctx.ring);
+    if role == Role::S2 {
+        return Err(LinearError::Usage("S2 has no enclave".into()));
+    }
     let id = h.stream_id();
     let it = h.iteration;
     let out = h.output_shape()?;
@@ -354,55 +386,52 @@ fn run_part(
     })?;
     // Every buffer below is a PRG stream or ring arithmetic on residues: reduced already.
     let tensor = |shape: &[usize], v: Vec<i32>| RingTensor::from_reduced(ring, shape, v);
-    let (own_pad, other_pads) = match role {
-        Role::S0 => (PairPurpose::PadC0, PairPurpose::PadC1),
-        Role::S1 => (PairPurpose::PadC1, PairPurpose::PadC0),
-        Role::S2 => return Err(LinearError::Usage("S2 has no enclave".into())),
-    };
     let n_out: usize = out.iter().product();
-    // CM0 + CM1 + CMZ for the reconstruction, expanding in the background from now on.
-    let pads = shares::PendingPads::spawn(
-        [
-            seeds.pair(own_pad, id),
-            seeds.pair(other_pads, id),
-            seeds.dealer(DealerPurpose::PadZ, id),
-        ],
-        ring,
-        it,
-        n_out,
-    );
-    let (u, v) = (
-        seeds.dealer(DealerPurpose::MaskU, id),
-        seeds.dealer(DealerPurpose::MaskV, id),
-    );
-    let (a0p, b0p) = (
-        seeds.pair(PairPurpose::ShareA0, id),
-        seeds.pair(PairPurpose::ShareB0, id),
-    );
+    // Only first attempts are guessed (a recomputation is rare and splits differently).
+    let key = (h.attempt == 0 && h.parts == 1).then_some(prefetch::Key {
+        stream_id: id,
+        iteration: it,
+        lens: [aq.len(), bq.len(), n_out],
+    });
+    let lock = || ctx.prefetch.lock().unwrap_or_else(|e| e.into_inner());
+    let ready = key.and_then(|k| lock().take(k));
     // The masked operands E = aQ - U and F = bQ - V (the same in both enclaves), and this
     // enclave's shares. S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1
     // - CM1, with A1 = aQ - A0 and B1 = bQ - B0. Outputs that read the same operand are formed
-    // in one pass.
-    let (e, f, x, y) = match role {
-        Role::S0 => {
-            let e = shares::minus_stream(&u, ring, it, aq);
-            let (f, y) = shares::two_streams(ring, it, bq, [&v, &b0p], |b, sv, sb| {
-                let f = ring.sub(b, sv);
-                (f, ring.sub(sb, f))
-            });
-            (e, f, shares::expand(&a0p, ring, it, aq.len()), y)
-        }
-        _ => {
-            let (e, x) = shares::two_streams(ring, it, aq, [&u, &a0p], |a, su, sa| {
-                (ring.sub(a, su), ring.sub(a, sa))
-            });
-            let (f, y) = shares::two_streams(ring, it, bq, [&v, &b0p], |b, sv, sb| {
-                (ring.sub(b, sv), ring.sub(b, sb))
-            });
-            (e, f, x, y)
+    // in one pass: (E, A0 or A1) from aQ with U and A0, (F, B0 - F or B1) from bQ with V and B0.
+    let ga = |a: i32, su: i32, sa: i32| match role {
+        Role::S0 => (ring.sub(a, su), sa),
+        _ => (ring.sub(a, su), ring.sub(a, sa)),
+    };
+    let gb = |b: i32, sv: i32, sb: i32| {
+        let f = ring.sub(b, sv);
+        match role {
+            Role::S0 => (f, ring.sub(sb, f)),
+            _ => (f, ring.sub(b, sb)),
         }
     };
-    let pad = shares::expand(&seeds.pair(own_pad, id), ring, it, n_out);
+    let (pads, (e, x), (f, y), pad) = match ready {
+        Some(t) => {
+            let ([mut e, mut x], [mut f, mut y]) = (t.a, t.b);
+            shares::two_in_place(aq, &mut e, &mut x, ga);
+            shares::two_in_place(bq, &mut f, &mut y, gb);
+            (Pending::ready(t.pad_sum), (e, x), (f, y), t.pad)
+        }
+        None => {
+            let s = OpStreams::of(role, ctx.seeds, id);
+            let own = s.pads[0].clone();
+            // CM0 + CM1 + CMZ for the reconstruction, expanding in the background from now on.
+            let pads = shares::pending_pads(s.pads, ring, it, n_out);
+            let [u, a0] = &s.a;
+            let [v, b0] = &s.b;
+            (
+                pads,
+                shares::two_streams(ring, it, aq, [u, a0], ga),
+                shares::two_streams(ring, it, bq, [v, b0], gb),
+                shares::expand(&own, ring, it, n_out),
+            )
+        }
+    };
     // The audit's negative test only (feature `danger-test-expose`): A0 = aQ, so A1 = 0.
     #[cfg(feature = "danger-test-expose")]
     let x = if crate::danger::leak_operand() {
@@ -421,6 +450,15 @@ fn run_part(
         ],
         pad: Share(tensor(&out, pad)?),
     };
+    // The check's operand side, then the next op's tensors, are computed on the pool while
+    // this op's products are (in that order: the check is needed first).
+    submitted();
+    if let Some(k) = key {
+        let mut p = lock();
+        if let Some(next) = p.observe(k) {
+            p.spawn(role, ring, ctx.seeds, next);
+        }
+    }
     let reply = host.run_job(job).map_err(|source| LinearError::Host {
         op_id: h.op_id,
         part: h.part,

@@ -22,11 +22,13 @@ pub(crate) fn expand(prg: &Prg, ring: Ring, iteration: u64, n: usize) -> Vec<i32
 }
 
 /// `x - stream` elementwise in the ring (a masked or shared operand).
-pub(crate) fn minus_stream(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
+#[cfg(test)]
+fn minus_stream(prg: &Prg, ring: Ring, iteration: u64, x: &[i32]) -> Vec<i32> {
     with_stream(prg, ring, iteration, x, |x, s| ring.sub(x, s))
 }
 
 /// `f(x[i], stream[i])` for every `i`, the stream expanded chunk by chunk into the output.
+#[cfg(test)]
 fn with_stream(
     prg: &Prg,
     ring: Ring,
@@ -93,26 +95,35 @@ pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) 
     out
 }
 
-/// [`pad_sum`] on the enclave's worker pool, started now and collected later: the pads of a
-/// part expand while its shares are formed and while the devices compute (the overlap of
-/// PROTOCOL.md's step 6 with steps 4-5), so reconstruction is one pass with no PRG in it.
-pub(crate) struct PendingPads(std::sync::mpsc::Receiver<Vec<i32>>);
+/// A value computed on the enclave's worker pool, started now and collected later: the pads
+/// of a part expand while its shares are formed and while the devices compute (the overlap of
+/// PROTOCOL.md's step 6 with steps 4-5), and the next op's streams ([`crate::prefetch`]) while
+/// this op's products are in flight.
+pub(crate) struct Pending<T>(std::sync::mpsc::Receiver<T>);
 
-impl PendingPads {
-    /// Starts expanding `streams` (moved: the task owns them).
-    pub(crate) fn spawn(streams: [Prg; 3], ring: Ring, iteration: u64, n: usize) -> Self {
+impl<T: Send + 'static> Pending<T> {
+    /// Starts `work` on the pool (it owns what it needs).
+    pub(crate) fn spawn(work: impl FnOnce() -> T + Send + 'static) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rayon::spawn(move || {
-            // The receiver is gone only when the op already failed; nothing to report then.
-            let _ = tx.send(pad_sum(&streams, ring, iteration, n));
+            // The receiver is gone only when the op already failed or the value is no longer
+            // wanted; nothing to report then.
+            let _ = tx.send(work());
         });
-        PendingPads(rx)
+        Pending(rx)
     }
 
-    /// Waits for the sum (`None` if the task died, which would be a bug). On a worker of the
+    /// A value that is ready already (so callers wait on one type either way).
+    pub(crate) fn ready(value: T) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(value).expect("the receiver is alive");
+        Pending(rx)
+    }
+
+    /// Waits for the value (`None` if the task died, which would be a bug). On a worker of the
     /// pool itself (an enclave run inside `install`), it runs other tasks while it waits, since
-    /// the pad task may be queued behind it on that very worker.
-    pub(crate) fn wait(self) -> Option<Vec<i32>> {
+    /// the task may be queued behind it on that very worker.
+    pub(crate) fn wait(self) -> Option<T> {
         use std::sync::mpsc::TryRecvError;
         if rayon::current_thread_index().is_none() {
             return self.0.recv().ok();
@@ -129,6 +140,32 @@ impl PendingPads {
             }
         }
     }
+}
+
+/// [`pad_sum`] as a [`Pending`] value (the streams move into the task).
+pub(crate) fn pending_pads(
+    streams: [Prg; 3],
+    ring: Ring,
+    iteration: u64,
+    n: usize,
+) -> Pending<Vec<i32>> {
+    Pending::spawn(move || pad_sum(&streams, ring, iteration, n))
+}
+
+/// `(p[i], q[i]) = g(x[i], p[i], q[i])` for every `i`: [`two_streams`] for streams expanded
+/// ahead of time into `p` and `q` (the same arithmetic, in place, with no PRG in the pass).
+pub(crate) fn two_in_place(
+    x: &[i32],
+    p: &mut [i32],
+    q: &mut [i32],
+    g: impl Fn(i32, i32, i32) -> (i32, i32) + Sync + Send,
+) {
+    assert_eq!(x.len(), p.len(), "an operand and its stream");
+    par::chunks_mut2(p, q, |k, p, q| {
+        for ((p, q), &x) in p.iter_mut().zip(q.iter_mut()).zip(chunk(x, k)) {
+            (*p, *q) = g(x, *p, *q);
+        }
+    });
 }
 
 /// `own + peer + dealer + pads`, into `own`: the reconstruction of a part's result from the
@@ -199,8 +236,11 @@ mod tests {
                             .collect();
                         let streams = [p.clone(), q.clone(), r.clone()];
                         assert_eq!(pad_sum(&streams, ring, 7, n), pads);
-                        let pending = PendingPads::spawn(streams, ring, 7, n);
+                        let pending = pending_pads(streams, ring, 7, n);
                         assert_eq!(pending.wait().unwrap(), pads);
+                        let (mut pp, mut qq) = (sp.clone(), sq.clone());
+                        two_in_place(&x, &mut pp, &mut qq, sub2);
+                        assert_eq!((pp, qq), two_streams(ring, 7, &x, [&p, &q], sub2));
                         let mut own = sp.clone();
                         reconstruct(ring, &mut own, [&x, &sq, &pads]);
                         let want: Vec<i32> = (0..n)

@@ -167,6 +167,9 @@ impl Enclave {
     }
 }
 
+/// A quantized operand and its shape, shareable with the check's background task.
+type Operand<'a> = (&'a [usize], &'a std::sync::Arc<quant::Quantized>);
+
 impl KeyedEnclave {
     fn new(role: Role, cfg: EnclaveConfig, seeds: SeedBook) -> Self {
         let service = crate::service::service_key(&seeds.service_ikm());
@@ -216,7 +219,7 @@ impl KeyedEnclave {
     }
 
     /// How often the next op's masks and pads were ready when it came, and how often a guess
-    /// was dropped ([`crate::prefetch`]).
+    /// was dropped (the enclave crate's `prefetch` module).
     pub fn prefetch_stats(&self) -> crate::PrefetchStats {
         self.prefetch
             .lock()
@@ -303,29 +306,47 @@ impl KeyedEnclave {
         let out_shape = op
             .output_shape(a.shape(), b.shape())
             .map_err(LinearError::from)?;
+        let (na, nb) = (a.expose().len(), b.expose().len());
+        let mut ready =
+            self.take_prefetched(op_id, iteration, [na, nb, out_shape.iter().product()]);
         // Stochastic rounding noise: one stream for both operands (a's entries first), expanded
-        // chunk by chunk inside the quantizer.
-        let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
-        let na = a.expose().len() as u64;
-        let qa = std::sync::Arc::new(
-            self.cfg
-                .quant
-                .quantize_stream(a.expose(), (&prg, iteration, 0))?,
-        );
-        let qb = std::sync::Arc::new(
-            self.cfg
-                .quant
-                .quantize_stream(b.expose(), (&prg, iteration, na))?,
-        );
+        // ahead with the op's masks, or chunk by chunk inside the quantizer.
+        let q = &self.cfg.quant;
+        let (qa, qb) = match ready.as_mut().and_then(|r| r.noise.take()) {
+            Some(noise) => (
+                q.quantize(a.expose(), &noise[..na])?,
+                q.quantize(b.expose(), &noise[na..])?,
+            ),
+            None => {
+                let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+                (
+                    q.quantize_stream(a.expose(), (&prg, iteration, 0))?,
+                    q.quantize_stream(b.expose(), (&prg, iteration, na as u64))?,
+                )
+            }
+        };
+        let (qa, qb) = (std::sync::Arc::new(qa), std::sync::Arc::new(qb));
         let c = self.linear_shared(
             host,
             (op_id, iteration),
             op,
-            (a.shape(), &qa),
-            (b.shape(), &qb),
+            ((a.shape(), &qa), (b.shape(), &qb)),
+            ready,
         )?;
         let data = quant::dequantize(&c, qa.shift, qb.shift);
         Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
+    }
+
+    /// The tensors expanded ahead for op `op_id`'s first attempt, if the guess was right.
+    fn take_prefetched(
+        &self,
+        op_id: u64,
+        iteration: u64,
+        lens: [usize; 3],
+    ) -> Option<crate::prefetch::Expanded> {
+        let key = crate::prefetch::Key::first(op_id, iteration, lens);
+        let mut p = self.prefetch.lock().unwrap_or_else(|e| e.into_inner());
+        p.take(key)
     }
 
     /// The exact integer `aQ (x) bQ` for already-quantized operands (tests and tools: the
@@ -333,32 +354,45 @@ impl KeyedEnclave {
     pub fn linear_quantized(
         &self,
         host: &mut dyn HostServices,
-        ids: (u64, u64),
+        (op_id, iteration): (u64, u64),
         op: &BilinearOp,
         (sa, a): (&[usize], &quant::Quantized),
         (sb, b): (&[usize], &quant::Quantized),
     ) -> Result<Vec<i64>, EnclaveError> {
+        let out: usize = op
+            .output_shape(sa, sb)
+            .map_err(LinearError::from)?
+            .iter()
+            .product();
+        let lens = [a.values.len(), b.values.len(), out];
+        let ready = self.take_prefetched(op_id, iteration, lens);
         let (a, b) = (
             std::sync::Arc::new(a.clone()),
             std::sync::Arc::new(b.clone()),
         );
-        self.linear_shared(host, ids, op, (sa, &a), (sb, &b))
+        self.linear_shared(host, (op_id, iteration), op, ((sa, &a), (sb, &b)), ready)
     }
 
-    /// [`Self::linear_quantized`] on operands the check's background task can share.
+    /// [`Self::linear_quantized`] on operands the check's background task can share, with the
+    /// op's tensors if they were expanded ahead.
     fn linear_shared(
         &self,
         host: &mut dyn HostServices,
         ids: (u64, u64),
         op: &BilinearOp,
-        a: (&[usize], &std::sync::Arc<quant::Quantized>),
-        b: (&[usize], &std::sync::Arc<quant::Quantized>),
+        (a, b): (Operand<'_>, Operand<'_>),
+        ready: Option<crate::prefetch::Expanded>,
     ) -> Result<Vec<i64>, EnclaveError> {
-        let seeds = &self.seeds;
+        let ahead = linear::Ahead {
+            prefetcher: &self.prefetch,
+            noise: self.cfg.quant.rounding == quant::Rounding::Stochastic,
+            ready,
+        };
         Ok(linear::run(
             self.role,
             self.cfg.ring,
-            (seeds, &self.prefetch),
+            &self.seeds,
+            ahead,
             host,
             ids,
             op,

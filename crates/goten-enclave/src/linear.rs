@@ -15,7 +15,7 @@ use goten_field::{BilinearOp, Ring, RingTensor, ShapeError};
 use crate::bound::{self, PlanError, reduction_axes};
 use crate::check;
 use crate::keys::Role;
-use crate::prefetch::{self, OpStreams, Prefetcher};
+use crate::prefetch::{self, Expanded, OpStreams, Prefetcher};
 use crate::quant::Quantized;
 use crate::seeds::{PairPurpose, SeedBook};
 use crate::shares::{self, Pending};
@@ -198,13 +198,15 @@ pub enum LinearError {
 }
 
 /// Runs `op` on quantized operands through the three-party protocol and returns the exact
-/// integer result `aQ (x) bQ` (row-major, output shape of the op). `prefetch` is the enclave's
-/// guess of the op sequence ([`crate::prefetch`]).
+/// integer result `aQ (x) bQ` (row-major, output shape of the op). `ahead` holds the enclave's
+/// guess of the op sequence and this op's tensors if they were expanded ahead
+/// ([`crate::prefetch`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     role: Role,
     ring: Ring,
-    (seeds, prefetch): (&SeedBook, &Mutex<Prefetcher>),
+    seeds: &SeedBook,
+    ahead: Ahead<'_>,
     host: &mut dyn HostServices,
     (op_id, iteration): (u64, u64),
     op: &BilinearOp,
@@ -256,7 +258,7 @@ pub(crate) fn run(
         role,
         ring,
         seeds,
-        prefetch,
+        prefetch: (ahead.prefetcher, ahead.noise),
         op,
         ids: (op_id, iteration),
         a: (sa, &qa.values),
@@ -266,7 +268,7 @@ pub(crate) fn run(
     // wrap; when it does not, actual results are usually still far below the headroom (the bound
     // assumes perfectly aligned operands), so try, and let the check decide.
     let len = sa[reduction_axes(op).0];
-    let c = execute(&ctx, host, 0, &[(0, len)], &mut start_check)?;
+    let c = execute(&ctx, host, (0, ahead.ready), &[(0, len)], &mut start_check)?;
     let want = match pending_check.and_then(Pending::wait) {
         Some(want) => want,
         None => check::expected(op, ctx.a, ctx.b, &r),
@@ -289,12 +291,22 @@ pub(crate) fn run(
         b: (&sb2, &b2),
         ..ctx
     };
-    let c = execute(&ctx2, host, 1, &ranges, &mut || ())?;
+    let c = execute(&ctx2, host, (1, None), &ranges, &mut || ())?;
     if check::result_matches(op, (sa, sb), &c, &r, &want)? {
         Ok(c)
     } else {
         Err(LinearError::Integrity { op_id, iteration })
     }
+}
+
+/// The enclave's prefetcher as one op sees it.
+pub(crate) struct Ahead<'a> {
+    /// The prefetcher (it learns from this op and starts the next op's expansion).
+    pub prefetcher: &'a Mutex<Prefetcher>,
+    /// Whether quantization is stochastic (then the next op's rounding noise is expanded too).
+    pub noise: bool,
+    /// This op's tensors, if they were expanded ahead (taken before its quantization).
+    pub ready: Option<Expanded>,
 }
 
 /// What every part of one op shares.
@@ -303,7 +315,8 @@ struct Ctx<'a> {
     role: Role,
     ring: Ring,
     seeds: &'a SeedBook,
-    prefetch: &'a Mutex<Prefetcher>,
+    /// The enclave's prefetcher, and whether its guesses include rounding noise.
+    prefetch: (&'a Mutex<Prefetcher>, bool),
     op: &'a BilinearOp,
     ids: (u64, u64),
     a: (&'a [usize], &'a [i32]),
@@ -311,11 +324,12 @@ struct Ctx<'a> {
 }
 
 /// Runs the op as the given slices of its reduction axis and sums the parts in i64.
-/// `submitted` runs once the first part's job is formed, just before the host runs it.
+/// `submitted` runs once the first part's job is formed, just before the host runs it; `ready`
+/// holds the first part's tensors if they were expanded ahead.
 fn execute(
     ctx: &Ctx<'_>,
     host: &mut dyn HostServices,
-    attempt: u8,
+    (attempt, mut ready): (u8, Option<Expanded>),
     ranges: &[(usize, usize)],
     submitted: &mut dyn FnMut(),
 ) -> Result<Vec<i64>, LinearError> {
@@ -350,7 +364,7 @@ fn execute(
             a_shape: psa.to_vec(),
             b_shape: psb.to_vec(),
         };
-        let c = run_part(ctx, host, &header, (pa, pb), submitted)?;
+        let c = run_part(ctx, host, &header, (pa, pb), (ready.take(), submitted))?;
         if parts == 1 {
             return Ok(shares::widen(c.data()));
         }
@@ -370,7 +384,7 @@ fn run_part(
     host: &mut dyn HostServices,
     h: &OpHeader,
     (aq, bq): (&[i32], &[i32]),
-    submitted: &mut dyn FnMut(),
+    (ready, submitted): (Option<Expanded>, &mut dyn FnMut()),
 ) -> Result<RingTensor, LinearError> {
     let (role, ring) = (ctx.role, ctx.ring);
     if role == Role::S2 {
@@ -393,8 +407,8 @@ fn run_part(
         iteration: it,
         lens: [aq.len(), bq.len(), n_out],
     });
-    let lock = || ctx.prefetch.lock().unwrap_or_else(|e| e.into_inner());
-    let ready = key.and_then(|k| lock().take(k));
+    // Tensors expanded ahead are used only by the part they were expanded for.
+    let ready = ready.filter(|t| Some(t.key) == key);
     // The masked operands E = aQ - U and F = bQ - V (the same in both enclaves), and this
     // enclave's shares. S0: C0 = A0 (x) F + E (x) (B0 - F) - CM0;  S1: C1 = A1 (x) F + E (x) B1
     // - CM1, with A1 = aQ - A0 and B1 = bQ - B0. Outputs that read the same operand are formed
@@ -454,9 +468,10 @@ fn run_part(
     // this op's products are (in that order: the check is needed first).
     submitted();
     if let Some(k) = key {
-        let mut p = lock();
+        let (cell, noise) = ctx.prefetch;
+        let mut p = cell.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(next) = p.observe(k) {
-            p.spawn(role, ring, ctx.seeds, next);
+            p.spawn(role, ring, ctx.seeds, next, noise);
         }
     }
     let reply = host.run_job(job).map_err(|source| LinearError::Host {

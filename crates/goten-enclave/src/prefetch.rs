@@ -6,8 +6,8 @@
 //! model runs the same sequence of ops every step (and every serving batch), so after op k the
 //! enclave knows op k+1's stream id and lengths from the previous step and expands them on its
 //! worker pool while its thread waits for op k's products (the prototype's asynchrony, issue
-//! "enclave work at accelerator speed", item 4). Op k+1 then forms its shares in passes with no
-//! PRG in them and reconstructs without waiting for a pad sum.
+//! "enclave work at accelerator speed", item 4). Op k+1 then quantizes, forms its shares and
+//! reconstructs with no PRG on its path.
 //!
 //! Safety of the guess: the prefetched tensors are keyed by everything that determines them
 //! ([`Key`]); an op whose key differs (a different batch size, a recomputation, a first step)
@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use goten_field::{Prg, Ring};
 
 use crate::keys::Role;
+use crate::par::{self, CHUNK};
 use crate::seeds::{DealerPurpose, PairPurpose, SeedBook};
 use crate::shares::{self, Pending};
 
@@ -37,6 +38,17 @@ pub(crate) struct Key {
     pub lens: [usize; 3],
 }
 
+impl Key {
+    /// The key of op `op_id`'s first attempt, which runs as one part (the only one guessed).
+    pub(crate) fn first(op_id: u64, iteration: u64, lens: [usize; 3]) -> Self {
+        Key {
+            stream_id: op_id << 17,
+            iteration,
+            lens,
+        }
+    }
+}
+
 /// A part's PRG streams, owned (so a task on the pool can expand them).
 pub(crate) struct OpStreams {
     /// U and A0 (the first operand's mask and S0's share of it).
@@ -45,6 +57,8 @@ pub(crate) struct OpStreams {
     pub b: [Prg; 2],
     /// This enclave's output pad, the other enclave's, and S2's (CM0/CM1 and CMZ).
     pub pads: [Prg; 3],
+    /// The op's rounding noise (stochastic rounding only).
+    pub noise: Option<Prg>,
 }
 
 impl OpStreams {
@@ -69,6 +83,7 @@ impl OpStreams {
                 seeds.pair(other, id),
                 seeds.dealer(DealerPurpose::PadZ, id),
             ],
+            noise: None,
         }
     }
 
@@ -77,7 +92,14 @@ impl OpStreams {
         let it = key.iteration;
         let [na, nb, nc] = key.lens;
         let two = |p: &[Prg; 2], n| p.each_ref().map(|p| shares::expand(p, ring, it, n));
+        let noise = self.noise.as_ref().map(|prg| {
+            let mut v = vec![0f32; na + nb];
+            par::chunks_mut(&mut v, |k, c| prg.fill_unit_f32(it, (k * CHUNK) as u64, c));
+            v
+        });
         Expanded {
+            key,
+            noise,
             a: two(&self.a, na),
             b: two(&self.b, nb),
             pad: shares::expand(&self.pads[0], ring, it, nc),
@@ -88,6 +110,11 @@ impl OpStreams {
 
 /// A part's data-independent tensors, expanded ahead of time.
 pub(crate) struct Expanded {
+    /// Whose they are.
+    pub key: Key,
+    /// The rounding noise of the first operand's elements, then the second's (the quantizer's
+    /// stream, `[0, na + nb)`), when rounding is stochastic.
+    pub noise: Option<Vec<f32>>,
     /// U and A0.
     pub a: [Vec<i32>; 2],
     /// V and B0.
@@ -175,9 +202,20 @@ impl Prefetcher {
         })
     }
 
-    /// Starts expanding `key`'s tensors on the pool (replacing any earlier guess).
-    pub(crate) fn spawn(&mut self, role: Role, ring: Ring, seeds: &SeedBook, key: Key) {
-        let streams = OpStreams::of(role, seeds, key.stream_id);
+    /// Starts expanding `key`'s tensors on the pool (replacing any earlier guess), with the
+    /// rounding noise if `noise`.
+    pub(crate) fn spawn(
+        &mut self,
+        role: Role,
+        ring: Ring,
+        seeds: &SeedBook,
+        key: Key,
+        noise: bool,
+    ) {
+        let mut streams = OpStreams::of(role, seeds, key.stream_id);
+        if noise {
+            streams.noise = Some(seeds.pair(PairPurpose::RoundingNoise, key.stream_id >> 17));
+        }
         let task = Pending::spawn(move || streams.expand(ring, key));
         self.pending = Some((key, task));
     }
@@ -232,16 +270,12 @@ mod tests {
         );
         let ring = Ring::new(21).unwrap();
         for role in [Role::S0, Role::S1] {
-            let k = Key {
-                stream_id: 77 << 17,
-                iteration: 9,
-                lens: [CHUNK + 5, 3, 2 * CHUNK + 1],
-            };
+            let k = Key::first(77, 9, [CHUNK + 5, 3, 2 * CHUNK + 1]);
             let mut p = Prefetcher::default();
-            p.spawn(role, ring, &seeds, k);
+            p.spawn(role, ring, &seeds, k, false);
             assert!(p.take(Key { iteration: 10, ..k }).is_none());
             assert!(p.take(k).is_none(), "a wrong guess is dropped");
-            p.spawn(role, ring, &seeds, k);
+            p.spawn(role, ring, &seeds, k, true);
             let got = p.take(k).expect("the guessed op's tensors");
             let stats = PrefetchStats {
                 ready: 1,
@@ -260,6 +294,26 @@ mod tests {
             );
             assert_eq!(got.pad, fresh(&s.pads[0], k.lens[2]));
             assert_eq!(got.pad_sum, shares::pad_sum(&s.pads, ring, 9, k.lens[2]));
+            assert_eq!(got.key, k);
+            // The noise is the quantizer's stream: both operands quantize to the same integers.
+            let noise = got.noise.expect("noise was asked for");
+            let prg = seeds.pair(PairPurpose::RoundingNoise, 77);
+            let q = crate::quant::QuantConfig::default();
+            let (na, nb) = (k.lens[0], k.lens[1]);
+            let x: Vec<f32> = (0..na + nb).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (xa, xb) = x.split_at(na);
+            let ints = |r: Result<crate::quant::Quantized, _>| {
+                let r = r.unwrap();
+                (r.values.clone(), r.shift)
+            };
+            assert_eq!(
+                ints(q.quantize(xa, &noise[..na])),
+                ints(q.quantize_stream(xa, (&prg, 9, 0)))
+            );
+            assert_eq!(
+                ints(q.quantize(xb, &noise[na..])),
+                ints(q.quantize_stream(xb, (&prg, 9, na as u64)))
+            );
         }
     }
 }

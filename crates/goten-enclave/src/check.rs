@@ -181,10 +181,10 @@ pub fn expected(
 
 /// The result side of [`verify`]: whether `c` contracts under `r` to `want` (from
 /// [`expected`] for the same op, shapes and challenge).
-pub fn result_matches(
+pub fn result_matches<T: Copy + Into<i64> + Sync>(
     op: &BilinearOp,
     (sa, sb): (&[usize], &[usize]),
-    c: &[i64],
+    c: &[T],
     r: &[u32],
     want: &Expected,
 ) -> Result<bool, ShapeError> {
@@ -204,7 +204,7 @@ pub fn result_matches(
                 .map(|row| {
                     row.iter()
                         .zip(r)
-                        .map(|(&x, &y)| i128::from(x) * i128::from(y))
+                        .map(|(&x, &y)| i128::from(x.into()) * i128::from(y))
                         .sum()
                 })
                 .collect();

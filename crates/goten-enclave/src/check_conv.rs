@@ -166,7 +166,13 @@ fn taps(d: &ConvDims, mut f: impl FnMut(usize, usize, usize)) {
 
 /// The result side of the check: `c` contracted under challenges `r`, `s` (field elements);
 /// equal to [`rhs`] exactly when the check passes.
-pub(crate) fn lhs(op: &BilinearOp, d: &ConvDims, c: &[i64], r: &[u64], s: &[u64]) -> Vec<u64> {
+pub(crate) fn lhs<T: Copy + Into<i64> + Sync>(
+    op: &BilinearOp,
+    d: &ConvDims,
+    c: &[T],
+    r: &[u64],
+    s: &[u64],
+) -> Vec<u64> {
     let (hw, howo, taps_n) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
     match op {
         // lhs[p] = sum_{n,o} s_n r_o y[n,o,p]; blocks of y are (n, o) planes.

@@ -331,9 +331,12 @@ impl KeyedEnclave {
             (op_id, iteration),
             op,
             ((a.shape(), &qa), (b.shape(), &qb)),
-            ready,
+            (ready, None),
         )?;
-        let data = quant::dequantize(&c, qa.shift, qb.shift);
+        let data = match c {
+            linear::Exact::Residues(c) => quant::dequantize(&c, qa.shift, qb.shift),
+            linear::Exact::Wide(c) => quant::dequantize(&c, qa.shift, qb.shift),
+        };
         Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
     }
 
@@ -370,19 +373,23 @@ impl KeyedEnclave {
             std::sync::Arc::new(a.clone()),
             std::sync::Arc::new(b.clone()),
         );
-        self.linear_shared(host, (op_id, iteration), op, ((sa, &a), (sb, &b)), ready)
+        let range = Some(self.cfg.quant.max_abs());
+        let operands = ((sa, &a), (sb, &b));
+        let c = self.linear_shared(host, (op_id, iteration), op, operands, (ready, range))?;
+        Ok(c.into_wide())
     }
 
     /// [`Self::linear_quantized`] on operands the check's background task can share, with the
-    /// op's tensors if they were expanded ahead.
+    /// op's tensors if they were expanded ahead, and the operands' range to check (`None` for
+    /// this enclave's own quantizer's output, in range by construction).
     fn linear_shared(
         &self,
         host: &mut dyn HostServices,
         ids: (u64, u64),
         op: &BilinearOp,
         (a, b): (Operand<'_>, Operand<'_>),
-        ready: Option<crate::prefetch::Expanded>,
-    ) -> Result<Vec<i64>, EnclaveError> {
+        (ready, max_abs): (Option<crate::prefetch::Expanded>, Option<i64>),
+    ) -> Result<linear::Exact, EnclaveError> {
         let ahead = linear::Ahead {
             prefetcher: &self.prefetch,
             noise: self.cfg.quant.rounding == quant::Rounding::Stochastic,
@@ -398,7 +405,7 @@ impl KeyedEnclave {
             op,
             a,
             b,
-            self.cfg.quant.max_abs(),
+            max_abs,
         )?)
     }
 }

@@ -197,10 +197,43 @@ pub enum LinearError {
     Usage(String),
 }
 
+/// The exact integer result of an op: a single part's residues as they were reconstructed (no
+/// widening pass: the check and dequantization read them directly), or the i64 sum of parts.
+pub(crate) enum Exact {
+    /// One part: centered residues, exact because the check passed.
+    Residues(Vec<i32>),
+    /// Several parts added in i64.
+    Wide(Vec<i64>),
+}
+
+impl Exact {
+    /// The result as i64 (for callers that want one type).
+    pub(crate) fn into_wide(self) -> Vec<i64> {
+        match self {
+            Exact::Residues(v) => shares::widen(&v),
+            Exact::Wide(v) => v,
+        }
+    }
+
+    fn matches(
+        &self,
+        op: &BilinearOp,
+        shapes: (&[usize], &[usize]),
+        r: &[u32],
+        want: &check::Expected,
+    ) -> Result<bool, ShapeError> {
+        match self {
+            Exact::Residues(c) => check::result_matches(op, shapes, c, r, want),
+            Exact::Wide(c) => check::result_matches(op, shapes, c, r, want),
+        }
+    }
+}
+
 /// Runs `op` on quantized operands through the three-party protocol and returns the exact
 /// integer result `aQ (x) bQ` (row-major, output shape of the op). `ahead` holds the enclave's
 /// guess of the op sequence and this op's tensors if they were expanded ahead
-/// ([`crate::prefetch`]).
+/// ([`crate::prefetch`]). `max_abs`: the operands' range, checked here (`None` when they come
+/// from this enclave's quantizer, whose clamp guarantees it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     role: Role,
@@ -212,20 +245,24 @@ pub(crate) fn run(
     op: &BilinearOp,
     (sa, qa): (&[usize], &Arc<Quantized>),
     (sb, qb): (&[usize], &Arc<Quantized>),
-    max_abs: i64,
-) -> Result<Vec<i64>, LinearError> {
+    max_abs: Option<i64>,
+) -> Result<Exact, LinearError> {
     if op_id > MAX_OP_ID {
         return Err(LinearError::Usage(format!(
             "op id {op_id} exceeds {MAX_OP_ID}"
         )));
     }
     op.output_shape(sa, sb)?;
-    for v in [&qa.values, &qb.values] {
-        if let Some(index) = v.iter().position(|&x| i64::from(x).abs() > max_abs) {
+    let checked = max_abs.map(|limit| (limit, [&qa.values, &qb.values]));
+    for (limit, v) in checked
+        .iter()
+        .flat_map(|(l, vs)| vs.iter().map(move |v| (*l, v)))
+    {
+        if let Some(index) = v.iter().position(|&x| i64::from(x).abs() > limit) {
             return Err(LinearError::Range {
                 index,
                 value: v[index],
-                limit: max_abs,
+                limit,
             });
         }
     }
@@ -273,7 +310,7 @@ pub(crate) fn run(
         Some(want) => want,
         None => check::expected(op, ctx.a, ctx.b, &r),
     }?;
-    if check::result_matches(op, (sa, sb), &c, &r, &want)? {
+    if c.matches(op, (sa, sb), &r, &want)? {
         return Ok(c);
     }
     // Only a failed check needs the bound: if it rules out wraparound, a share was wrong.
@@ -292,7 +329,7 @@ pub(crate) fn run(
         ..ctx
     };
     let c = execute(&ctx2, host, (1, None), &ranges, &mut || ())?;
-    if check::result_matches(op, (sa, sb), &c, &r, &want)? {
+    if c.matches(op, (sa, sb), &r, &want)? {
         Ok(c)
     } else {
         Err(LinearError::Integrity { op_id, iteration })
@@ -332,7 +369,7 @@ fn execute(
     (attempt, mut ready): (u8, Option<Expanded>),
     ranges: &[(usize, usize)],
     submitted: &mut dyn FnMut(),
-) -> Result<Vec<i64>, LinearError> {
+) -> Result<Exact, LinearError> {
     let (ax_a, ax_b) = reduction_axes(ctx.op);
     let out_len: usize = ctx.op.output_shape(ctx.a.0, ctx.b.0)?.iter().product();
     let parts = ranges.len() as u32;
@@ -366,13 +403,13 @@ fn execute(
         };
         let c = run_part(ctx, host, &header, (pa, pb), (ready.take(), submitted))?;
         if parts == 1 {
-            return Ok(shares::widen(c.data()));
+            return Ok(Exact::Residues(c.into_data()));
         }
         acc.iter_mut()
             .zip(c.data())
             .for_each(|(t, &v)| *t += i64::from(v));
     }
-    Ok(acc)
+    Ok(Exact::Wide(acc))
 }
 
 /// One part: shares and masks, the ocall, reconstruction. Every pass runs on all cores over

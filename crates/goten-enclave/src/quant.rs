@@ -191,9 +191,9 @@ impl QuantConfig {
 }
 
 /// Scales an exact integer result back: c * 2^-(shift_a + shift_b), rounded once to f32.
-pub fn dequantize(c: &[i64], shift_a: i32, shift_b: i32) -> Vec<f32> {
+pub fn dequantize<T: Copy + Into<i64> + Sync>(c: &[T], shift_a: i32, shift_b: i32) -> Vec<f32> {
     let scale = 2f64.powi(-(shift_a + shift_b));
-    par::map_collect(c, |&v| (v as f64 * scale) as f32)
+    par::map_collect(c, |&v| (v.into() as f64 * scale) as f32)
 }
 
 /// `floor(y)` as an integer for |y| < 2^62, without a libm call (the baseline x86-64 target

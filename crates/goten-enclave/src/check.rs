@@ -112,7 +112,6 @@ pub fn expected(
         ))));
     }
     let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
-    let w = |v: i32| i128::from(v);
     let (m, n, k) = op.matmul_dims(sa, sb)?;
     let rhs = match op {
         BilinearOp::MatmulForward => {
@@ -122,61 +121,40 @@ pub fn expected(
                 b[j * k..(j + 1) * k]
                     .iter()
                     .zip(v.iter_mut())
-                    .for_each(|(&x, t)| *t += w(x) * r[j]);
+                    .for_each(|(&x, t)| *t += i128::from(x) * r[j]);
             }
-            (0..m)
-                .map(|i| {
-                    a[i * k..(i + 1) * k]
-                        .iter()
-                        .zip(&v)
-                        .map(|(&x, &y)| w(x) * y)
-                        .sum()
-                })
-                .collect()
+            rows_dot(a, (m, k), &v)
         }
-        BilinearOp::MatmulInputGrad => {
-            // v = W r (length n), then dy v.
-            let v: Vec<i128> = (0..n)
-                .map(|t| {
-                    b[t * k..(t + 1) * k]
-                        .iter()
-                        .zip(&r)
-                        .map(|(&x, &y)| w(x) * y)
-                        .sum()
-                })
-                .collect();
-            (0..m)
-                .map(|i| {
-                    a[i * n..(i + 1) * n]
-                        .iter()
-                        .zip(&v)
-                        .map(|(&x, &y)| w(x) * y)
-                        .sum()
-                })
-                .collect()
-        }
+        // v = W r (length n), then dy v.
+        BilinearOp::MatmulInputGrad => rows_dot(a, (m, n), &rows_dot(b, (n, k), &r)),
         _ => {
             // v = x r (length m), then dy^T v.
-            let v: Vec<i128> = (0..m)
-                .map(|t| {
-                    b[t * k..(t + 1) * k]
-                        .iter()
-                        .zip(&r)
-                        .map(|(&x, &y)| w(x) * y)
-                        .sum()
-                })
-                .collect();
+            let v = rows_dot(b, (m, k), &r);
             let mut out = vec![0i128; n];
             for t in 0..m {
                 a[t * n..(t + 1) * n]
                     .iter()
                     .zip(out.iter_mut())
-                    .for_each(|(&x, o)| *o += w(x) * v[t]);
+                    .for_each(|(&x, o)| *o += i128::from(x) * v[t]);
             }
             out
         }
     };
     Ok(Expected(Side::Matmul(rhs)))
+}
+
+/// Each of the `rows` rows of the row-major `mat` (rows of length `cols`) dotted with `v`,
+/// exactly.
+fn rows_dot(mat: &[i32], (rows, cols): (usize, usize), v: &[i128]) -> Vec<i128> {
+    (0..rows)
+        .map(|i| {
+            mat[i * cols..(i + 1) * cols]
+                .iter()
+                .zip(v)
+                .map(|(&x, &y)| i128::from(x) * y)
+                .sum()
+        })
+        .collect()
 }
 
 /// The result side of [`verify`]: whether `c` contracts under `r` to `want` (from

@@ -2,7 +2,7 @@
 //!
 //! Where it sits: around the device job in [`crate::linear`]: the operand side ([`expected`])
 //! is computed on the enclave's worker pool while the devices compute the products, the result
-//! side ([`result_matches`]) after reconstruction. The enclave holds the quantized
+//! side ([`Expected::matches`]) after reconstruction. The enclave holds the quantized
 //! operands aQ, bQ and the reconstructed integer result c. It contracts c with secret random
 //! vectors (from the pair key, unknown to every host) and compares with the same contraction
 //! computed directly from the operands:
@@ -43,60 +43,37 @@ pub fn verify(
     c: &[i64],
     r: &[u32],
 ) -> Result<bool, ShapeError> {
-    let want = expected(op, a, b, r)?;
-    result_matches(op, (a.0, b.0), c, r, &want)
+    expected(op, a, b, r)?.matches(c)
 }
 
-/// The operand side of the check: what the result must contract to. It needs no result, so
-/// the enclave computes it while the devices compute the products.
+/// The operand side of the check for one op: what its result must contract to, with the
+/// challenge it was computed under. It needs no result, so the enclave computes it while the
+/// devices compute the products; [`Expected::matches`] then takes the result side.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Expected(Side);
+pub struct Expected {
+    op: BilinearOp,
+    out_len: usize,
+    side: Side,
+}
 
 #[derive(Clone, PartialEq, Eq)]
 enum Side {
-    Matmul(Vec<i128>),
-    Conv(Vec<u64>),
+    /// The challenge over the result's columns, and the operands' contraction.
+    Matmul { r: Vec<i128>, rhs: Vec<i128> },
+    /// The conv dimensions, the two challenge vectors (field elements) and the contraction.
+    Conv {
+        d: goten_field::ops::ConvDims,
+        r: Vec<u64>,
+        s: Vec<u64>,
+        rhs: Vec<u64>,
+    },
 }
 
 impl std::fmt::Debug for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A contraction of secret operands: never printed.
+        // A secret challenge and a contraction of secret operands: never printed.
         f.write_str("Expected(..)")
     }
-}
-
-fn is_matmul(op: &BilinearOp) -> bool {
-    matches!(
-        op,
-        BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad
-    )
-}
-
-/// A convolution's dimensions and its two challenge vectors (field elements).
-type ConvChallenge = (goten_field::ops::ConvDims, Vec<u64>, Vec<u64>);
-
-/// Checks the challenge's length, and splits a convolution's into its two field vectors.
-fn challenge(
-    op: &BilinearOp,
-    (sa, sb): (&[usize], &[usize]),
-    r: &[u32],
-) -> Result<Option<ConvChallenge>, ShapeError> {
-    if r.len() != challenge_len(op, sa, sb)? {
-        return Err(ShapeError::new(
-            "integrity check: the challenge has the wrong length",
-        ));
-    }
-    if is_matmul(op) {
-        return Ok(None);
-    }
-    let d = op.conv_dims(sa, sb)?;
-    let (lr, _) = crate::check_conv::lens(op, &d);
-    let (rw, sw) = r.split_at(2 * lr);
-    Ok(Some((
-        d,
-        crate::check_conv::elements(rw),
-        crate::check_conv::elements(sw),
-    )))
 }
 
 /// The operand side of [`verify`] for `f(a, b)` under challenge `r`.
@@ -106,45 +83,46 @@ pub fn expected(
     (sb, b): (&[usize], &[i32]),
     r: &[u32],
 ) -> Result<Expected, ShapeError> {
-    if let Some((d, re, se)) = challenge(op, (sa, sb), r)? {
-        return Ok(Expected(Side::Conv(crate::check_conv::rhs(
-            op, &d, a, b, &re, &se,
-        ))));
+    if r.len() != challenge_len(op, sa, sb)? {
+        return Err(ShapeError::new(
+            "integrity check: the challenge has the wrong length",
+        ));
     }
-    let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
-    let (m, n, k) = op.matmul_dims(sa, sb)?;
-    let rhs = match op {
-        BilinearOp::MatmulForward => {
-            // v = W^T r (length k), then x v.
-            let mut v = vec![0i128; k];
-            for j in 0..n {
-                b[j * k..(j + 1) * k]
-                    .iter()
-                    .zip(v.iter_mut())
-                    .for_each(|(&x, t)| *t += i128::from(x) * r[j]);
-            }
-            rows_dot(a, (m, k), &v)
+    let out_len = op.output_shape(sa, sb)?.iter().product();
+    let side = match op {
+        BilinearOp::MatmulForward | BilinearOp::MatmulInputGrad | BilinearOp::MatmulWeightGrad => {
+            let r: Vec<i128> = r.iter().map(|&v| i128::from(v)).collect();
+            let (m, n, k) = op.matmul_dims(sa, sb)?;
+            let rhs = match op {
+                // v = W^T r (length k), then x v.
+                BilinearOp::MatmulForward => rows_dot(a, (m, k), &weighted_rows(b, (n, k), &r)),
+                // v = W r (length n), then dy v.
+                BilinearOp::MatmulInputGrad => rows_dot(a, (m, n), &rows_dot(b, (n, k), &r)),
+                // v = x r (length m), then dy^T v.
+                _ => weighted_rows(a, (m, n), &rows_dot(b, (m, k), &r)),
+            };
+            Side::Matmul { r, rhs }
         }
-        // v = W r (length n), then dy v.
-        BilinearOp::MatmulInputGrad => rows_dot(a, (m, n), &rows_dot(b, (n, k), &r)),
         _ => {
-            // v = x r (length m), then dy^T v.
-            let v = rows_dot(b, (m, k), &r);
-            let mut out = vec![0i128; n];
-            for t in 0..m {
-                a[t * n..(t + 1) * n]
-                    .iter()
-                    .zip(out.iter_mut())
-                    .for_each(|(&x, o)| *o += i128::from(x) * v[t]);
-            }
-            out
+            let d = op.conv_dims(sa, sb)?;
+            let (lr, _) = crate::check_conv::lens(op, &d);
+            let (rw, sw) = r.split_at(2 * lr);
+            let (r, s) = (
+                crate::check_conv::elements(rw),
+                crate::check_conv::elements(sw),
+            );
+            let rhs = crate::check_conv::rhs(op, &d, a, b, &r, &s);
+            Side::Conv { d, r, s, rhs }
         }
     };
-    Ok(Expected(Side::Matmul(rhs)))
+    Ok(Expected {
+        op: *op,
+        out_len,
+        side,
+    })
 }
 
-/// Each of the `rows` rows of the row-major `mat` (rows of length `cols`) dotted with `v`,
-/// exactly.
+/// Each of the `rows` rows of the row-major `mat` (rows of length `cols`) dotted with `v`.
 fn rows_dot(mat: &[i32], (rows, cols): (usize, usize), v: &[i128]) -> Vec<i128> {
     (0..rows)
         .map(|i| {
@@ -157,39 +135,41 @@ fn rows_dot(mat: &[i32], (rows, cols): (usize, usize), v: &[i128]) -> Vec<i128> 
         .collect()
 }
 
-/// The result side of [`verify`]: whether `c` contracts under `r` to `want` (from
-/// [`expected`] for the same op, shapes and challenge).
-pub fn result_matches<T: Copy + Into<i64> + Sync>(
-    op: &BilinearOp,
-    (sa, sb): (&[usize], &[usize]),
-    c: &[T],
-    r: &[u32],
-    want: &Expected,
-) -> Result<bool, ShapeError> {
-    if c.len() != op.output_shape(sa, sb)?.iter().product::<usize>() {
-        return Err(ShapeError::new(
-            "integrity check: the result has the wrong length",
-        ));
+/// `sum_i w[i] * row_i` over the `rows` rows of the row-major `mat` (length `cols`).
+fn weighted_rows(mat: &[i32], (rows, cols): (usize, usize), w: &[i128]) -> Vec<i128> {
+    let mut out = vec![0i128; cols];
+    for (i, &wi) in w.iter().enumerate().take(rows) {
+        mat[i * cols..(i + 1) * cols]
+            .iter()
+            .zip(out.iter_mut())
+            .for_each(|(&x, o)| *o += i128::from(x) * wi);
     }
-    match (challenge(op, (sa, sb), r)?, &want.0) {
-        (Some((d, re, se)), Side::Conv(rhs)) => {
-            Ok(crate::check_conv::lhs(op, &d, c, &re, &se) == *rhs)
+    out
+}
+
+impl Expected {
+    /// The result side: whether `c` (the op's reconstructed result, as residues or wide sums)
+    /// contracts to what the operands predict.
+    pub fn matches<T: Copy + Into<i64> + Sync>(&self, c: &[T]) -> Result<bool, ShapeError> {
+        if c.len() != self.out_len {
+            return Err(ShapeError::new(
+                "integrity check: the result has the wrong length",
+            ));
         }
-        (None, Side::Matmul(rhs)) => {
-            let cols = r.len();
-            let lhs: Vec<i128> = c
-                .chunks_exact(cols.max(1))
-                .map(|row| {
-                    row.iter()
-                        .zip(r)
-                        .map(|(&x, &y)| i128::from(x.into()) * i128::from(y))
-                        .sum()
-                })
-                .collect();
-            Ok(lhs == *rhs)
-        }
-        _ => Err(ShapeError::new(
-            "integrity check: the expected contraction belongs to another kind of op",
-        )),
+        Ok(match &self.side {
+            Side::Conv { d, r, s, rhs } => crate::check_conv::lhs(&self.op, d, c, r, s) == *rhs,
+            Side::Matmul { r, rhs } => {
+                let lhs: Vec<i128> = c
+                    .chunks_exact(r.len().max(1))
+                    .map(|row| {
+                        row.iter()
+                            .zip(r)
+                            .map(|(&x, &y)| i128::from(x.into()) * y)
+                            .sum()
+                    })
+                    .collect();
+                lhs == *rhs
+            }
+        })
     }
 }

@@ -333,10 +333,7 @@ impl KeyedEnclave {
             ((a.shape(), &qa), (b.shape(), &qb)),
             (ready, None),
         )?;
-        let data = match c {
-            linear::Exact::Residues(c) => quant::dequantize(&c, qa.shift, qb.shift),
-            linear::Exact::Wide(c) => quant::dequantize(&c, qa.shift, qb.shift),
-        };
+        let data = c.dequantize(qa.shift, qb.shift);
         Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
     }
 

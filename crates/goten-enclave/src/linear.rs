@@ -215,16 +215,18 @@ impl Exact {
         }
     }
 
-    fn matches(
-        &self,
-        op: &BilinearOp,
-        shapes: (&[usize], &[usize]),
-        r: &[u32],
-        want: &check::Expected,
-    ) -> Result<bool, ShapeError> {
+    fn matches(&self, want: &check::Expected) -> Result<bool, ShapeError> {
         match self {
-            Exact::Residues(c) => check::result_matches(op, shapes, c, r, want),
-            Exact::Wide(c) => check::result_matches(op, shapes, c, r, want),
+            Exact::Residues(c) => want.matches(c),
+            Exact::Wide(c) => want.matches(c),
+        }
+    }
+
+    /// The float result `c * 2^-(shift_a + shift_b)`.
+    pub(crate) fn dequantize(&self, shift_a: i32, shift_b: i32) -> Vec<f32> {
+        match self {
+            Exact::Residues(c) => crate::quant::dequantize(c, shift_a, shift_b),
+            Exact::Wide(c) => crate::quant::dequantize(c, shift_a, shift_b),
         }
     }
 }
@@ -310,7 +312,7 @@ pub(crate) fn run(
         Some(want) => want,
         None => check::expected(op, ctx.a, ctx.b, &r),
     }?;
-    if c.matches(op, (sa, sb), &r, &want)? {
+    if c.matches(&want)? {
         return Ok(c);
     }
     // Only a failed check needs the bound: if it rules out wraparound, a share was wrong.
@@ -329,7 +331,7 @@ pub(crate) fn run(
         ..ctx
     };
     let c = execute(&ctx2, host, (1, None), &ranges, &mut || ())?;
-    if c.matches(op, (sa, sb), &r, &want)? {
+    if c.matches(&want)? {
         Ok(c)
     } else {
         Err(LinearError::Integrity { op_id, iteration })

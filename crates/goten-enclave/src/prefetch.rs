@@ -92,6 +92,7 @@ impl OpStreams {
         let it = key.iteration;
         let [na, nb, nc] = key.lens;
         let two = |p: &[Prg; 2], n| p.each_ref().map(|p| shares::expand(p, ring, it, n));
+        let pad = shares::expand(&self.pads[0], ring, it, nc);
         let noise = self.noise.as_ref().map(|prg| {
             let mut v = vec![0f32; na + nb];
             par::chunks_mut(&mut v, |k, c| prg.fill_unit_f32(it, (k * CHUNK) as u64, c));
@@ -102,8 +103,8 @@ impl OpStreams {
             noise,
             a: two(&self.a, na),
             b: two(&self.b, nb),
-            pad: shares::expand(&self.pads[0], ring, it, nc),
-            pad_sum: shares::pad_sum(&self.pads, ring, it, nc),
+            pad_sum: shares::plus_streams(&pad, &self.pads[1..], ring, it),
+            pad,
         }
     }
 }

@@ -81,18 +81,39 @@ pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) 
         &mut out,
         || vec![0i32; CHUNK],
         |buf, k, o| {
-            let off = (k * CHUNK) as u64;
-            streams[0].fill_ring(ring, iteration, off, o);
-            for prg in &streams[1..] {
-                let s = &mut buf[..o.len()];
-                prg.fill_ring(ring, iteration, off, s);
-                for (o, &v) in o.iter_mut().zip(s.iter()) {
-                    *o = ring.reduce_u32((*o as u32).wrapping_add(v as u32));
-                }
-            }
+            streams[0].fill_ring(ring, iteration, (k * CHUNK) as u64, o);
+            add_chunk(&streams[1..], ring, iteration, (buf, k, o));
         },
     );
     out
+}
+
+/// `first + streams`, elementwise: [`pad_sum`] when the first stream is expanded already (the
+/// prefetch task expands the own pad for the job anyway, so it is not drawn twice).
+pub(crate) fn plus_streams(first: &[i32], streams: &[Prg], ring: Ring, iteration: u64) -> Vec<i32> {
+    let mut out = first.to_vec();
+    par::chunks_mut_init(
+        &mut out,
+        || vec![0i32; CHUNK],
+        |buf, k, o| add_chunk(streams, ring, iteration, (buf, k, o)),
+    );
+    out
+}
+
+/// Adds chunk `k` of each stream into `o` (`buf`: scratch of at least `o.len()`).
+fn add_chunk(
+    streams: &[Prg],
+    ring: Ring,
+    iteration: u64,
+    (buf, k, o): (&mut [i32], usize, &mut [i32]),
+) {
+    for prg in streams {
+        let s = &mut buf[..o.len()];
+        prg.fill_ring(ring, iteration, (k * CHUNK) as u64, s);
+        for (o, &v) in o.iter_mut().zip(s.iter()) {
+            *o = ring.reduce_u32((*o as u32).wrapping_add(v as u32));
+        }
+    }
 }
 
 /// A value computed on the enclave's worker pool, started now and collected later: the pads
@@ -236,6 +257,7 @@ mod tests {
                             .collect();
                         let streams = [p.clone(), q.clone(), r.clone()];
                         assert_eq!(pad_sum(&streams, ring, 7, n), pads);
+                        assert_eq!(plus_streams(&sp, &streams[1..], ring, 7), pads);
                         let pending = pending_pads(streams, ring, 7, n);
                         assert_eq!(pending.wait().unwrap(), pads);
                         let (mut pp, mut qq) = (sp.clone(), sq.clone());

@@ -3,14 +3,13 @@
 //!
 //! Where it sits: a launcher above [`crate::party_run`]. It generates a fresh key file per
 //! party and a cluster file with two free loopback ports in `OUT/cluster/`, writes each
-//! party's validated job file there (`job-N.json`: the same job, with the party's own output
+//! party's validated job file there (ports from [`crate::ports`]) (`job-N.json`: the same job, with the party's own output
 //! folder and share of the cores), starts the processes (S0 writes into `OUT` and talks to
 //! this terminal; S1 and S2 write into `OUT/party-1` and `OUT/party-2`, their stderr into
 //! `party.log` there), and waits. When one party fails the others are stopped after a short
 //! grace period, so a party that fails while its peers wait to connect does not leave them
 //! waiting for the whole timeout.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,13 +37,6 @@ pub fn party_job(c: &JobConfig, role: Role, out: &Path) -> JobConfig {
     }
 }
 
-fn free_port() -> Result<u16, RuntimeError> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| RuntimeError::storage("cannot find a free loopback port", e))?
-        .port())
-}
-
 fn io(what: String) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |e| RuntimeError::storage(what, e)
 }
@@ -60,11 +52,17 @@ fn make_cluster(dir: &Path, danger_seed: Option<u64>) -> Result<PathBuf, Runtime
         let addr = if role == Role::S2 {
             None
         } else {
-            Some(format!("127.0.0.1:{}", free_port()?))
+            Some(format!(
+                "127.0.0.1:{}",
+                crate::ports::reserve_loopback_port()?
+            ))
         };
         let mut entry = crate::keys::write_keys(dir, role, addr, danger_seed)?.1;
         if role != Role::S2 {
-            entry.provision_address = Some(format!("127.0.0.1:{}", free_port()?));
+            entry.provision_address = Some(format!(
+                "127.0.0.1:{}",
+                crate::ports::reserve_loopback_port()?
+            ));
         }
         entries.push(entry);
     }

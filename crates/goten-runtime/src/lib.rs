@@ -20,6 +20,7 @@
 //! - [`store`]: durable checkpoint files and the simulated platform's sealing key;
 //! - [`enclave_process`]: starting an enclave as a child process, and the child's entry point;
 //! - [`serve`]: private prediction (the serving cluster, its HTTP API, the querying client);
+//! - [`ports`]: loopback ports for the local launcher's and the tests' cluster files;
 //! - [`devices`], [`keys`], [`model_io`]: devices, party key files, exported model files.
 
 pub mod config;
@@ -35,6 +36,7 @@ pub mod model_file;
 pub mod model_io;
 pub mod owner;
 pub mod party_run;
+pub mod ports;
 pub mod serve;
 pub mod session_host;
 pub mod store;

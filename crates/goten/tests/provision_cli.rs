@@ -102,13 +102,7 @@ fn goten_mode_takes_the_key_only_through_the_service_key() {
 
 fn keygen_cluster(d: &Path, pin: Option<&str>) -> PathBuf {
     let keys = d.join("keys");
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let port = || goten_runtime::ports::reserve_loopback_port().unwrap();
     let mut cluster = String::new();
     for id in 0..3 {
         let addr = format!("127.0.0.1:{}", port());

@@ -84,13 +84,10 @@ pub fn keygen_cluster(d: &Path) -> PathBuf {
     path
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that is free and that no other cluster of this process gets
+/// (outside the ephemeral range: see `goten_runtime::ports`).
 pub fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = goten_runtime::ports::reserve_loopback_port().unwrap();
     format!("127.0.0.1:{port}")
 }
 

@@ -143,25 +143,65 @@ fn contract<T: Copy + Into<i64> + Sync>(
         )
 }
 
-fn taps(d: &ConvDims, mut f: impl FnMut(usize, usize, usize)) {
+/// Calls `f(p, i)` for every output position `p` that tap `t = (ki, kj)` connects to an input
+/// position `i` inside the plane (padding contributes nothing). Each `p` and each `i` appears at
+/// most once per tap, which is what bounds the lazy accumulations below.
+fn for_tap(d: &ConvDims, t: usize, mut f: impl FnMut(usize, usize)) {
     let (sh, sw) = d.params.stride;
     let (ph, pw) = d.params.padding;
+    let (ki, kj) = (t / d.kw, t % d.kw);
     for oh in 0..d.ho {
-        for ki in 0..d.kh {
-            let ih = (oh * sh + ki).wrapping_sub(ph);
-            if ih >= d.h {
-                continue;
-            }
-            for ow in 0..d.wo {
-                for kj in 0..d.kw {
-                    let iw = (ow * sw + kj).wrapping_sub(pw);
-                    if iw < d.w {
-                        f(oh * d.wo + ow, ki * d.kw + kj, ih * d.w + iw);
-                    }
-                }
+        let ih = (oh * sh + ki).wrapping_sub(ph);
+        if ih >= d.h {
+            continue;
+        }
+        for ow in 0..d.wo {
+            let iw = (ow * sw + kj).wrapping_sub(pw);
+            if iw < d.w {
+                f(oh * d.wo + ow, ih * d.w + iw);
             }
         }
     }
+}
+
+/// Field products summed in u128 and reduced lazily: every accumulator receives at most one
+/// product (< 2^122) per [`Lazy::tap`], and is folded back below 2^61 every [`FLUSH`] taps, so
+/// it stays below 2^126 ([`reduce`]'s range). One multiply and a 128-bit add per product
+/// instead of a reduction per product: this side of the check runs once per op whatever the
+/// batch, which on private prediction's one-image batches is most of its cost.
+struct Lazy {
+    acc: Vec<u128>,
+    taps: usize,
+}
+
+impl Lazy {
+    fn new(len: usize) -> Self {
+        Lazy {
+            acc: vec![0; len],
+            taps: 0,
+        }
+    }
+
+    /// One tap's products: `f` adds at most one product to each accumulator.
+    fn tap(&mut self, f: impl FnOnce(&mut [u128])) {
+        f(&mut self.acc);
+        self.taps += 1;
+        if self.taps == FLUSH {
+            self.acc
+                .iter_mut()
+                .for_each(|a| *a = u128::from(reduce(*a)));
+            self.taps = 0;
+        }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.acc.into_iter().map(reduce).collect()
+    }
+}
+
+#[inline(always)]
+fn prod(a: u64, b: u64) -> u128 {
+    u128::from(a) * u128::from(b)
 }
 
 /// The result side of the check: `c` contracted under challenges `r`, `s` (field elements);
@@ -201,15 +241,17 @@ pub(crate) fn rhs(
         BilinearOp::Conv2dForward(_) => {
             let xs = contract(a, d.n, d.c * hw, s, |n| n); // [c, hw]
             let wr = contract(b, d.o, d.c * taps_n, r, |o| o); // [c, taps]
-            let mut rhs = vec![0u64; howo];
+            let mut rhs = Lazy::new(howo);
             for ch in 0..d.c {
                 let (x, w) = (
                     &xs[ch * hw..(ch + 1) * hw],
                     &wr[ch * taps_n..(ch + 1) * taps_n],
                 );
-                taps(d, |p, t, i| rhs[p] = add(rhs[p], mul(w[t], x[i])));
+                for (t, &wt) in w.iter().enumerate() {
+                    rhs.tap(|acc| for_tap(d, t, |p, i| acc[p] += prod(wt, x[i])));
+                }
             }
-            rhs
+            rhs.finish()
         }
         BilinearOp::Conv2dInputGrad { .. } => {
             let dys = contract(a, d.n, d.o * howo, s, |n| n); // [o, howo]
@@ -225,15 +267,17 @@ pub(crate) fn rhs(
                 );
                 wr[o * taps_n..(o + 1) * taps_n].copy_from_slice(&ker);
             }
-            let mut rhs = vec![0u64; hw];
+            let mut rhs = Lazy::new(hw);
             for o in 0..d.o {
                 let (g, w) = (
                     &dys[o * howo..(o + 1) * howo],
                     &wr[o * taps_n..(o + 1) * taps_n],
                 );
-                taps(d, |p, t, i| rhs[i] = add(rhs[i], mul(w[t], g[p])));
+                for (t, &wt) in w.iter().enumerate() {
+                    rhs.tap(|acc| for_tap(d, t, |p, i| acc[i] += prod(wt, g[p])));
+                }
             }
-            rhs
+            rhs.finish()
         }
         _ => {
             let mut rhs = vec![0u64; taps_n];
@@ -246,7 +290,19 @@ pub(crate) fn rhs(
                     |o| o,
                 );
                 let xs = contract(&b[n * d.c * hw..(n + 1) * d.c * hw], d.c, hw, s, |ch| ch);
-                taps(d, |p, t, i| rhs[t] = add(rhs[t], mul(dyr[p], xs[i])));
+                // One dot product per tap over the output positions, reduced every FLUSH
+                // products.
+                for (t, r) in rhs.iter_mut().enumerate() {
+                    let (mut sum, mut terms) = (0u128, 0);
+                    for_tap(d, t, |p, i| {
+                        sum += prod(dyr[p], xs[i]);
+                        terms += 1;
+                        if terms == FLUSH {
+                            (sum, terms) = (u128::from(reduce(sum)), 0);
+                        }
+                    });
+                    *r = add(*r, reduce(sum));
+                }
             }
             rhs
         }
@@ -307,6 +363,138 @@ mod tests {
                 }
             }
             assert_eq!(contract(&data, outer, inner, &k, |b| b), want, "{outer}");
+        }
+    }
+
+    /// The exact result of a conv op in i64 (operands small enough not to overflow), by the
+    /// definition: every (n, o, c, tap, output position) term, scattered to its result entry.
+    fn naive(op: &BilinearOp, d: &ConvDims, a: &[i32], b: &[i32]) -> Vec<i64> {
+        let (sh, sw) = d.params.stride;
+        let (ph, pw) = d.params.padding;
+        let len = match op {
+            BilinearOp::Conv2dForward(_) => d.n * d.o * d.ho * d.wo,
+            BilinearOp::Conv2dInputGrad { .. } => d.n * d.c * d.h * d.w,
+            _ => d.o * d.c * d.kh * d.kw,
+        };
+        let mut out = vec![0i64; len];
+        for n in 0..d.n {
+            for o in 0..d.o {
+                for c in 0..d.c {
+                    for (oh, ow, ki, kj) in positions_and_taps(d) {
+                        let (ih, iw) = (
+                            (oh * sh + ki).wrapping_sub(ph),
+                            (ow * sw + kj).wrapping_sub(pw),
+                        );
+                        if ih >= d.h || iw >= d.w {
+                            continue;
+                        }
+                        let x = ((n * d.c + c) * d.h + ih) * d.w + iw;
+                        let y = ((n * d.o + o) * d.ho + oh) * d.wo + ow;
+                        let w = ((o * d.c + c) * d.kh + ki) * d.kw + kj;
+                        let (at, u, v) = match op {
+                            BilinearOp::Conv2dForward(_) => (y, a[x], b[w]),
+                            BilinearOp::Conv2dInputGrad { .. } => (x, a[y], b[w]),
+                            _ => (w, a[y], b[x]),
+                        };
+                        out[at] += i64::from(u) * i64::from(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn positions_and_taps(d: &ConvDims) -> Vec<(usize, usize, usize, usize)> {
+        let mut v = Vec::new();
+        for oh in 0..d.ho {
+            for ow in 0..d.wo {
+                for ki in 0..d.kh {
+                    for kj in 0..d.kw {
+                        v.push((oh, ow, ki, kj));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The operand side (lazily reduced) equals the result side of the exact product, for all
+    /// three ops, kernels of more taps than a flush (5x5, 7x7), strides and padding, and
+    /// challenges at the top of the field (the accumulators' worst case).
+    #[test]
+    fn operand_side_equals_the_result_side_of_the_exact_product() {
+        use goten_field::Conv2dParams;
+        let mut seed = 1u64;
+        let mut next = |lo: i64, hi: i64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (lo + ((seed >> 33) as i64).rem_euclid(hi - lo + 1)) as i32
+        };
+        for (k, stride, pad, hw, worst) in [
+            (3, 1, 1, (6, 5), false),
+            // 360 output positions: a weight-gradient tap sums past 2^128 unflushed.
+            (5, 1, 2, (20, 18), true),
+            (7, 2, 3, (9, 8), true),
+            (3, 2, 0, (7, 7), false),
+        ] {
+            let params = Conv2dParams::new(stride, pad);
+            // Eight channels of 7x7 taps: 392 products per accumulator, past 2^128 unflushed.
+            let (n, c, o) = (2, 8, 4);
+            let fwd = BilinearOp::Conv2dForward(params);
+            let x_shape = [n, c, hw.0, hw.1];
+            let w_shape = [o, c, k, k];
+            let y_shape = fwd.output_shape(&x_shape, &w_shape).unwrap();
+            let ops = [
+                (fwd, x_shape.to_vec(), w_shape.to_vec()),
+                (
+                    BilinearOp::Conv2dInputGrad {
+                        params,
+                        input_hw: hw,
+                    },
+                    y_shape.clone(),
+                    w_shape.to_vec(),
+                ),
+                (
+                    BilinearOp::Conv2dWeightGrad {
+                        params,
+                        kernel_hw: (k, k),
+                    },
+                    y_shape.clone(),
+                    x_shape.to_vec(),
+                ),
+            ];
+            for (op, sa, sb) in ops {
+                let d = op.conv_dims(&sa, &sb).unwrap();
+                let a: Vec<i32> = (0..sa.iter().product::<usize>())
+                    .map(|_| next(-(1 << 20), 1 << 20))
+                    .collect();
+                let b: Vec<i32> = (0..sb.iter().product::<usize>())
+                    .map(|_| next(-(1 << 20), 1 << 20))
+                    .collect();
+                let (rl, sl) = lens(&op, &d);
+                let ch = |len: usize, next: &mut dyn FnMut() -> u64| -> Vec<u64> {
+                    (0..len).map(|_| next()).collect()
+                };
+                let mut draw = || {
+                    if worst {
+                        P - 1 - (next(0, 3) as u64)
+                    } else {
+                        (next(0, i32::MAX as i64) as u64 * 0x9E37_79B9) % P
+                    }
+                };
+                let (r, s) = (ch(rl, &mut draw), ch(sl, &mut draw));
+                let c = naive(&op, &d, &a, &b);
+                assert_eq!(
+                    rhs(&op, &d, &a, &b, &r, &s),
+                    lhs(&op, &d, &c, &r, &s),
+                    "{op:?} k {k} stride {stride} pad {pad}"
+                );
+                // An error of one in the result is seen.
+                let mut bad = c.clone();
+                bad[c.len() / 2] += 1;
+                assert_ne!(rhs(&op, &d, &a, &b, &r, &s), lhs(&op, &d, &bad, &r, &s));
+            }
         }
     }
 

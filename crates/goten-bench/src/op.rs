@@ -35,8 +35,8 @@ pub struct OpArgs {
     /// Worker threads of the float reference (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Device worker threads of each of the three parties (0: a third of the cores, at least
-    /// one, so the parties share the machine instead of oversubscribing it).
+    /// Device worker threads of each of the three parties (0: automatic). CPU devices share one
+    /// pool: the machine's cores, or three times this count.
     #[arg(long, default_value_t = 0)]
     party_threads: usize,
     /// Device: `cpu` or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
@@ -144,10 +144,13 @@ pub fn run(args: OpArgs) -> Result<()> {
         })
         .unzip();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let party_threads = if args.party_threads == 0 {
-        (cores / 3).max(1)
+    // The three CPU devices share one pool (devices::local_parts): the machine's cores, or
+    // three times the per-party count given.
+    let party_threads = args.party_threads;
+    let device_pool = if party_threads == 0 {
+        cores
     } else {
-        args.party_threads
+        3 * party_threads
     };
     let (devices, nets) =
         goten_runtime::devices::local_parts(args.device, party_threads, cfg.timeout)?;
@@ -209,7 +212,7 @@ pub fn run(args: OpArgs) -> Result<()> {
                     "overhead": overhead,
                     "s0": {"enclave_secs": encl(s0), "device_secs": s0.device, "transport_secs": s0.transport},
                     "s1": {"enclave_secs": encl(s1), "device_secs": s1.device, "transport_secs": s1.transport},
-                    "ring_bits": ring.bits(), "quant_bits": quant.bits, "batch": args.batch, "party_threads": party_threads, "ref_threads": fref.threads(), "simulated_attestation": true,
+                    "ring_bits": ring.bits(), "quant_bits": quant.bits, "batch": args.batch, "party_threads": party_threads, "device_pool_threads": device_pool, "ref_threads": fref.threads(), "simulated_attestation": true,
                 })
             );
         } else {

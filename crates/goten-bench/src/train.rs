@@ -163,11 +163,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
         })
         .collect();
     if !session_modes.is_empty() {
-        let threads = if a.threads == 0 {
-            (cores / 3).max(1)
-        } else {
-            a.threads
-        };
+        let threads = a.threads;
         let mut best: Vec<Option<crate::session::SessionRow>> = vec![None, None];
         for _ in 0..a.rounds {
             for &process in &session_modes {
@@ -240,11 +236,7 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
             }
             "goten" => {
                 eprintln!("note: {SIMULATION_NOTICE}");
-                let threads = if a.threads == 0 {
-                    (cores / 3).max(1)
-                } else {
-                    a.threads
-                };
+                let threads = a.threads;
                 let cfg = ClusterConfig {
                     enclave: EnclaveConfig::default(),
                     timeout: Duration::from_secs(600),

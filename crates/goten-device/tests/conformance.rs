@@ -450,3 +450,30 @@ fn cuda_device() -> Option<Box<dyn Device>> {
 
 #[cfg(feature = "cuda")]
 device_suite!(cuda, cuda_device());
+
+/// Devices sharing one pool (a single-machine run's three parties) each return their own
+/// exact product when they compute at the same time from three threads, as S0, S1 and S2 do.
+#[test]
+fn devices_sharing_one_pool_compute_concurrently_and_exactly() {
+    let devices = CpuDevice::sharing(3, 2).unwrap();
+    assert!(devices.iter().all(|d| d.threads() == 2));
+    let ring = Ring::default();
+    let params = Conv2dParams {
+        stride: (1, 1),
+        padding: (1, 1),
+    };
+    std::thread::scope(|s| {
+        for (p, d) in devices.iter().enumerate() {
+            s.spawn(move || {
+                for round in 0..4u64 {
+                    // Different shapes per party, so a mixed-up result cannot pass.
+                    let case =
+                        conv_case(round as u8, 3 + p, 4, 5 + p, (9, 8), (3, 3), params).unwrap();
+                    let a = random_tensor(ring, &case.a, 100 * p as u64 + round);
+                    let b = random_tensor(ring, &case.b, 200 * p as u64 + round);
+                    check(d, &case, &a, &b);
+                }
+            });
+        }
+    });
+}

@@ -32,17 +32,43 @@ fn cuda(_threads: usize) -> Result<Box<dyn Device>, DeviceError> {
     ))
 }
 
-/// Three devices of `kind` and a connected in-process mesh (a single-machine run).
+/// Three devices of `kind` and a connected in-process mesh (a single-machine run); `threads`:
+/// each party's device workers, 0 for automatic.
+///
+/// CPU devices of one machine share one pool of workers: the machine's cores by default, three
+/// times `threads` when given. Three pools of their own (a third of the cores each, at least
+/// one) oversubscribed small machines and left a party's cores idle while another party still
+/// computed; one pool lets whichever party has work use every core (DESIGN.md section 6). A
+/// party's device still sees only its own party's jobs. CUDA devices get `threads` host
+/// workers each (a third of the cores by default).
 pub fn local_parts(
     kind: DeviceKind,
     threads: usize,
     timeout: Duration,
 ) -> Result<LocalParts, DeviceError> {
-    let devices = [
-        make(kind, threads)?,
-        make(kind, threads)?,
-        make(kind, threads)?,
-    ];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let devices: [Box<dyn Device>; 3] = match kind {
+        DeviceKind::Cpu => {
+            let pool = if threads == 0 { cores } else { 3 * threads };
+            let [a, b, c]: [goten_device::CpuDevice; 3] =
+                goten_device::CpuDevice::sharing(3, pool)?
+                    .try_into()
+                    .map_err(|_| DeviceError::Unavailable("three shared CPU devices".into()))?;
+            [Box::new(a), Box::new(b), Box::new(c)]
+        }
+        DeviceKind::Cuda => {
+            let per_party = if threads == 0 {
+                (cores / 3).max(1)
+            } else {
+                threads
+            };
+            [
+                make(kind, per_party)?,
+                make(kind, per_party)?,
+                make(kind, per_party)?,
+            ]
+        }
+    };
     let nets = goten_party::in_process_mesh(timeout)
         .map(|t| Box::new(t) as Box<dyn goten_party::Transport>);
     Ok((devices, nets))

@@ -202,7 +202,7 @@ pub fn run<'a>(
         enclave: setup.enclave,
         timeout: Duration::from_secs(c.timeout),
     };
-    let (devices, nets) = crate::devices::local_parts(c.device, c.party_threads(3), cfg.timeout)?;
+    let (devices, nets) = crate::devices::local_parts(c.device, c.threads, cfg.timeout)?;
     let trusts = match c.danger_deterministic_keys {
         Some(seed) => Trusts::danger_deterministic(seed),
         None => Trusts::generate(),

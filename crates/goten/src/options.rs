@@ -92,7 +92,8 @@ pub struct TrainArgs {
     /// Folder for metrics.jsonl (created if needed).
     #[arg(long, default_value = "goten-run")]
     pub(crate) out: PathBuf,
-    /// CPU threads for float products and for each party's device (0: automatic).
+    /// CPU threads for float products and for each party's device (0: automatic; the three
+    /// devices of a single-process goten run share one pool of the cores, or of 3x this count).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
     /// Width k of the share ring Z_2^k (goten mode).

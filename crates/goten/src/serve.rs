@@ -71,7 +71,8 @@ pub struct ServeArgs {
     /// Seconds a request waits for the cluster before a 503; also a party's wait for another.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
-    /// CPU threads per party's device (0: the cores shared by the three parties).
+    /// CPU threads per party's device (0: automatic; with `--local` the three devices share one
+    /// pool of the machine's cores, or of three times this count).
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }

@@ -1,4 +1,5 @@
-//! The CPU backend: a dedicated rayon pool running `goten-linalg`'s im2col + GEMM algorithms in
+//! The CPU backend: a rayon pool (its own, or one shared by the parties of one machine:
+//! [`CpuDevice::sharing`]) running `goten-linalg`'s im2col + GEMM algorithms in
 //! exact modular arithmetic.
 //!
 //! Where it sits: the default device of every party's host, and the reference the GPU backend
@@ -20,15 +21,25 @@ pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool, DeviceError> {
 
 /// The multi-threaded CPU backend.
 pub struct CpuDevice {
-    pool: rayon::ThreadPool,
+    pool: std::sync::Arc<rayon::ThreadPool>,
 }
 
 impl CpuDevice {
     /// A backend with `threads` workers (0: one per available core).
     pub fn new(threads: usize) -> Result<Self, DeviceError> {
         Ok(CpuDevice {
-            pool: pool(threads)?,
+            pool: std::sync::Arc::new(pool(threads)?),
         })
+    }
+
+    /// Devices that run on one pool of `threads` workers (0: one per core): parties that share
+    /// a machine's cores, as a single-machine run's three parties do, without each keeping
+    /// its own workers (which would oversubscribe the cores).
+    pub fn sharing(count: usize, threads: usize) -> Result<Vec<Self>, DeviceError> {
+        let pool = std::sync::Arc::new(pool(threads)?);
+        Ok((0..count)
+            .map(|_| CpuDevice { pool: pool.clone() })
+            .collect())
     }
 
     /// Number of worker threads.

@@ -35,7 +35,8 @@ pub struct LocalServe {
     pub plan: ServePlan,
     /// Each party's device.
     pub device: DeviceKind,
-    /// Worker threads per party's device (0: the cores shared by the three).
+    /// Worker threads per party's device (0: one pool of the machine's cores, shared by the
+    /// three; see `devices::local_parts`).
     pub threads: usize,
     /// Seconds a party waits for another before declaring it gone.
     pub timeout: Duration,
@@ -197,13 +198,7 @@ fn supervise(
                 serve_s1(p, &c.plan, sealing, &evidence)
             }
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if c.threads == 0 {
-            (cores / 3).max(1)
-        } else {
-            c.threads
-        };
-        let r = crate::devices::local_parts(c.device, threads, c.timeout)
+        let r = crate::devices::local_parts(c.device, c.threads, c.timeout)
             .map_err(PartyError::from)
             .and_then(|(devices, nets)| {
                 let (devices, nets) = match &c.wrap {

@@ -455,7 +455,7 @@ device_suite!(cuda, cuda_device());
 /// exact product when they compute at the same time from three threads, as S0, S1 and S2 do.
 #[test]
 fn devices_sharing_one_pool_compute_concurrently_and_exactly() {
-    let devices = CpuDevice::sharing(3, 2).unwrap();
+    let devices = CpuDevice::sharing::<3>(2).unwrap();
     assert!(devices.iter().all(|d| d.threads() == 2));
     let ring = Ring::default();
     let params = Conv2dParams {

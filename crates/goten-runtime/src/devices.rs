@@ -50,10 +50,7 @@ pub fn local_parts(
     let devices: [Box<dyn Device>; 3] = match kind {
         DeviceKind::Cpu => {
             let pool = if threads == 0 { cores } else { 3 * threads };
-            let [a, b, c]: [goten_device::CpuDevice; 3] =
-                goten_device::CpuDevice::sharing(3, pool)?
-                    .try_into()
-                    .map_err(|_| DeviceError::Unavailable("three shared CPU devices".into()))?;
+            let [a, b, c] = goten_device::CpuDevice::sharing::<3>(pool)?;
             [Box::new(a), Box::new(b), Box::new(c)]
         }
         DeviceKind::Cuda => {

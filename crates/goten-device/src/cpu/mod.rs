@@ -32,14 +32,12 @@ impl CpuDevice {
         })
     }
 
-    /// Devices that run on one pool of `threads` workers (0: one per core): parties that share
-    /// a machine's cores, as a single-machine run's three parties do, without each keeping
-    /// its own workers (which would oversubscribe the cores).
-    pub fn sharing(count: usize, threads: usize) -> Result<Vec<Self>, DeviceError> {
+    /// `N` devices that run on one pool of `threads` workers (0: one per core): parties that
+    /// share a machine's cores, as a single-machine run's three parties do, without each
+    /// keeping its own workers (which would oversubscribe the cores).
+    pub fn sharing<const N: usize>(threads: usize) -> Result<[Self; N], DeviceError> {
         let pool = std::sync::Arc::new(pool(threads)?);
-        Ok((0..count)
-            .map(|_| CpuDevice { pool: pool.clone() })
-            .collect())
+        Ok(std::array::from_fn(|_| CpuDevice { pool: pool.clone() }))
     }
 
     /// Number of worker threads.

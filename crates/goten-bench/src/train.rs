@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use goten_enclave::nn::optim::Sgd;
-use goten_enclave::nn::{FloatBackend, LinearBackend, ModelKind, NnError, ProtocolBackend, input};
+use goten_enclave::nn::{
+    FloatBackend, LinearBackend, ModelKind, NnError, Prepared, ProtocolBackend, Reusable, input,
+};
 use goten_enclave::{EnclaveConfig, SecretTensor};
 use goten_field::BilinearOp;
 use goten_party::cluster::SIMULATION_NOTICE;
@@ -65,6 +67,18 @@ impl LinearBackend for Timed<'_> {
     ) -> Result<SecretTensor, NnError> {
         let t = Instant::now();
         let r = self.inner.bilinear(op_id, op, a, b);
+        self.secs += t.elapsed().as_secs_f64();
+        r
+    }
+    fn bilinear_reusing(
+        &mut self,
+        op_id: u64,
+        op: &BilinearOp,
+        a: (&SecretTensor, Option<&Prepared>),
+        b: (&SecretTensor, Option<&Prepared>),
+    ) -> Result<Reusable, NnError> {
+        let t = Instant::now();
+        let r = self.inner.bilinear_reusing(op_id, op, a, b);
         self.secs += t.elapsed().as_secs_f64();
         r
     }

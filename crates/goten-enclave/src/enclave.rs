@@ -5,12 +5,14 @@
 //! back from any of these calls: results stay in [`SecretTensor`]s inside the enclave (a later
 //! training loop consumes them there).
 
+use std::sync::Arc;
+
 use goten_field::{BilinearOp, Ring};
 
 use crate::attest::Evidence;
 use crate::keys::{Hello, KeyError, KeyExchange, Role, Trust, WrappedKey};
 use crate::linear::{self, HostServices, LinearError};
-use crate::quant::{self, QuantConfig, QuantError};
+use crate::quant::{self, QuantConfig, QuantError, Quantized};
 use crate::secret::SecretTensor;
 use crate::seeds::{PairPurpose, SeedBook};
 
@@ -297,35 +299,60 @@ impl KeyedEnclave {
     pub fn linear(
         &self,
         host: &mut dyn HostServices,
-        (op_id, iteration): (u64, u64),
+        ids: (u64, u64),
         op: &BilinearOp,
         a: &SecretTensor,
         b: &SecretTensor,
     ) -> Result<SecretTensor, EnclaveError> {
+        Ok(self.linear_reusing(host, ids, op, (a, None), (b, None))?.0)
+    }
+
+    /// [`Self::linear`], where an operand may come already quantized by an earlier op of the
+    /// same step on the same, unchanged tensor (a layer's input and weight from its forward
+    /// pass, reused by its weight and input gradients; the output gradient shared by those
+    /// two): it is not quantized again, so each operand is quantized once per step. Returns the
+    /// result and both quantized operands. Its rounding noise is the earlier op's; the masks
+    /// are this op's own, as always.
+    pub(crate) fn linear_reusing(
+        &self,
+        host: &mut dyn HostServices,
+        (op_id, iteration): (u64, u64),
+        op: &BilinearOp,
+        (a, pa): (&SecretTensor, Option<&Arc<Quantized>>),
+        (b, pb): (&SecretTensor, Option<&Arc<Quantized>>),
+    ) -> Result<(SecretTensor, [Arc<Quantized>; 2]), EnclaveError> {
         let seeds = &self.seeds;
         let out_shape = op
             .output_shape(a.shape(), b.shape())
             .map_err(LinearError::from)?;
         let (na, nb) = (a.expose().len(), b.expose().len());
+        for (p, n) in [(pa, na), (pb, nb)] {
+            if p.is_some_and(|q| q.values.len() != n) {
+                return Err(LinearError::from(goten_field::ShapeError::new(
+                    "a reused quantized operand does not match its tensor",
+                ))
+                .into());
+            }
+        }
         let mut ready =
             self.take_prefetched(op_id, iteration, [na, nb, out_shape.iter().product()]);
         // Stochastic rounding noise: one stream for both operands (a's entries first), expanded
         // ahead with the op's masks, or chunk by chunk inside the quantizer.
         let q = &self.cfg.quant;
-        let (qa, qb) = match ready.as_mut().and_then(|r| r.noise.take()) {
-            Some(noise) => (
-                q.quantize(a.expose(), &noise[..na])?,
-                q.quantize(b.expose(), &noise[na..])?,
-            ),
-            None => {
-                let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
-                (
-                    q.quantize_stream(a.expose(), (&prg, iteration, 0))?,
-                    q.quantize_stream(b.expose(), (&prg, iteration, na as u64))?,
-                )
-            }
+        let noise = ready.as_mut().and_then(|r| r.noise.take());
+        let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+        let quantize = |x: &[f32], at: usize| match &noise {
+            Some(noise) => q.quantize(x, &noise[at..at + x.len()]),
+            None => q.quantize_stream(x, (&prg, iteration, at as u64)),
         };
-        let (qa, qb) = (std::sync::Arc::new(qa), std::sync::Arc::new(qb));
+        let qa = match pa {
+            Some(p) => p.clone(),
+            None => Arc::new(quantize(a.expose(), 0)?),
+        };
+        let qb = match pb {
+            Some(p) => p.clone(),
+            None => Arc::new(quantize(b.expose(), na)?),
+        };
         let c = self.linear_shared(
             host,
             (op_id, iteration),
@@ -334,7 +361,8 @@ impl KeyedEnclave {
             (ready, None),
         )?;
         let data = c.dequantize(qa.shift, qb.shift);
-        Ok(SecretTensor::new(&out_shape, data).expect("output length matches its shape"))
+        let c = SecretTensor::new(&out_shape, data).expect("output length matches its shape");
+        Ok((c, [qa, qb]))
     }
 
     /// The tensors expanded ahead for op `op_id`'s first attempt, if the guess was right.

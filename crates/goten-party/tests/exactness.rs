@@ -208,3 +208,63 @@ fn results_beyond_the_headroom_are_really_produced() {
     .unwrap();
     assert_eq!(out.results.0, vec![1i64 << 33]);
 }
+
+/// Each operand is quantized once per step: an input gradient handed the forward pass's
+/// quantized weight computes with exactly those integers. The weight is not representable in
+/// 8 bits, so each fresh quantization rounds it differently (per op's noise stream); the output
+/// gradient holds small integers, which quantize exactly. Two input gradients that reuse the
+/// forward's weight therefore agree bit for bit, two that quantize it afresh do not, all four
+/// stay within quantization error of the float product, and E0 and E1 agree.
+#[test]
+fn a_reused_quantized_weight_is_the_forward_passs() {
+    use goten_enclave::SecretTensor;
+    use goten_enclave::nn::{LinearBackend, ProtocolBackend};
+    use goten_party::PartyError;
+    let (m, n, k) = (4, 5, 6);
+    let x = SecretTensor::new(&[m, k], common::floats(m * k, 1, 1.0)).unwrap();
+    let w = SecretTensor::new(&[n, k], common::floats(n * k, 2, 0.37)).unwrap();
+    let dy_values: Vec<f32> = values(m * n, 3, -7, 7).iter().map(|&v| v as f32).collect();
+    let dy = SecretTensor::new(&[m, n], dy_values.clone()).unwrap();
+    let out = run(&Trusts::generate(), &|p| {
+        let err = |e: goten_enclave::nn::NnError| PartyError::Storage(e.to_string());
+        let mut be = ProtocolBackend::new(&p.enclave, &mut p.host, 0);
+        be.next_step();
+        let fwd = BilinearOp::MatmulForward;
+        let (_, [_, pw]) = be
+            .bilinear_reusing(3, &fwd, (&x, None), (&w, None))
+            .map_err(err)?;
+        let igrad = BilinearOp::MatmulInputGrad;
+        let mut dx = Vec::new();
+        for (id, reuse) in [(4, true), (7, true), (10, false), (13, false)] {
+            let pw = if reuse { pw.as_ref() } else { None };
+            let (c, _) = be
+                .bilinear_reusing(id, &igrad, (&dy, None), (&w, pw))
+                .map_err(err)?;
+            dx.push(c.expose().to_vec());
+        }
+        Ok(dx)
+    })
+    .unwrap();
+    let (r0, r1) = out.results;
+    assert_eq!(r0, r1, "E0 and E1 must obtain bit-identical results");
+    assert_eq!(r0[0], r0[1], "both reuse the forward's quantized weight");
+    assert_ne!(
+        r0[2], r0[3],
+        "fresh quantizations round the weight differently"
+    );
+    // dx = dy W: within quantization error (weight step 2^-8 of its range, times |dy| sums).
+    let wv = w.expose();
+    for got in &r0 {
+        for i in 0..m {
+            for j in 0..k {
+                let want: f32 = (0..n).map(|t| dy_values[i * n + t] * wv[t * k + j]).sum();
+                let bound = (0..n).map(|t| dy_values[i * n + t].abs()).sum::<f32>() / 128.0;
+                assert!(
+                    (got[i * k + j] - want).abs() <= bound,
+                    "{} vs {want}",
+                    got[i * k + j]
+                );
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@
 use goten_field::{BilinearOp, Conv2dParams, SecretKey};
 
 use super::batchnorm::{BnCache, batchnorm_backward, batchnorm_forward};
-use super::{LinearBackend, NnError, elementwise as ew, pool};
+use super::{LinearBackend, NnError, Prepared, elementwise as ew, pool};
 use crate::SecretTensor;
 
 /// A trainable tensor with its gradient and momentum buffer. Debug shows the shape only.
@@ -80,6 +80,13 @@ impl<'k> Pass<'k> {
 /// gradient flows on that path).
 pub type GradStack = Vec<Option<SecretTensor>>;
 
+/// What a linear layer's training forward pass keeps for its backward pass: its input, and the
+/// backend's preparation of the input and the weight (goten mode: quantized once per step).
+pub struct Saved {
+    x: SecretTensor,
+    prepared: [Option<Prepared>; 2],
+}
+
 /// One layer of a model. Debug shows its kind and shapes, never values (weights, statistics,
 /// masks and pooling choices are all secret).
 pub enum Layer {
@@ -93,8 +100,8 @@ pub enum Layer {
         params: Conv2dParams,
         /// False for the first layer: nobody needs the gradient of the input images.
         input_grad: bool,
-        /// Input of the last training forward pass.
-        cache: Option<SecretTensor>,
+        /// Input of the last training forward pass, and its and the weight's preparation.
+        cache: Option<Saved>,
     },
     /// Fully connected: weight `[out, in]`, optional bias `[out]`.
     Dense {
@@ -104,8 +111,8 @@ pub enum Layer {
         b: Option<Param>,
         /// Whether to compute the input gradient.
         input_grad: bool,
-        /// Input of the last training forward pass.
-        cache: Option<SecretTensor>,
+        /// Input of the last training forward pass, and its and the weight's preparation.
+        cache: Option<Saved>,
     },
     /// max(x, 0).
     Relu {
@@ -233,17 +240,24 @@ fn linear_backward(
     op: u64,
     (wgrad, igrad): (BilinearOp, BilinearOp),
     (w, b, input_grad): (&mut Param, &mut Option<Param>, bool),
-    x: &SecretTensor,
+    saved: Saved,
     dy: SecretTensor,
 ) -> Result<Option<SecretTensor>, NnError> {
-    w.grad = be.bilinear(op + 2, &wgrad, &dy, x)?;
+    // The weight is unchanged since the forward pass (the optimizer steps after the whole
+    // backward pass), so its and the input's quantization are reused, and dy's is shared by
+    // the two gradients.
+    let [px, pw] = &saved.prepared;
+    let (grad, [pdy, _]) =
+        be.bilinear_reusing(op + 2, &wgrad, (&dy, None), (&saved.x, px.as_ref()))?;
+    w.grad = grad;
     if let Some(b) = b {
         ew::bias_grad(&dy, b.grad.expose_mut());
     }
     if !input_grad {
         return Ok(None);
     }
-    Ok(Some(be.bilinear(op + 1, &igrad, &dy, &w.value)?))
+    let dx = be.bilinear_reusing(op + 1, &igrad, (&dy, pdy.as_ref()), (&w.value, pw.as_ref()))?;
+    Ok(Some(dx.0))
 }
 
 impl Layer {
@@ -305,19 +319,23 @@ impl Layer {
                 cache,
                 ..
             } => {
-                let mut y = be.bilinear(op, &BilinearOp::Conv2dForward(*params), &x, &w.value)?;
+                let fwd = BilinearOp::Conv2dForward(*params);
+                let (mut y, prepared) =
+                    be.bilinear_reusing(op, &fwd, (&x, None), (&w.value, None))?;
                 if let Some(b) = b {
                     ew::add_bias(&mut y, b.value.expose());
                 }
-                *cache = train.then_some(x);
+                *cache = train.then_some(Saved { x, prepared });
                 Ok(y)
             }
             Layer::Dense { w, b, cache, .. } => {
-                let mut y = be.bilinear(op, &BilinearOp::MatmulForward, &x, &w.value)?;
+                let fwd = BilinearOp::MatmulForward;
+                let (mut y, prepared) =
+                    be.bilinear_reusing(op, &fwd, (&x, None), (&w.value, None))?;
                 if let Some(b) = b {
                     ew::add_bias(&mut y, b.value.expose());
                 }
-                *cache = train.then_some(x);
+                *cache = train.then_some(Saved { x, prepared });
                 Ok(y)
             }
             Layer::Relu { mask } => {
@@ -429,7 +447,7 @@ impl Layer {
                 input_grad,
                 cache,
             } => {
-                let x = cache.take().ok_or_else(no_cache)?;
+                let saved = cache.take().ok_or_else(no_cache)?;
                 let ops = (
                     BilinearOp::Conv2dWeightGrad {
                         params: *params,
@@ -437,10 +455,10 @@ impl Layer {
                     },
                     BilinearOp::Conv2dInputGrad {
                         params: *params,
-                        input_hw: (x.shape()[2], x.shape()[3]),
+                        input_hw: (saved.x.shape()[2], saved.x.shape()[3]),
                     },
                 );
-                linear_backward(be, op, ops, (w, b, *input_grad), &x, dy)
+                linear_backward(be, op, ops, (w, b, *input_grad), saved, dy)
             }
             Layer::Dense {
                 w,
@@ -448,9 +466,9 @@ impl Layer {
                 input_grad,
                 cache,
             } => {
-                let x = cache.take().ok_or_else(no_cache)?;
+                let saved = cache.take().ok_or_else(no_cache)?;
                 let ops = (BilinearOp::MatmulWeightGrad, BilinearOp::MatmulInputGrad);
-                linear_backward(be, op, ops, (w, b, *input_grad), &x, dy)
+                linear_backward(be, op, ops, (w, b, *input_grad), saved, dy)
             }
             Layer::Relu { mask } | Layer::Dropout { mask, .. } => {
                 let Some(m) = mask.take() else {

@@ -25,7 +25,7 @@ pub mod spec_codec;
 pub mod summary;
 pub mod zoo;
 
-pub use backend::{FloatBackend, LinearBackend, ProtocolBackend};
+pub use backend::{FloatBackend, LinearBackend, Prepared, ProtocolBackend, Reusable};
 pub use builder::Builder;
 pub use model::Model;
 pub use spec::{Arch, LayerSpec, NetSpec};

@@ -334,11 +334,14 @@ impl KeyedEnclave {
                 .into());
             }
         }
-        let mut ready =
-            self.take_prefetched(op_id, iteration, [na, nb, out_shape.iter().product()]);
         // Stochastic rounding noise: one stream for both operands (a's entries first), expanded
-        // ahead with the op's masks, or chunk by chunk inside the quantizer.
+        // ahead with the op's masks for the operands this op quantizes, or chunk by chunk
+        // inside the quantizer.
         let q = &self.cfg.quant;
+        let stochastic = q.rounding == quant::Rounding::Stochastic;
+        let noise_of = [stochastic && pa.is_none(), stochastic && pb.is_none()];
+        let lens = [na, nb, out_shape.iter().product()];
+        let mut ready = self.take_prefetched(op_id, iteration, lens, noise_of);
         let noise = ready.as_mut().and_then(|r| r.noise.take());
         let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
         let quantize = |x: &[f32], at: usize| match &noise {
@@ -358,7 +361,7 @@ impl KeyedEnclave {
             (op_id, iteration),
             op,
             ((a.shape(), &qa), (b.shape(), &qb)),
-            (ready, None),
+            (ready, None, noise_of),
         )?;
         let data = c.dequantize(qa.shift, qb.shift);
         let c = SecretTensor::new(&out_shape, data).expect("output length matches its shape");
@@ -371,8 +374,9 @@ impl KeyedEnclave {
         op_id: u64,
         iteration: u64,
         lens: [usize; 3],
+        noise: [bool; 2],
     ) -> Option<crate::prefetch::Expanded> {
-        let key = crate::prefetch::Key::first(op_id, iteration, lens);
+        let key = crate::prefetch::Key::first(op_id, iteration, lens, noise);
         let mut p = self.prefetch.lock().unwrap_or_else(|e| e.into_inner());
         p.take(key)
     }
@@ -393,31 +397,39 @@ impl KeyedEnclave {
             .iter()
             .product();
         let lens = [a.values.len(), b.values.len(), out];
-        let ready = self.take_prefetched(op_id, iteration, lens);
+        // The operands come quantized: no rounding noise.
+        let ready = self.take_prefetched(op_id, iteration, lens, [false, false]);
         let (a, b) = (
             std::sync::Arc::new(a.clone()),
             std::sync::Arc::new(b.clone()),
         );
         let range = Some(self.cfg.quant.max_abs());
         let operands = ((sa, &a), (sb, &b));
-        let c = self.linear_shared(host, (op_id, iteration), op, operands, (ready, range))?;
+        let c = self.linear_shared(
+            host,
+            (op_id, iteration),
+            op,
+            operands,
+            (ready, range, [false, false]),
+        )?;
         Ok(c.into_wide())
     }
 
     /// [`Self::linear_quantized`] on operands the check's background task can share, with the
-    /// op's tensors if they were expanded ahead, and the operands' range to check (`None` for
-    /// this enclave's own quantizer's output, in range by construction).
+    /// op's tensors if they were expanded ahead, the operands' range to check (`None` for
+    /// this enclave's own quantizer's output, in range by construction), and which operands
+    /// this op quantized (the prefetcher expands their noise for the op's next run).
     fn linear_shared(
         &self,
         host: &mut dyn HostServices,
         ids: (u64, u64),
         op: &BilinearOp,
         (a, b): (Operand<'_>, Operand<'_>),
-        (ready, max_abs): (Option<crate::prefetch::Expanded>, Option<i64>),
+        (ready, max_abs, noise): (Option<crate::prefetch::Expanded>, Option<i64>, [bool; 2]),
     ) -> Result<linear::Exact, EnclaveError> {
         let ahead = linear::Ahead {
             prefetcher: &self.prefetch,
-            noise: self.cfg.quant.rounding == quant::Rounding::Stochastic,
+            noise,
             ready,
         };
         Ok(linear::run(

@@ -342,8 +342,9 @@ pub(crate) fn run(
 pub(crate) struct Ahead<'a> {
     /// The prefetcher (it learns from this op and starts the next op's expansion).
     pub prefetcher: &'a Mutex<Prefetcher>,
-    /// Whether quantization is stochastic (then the next op's rounding noise is expanded too).
-    pub noise: bool,
+    /// Which operands this op quantized with stochastic rounding (the next op's guess expands
+    /// the rounding noise of the operands it quantized last time).
+    pub noise: [bool; 2],
     /// This op's tensors, if they were expanded ahead (taken before its quantization).
     pub ready: Option<Expanded>,
 }
@@ -354,8 +355,8 @@ struct Ctx<'a> {
     role: Role,
     ring: Ring,
     seeds: &'a SeedBook,
-    /// The enclave's prefetcher, and whether its guesses include rounding noise.
-    prefetch: (&'a Mutex<Prefetcher>, bool),
+    /// The enclave's prefetcher, and which operands this op quantized.
+    prefetch: (&'a Mutex<Prefetcher>, [bool; 2]),
     op: &'a BilinearOp,
     ids: (u64, u64),
     a: (&'a [usize], &'a [i32]),
@@ -445,6 +446,7 @@ fn run_part(
         stream_id: id,
         iteration: it,
         lens: [aq.len(), bq.len(), n_out],
+        noise: ctx.prefetch.1,
     });
     // Tensors expanded ahead are used only by the part they were expanded for.
     let ready = ready.filter(|t| Some(t.key) == key);
@@ -507,10 +509,9 @@ fn run_part(
     // this op's products are (in that order: the check is needed first).
     submitted();
     if let Some(k) = key {
-        let (cell, noise) = ctx.prefetch;
-        let mut p = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = ctx.prefetch.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(next) = p.observe(k) {
-            p.spawn(role, ring, ctx.seeds, next, noise);
+            p.spawn(role, ring, ctx.seeds, next);
         }
     }
     let reply = host.run_job(job).map_err(|source| LinearError::Host {

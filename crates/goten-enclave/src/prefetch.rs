@@ -36,15 +36,19 @@ pub(crate) struct Key {
     pub iteration: u64,
     /// Elements of the first operand, the second operand and the result.
     pub lens: [usize; 3],
+    /// Which operands the op quantizes with stochastic rounding (their noise is expanded; an
+    /// operand quantized by an earlier op of the step, or already integers, needs none).
+    pub noise: [bool; 2],
 }
 
 impl Key {
     /// The key of op `op_id`'s first attempt, which runs as one part (the only one guessed).
-    pub(crate) fn first(op_id: u64, iteration: u64, lens: [usize; 3]) -> Self {
+    pub(crate) fn first(op_id: u64, iteration: u64, lens: [usize; 3], noise: [bool; 2]) -> Self {
         Key {
             stream_id: op_id << 17,
             iteration,
             lens,
+            noise,
         }
     }
 }
@@ -93,9 +97,18 @@ impl OpStreams {
         let [na, nb, nc] = key.lens;
         let two = |p: &[Prg; 2], n| p.each_ref().map(|p| shares::expand(p, ring, it, n));
         let pad = shares::expand(&self.pads[0], ring, it, nc);
+        // The quantizer's stream, `[0, na + nb)`, where an operand is quantized (zeros, never
+        // read, where it is not).
         let noise = self.noise.as_ref().map(|prg| {
             let mut v = vec![0f32; na + nb];
-            par::chunks_mut(&mut v, |k, c| prg.fill_unit_f32(it, (k * CHUNK) as u64, c));
+            let (va, vb) = v.split_at_mut(na);
+            for (part, at, fill) in [(va, 0, key.noise[0]), (vb, na, key.noise[1])] {
+                if fill {
+                    par::chunks_mut(part, |k, c| {
+                        prg.fill_unit_f32(it, (at + k * CHUNK) as u64, c)
+                    });
+                }
+            }
             v
         });
         Expanded {
@@ -114,7 +127,7 @@ pub(crate) struct Expanded {
     /// Whose they are.
     pub key: Key,
     /// The rounding noise of the first operand's elements, then the second's (the quantizer's
-    /// stream, `[0, na + nb)`), when rounding is stochastic.
+    /// stream, `[0, na + nb)`), for the operands the key says are quantized.
     pub noise: Option<Vec<f32>>,
     /// U and A0.
     pub a: [Vec<i32>; 2],
@@ -135,6 +148,8 @@ struct Next {
     step: u64,
     /// Its lengths.
     lens: [usize; 3],
+    /// Which of its operands it quantized.
+    noise: [bool; 2],
 }
 
 /// How the guesses went (public counts, for tests and reports).
@@ -189,6 +204,7 @@ impl Prefetcher {
                 stream_id: key.stream_id,
                 step,
                 lens: key.lens,
+                noise: key.noise,
             };
             let seen = self.follows.get(&prev.stream_id);
             // A first sighting counts as repeated: training repeats from its second step on.
@@ -200,21 +216,15 @@ impl Prefetcher {
             stream_id: next.stream_id,
             iteration: key.iteration + next.step,
             lens: next.lens,
+            noise: next.noise,
         })
     }
 
     /// Starts expanding `key`'s tensors on the pool (replacing any earlier guess), with the
-    /// rounding noise if `noise`.
-    pub(crate) fn spawn(
-        &mut self,
-        role: Role,
-        ring: Ring,
-        seeds: &SeedBook,
-        key: Key,
-        noise: bool,
-    ) {
+    /// rounding noise of the operands it quantizes.
+    pub(crate) fn spawn(&mut self, role: Role, ring: Ring, seeds: &SeedBook, key: Key) {
         let mut streams = OpStreams::of(role, seeds, key.stream_id);
-        if noise {
+        if key.noise.contains(&true) {
             streams.noise = Some(seeds.pair(PairPurpose::RoundingNoise, key.stream_id >> 17));
         }
         let task = Pending::spawn(move || streams.expand(ring, key));
@@ -233,6 +243,7 @@ mod tests {
             stream_id,
             iteration,
             lens: [n, n + 1, n + 2],
+            noise: [true, true],
         }
     }
 
@@ -271,12 +282,12 @@ mod tests {
         );
         let ring = Ring::new(21).unwrap();
         for role in [Role::S0, Role::S1] {
-            let k = Key::first(77, 9, [CHUNK + 5, 3, 2 * CHUNK + 1]);
+            let k = Key::first(77, 9, [CHUNK + 5, 3, 2 * CHUNK + 1], [true, true]);
             let mut p = Prefetcher::default();
-            p.spawn(role, ring, &seeds, k, false);
+            p.spawn(role, ring, &seeds, k);
             assert!(p.take(Key { iteration: 10, ..k }).is_none());
             assert!(p.take(k).is_none(), "a wrong guess is dropped");
-            p.spawn(role, ring, &seeds, k, true);
+            p.spawn(role, ring, &seeds, k);
             let got = p.take(k).expect("the guessed op's tensors");
             let stats = PrefetchStats {
                 ready: 1,
@@ -315,6 +326,24 @@ mod tests {
                 ints(q.quantize(xb, &noise[na..])),
                 ints(q.quantize_stream(xb, (&prg, 9, na as u64)))
             );
+            // An op that quantizes only its second operand gets only that noise, the same, and
+            // a guess for the other combination does not match it.
+            let only_b = Key {
+                noise: [false, true],
+                ..k
+            };
+            p.spawn(role, ring, &seeds, only_b);
+            assert!(p.take(k).is_none());
+            p.spawn(role, ring, &seeds, only_b);
+            let got = p.take(only_b).unwrap().noise.unwrap();
+            assert!(got[..na].iter().all(|&v| v == 0.0));
+            assert_eq!(&got[na..], &noise[na..]);
+            let none = Key {
+                noise: [false, false],
+                ..k
+            };
+            p.spawn(role, ring, &seeds, none);
+            assert!(p.take(none).unwrap().noise.is_none());
         }
     }
 }

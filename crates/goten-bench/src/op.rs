@@ -143,15 +143,8 @@ pub fn run(args: OpArgs) -> Result<()> {
             ((pa, pb), (a, b))
         })
         .unzip();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The three CPU devices share one pool (devices::local_parts): the machine's cores, or
-    // three times the per-party count given.
     let party_threads = args.party_threads;
-    let device_pool = if party_threads == 0 {
-        cores
-    } else {
-        3 * party_threads
-    };
+    let device_pool = goten_runtime::devices::shared_cpu_pool(party_threads);
     let (devices, nets) =
         goten_runtime::devices::local_parts(args.device, party_threads, cfg.timeout)?;
     let reps = args.reps;

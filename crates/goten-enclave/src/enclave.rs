@@ -343,10 +343,13 @@ impl KeyedEnclave {
         let lens = [na, nb, out_shape.iter().product()];
         let mut ready = self.take_prefetched(op_id, iteration, lens, noise_of);
         let noise = ready.as_mut().and_then(|r| r.noise.take());
-        let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+        // The stream is derived only for an operand quantized without prefetched noise.
         let quantize = |x: &[f32], at: usize| match &noise {
             Some(noise) => q.quantize(x, &noise[at..at + x.len()]),
-            None => q.quantize_stream(x, (&prg, iteration, at as u64)),
+            None => {
+                let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
+                q.quantize_stream(x, (&prg, iteration, at as u64))
+            }
         };
         let qa = match pa {
             Some(p) => p.clone(),

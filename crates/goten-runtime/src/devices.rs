@@ -32,6 +32,13 @@ fn cuda(_threads: usize) -> Result<Box<dyn Device>, DeviceError> {
     ))
 }
 
+/// Workers of the CPU device pool the three parties of one machine share: the machine's cores,
+/// or three times the per-party `threads` when given.
+pub fn shared_cpu_pool(threads: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 0 { cores } else { 3 * threads }
+}
+
 /// Three devices of `kind` and a connected in-process mesh (a single-machine run); `threads`:
 /// each party's device workers, 0 for automatic.
 ///
@@ -49,8 +56,7 @@ pub fn local_parts(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let devices: [Box<dyn Device>; 3] = match kind {
         DeviceKind::Cpu => {
-            let pool = if threads == 0 { cores } else { 3 * threads };
-            let [a, b, c] = goten_device::CpuDevice::sharing::<3>(pool)?;
+            let [a, b, c] = goten_device::CpuDevice::sharing::<3>(shared_cpu_pool(threads))?;
             [Box::new(a), Box::new(b), Box::new(c)]
         }
         DeviceKind::Cuda => {

@@ -177,12 +177,14 @@ mod tests {
     use crate::nn::optim::Sgd;
     use crate::nn::{ModelKind, init};
 
-    /// Float products, but every operand comes back "prepared" (a marker of its length), and
-    /// each op records which operands arrived prepared.
+    /// Float products, but every operand comes back "prepared" with a unique mark (its shift),
+    /// and each op records the marks of the operands that arrived prepared and those it handed
+    /// out.
     struct Recording {
         inner: FloatBackend,
-        /// Per op: its id, the prepared operands' lengths, the operands' lengths.
-        seen: Vec<(u64, [Option<usize>; 2], [usize; 2])>,
+        next: i32,
+        /// Per op: its id, the marks it was given, the marks it handed out.
+        seen: Vec<(u64, [Option<i32>; 2], [i32; 2])>,
     }
 
     impl LinearBackend for Recording {
@@ -193,9 +195,7 @@ mod tests {
             a: &SecretTensor,
             b: &SecretTensor,
         ) -> Result<SecretTensor, NnError> {
-            self.seen
-                .push((op_id, [None, None], [a.expose().len(), b.expose().len()]));
-            self.inner.bilinear(op_id, op, a, b)
+            Ok(self.bilinear_reusing(op_id, op, (a, None), (b, None))?.0)
         }
 
         fn bilinear_reusing(
@@ -205,20 +205,26 @@ mod tests {
             (a, pa): (&SecretTensor, Option<&Prepared>),
             (b, pb): (&SecretTensor, Option<&Prepared>),
         ) -> Result<Reusable, NnError> {
-            let len = |p: Option<&Prepared>| p.map(|p| p.0.values.len());
-            self.seen.push((
-                op_id,
-                [len(pa), len(pb)],
-                [a.expose().len(), b.expose().len()],
-            ));
-            let mark = |t: &SecretTensor| {
+            let c = self.inner.bilinear(op_id, op, a, b)?;
+            // A reused operand keeps its mark (it must be the same tensor: same length).
+            let mut mark = |t: &SecretTensor, p: Option<&Prepared>| {
+                if let Some(p) = p {
+                    assert_eq!(p.0.values.len(), t.expose().len(), "op {op_id}");
+                    return p.0.shift;
+                }
+                self.next += 1;
+                self.next
+            };
+            let out = [mark(a, pa), mark(b, pb)];
+            let given = [pa.map(|p| p.0.shift), pb.map(|p| p.0.shift)];
+            self.seen.push((op_id, given, out));
+            let prep = |t: &SecretTensor, id: i32| {
                 Some(Prepared(Arc::new(Quantized {
                     values: vec![0; t.expose().len()],
-                    shift: 0,
+                    shift: id,
                 })))
             };
-            let c = self.inner.bilinear(op_id, op, a, b)?;
-            Ok((c, [mark(a), mark(b)]))
+            Ok((c, [prep(a, out[0]), prep(b, out[1])]))
         }
 
         fn name(&self) -> &'static str {
@@ -226,14 +232,15 @@ mod tests {
         }
     }
 
-    /// A training step quantizes each operand once: forward ops prepare x and W, the weight
-    /// gradient reuses x (and prepares dy), the input gradient reuses dy and W; the preparation
-    /// handed back is the one of the same tensor (its length).
+    /// A training step quantizes each operand once: a layer's weight gradient reuses its input
+    /// as the forward pass prepared it, and its input gradient reuses the weight as the forward
+    /// pass prepared it and the output gradient as the weight gradient prepared it.
     #[test]
     fn backward_reuses_the_forward_and_shared_operands() {
         let mut m = ModelKind::Small.build(3, 10).unwrap();
         let mut be = Recording {
             inner: FloatBackend::new(1),
+            next: 0,
             seen: Vec::new(),
         };
         let mut x = SecretTensor::zeros(&[2, 3, 32, 32]);
@@ -245,28 +252,20 @@ mod tests {
             .iter()
             .filter(|l| matches!(l, Layer::Conv { .. } | Layer::Dense { .. }))
             .count();
-        // Forward: one op per linear layer, nothing prepared yet.
-        let forward: Vec<_> = be.seen.iter().take(linear).collect();
-        assert!(
-            forward.iter().all(|(_, p, _)| *p == [None, None]),
-            "{forward:?}"
-        );
-        // Backward: every weight gradient (op + 2) and input gradient (op + 1) reuses.
-        let backward = &be.seen[linear..];
+        let (forward, backward) = be.seen.split_at(linear);
+        assert!(forward.iter().all(|(_, given, _)| *given == [None, None]));
+        let of = |id: u64| be.seen.iter().find(|(i, _, _)| *i == id);
         let mut dw = 0;
-        for (k, (id, p, len)) in backward.iter().enumerate() {
-            let base = forward
-                .iter()
-                .find(|(f, _, _)| *f == id - 2 || *f == id - 1)
-                .map(|(f, _, _)| *f)
-                .expect("a backward op of a forward op");
-            if *id == base + 2 {
+        for (id, given, _) in backward {
+            if let Some((_, _, [x, _])) =
+                of(id - 2).filter(|_| forward.iter().any(|f| f.0 == id - 2))
+            {
                 dw += 1;
-                assert_eq!(*p, [None, Some(len[1])], "dW {id}");
+                assert_eq!(*given, [None, Some(*x)], "dW {id}: the forward's input");
             } else {
-                // The input gradient follows its layer's weight gradient and reuses its dy.
-                assert_eq!(backward[k - 1].0, base + 2);
-                assert_eq!(*p, [Some(len[0]), Some(len[1])], "dx {id}");
+                let (_, _, [_, w]) = of(id - 1).expect("the forward op");
+                let (_, _, [dy, _]) = of(id + 1).expect("the weight gradient");
+                assert_eq!(*given, [Some(*dy), Some(*w)], "dx {id}");
             }
         }
         assert_eq!(dw, linear);

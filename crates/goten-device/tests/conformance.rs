@@ -382,6 +382,32 @@ fn groups_reuse_buffers(dev: &dyn Device) {
     }
 }
 
+/// Ops of falling, rising and empty sizes one after another on the same device: the CPU
+/// kernels keep their temporaries (im2col columns, the f64 accumulator) per thread between
+/// calls, so every op starts from what the previous one left; an empty reduction in between
+/// must still give zeros.
+fn buffers_reused_across_calls(dev: &dyn Device) {
+    let ring = Ring::new(21).unwrap();
+    let p = Conv2dParams::new(1, 1);
+    let cases = [
+        conv_case(0, 3, 8, 6, (16, 16), (3, 3), p).unwrap(),
+        matmul_case(0, 2, 3, 0),
+        conv_case(0, 2, 2, 3, (5, 5), (3, 3), p).unwrap(),
+        conv_case(2, 3, 8, 6, (16, 16), (3, 3), p).unwrap(),
+        matmul_case(1, 7, 0, 5),
+        conv_case(1, 3, 8, 6, (16, 16), (3, 3), p).unwrap(),
+        matmul_case(0, 40, 30, 200),
+        matmul_case(2, 0, 3, 4),
+        conv_case(2, 1, 2, 3, (6, 6), (3, 3), p).unwrap(),
+        matmul_case(0, 3, 2, 5),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let a = random_tensor(ring, &case.a, 100 + i as u64);
+        let b = random_tensor(ring, &case.b, 200 + i as u64);
+        check(dev, case, &a, &b);
+    }
+}
+
 macro_rules! device_suite {
     ($name:ident, $ctor:expr) => {
         mod $name {
@@ -419,6 +445,11 @@ macro_rules! device_suite {
             fn many_image_groups_with_padding() {
                 let Some(d) = dev() else { return };
                 groups_reuse_buffers(&*d);
+            }
+            #[test]
+            fn buffers_kept_between_calls_are_overwritten() {
+                let Some(d) = dev() else { return };
+                buffers_reused_across_calls(&*d);
             }
             #[test]
             fn combine_matches_reference() {

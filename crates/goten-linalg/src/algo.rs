@@ -9,6 +9,7 @@ use goten_field::ops::ConvDims;
 use rayon::prelude::*;
 
 use crate::gemm::{PAR_CHUNK, View};
+use crate::scratch::Scratch;
 
 /// The arithmetic an algorithm runs in.
 pub trait Arith: Sync {
@@ -252,21 +253,22 @@ fn flat_run(d: &ConvDims, (ki, kj): (usize, usize), (oh0, oh1): (usize, usize)) 
     [skip, from, len]
 }
 
-/// im2col of images `g0 .. g0 + gn` into `cols` (resized; every element is written, so its
-/// previous contents do not matter): row `(ci, ki, kj)`, column `(g, oh, ow)`.
-fn im2col<A: Arith>(
+/// im2col of images `g0 .. g0 + gn` into `cols` (every element of the returned part is
+/// written, so a reused buffer's previous contents do not matter): row `(ci, ki, kj)`, column
+/// `(g, oh, ow)`.
+fn im2col<'c, A: Arith>(
     a: &A,
     plan: &Plan,
     d: &ConvDims,
     x: &[A::Elem],
     (g0, gn): (usize, usize),
-    cols: &mut Vec<A::F>,
-) {
+    cols: &'c mut Scratch<A::F>,
+) -> &'c [A::F] {
     let p = d.ho * d.wo;
     let (sh, sw) = d.params.stride;
     let (ph, pw) = d.params.padding;
     let zero = A::F::default();
-    cols.resize(d.c * d.kh * d.kw * gn * p, zero);
+    let cols = cols.get(d.c * d.kh * d.kw * gn * p);
     plan.inner(cols, gn * p, |r, row| {
         let (ci, ki, kj) = (r / (d.kh * d.kw), (r / d.kw) % d.kh, r % d.kw);
         // Rows and columns outside these spans read zero padding, written explicitly.
@@ -316,19 +318,21 @@ fn im2col<A: Arith>(
             }
         }
     });
+    cols
 }
 
-/// dy of images `g0 .. g0 + gn` as `[o, (g, oh, ow)]`.
-fn gather_dy<A: Arith>(
+/// dy of images `g0 .. g0 + gn` as `[o, (g, oh, ow)]` (every element written).
+fn gather_dy<'s, A: Arith>(
     a: &A,
     plan: &Plan,
     d: &ConvDims,
     dy: &[A::Elem],
     (g0, gn): (usize, usize),
-) -> Vec<A::F> {
+    out: &'s mut Scratch<A::F>,
+) -> &'s [A::F] {
     let p = d.ho * d.wo;
-    let mut out = vec![A::F::default(); d.o * gn * p];
-    plan.inner(&mut out, gn * p, |oc, row| {
+    let out = out.get(d.o * gn * p);
+    plan.inner(out, gn * p, |oc, row| {
         for g in 0..gn {
             let src = &dy[((g0 + g) * d.o + oc) * p..][..p];
             row[g * p..(g + 1) * p]
@@ -347,8 +351,8 @@ pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem])
     let wf = lift_all(a, w);
     let mut y = vec![A::Elem::default(); d.n * d.o * p];
     let plan = Plan::new(a, d.n, p, kk * p);
-    plan.for_each(&mut y, d.o * p, |cols: &mut Vec<A::F>, g0, gn, part| {
-        im2col(a, &plan, d, x, (g0, gn), cols);
+    plan.for_each(&mut y, d.o * p, |cols: &mut Scratch<A::F>, g0, gn, part| {
+        let cols = im2col(a, &plan, d, x, (g0, gn), cols);
         let out = a.gemm(
             (d.o, gn * p, kk),
             View::rows(&wf, kk),
@@ -379,58 +383,62 @@ pub fn conv_input_grad<A: Arith>(
     let wf = lift_all(a, w);
     let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
     let plan = Plan::new(a, d.n, p, kk * p);
-    plan.for_each(&mut dx, d.c * d.h * d.w, |_: &mut (), g0, gn, part| {
-        let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
-        let colg = a.gemm(
-            (kk, gn * p, d.o),
-            View::transposed(&wf, kk),
-            View::rows(&dyt, gn * p),
-            plan.gemm_threads,
-        );
-        let flat = flat(d);
-        // col2im: each (image, channel) plane is written only by its own rows, so planes are
-        // independent parallel tasks and the accumulation order is fixed.
-        plan.inner(part, d.h * d.w, |idx, plane| {
-            let (g, ci) = (idx / d.c, idx % d.c);
-            for ki in 0..d.kh {
-                let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
-                for kj in 0..d.kw {
-                    let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
-                    if ow0 == ow1 {
-                        continue;
-                    }
-                    let iw0 = ow0 * sw + kj - pw;
-                    let r = (ci * d.kh + ki) * d.kw + kj;
-                    let row = &colg[r * gn * p + g * p..][..p];
-                    // A tap with no wrapped column adds its valid rows as one run (zeroing
-                    // the wrapped columns of the others first was measured slower).
-                    if flat && oh0 < oh1 && ow0 == 0 && ow1 == d.wo {
-                        let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
-                        plane[from..from + len]
-                            .iter_mut()
-                            .zip(&row[oh0 * d.wo + skip..][..len])
-                            .for_each(|(t, &v)| *t = a.acc(*t, v));
-                        continue;
-                    }
-                    for oh in oh0..oh1 {
-                        let ih = oh * sh + ki - ph;
-                        let src = &row[oh * d.wo..][ow0..ow1];
-                        let dst = &mut plane[ih * d.w + iw0..];
-                        if sw == 1 {
-                            dst.iter_mut()
-                                .zip(src)
+    plan.for_each(
+        &mut dx,
+        d.c * d.h * d.w,
+        |dyt: &mut Scratch<A::F>, g0, gn, part| {
+            let dyt = gather_dy(a, &plan, d, dy, (g0, gn), dyt);
+            let colg = a.gemm(
+                (kk, gn * p, d.o),
+                View::transposed(&wf, kk),
+                View::rows(dyt, gn * p),
+                plan.gemm_threads,
+            );
+            let flat = flat(d);
+            // col2im: each (image, channel) plane is written only by its own rows, so planes are
+            // independent parallel tasks and the accumulation order is fixed.
+            plan.inner(part, d.h * d.w, |idx, plane| {
+                let (g, ci) = (idx / d.c, idx % d.c);
+                for ki in 0..d.kh {
+                    let (oh0, oh1) = span(d.ho, d.h, sh, ki, ph);
+                    for kj in 0..d.kw {
+                        let (ow0, ow1) = span(d.wo, d.w, sw, kj, pw);
+                        if ow0 == ow1 {
+                            continue;
+                        }
+                        let iw0 = ow0 * sw + kj - pw;
+                        let r = (ci * d.kh + ki) * d.kw + kj;
+                        let row = &colg[r * gn * p + g * p..][..p];
+                        // A tap with no wrapped column adds its valid rows as one run (zeroing
+                        // the wrapped columns of the others first was measured slower).
+                        if flat && oh0 < oh1 && ow0 == 0 && ow1 == d.wo {
+                            let [skip, from, len] = flat_run(d, (ki, kj), (oh0, oh1));
+                            plane[from..from + len]
+                                .iter_mut()
+                                .zip(&row[oh0 * d.wo + skip..][..len])
                                 .for_each(|(t, &v)| *t = a.acc(*t, v));
-                        } else {
-                            dst.iter_mut()
-                                .step_by(sw)
-                                .zip(src)
-                                .for_each(|(t, &v)| *t = a.acc(*t, v));
+                            continue;
+                        }
+                        for oh in oh0..oh1 {
+                            let ih = oh * sh + ki - ph;
+                            let src = &row[oh * d.wo..][ow0..ow1];
+                            let dst = &mut plane[ih * d.w + iw0..];
+                            if sw == 1 {
+                                dst.iter_mut()
+                                    .zip(src)
+                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
+                            } else {
+                                dst.iter_mut()
+                                    .step_by(sw)
+                                    .zip(src)
+                                    .for_each(|(t, &v)| *t = a.acc(*t, v));
+                            }
                         }
                     }
                 }
-            }
-        });
-    });
+            });
+        },
+    );
     finish_all(a, &mut dx);
     dx
 }
@@ -469,15 +477,15 @@ pub fn conv_weight_grad<A: Arith>(
     };
     let lane = |j: usize| {
         let mut acc = vec![A::Elem::default(); d.o * kk];
-        let mut cols = Vec::new();
+        let (mut dyt, mut cols) = (Scratch::take(), Scratch::take());
         for &(g0, gn) in groups.iter().skip(j).step_by(lanes) {
-            let dyt = gather_dy(a, &plan, d, dy, (g0, gn));
-            im2col(a, &plan, d, x, (g0, gn), &mut cols);
+            let dyt = gather_dy(a, &plan, d, dy, (g0, gn), &mut dyt);
+            let cols = im2col(a, &plan, d, x, (g0, gn), &mut cols);
             a.gemm_acc(
                 &mut acc,
                 (d.o, kk, gn * p),
-                View::rows(&dyt, gn * p),
-                View::transposed(&cols, gn * p),
+                View::rows(dyt, gn * p),
+                View::transposed(cols, gn * p),
                 plan.gemm_threads,
             );
         }

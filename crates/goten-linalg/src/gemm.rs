@@ -11,6 +11,8 @@ use gemm::Parallelism;
 use goten_field::Ring;
 use rayon::prelude::*;
 
+use crate::scratch::Scratch;
+
 /// A strided read-only matrix view: element (i, j) is `data[off + i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub struct View<'a, T> {
@@ -135,7 +137,12 @@ pub fn mod_gemm(
     threads: usize,
 ) -> Vec<i32> {
     let chunk = ring.f64_exact_chunk();
-    let mut acc = vec![0f64; m * n];
+    let mut acc = Scratch::<f64>::take();
+    let acc = acc.get(m * n);
+    if k == 0 {
+        // No product writes the reused accumulator: the empty sum is zero.
+        acc.fill(0.0);
+    }
     let mut k0 = 0;
     while k0 < k {
         let kc = chunk.min(k - k0);
@@ -144,7 +151,7 @@ pub fn mod_gemm(
                 .for_each(|c| c.iter_mut().for_each(|v| *v = ring.reduce_f64(*v)));
         }
         gemm_into(
-            &mut acc,
+            acc,
             (m, n, kc),
             lhs.skip_cols(k0),
             rhs.skip_rows(k0),
@@ -154,13 +161,9 @@ pub fn mod_gemm(
         );
         k0 += kc;
     }
-    let mut out = vec![0i32; m * n];
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(acc.par_chunks(PAR_CHUNK))
-        .for_each(|(o, a)| {
-            o.iter_mut()
-                .zip(a)
-                .for_each(|(o, &a)| *o = ring.reduce_exact_f64(a))
-        });
-    out
+    // Collected in place: no zero-filled output buffer.
+    acc.par_iter()
+        .with_min_len(PAR_CHUNK)
+        .map(|&a| ring.reduce_exact_f64(a))
+        .collect()
 }

@@ -3,11 +3,13 @@
 //!
 //! Where it sits: under `goten-device` (exact modular products on shares, [`RingArith`]) and
 //! under the enclave's plain and enclave modes (float32 products inside the trust boundary,
-//! [`FloatArith`]). It holds no secrets and keeps no state; its one `unsafe` block is the call
-//! into the `gemm` crate, behind a bounds-checked wrapper.
+//! [`FloatArith`]). It holds no secrets of its own; its only state is per-thread scratch buffers
+//! that its kernels overwrite before reading ([`scratch`]), and its one `unsafe` block is the
+//! call into the `gemm` crate, behind a bounds-checked wrapper.
 
 pub mod algo;
 pub mod gemm;
+pub mod scratch;
 
 use goten_field::{BilinearOp, Ring};
 

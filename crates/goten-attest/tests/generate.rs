@@ -8,7 +8,7 @@ use goten_attest::TeeKind;
 use goten_attest::generate::{gramine_quote, tsm_report, tsm_report_in};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-attest-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("goten-attest-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

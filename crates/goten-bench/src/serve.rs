@@ -55,27 +55,48 @@ pub struct ServeBenchArgs {
     json: bool,
 }
 
-/// A one-step goten-mode run of `model` in a fresh folder: (run folder, plaintext export).
-fn make_run(model: &str, batch: u32) -> Result<(PathBuf, PathBuf)> {
-    let dir =
-        std::env::temp_dir().join(format!("goten-bench-serve-{model}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("run"))?;
-    let export = dir.join("model.safetensors");
+/// The benchmark's one-step training run: a scratch folder removed when the benchmark ends
+/// (also on errors), holding the sealed checkpoints and the plaintext export.
+struct Run {
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// The run folder with the sealed checkpoints.
+    fn checkpoint(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// The plaintext export (safetensors).
+    fn export(&self) -> PathBuf {
+        self.dir.path().join("model.safetensors")
+    }
+}
+
+/// A one-step goten-mode run of `model` in a fresh scratch folder.
+fn make_run(model: &str, batch: u32) -> Result<Run> {
+    let run = Run {
+        dir: tempfile::Builder::new()
+            .prefix(&format!("goten-bench-serve-{model}-"))
+            .tempdir()
+            .context("cannot create the benchmark's scratch folder")?,
+    };
+    std::fs::create_dir_all(run.checkpoint())?;
+    let export = run.export();
     let c = JobConfig {
         model: model.into(),
         synthetic_train: batch as usize,
         test_limit: 16,
         batch,
         steps: Some(1),
-        out: dir.join("run"),
-        export: Some(export.clone()),
+        out: run.checkpoint(),
+        export: Some(export),
         danger_plaintext_export: true,
         ..JobConfig::default()
     };
     let setup = goten_runtime::job::prepare(&c)?;
     goten_runtime::local::run(&c, &setup, [None, None])?;
-    Ok((dir.join("run"), export))
+    Ok(run)
 }
 
 fn images(n: usize) -> Vec<Vec<u8>> {
@@ -132,12 +153,13 @@ const PLAIN_MIN_SECS: f64 = 2.0;
 fn throughput(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
     let kind =
         ModelKind::parse(&a.model).with_context(|| format!("unknown model {:?}", a.model))?;
-    let (run, export) = make_run(&a.model, a.batch)?;
+    // Declared before the server, so the folder outlives it.
+    let run = make_run(&a.model, a.batch)?;
     let b = a.batch as usize;
     let imgs = images(b * (a.batches as usize + 1));
     let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
     let mut model = kind.build(0, goten_data::CLASSES)?;
-    goten_runtime::model_io::read(&mut model, &export)?;
+    goten_runtime::model_io::read(&mut model, &run.export())?;
     model.predict_logits(&InputSpec::cifar10(), &refs[..b])?;
     // The plain side takes well under a second per pass over the batches: repeat passes for
     // at least PLAIN_MIN_SECS, so that a neighbour's burst on a shared machine cannot swing
@@ -151,7 +173,7 @@ fn throughput(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
         scored += refs.len() - b;
     }
     let plain = scored as f64 / t.elapsed().as_secs_f64();
-    let s = server(&run, b, a)?;
+    let s = server(&run.checkpoint(), b, a)?;
     s.score(&refs[..b], b)?;
     let before = s.stats();
     let t = Instant::now();
@@ -173,8 +195,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn latency(a: &ServeBenchArgs) -> Result<Vec<serde_json::Value>> {
-    let (run, _) = make_run("small", 32)?;
-    let s = server(&run, 64, a)?;
+    let run = make_run("small", 32)?;
+    let s = server(&run.checkpoint(), 64, a)?;
     let http = HttpServer::start("127.0.0.1:0", s.handle(), HttpLimits::default(), 2)?;
     let url = format!("http://{}", http.addr());
     let (_, m) = s.simulated_roots();

@@ -260,6 +260,7 @@ mod tests {
         let mut c = full.clone();
         c[dims + 12..dims + 16].copy_from_slice(&1000u32.to_le_bytes());
         assert!(err(&c).contains("1000 classes"));
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 
     #[test]
@@ -274,5 +275,7 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         let s = load_sealed(&p).unwrap();
         assert_eq!((s.meta.version, s.meta.shape, s.len()), (1, [3, 32, 32], 2));
+        drop(s);
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 }

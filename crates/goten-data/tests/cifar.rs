@@ -34,8 +34,10 @@ fn reads_the_shared_subset() {
     );
 }
 
+/// A fresh scratch folder under Cargo's `target/tmp` (a rerun replaces it; nothing in /tmp).
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-data-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("goten-data-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -21,7 +21,7 @@ use goten_runtime::serve::local::{LocalServe, LocalServer, Wrap};
 fn run() -> &'static (PathBuf, PathBuf) {
     static RUN: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("goten-serve-run-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("goten-serve-run");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("run")).unwrap();
         let export = dir.join("model.safetensors");
@@ -314,7 +314,7 @@ fn sixteen_concurrent_clients_each_get_their_own_answers() {
 fn a_failing_cluster_answers_503_with_the_reason_and_recovers_when_repaired() {
     let (ckpt, _) = run();
     // A copy of the run whose E1 checkpoint is damaged: E1 cannot open it.
-    let dir = std::env::temp_dir().join(format!("goten-serve-broken-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("goten-serve-broken");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["checkpoint-e0.sealed", "checkpoint-e1.sealed"] {
@@ -424,7 +424,7 @@ fn hosts_and_devices_receive_only_uniform_shares_and_ciphertext() {
 #[test]
 fn the_model_owner_provisions_a_model_sealed_to_the_attested_service_key() {
     let (_, export) = run();
-    let dir = std::env::temp_dir().join(format!("goten-serve-owner-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("goten-serve-owner");
     let _ = std::fs::remove_dir_all(&dir);
     let mut c = serve_config(&dir, None);
     c.plan.await_owner = Some(goten_enclave::nn::ModelKind::Small);

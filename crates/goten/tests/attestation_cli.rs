@@ -69,7 +69,7 @@ fn genuine_evidence_verifies_and_prints_its_measurements() {
 #[test]
 fn evidence_that_does_not_verify_exits_5_with_the_reason() {
     let f = fixtures();
-    let dir = std::env::temp_dir().join(format!("goten-attest-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("goten-attest-cli");
     std::fs::create_dir_all(&dir).unwrap();
     let mut q = std::fs::read(f.join("tdx_quote")).unwrap();
     q[200] ^= 1;
@@ -164,7 +164,7 @@ fn tdx_cluster(d: &Path, policy: &str) -> PathBuf {
 
 #[test]
 fn a_party_asked_for_hardware_evidence_without_a_tee_says_what_it_needs() {
-    let d = std::env::temp_dir().join(format!("goten-tee-cli-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("goten-tee-cli");
     let _ = std::fs::remove_dir_all(&d);
     let pinned = format!("[attestation.policy]\nmr_td = \"{}\"\n", "91".repeat(48));
     let cluster = tdx_cluster(&d, &pinned);

@@ -19,9 +19,10 @@ pub fn goten(args: &[&str]) -> Output {
     exe().args(args).output().expect("run goten")
 }
 
-/// A fresh scratch folder for test `name` of suite `suite`.
+/// A fresh scratch folder for test `name` of suite `suite`, under Cargo's `target/tmp` (a rerun
+/// replaces it, so repeated test runs do not pile folders up in /tmp).
 pub fn tmp(suite: &str, name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("goten-{suite}-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("goten-{suite}-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

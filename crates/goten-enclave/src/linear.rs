@@ -473,17 +473,22 @@ fn run_part(
             (Pending::ready(t.pad_sum), (e, x), (f, y), t.pad)
         }
         None => {
-            let s = OpStreams::of(role, ctx.seeds, id);
-            let own = s.pads[0].clone();
-            // CM0 + CM1 + CMZ for the reconstruction, expanding in the background from now on.
-            let pads = shares::pending_pads(s.pads, ring, it, n_out);
-            let [u, a0] = &s.a;
-            let [v, b0] = &s.b;
+            let OpStreams { a, b, pads, .. } = OpStreams::of(role, ctx.seeds, id);
+            let [own, other, dealer] = pads;
+            // The own pad is expanded once, for the job; the pad sum CM0 + CM1 + CMZ for the
+            // reconstruction adds the other two streams to a copy of it in the background
+            // from now on (as the prefetch task does): a copy instead of a second expansion.
+            let pad = shares::expand(&own, ring, it, n_out);
+            let first = pad.clone();
+            let pads =
+                Pending::spawn(move || shares::plus_streams(&first, &[other, dealer], ring, it));
+            let [u, a0] = &a;
+            let [v, b0] = &b;
             (
                 pads,
                 shares::two_streams(ring, it, aq, [u, a0], ga),
                 shares::two_streams(ring, it, bq, [v, b0], gb),
-                shares::expand(&own, ring, it, n_out),
+                pad,
             )
         }
     };

@@ -305,7 +305,11 @@ mod tests {
                 [fresh(&s.b[0], k.lens[1]), fresh(&s.b[1], k.lens[1])]
             );
             assert_eq!(got.pad, fresh(&s.pads[0], k.lens[2]));
-            assert_eq!(got.pad_sum, shares::pad_sum(&s.pads, ring, 9, k.lens[2]));
+            let pads = s.pads.each_ref().map(|p| fresh(p, k.lens[2]));
+            let sum: Vec<i32> = (0..k.lens[2])
+                .map(|i| ring.add(ring.add(pads[0][i], pads[1][i]), pads[2][i]))
+                .collect();
+            assert_eq!(got.pad_sum, sum);
             assert_eq!(got.key, k);
             // The noise is the quantizer's stream: both operands quantize to the same integers.
             let noise = got.noise.expect("noise was asked for");

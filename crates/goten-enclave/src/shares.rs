@@ -73,23 +73,9 @@ pub(crate) fn widen(c: &[i32]) -> Vec<i64> {
     par::map_collect(c, |&v| i64::from(v))
 }
 
-/// The sum of three pad streams, `[0, n)` of `iteration`: the part of a reconstruction that
-/// does not depend on the products (CM0 + CM1 + CMZ).
-pub(crate) fn pad_sum(streams: &[Prg; 3], ring: Ring, iteration: u64, n: usize) -> Vec<i32> {
-    let mut out = vec![0i32; n];
-    par::chunks_mut_init(
-        &mut out,
-        || vec![0i32; CHUNK],
-        |buf, k, o| {
-            streams[0].fill_ring(ring, iteration, (k * CHUNK) as u64, o);
-            add_chunk(&streams[1..], ring, iteration, (buf, k, o));
-        },
-    );
-    out
-}
-
-/// `first + streams`, elementwise: [`pad_sum`] when the first stream is expanded already (the
-/// prefetch task expands the own pad for the job anyway, so it is not drawn twice).
+/// `first + streams`, elementwise: the pad sum CM0 + CM1 + CMZ of a reconstruction (the part
+/// that does not depend on the products) from the own pad, which the job needs expanded anyway
+/// (so it is not drawn twice), and the other two pad streams.
 pub(crate) fn plus_streams(first: &[i32], streams: &[Prg], ring: Ring, iteration: u64) -> Vec<i32> {
     let mut out = first.to_vec();
     par::chunks_mut_init(
@@ -161,16 +147,6 @@ impl<T: Send + 'static> Pending<T> {
             }
         }
     }
-}
-
-/// [`pad_sum`] as a [`Pending`] value (the streams move into the task).
-pub(crate) fn pending_pads(
-    streams: [Prg; 3],
-    ring: Ring,
-    iteration: u64,
-    n: usize,
-) -> Pending<Vec<i32>> {
-    Pending::spawn(move || pad_sum(&streams, ring, iteration, n))
 }
 
 /// `(p[i], q[i]) = g(x[i], p[i], q[i])` for every `i`: [`two_streams`] for streams expanded
@@ -256,9 +232,10 @@ mod tests {
                             .map(|i| ring.add(ring.add(sp[i], sq[i]), sr[i]))
                             .collect();
                         let streams = [p.clone(), q.clone(), r.clone()];
-                        assert_eq!(pad_sum(&streams, ring, 7, n), pads);
                         assert_eq!(plus_streams(&sp, &streams[1..], ring, 7), pads);
-                        let pending = pending_pads(streams, ring, 7, n);
+                        let first = sp.clone();
+                        let pending =
+                            Pending::spawn(move || plus_streams(&first, &streams[1..], ring, 7));
                         assert_eq!(pending.wait().unwrap(), pads);
                         let (mut pp, mut qq) = (sp.clone(), sq.clone());
                         two_in_place(&x, &mut pp, &mut qq, sub2);

@@ -342,10 +342,12 @@ impl KeyedEnclave {
         let noise_of = [stochastic && pa.is_none(), stochastic && pb.is_none()];
         let lens = [na, nb, out_shape.iter().product()];
         let mut ready = self.take_prefetched(op_id, iteration, lens, noise_of);
-        let noise = ready.as_mut().and_then(|r| r.noise.take());
+        let [noise_a, noise_b] = ready
+            .as_mut()
+            .map_or([None, None], |r| std::mem::take(&mut r.noise));
         // The stream is derived only for an operand quantized without prefetched noise.
-        let quantize = |x: &[f32], at: usize| match &noise {
-            Some(noise) => q.quantize(x, &noise[at..at + x.len()]),
+        let quantize = |x: &[f32], at: usize, noise: Option<Vec<f32>>| match noise {
+            Some(noise) => q.quantize(x, &noise),
             None => {
                 let prg = seeds.pair(PairPurpose::RoundingNoise, op_id);
                 q.quantize_stream(x, (&prg, iteration, at as u64))
@@ -353,11 +355,11 @@ impl KeyedEnclave {
         };
         let qa = match pa {
             Some(p) => p.clone(),
-            None => Arc::new(quantize(a.expose(), 0)?),
+            None => Arc::new(quantize(a.expose(), 0, noise_a)?),
         };
         let qb = match pb {
             Some(p) => p.clone(),
-            None => Arc::new(quantize(b.expose(), na)?),
+            None => Arc::new(quantize(b.expose(), na, noise_b)?),
         };
         let c = self.linear_shared(
             host,

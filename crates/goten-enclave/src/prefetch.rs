@@ -97,19 +97,15 @@ impl OpStreams {
         let [na, nb, nc] = key.lens;
         let two = |p: &[Prg; 2], n| p.each_ref().map(|p| shares::expand(p, ring, it, n));
         let pad = shares::expand(&self.pads[0], ring, it, nc);
-        // The quantizer's stream, `[0, na + nb)`, where an operand is quantized (zeros, never
-        // read, where it is not).
-        let noise = self.noise.as_ref().map(|prg| {
-            let mut v = vec![0f32; na + nb];
-            let (va, vb) = v.split_at_mut(na);
-            for (part, at, fill) in [(va, 0, key.noise[0]), (vb, na, key.noise[1])] {
-                if fill {
-                    par::chunks_mut(part, |k, c| {
-                        prg.fill_unit_f32(it, (at + k * CHUNK) as u64, c)
-                    });
-                }
-            }
-            v
+        // The quantizer's stream, `[0, na + nb)`, as one buffer per operand it quantizes (an
+        // operand that arrives quantized gets none).
+        let noise = [(0, na, key.noise[0]), (na, nb, key.noise[1])].map(|(at, n, fill)| {
+            let prg = self.noise.as_ref().filter(|_| fill)?;
+            let mut v = vec![0f32; n];
+            par::chunks_mut(&mut v, |k, c| {
+                prg.fill_unit_f32(it, (at + k * CHUNK) as u64, c)
+            });
+            Some(v)
         });
         Expanded {
             key,
@@ -126,9 +122,9 @@ impl OpStreams {
 pub(crate) struct Expanded {
     /// Whose they are.
     pub key: Key,
-    /// The rounding noise of the first operand's elements, then the second's (the quantizer's
-    /// stream, `[0, na + nb)`), for the operands the key says are quantized.
-    pub noise: Option<Vec<f32>>,
+    /// The rounding noise of the first operand's elements and of the second's (the quantizer's
+    /// stream, `[0, na)` and `[na, na + nb)`), for the operands the key says are quantized.
+    pub noise: [Option<Vec<f32>>; 2],
     /// U and A0.
     pub a: [Vec<i32>; 2],
     /// V and B0.
@@ -312,7 +308,9 @@ mod tests {
             assert_eq!(got.pad_sum, sum);
             assert_eq!(got.key, k);
             // The noise is the quantizer's stream: both operands quantize to the same integers.
-            let noise = got.noise.expect("noise was asked for");
+            let [Some(na_noise), Some(nb_noise)] = got.noise else {
+                panic!("noise was asked for both operands")
+            };
             let prg = seeds.pair(PairPurpose::RoundingNoise, 77);
             let q = crate::quant::QuantConfig::default();
             let (na, nb) = (k.lens[0], k.lens[1]);
@@ -323,11 +321,11 @@ mod tests {
                 (r.values.clone(), r.shift)
             };
             assert_eq!(
-                ints(q.quantize(xa, &noise[..na])),
+                ints(q.quantize(xa, &na_noise)),
                 ints(q.quantize_stream(xa, (&prg, 9, 0)))
             );
             assert_eq!(
-                ints(q.quantize(xb, &noise[na..])),
+                ints(q.quantize(xb, &nb_noise)),
                 ints(q.quantize_stream(xb, (&prg, 9, na as u64)))
             );
             // An op that quantizes only its second operand gets only that noise, the same, and
@@ -339,15 +337,15 @@ mod tests {
             p.spawn(role, ring, &seeds, only_b);
             assert!(p.take(k).is_none());
             p.spawn(role, ring, &seeds, only_b);
-            let got = p.take(only_b).unwrap().noise.unwrap();
-            assert!(got[..na].iter().all(|&v| v == 0.0));
-            assert_eq!(&got[na..], &noise[na..]);
+            let got = p.take(only_b).unwrap().noise;
+            assert!(got[0].is_none());
+            assert_eq!(got[1].as_ref(), Some(&nb_noise));
             let none = Key {
                 noise: [false, false],
                 ..k
             };
             p.spawn(role, ring, &seeds, none);
-            assert!(p.take(none).unwrap().noise.is_none());
+            assert_eq!(p.take(none).unwrap().noise, [None, None]);
         }
     }
 }

@@ -188,8 +188,9 @@ impl Plan {
 
     /// Runs `f(scratch, first image, images, output part)` for every group over `out`, split
     /// in parts of `per_image` elements per image. `scratch` is a buffer reused by the groups
-    /// one task runs (its contents are whatever the previous group left), so that the large
-    /// im2col buffers are allocated and zeroed once per task rather than once per group.
+    /// one task runs (its contents are whatever the previous group left); as a
+    /// [`Scratch`] it also comes from, and returns to, the running thread's kept buffers, so
+    /// the large im2col buffers are not allocated and zeroed again at every call.
     fn for_each<T: Send, S: Default>(
         &self,
         out: &mut [T],

@@ -57,6 +57,16 @@ struct Timed<'a> {
     secs: f64,
 }
 
+impl Timed<'_> {
+    /// Runs `f` on the inner backend, adding its time to the total.
+    fn time<R>(&mut self, f: impl FnOnce(&mut dyn LinearBackend) -> R) -> R {
+        let t = Instant::now();
+        let r = f(&mut *self.inner);
+        self.secs += t.elapsed().as_secs_f64();
+        r
+    }
+}
+
 impl LinearBackend for Timed<'_> {
     fn bilinear(
         &mut self,
@@ -65,10 +75,7 @@ impl LinearBackend for Timed<'_> {
         a: &SecretTensor,
         b: &SecretTensor,
     ) -> Result<SecretTensor, NnError> {
-        let t = Instant::now();
-        let r = self.inner.bilinear(op_id, op, a, b);
-        self.secs += t.elapsed().as_secs_f64();
-        r
+        self.time(|be| be.bilinear(op_id, op, a, b))
     }
     fn bilinear_reusing(
         &mut self,
@@ -77,10 +84,7 @@ impl LinearBackend for Timed<'_> {
         a: (&SecretTensor, Option<&Prepared>),
         b: (&SecretTensor, Option<&Prepared>),
     ) -> Result<Reusable, NnError> {
-        let t = Instant::now();
-        let r = self.inner.bilinear_reusing(op_id, op, a, b);
-        self.secs += t.elapsed().as_secs_f64();
-        r
+        self.time(|be| be.bilinear_reusing(op_id, op, a, b))
     }
     fn next_step(&mut self) {
         self.inner.next_step();

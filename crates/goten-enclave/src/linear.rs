@@ -477,11 +477,11 @@ fn run_part(
             let [own, other, dealer] = pads;
             // The own pad is expanded once, for the job; the pad sum CM0 + CM1 + CMZ for the
             // reconstruction adds the other two streams to a copy of it in the background
-            // from now on (as the prefetch task does): a copy instead of a second expansion.
+            // from now on (as the prefetch task does): one copy instead of a second expansion.
             let pad = shares::expand(&own, ring, it, n_out);
             let first = pad.clone();
             let pads =
-                Pending::spawn(move || shares::plus_streams(&first, &[other, dealer], ring, it));
+                Pending::spawn(move || shares::plus_streams(first, &[other, dealer], ring, it));
             let [u, a0] = &a;
             let [v, b0] = &b;
             (

@@ -112,7 +112,7 @@ impl OpStreams {
             noise,
             a: two(&self.a, na),
             b: two(&self.b, nb),
-            pad_sum: shares::plus_streams(&pad, &self.pads[1..], ring, it),
+            pad_sum: shares::plus_streams(pad.clone(), &self.pads[1..], ring, it),
             pad,
         }
     }

@@ -53,7 +53,6 @@ pub fn local_parts(
     threads: usize,
     timeout: Duration,
 ) -> Result<LocalParts, DeviceError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let devices: [Box<dyn Device>; 3] = match kind {
         DeviceKind::Cpu => {
             let [a, b, c] = goten_device::CpuDevice::sharing::<3>(shared_cpu_pool(threads))?;
@@ -61,6 +60,7 @@ pub fn local_parts(
         }
         DeviceKind::Cuda => {
             let per_party = if threads == 0 {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 (cores / 3).max(1)
             } else {
                 threads

@@ -1,8 +1,8 @@
 //! Freivalds-style integrity check of a reconstructed result, inside the enclave.
 //!
 //! Where it sits: around the device job in [`crate::linear`]: the operand side ([`expected`])
-//! is computed on the enclave's worker pool while the devices compute the products, the result
-//! side ([`Expected::matches`]) after reconstruction. The enclave holds the quantized
+//! is computed on the enclave's background pool while the devices compute the products, the
+//! result side ([`Expected::matches`]) after reconstruction. The enclave holds the quantized
 //! operands aQ, bQ and the reconstructed integer result c. It contracts c with secret random
 //! vectors (from the pair key, unknown to every host) and compares with the same contraction
 //! computed directly from the operands:

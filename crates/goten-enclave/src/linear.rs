@@ -277,8 +277,8 @@ pub(crate) fn run(
     seeds
         .pair(PairPurpose::Check, op_id)
         .fill_u32(iteration, 0, &mut r);
-    // The check's operand side needs no result: it is computed on the worker pool while the
-    // devices compute the products (started when the first part is handed to the host).
+    // The check's operand side needs no result: it is computed on the background pool while
+    // the devices compute the products (started when the first part is handed to the host).
     let mut pending_check = None;
     let mut start_check = || {
         let (op, sa, sb, qa, qb, r) = (
@@ -510,8 +510,8 @@ fn run_part(
         ],
         pad: Share(tensor(&out, pad)?),
     };
-    // The check's operand side, then the next op's tensors, are computed on the pool while
-    // this op's products are (in that order: the check is needed first).
+    // The check's operand side, then the next op's tensors, are computed on the background
+    // pool while this op's products are (in that order: the check is needed first).
     submitted();
     if let Some(k) = key {
         let mut p = ctx.prefetch.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,7 +5,7 @@
 //! data: only on the session seeds, the part's stream id, the iteration and the lengths. A
 //! model runs the same sequence of ops every step (and every serving batch), so after op k the
 //! enclave knows op k+1's stream id and lengths from the previous step and expands them on its
-//! worker pool while its thread waits for op k's products (the prototype's asynchrony, issue
+//! background pool while its thread waits for op k's products (the prototype's asynchrony, issue
 //! "enclave work at accelerator speed", item 4). Op k+1 then quantizes, forms its shares and
 //! reconstructs with no PRG on its path.
 //!
@@ -53,7 +53,7 @@ impl Key {
     }
 }
 
-/// A part's PRG streams, owned (so a task on the pool can expand them).
+/// A part's PRG streams, owned (so a task on the background pool can expand them).
 pub(crate) struct OpStreams {
     /// U and A0 (the first operand's mask and S0's share of it).
     pub a: [Prg; 2],
@@ -91,7 +91,7 @@ impl OpStreams {
         }
     }
 
-    /// Every tensor, expanded (what [`Prefetcher::spawn`] runs on the pool).
+    /// Every tensor, expanded (what [`Prefetcher::spawn`] runs on the background pool).
     fn expand(&self, ring: Ring, key: Key) -> Expanded {
         let it = key.iteration;
         let [na, nb, nc] = key.lens;
@@ -216,8 +216,8 @@ impl Prefetcher {
         })
     }
 
-    /// Starts expanding `key`'s tensors on the pool (replacing any earlier guess), with the
-    /// rounding noise of the operands it quantizes.
+    /// Starts expanding `key`'s tensors on the background pool (replacing any earlier guess),
+    /// with the rounding noise of the operands it quantizes.
     pub(crate) fn spawn(&mut self, role: Role, ring: Ring, seeds: &SeedBook, key: Key) {
         let mut streams = OpStreams::of(role, seeds, key.stream_id);
         if key.noise.contains(&true) {

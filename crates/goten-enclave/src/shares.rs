@@ -107,17 +107,18 @@ fn add_chunk(
     }
 }
 
-/// A value computed on the enclave's worker pool, started now and collected later: the pads
+/// A value computed on the enclave's background pool, started now and collected later: the pads
 /// of a part expand while its shares are formed and while the devices compute (the overlap of
 /// PROTOCOL.md's step 6 with steps 4-5), and the next op's streams ([`crate::prefetch`]) while
 /// this op's products are in flight.
 pub(crate) struct Pending<T>(std::sync::mpsc::Receiver<T>);
 
 impl<T: Send + 'static> Pending<T> {
-    /// Starts `work` on the pool (it owns what it needs).
+    /// Starts `work` on the background pool ([`crate::par::background`]: the passes it runs
+    /// are parallel there, and never queue ahead of the enclave's own passes).
     pub(crate) fn spawn(work: impl FnOnce() -> T + Send + 'static) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rayon::spawn(move || {
+        crate::par::background().spawn(move || {
             // The receiver is gone only when the op already failed or the value is no longer
             // wanted; nothing to report then.
             let _ = tx.send(work());
@@ -132,9 +133,10 @@ impl<T: Send + 'static> Pending<T> {
         Pending(rx)
     }
 
-    /// Waits for the value (`None` if the task died, which would be a bug). On a worker of the
-    /// pool itself (an enclave run inside `install`), it runs other tasks while it waits, since
-    /// the task may be queued behind it on that very worker.
+    /// Waits for the value (`None` if the task died, which would be a bug). On a worker of a
+    /// pool (an enclave run inside `install`, or a background task waiting for another), it
+    /// runs that pool's other tasks while it waits, since the task may be queued behind it on
+    /// that very worker.
     pub(crate) fn wait(self) -> Option<T> {
         use std::sync::mpsc::TryRecvError;
         if rayon::current_thread_index().is_none() {

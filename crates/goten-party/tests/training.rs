@@ -219,11 +219,15 @@ fn a_training_step_shows_hosts_only_uniform_buffers() {
         }
         let e = r.tensor.len() as f64 / 64.0;
         let chi2: f64 = counts.iter().map(|c| (c - e).powi(2) / e).sum();
-        // 63 degrees of freedom; the fixed seed makes this deterministic (187 records, the
-        // largest chi2 91.4). 99.99th percentile ~112. The record count tells a failure whether
-        // the run took another path (a recomputation adds records).
+        // 63 degrees of freedom. The seed is fixed, but the session keys also bind the
+        // simulated measurement, the hash of this test binary, so every build draws fresh masks
+        // over about 190 records: at the 99.99th percentile (~112) about one build in fifty
+        // failed (one did, at 120.2). The 1e-7 tail (~140) makes that one in fifty thousand; a
+        // plaintext tensor (small integers after quantization, in the top and bottom buckets)
+        // scores in the thousands. The record count tells a failure whether the run took
+        // another path (a recomputation adds records).
         assert!(
-            chi2 < 112.0,
+            chi2 < 140.0,
             "{} received a non-uniform {} {:?}: chi2 {chi2:.1} (record {checked} of {})",
             r.party,
             r.source,

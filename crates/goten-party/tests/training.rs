@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{devices, mesh};
+use common::{chi2_top6, devices, mesh, values};
 use goten_enclave::SecretTensor;
 use goten_enclave::nn::init::normal;
 use goten_enclave::nn::layers::Layer;
@@ -167,6 +167,34 @@ fn residual_network_gradients_match_plain_up_to_quantization() {
     assert!(e8.iter().all(|&e| e < 0.8), "8 bits: {e8:?}");
 }
 
+/// The uniformity threshold of the privacy audit below: chi2 with 63 degrees of freedom at its
+/// 1e-7 tail.
+const UNIFORM_CHI2: f64 = 140.0;
+
+/// The audit below can fail: quantized plaintext (an activation at 8 bits) scores far above the
+/// threshold, a one-time-padded copy of it far below.
+#[test]
+fn the_uniformity_score_rejects_quantized_plaintext() {
+    let ring = Ring::DEFAULT;
+    let plain: Vec<i32> = values(8192, 3, -128, 127)
+        .into_iter()
+        .map(|v| ring.reduce_i64(v as i64))
+        .collect();
+    let plaintext = chi2_top6(ring, &plain);
+    assert!(
+        plaintext > 100.0 * UNIFORM_CHI2,
+        "plaintext scored {plaintext:.1}"
+    );
+    let pad = values(8192, 4, 0, (1 << ring.bits()) - 1);
+    let masked: Vec<i32> = plain
+        .iter()
+        .zip(&pad)
+        .map(|(&p, &m)| ring.reduce_i64(p as i64 + m as i64))
+        .collect();
+    let padded = chi2_top6(ring, &masked);
+    assert!(padded < UNIFORM_CHI2, "a padded buffer scored {padded:.1}");
+}
+
 /// A whole training step in goten mode with every device input and received product recorded:
 /// every recorded buffer of useful size must look uniform (a plaintext activation, gradient or
 /// weight tensor, all small integers after quantization, would fail at once).
@@ -212,22 +240,17 @@ fn a_training_step_shows_hosts_only_uniform_buffers() {
         if r.tensor.len() < 4096 {
             continue;
         }
-        let ring = r.tensor.ring();
-        let mut counts = [0f64; 64];
-        for &v in r.tensor.data() {
-            counts[(ring.to_canonical(v) >> (ring.bits() - 6)) as usize] += 1.0;
-        }
-        let e = r.tensor.len() as f64 / 64.0;
-        let chi2: f64 = counts.iter().map(|c| (c - e).powi(2) / e).sum();
+        let chi2 = chi2_top6(r.tensor.ring(), r.tensor.data());
         // 63 degrees of freedom. The seed is fixed, but the session keys also bind the
         // simulated measurement, the hash of this test binary, so every build draws fresh masks
         // over about 190 records: at the 99.99th percentile (~112) about one build in fifty
         // failed (one did, at 120.2). The 1e-7 tail (~140) makes that one in fifty thousand; a
         // plaintext tensor (small integers after quantization, in the top and bottom buckets)
-        // scores in the thousands. The record count tells a failure whether the run took
-        // another path (a recomputation adds records).
+        // scores in the thousands (`the_uniformity_score_rejects_quantized_plaintext`). The
+        // record count tells a failure whether the run took another path (a recomputation adds
+        // records).
         assert!(
-            chi2 < 140.0,
+            chi2 < UNIFORM_CHI2,
             "{} received a non-uniform {} {:?}: chi2 {chi2:.1} (record {checked} of {})",
             r.party,
             r.source,

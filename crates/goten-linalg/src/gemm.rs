@@ -65,7 +65,7 @@ impl<'a, T> View<'a, T> {
 
     /// Panics unless every element of a `rows x cols` matrix lies inside `data` (an internal
     /// invariant: shapes were validated before any kernel runs).
-    fn check(&self, rows: usize, cols: usize) {
+    pub(crate) fn check(&self, rows: usize, cols: usize) {
         if rows > 0 && cols > 0 {
             let last = self.off + (rows - 1) * self.rs + (cols - 1) * self.cs;
             assert!(last < self.data.len(), "gemm view out of bounds");
@@ -130,6 +130,27 @@ pub const PAR_CHUNK: usize = 1 << 14;
 /// `lhs (m x k) * rhs (k x n)` modulo 2^bits, exactly, as centered residues (row-major m x n).
 /// Operands hold centered residues of `ring` as f64.
 pub fn mod_gemm(
+    ring: Ring,
+    (m, n, k): (usize, usize, usize),
+    lhs: View<'_, f64>,
+    rhs: View<'_, f64>,
+    threads: usize,
+) -> Vec<i32> {
+    // The VNNI kernel packs a row-major `rhs` with vector loads; a transposed one would need
+    // a transposition per panel, which costs more than the kernel gains (measured), so those
+    // products stay on f64.
+    if rhs.cs == 1
+        && crate::vnni::kernel() == crate::vnni::Kernel::Vnni
+        && crate::vnni::supports(ring)
+    {
+        return crate::vnni::mod_gemm(ring, (m, n, k), lhs, rhs, threads);
+    }
+    mod_gemm_f64(ring, (m, n, k), lhs, rhs, threads)
+}
+
+/// [`mod_gemm`] on the `gemm` crate's f64 kernels, for any CPU: centered residues in chunks
+/// whose partial sums stay exact, reduced between chunks.
+pub fn mod_gemm_f64(
     ring: Ring,
     (m, n, k): (usize, usize, usize),
     lhs: View<'_, f64>,

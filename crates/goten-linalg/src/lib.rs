@@ -4,12 +4,15 @@
 //! Where it sits: under `goten-device` (exact modular products on shares, [`RingArith`]) and
 //! under the enclave's plain and enclave modes (float32 products inside the trust boundary,
 //! [`FloatArith`]). It holds no secrets of its own; its only state is per-thread scratch buffers
-//! that its kernels overwrite before reading ([`scratch`]), and its one `unsafe` block is the
-//! call into the `gemm` crate, behind a bounds-checked wrapper.
+//! that its kernels overwrite before reading ([`scratch`]). Its `unsafe` code is the call into
+//! the `gemm` crate, behind a bounds-checked wrapper, and the AVX-512 VNNI kernel of the
+//! modular products ([`vnni`]: loads from packed buffers whose bounds it asserts, and one
+//! register-only instruction).
 
 pub mod algo;
 pub mod gemm;
 pub mod scratch;
+pub mod vnni;
 
 use goten_field::{BilinearOp, Ring};
 

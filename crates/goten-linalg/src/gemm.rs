@@ -136,9 +136,10 @@ pub fn mod_gemm(
     rhs: View<'_, f64>,
     threads: usize,
 ) -> Vec<i32> {
-    // The VNNI kernel packs a row-major `rhs` with vector loads; a transposed one would need
-    // a transposition per panel, which costs more than the kernel gains (measured), so those
-    // products stay on f64.
+    // The VNNI kernel packs a row-major `rhs` with vector loads; a transposed one is packed
+    // element by element, which made conv1's and conv2's weight gradients 40 % and 15 %
+    // slower than f64 and the others no faster (docs/PERFORMANCE.md), so those products stay
+    // on f64.
     if rhs.cs == 1
         && crate::vnni::kernel() == crate::vnni::Kernel::Vnni
         && crate::vnni::supports(ring)

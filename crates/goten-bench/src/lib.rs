@@ -109,11 +109,12 @@ fn kernels(args: KernelArgs) -> Result<()> {
     }
     if !args.json && !jobs.is_empty() {
         println!(
-            "goten bench kernels: ring {ring}, batch {}, {} threads on {}, best of {}",
+            "goten bench kernels: ring {ring}, batch {}, {} threads on {}, best of {}, exact products on {}",
             args.batch,
             threads,
             dev.name(),
-            args.reps
+            args.reps,
+            goten_linalg::vnni::describe(ring)
         );
         println!(
             "{:<6} {:<11} {:<28} {:>9} {:>10} {:>10} {:>10} {:>7}",
@@ -179,7 +180,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         if args.json {
             println!(
                 "{}",
-                json!({"kernel": "summary", "kernels": ratios.len(), "median_ratio_mod_f64": median, "min_ratio_mod_f64": ratios[0], "ring_bits": ring.bits(), "threads": threads})
+                json!({"kernel": "summary", "kernels": ratios.len(), "median_ratio_mod_f64": median, "min_ratio_mod_f64": ratios[0], "ring_bits": ring.bits(), "threads": threads, "cpu_kernel": goten_linalg::vnni::describe(ring)})
             );
         } else {
             println!(

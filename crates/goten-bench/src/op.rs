@@ -161,8 +161,11 @@ pub fn run(args: OpArgs) -> Result<()> {
     let fref = FloatRef::new(args.threads)?;
     if !args.json {
         println!(
-            "goten bench op: three parties in one process, ring {ring}, {}-bit quantization, batch {}, best of {}",
-            quant.bits, args.batch, reps
+            "goten bench op: three parties in one process, ring {ring}, {}-bit quantization, batch {}, best of {}, exact products on {}",
+            quant.bits,
+            args.batch,
+            reps,
+            goten_linalg::vnni::describe(ring)
         );
         println!(
             "{:<6} {:<11} {:<28} {:>8} {:>5} {:>9} {:>9} {:>8} | {:>21} | {:>21}",
@@ -235,7 +238,7 @@ pub fn run(args: OpArgs) -> Result<()> {
         let parties: Vec<_> = out.reports.iter().zip(names).map(|(r, n)| json!({"party": n, "total_secs": r.total_secs, "enclave_secs": r.enclave_secs, "device_secs": r.device_secs, "transport_secs": r.transport_secs, "elements_sent": r.elements_sent})).collect();
         println!(
             "{}",
-            json!({"op": "summary", "ops": overheads.len(), "median_overhead": median, "max_overhead": overheads[overheads.len() - 1], "parties": parties})
+            json!({"op": "summary", "ops": overheads.len(), "median_overhead": median, "max_overhead": overheads[overheads.len() - 1], "parties": parties, "cpu_kernel": goten_linalg::vnni::describe(ring)})
         );
     } else {
         println!(

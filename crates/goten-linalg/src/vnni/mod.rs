@@ -82,6 +82,16 @@ pub fn kernel() -> Kernel {
     })
 }
 
+/// What the CPU devices' exact products run on in this process, for benchmark reports: `vnni`
+/// (16-bit limbs where the second operand is row-major, f64 elsewhere) or `f64`.
+pub fn describe(ring: Ring) -> &'static str {
+    if kernel() == Kernel::Vnni && supports(ring) {
+        "vnni"
+    } else {
+        "f64"
+    }
+}
+
 /// Whether this CPU can run [`mod_gemm`].
 pub fn cpu_has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -8,56 +8,9 @@
 use goten_field::ops::ConvDims;
 use rayon::prelude::*;
 
+pub use crate::arith::{Arith, Prepared};
 use crate::gemm::{PAR_CHUNK, View};
 use crate::scratch::Scratch;
-
-/// The arithmetic an algorithm runs in.
-pub trait Arith: Sync {
-    /// Storage element of operands and results.
-    type Elem: Copy + Send + Sync + Default + 'static;
-    /// GEMM element the operands are lifted to.
-    type F: Copy + Send + Sync + Default + 'static;
-    /// Lifts one operand element.
-    fn lift(&self, x: Self::Elem) -> Self::F;
-    /// `lhs (m x k) * rhs (k x n)`, row-major m x n, on at most `threads` workers (a hint).
-    fn gemm(
-        &self,
-        mnk: (usize, usize, usize),
-        lhs: View<'_, Self::F>,
-        rhs: View<'_, Self::F>,
-        threads: usize,
-    ) -> Vec<Self::Elem>;
-    /// `dst (m x n) += lhs (m x k) * rhs (k x n)` with `acc`.
-    fn gemm_acc(
-        &self,
-        dst: &mut [Self::Elem],
-        mnk: (usize, usize, usize),
-        lhs: View<'_, Self::F>,
-        rhs: View<'_, Self::F>,
-        threads: usize,
-    ) {
-        let part = self.gemm(mnk, lhs, rhs, threads);
-        dst.iter_mut()
-            .zip(&part)
-            .for_each(|(t, &v)| *t = self.acc(*t, v));
-    }
-    /// Worker threads this arithmetic may use.
-    fn threads(&self) -> usize {
-        1
-    }
-    /// How a convolution splits its batch. `Some(cols)`: groups of images with about `cols`
-    /// GEMM columns (images x output positions), run in parallel, so that each group's im2col
-    /// buffer stays in cache between its write and the GEMM that reads it (CPUs). `None`: the
-    /// largest groups the memory budget allows, one after another (a GPU, whose calls are
-    /// expensive).
-    fn group_cols(&self) -> Option<usize> {
-        None
-    }
-    /// Accumulates two results (for the ring: wrapping, reduced later by `finish`).
-    fn acc(&self, a: Self::Elem, b: Self::Elem) -> Self::Elem;
-    /// Final normalisation of accumulated results.
-    fn finish(&self, a: Self::Elem) -> Self::Elem;
-}
 
 fn lift_all<A: Arith>(a: &A, x: &[A::Elem]) -> Vec<A::F> {
     // An indexed collect writes the output once, without zero-filling it first.
@@ -352,11 +305,13 @@ pub fn conv_forward<A: Arith>(a: &A, d: &ConvDims, x: &[A::Elem], w: &[A::Elem])
     let wf = lift_all(a, w);
     let mut y = vec![A::Elem::default(); d.n * d.o * p];
     let plan = Plan::new(a, d.n, p, kk * p);
+    // Every group multiplies the same weights: packed once, not once per group.
+    let wp = a.prepare(View::rows(&wf, kk), (d.o, kk));
     plan.for_each(&mut y, d.o * p, |cols: &mut Scratch<A::F>, g0, gn, part| {
         let cols = im2col(a, &plan, d, x, (g0, gn), cols);
-        let out = a.gemm(
+        let out = a.gemm_prepared(
             (d.o, gn * p, kk),
-            View::rows(&wf, kk),
+            &wp,
             View::rows(cols, gn * p),
             plan.gemm_threads,
         );
@@ -384,14 +339,15 @@ pub fn conv_input_grad<A: Arith>(
     let wf = lift_all(a, w);
     let mut dx = vec![A::Elem::default(); d.n * d.c * d.h * d.w];
     let plan = Plan::new(a, d.n, p, kk * p);
+    let wp = a.prepare(View::transposed(&wf, kk), (kk, d.o));
     plan.for_each(
         &mut dx,
         d.c * d.h * d.w,
         |dyt: &mut Scratch<A::F>, g0, gn, part| {
             let dyt = gather_dy(a, &plan, d, dy, (g0, gn), dyt);
-            let colg = a.gemm(
+            let colg = a.gemm_prepared(
                 (kk, gn * p, d.o),
-                View::transposed(&wf, kk),
+                &wp,
                 View::rows(dyt, gn * p),
                 plan.gemm_threads,
             );

@@ -140,13 +140,16 @@ pub fn mod_gemm(
     // element by element, which made conv1's and conv2's weight gradients 40 % and 15 %
     // slower than f64 and the others no faster (docs/PERFORMANCE.md), so those products stay
     // on f64.
-    if rhs.cs == 1
-        && crate::vnni::kernel() == crate::vnni::Kernel::Vnni
-        && crate::vnni::supports(ring)
-    {
+    if rhs.cs == 1 && uses_vnni(ring) {
         return crate::vnni::mod_gemm(ring, (m, n, k), lhs, rhs, threads);
     }
     mod_gemm_f64(ring, (m, n, k), lhs, rhs, threads)
+}
+
+/// Whether this process computes products modulo `ring` with a row-major right operand on the
+/// VNNI kernel.
+pub fn uses_vnni(ring: Ring) -> bool {
+    crate::vnni::kernel() == crate::vnni::Kernel::Vnni && crate::vnni::supports(ring)
 }
 
 /// [`mod_gemm`] on the `gemm` crate's f64 kernels, for any CPU: centered residues in chunks

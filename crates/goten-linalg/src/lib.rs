@@ -10,6 +10,7 @@
 //! register-only instruction).
 
 pub mod algo;
+pub mod arith;
 pub mod gemm;
 pub mod scratch;
 pub mod vnni;
@@ -48,6 +49,28 @@ impl Arith for RingArith {
         threads: usize,
     ) -> Vec<i32> {
         crate::gemm::mod_gemm(self.ring, mnk, lhs, rhs, threads)
+    }
+
+    fn prepare<'v>(&self, lhs: View<'v, f64>, (m, k): (usize, usize)) -> algo::Prepared<'v, f64> {
+        let packed = crate::gemm::uses_vnni(self.ring)
+            .then(|| vnni::PackedLhs::new(self.ring, (m, k), lhs, self.threads));
+        algo::Prepared { view: lhs, packed }
+    }
+
+    fn gemm_prepared(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        lhs: &algo::Prepared<'_, f64>,
+        rhs: View<'_, f64>,
+        threads: usize,
+    ) -> Vec<i32> {
+        match &lhs.packed {
+            Some(p) if rhs.cs == 1 => {
+                assert_eq!(p.shape(), (m, k), "prepared operand of another shape");
+                vnni::mod_gemm_packed(p, n, rhs, threads)
+            }
+            _ => self.gemm((m, n, k), lhs.view, rhs, threads),
+        }
     }
 
     fn threads(&self) -> usize {

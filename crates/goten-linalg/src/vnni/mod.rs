@@ -85,7 +85,7 @@ pub fn kernel() -> Kernel {
 /// What the CPU devices' exact products run on in this process, for benchmark reports: `vnni`
 /// (16-bit limbs where the second operand is row-major, f64 elsewhere) or `f64`.
 pub fn describe(ring: Ring) -> &'static str {
-    if kernel() == Kernel::Vnni && supports(ring) {
+    if crate::gemm::uses_vnni(ring) {
         "vnni"
     } else {
         "f64"
@@ -229,6 +229,61 @@ fn tile_rows(
     }
 }
 
+/// A left operand packed once for several products (a convolution's weights, shared by every
+/// group of images): every reduction block's tiles, in [`tile_strides`] order.
+pub struct PackedLhs {
+    ring: Ring,
+    m: usize,
+    k: usize,
+    /// Whether the source was row-major (decides the tile layout).
+    rows: bool,
+    data: Vec<i32>,
+}
+
+impl PackedLhs {
+    /// `(m, k)` of the packed operand.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.m, self.k)
+    }
+
+    /// Packs `lhs` (m x k) for products modulo `ring`. Call only where [`supports`] holds.
+    pub fn new(ring: Ring, (m, k): (usize, usize), lhs: View<'_, f64>, threads: usize) -> Self {
+        assert!(
+            supports(ring),
+            "the VNNI kernel was dispatched without VNNI"
+        );
+        lhs.check(m, k);
+        let hm = split(ring);
+        let tiles = m.div_ceil(MR);
+        let mut data = vec![0i32; tiles * MR * (k + k.div_ceil(KC) + k / 2)];
+        let mut rest = &mut data[..];
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let per_tile = (kc + kc.div_ceil(2)) * MR;
+            let (block, tail) = rest.split_at_mut(tiles * per_tile);
+            rest = tail;
+            // SAFETY: `supports` confirmed AVX-512 F, BW and VNNI above.
+            let pack = |(t, out): (usize, &mut [i32])| unsafe {
+                pack_tile(out, lhs, m, t * MR, (k0, kc), hm)
+            };
+            if threads > 1 {
+                block.par_chunks_mut(per_tile).enumerate().for_each(pack);
+            } else {
+                block.chunks_mut(per_tile).enumerate().for_each(pack);
+            }
+            k0 += kc;
+        }
+        PackedLhs {
+            ring,
+            m,
+            k,
+            rows: lhs.cs == 1,
+            data,
+        }
+    }
+}
+
 /// `lhs (m x k) * rhs (k x n)` modulo 2^bits, exactly, as centered residues (row-major m x n):
 /// the same contract as [`crate::gemm::mod_gemm`]. Call only where [`supports`] holds.
 pub fn mod_gemm(
@@ -238,11 +293,14 @@ pub fn mod_gemm(
     rhs: View<'_, f64>,
     threads: usize,
 ) -> Vec<i32> {
-    assert!(
-        supports(ring),
-        "the VNNI kernel was dispatched without VNNI"
-    );
-    lhs.check(m, k);
+    let packed = PackedLhs::new(ring, (m, k), lhs, threads);
+    mod_gemm_packed(&packed, n, rhs, threads)
+}
+
+/// [`mod_gemm`] with a packed left operand: `lhs (m x k) * rhs (k x n)` in the ring it was
+/// packed for.
+pub fn mod_gemm_packed(lhs: &PackedLhs, n: usize, rhs: View<'_, f64>, threads: usize) -> Vec<i32> {
+    let (ring, m, k) = (lhs.ring, lhs.m, lhs.k);
     rhs.check(k, n);
     if m == 0 || n == 0 {
         return Vec::new();
@@ -251,42 +309,33 @@ pub fn mod_gemm(
     let mut c = vec![0u32; m * n];
     let (tiles, panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let parallel = threads > 1;
-    let mut tile_buf = Scratch::<i32>::take();
     let mut panel_buf = Scratch::<i32>::take();
+    let mut tiles_at = 0;
     let mut k0 = 0;
     while k0 < k {
         let kc = KC.min(k - k0);
         let sl = kc.div_ceil(2);
         let (per_tile, per_panel) = ((kc + sl) * MR, (kc + sl) * NR);
-        let strides = tile_strides(lhs, kc + sl);
-        let packed_tiles = tile_buf.get(tiles * per_tile);
+        let strides = tile_strides(lhs.rows, kc + sl);
+        let packed_tiles = &lhs.data[tiles_at..][..tiles * per_tile];
+        tiles_at += tiles * per_tile;
         let packed_panels = panel_buf.get(panels * per_panel);
-        // SAFETY (both): only dispatched after `supports` confirmed AVX-512 F, BW and VNNI.
-        let pack_t =
-            |(t, out): (usize, &mut [i32])| unsafe { pack_tile(out, lhs, m, t * MR, (k0, kc), hm) };
+        // SAFETY: `PackedLhs::new` confirmed AVX-512 F, BW and VNNI.
         let pack_p = |(p, out): (usize, &mut [i32])| unsafe {
             pack_panel(out, rhs, n, p * NR, (k0, kc), hm)
         };
         if parallel {
-            packed_tiles
-                .par_chunks_mut(per_tile)
-                .enumerate()
-                .for_each(pack_t);
             packed_panels
                 .par_chunks_mut(per_panel)
                 .enumerate()
                 .for_each(pack_p);
         } else {
-            packed_tiles
-                .chunks_mut(per_tile)
-                .enumerate()
-                .for_each(pack_t);
             packed_panels
                 .chunks_mut(per_panel)
                 .enumerate()
                 .for_each(pack_p);
         }
-        let (packed_tiles, packed_panels) = (&*packed_tiles, &*packed_panels);
+        let packed_panels = &*packed_panels;
         let body = |(t, band): (usize, &mut [u32])| {
             let tile = &packed_tiles[t * per_tile..][..per_tile];
             tile_rows(
@@ -416,6 +465,28 @@ mod tests {
                     );
                     assert_eq!(f64s, want, "the f64 kernel: ring {bits} bits, {m}x{n}x{k}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn one_packed_operand_serves_several_products() {
+        if !cpu_has_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the f64 kernel serves it)");
+            return;
+        }
+        let ring = Ring::DEFAULT;
+        let (m, k) = (19, KC + 5);
+        let a = operand(ring, m * k, 7, 0);
+        let at: Vec<f64> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        for (lhs, threads) in [(View::rows(&a, k), 1), (View::transposed(&at, m), 2)] {
+            let packed = PackedLhs::new(ring, (m, k), lhs, threads);
+            assert_eq!(packed.shape(), (m, k));
+            for (seed, n) in [(8, 40), (9, 3), (10, 64)] {
+                let b = operand(ring, k * n, seed, if seed == 9 { 3 } else { 0 });
+                let want = reference(ring, (m, n, k), View::rows(&a, k), View::rows(&b, n));
+                let got = mod_gemm_packed(&packed, n, View::rows(&b, n), threads);
+                assert_eq!(got, want, "{m}x{n}x{k}, {threads} threads");
             }
         }
     }

@@ -37,8 +37,8 @@ pub(super) fn limbs(x: f64, h: u32, mask: u32) -> (u32, u32) {
 /// Where word `s` of tile row `r` lies in a packed tile: `r * row + s * step`. Row-major
 /// operands are packed row by row (each row a contiguous read), all others step by step
 /// (a transposed operand's tile rows are contiguous at each reduction index).
-pub(super) fn tile_strides(a: View<'_, f64>, steps: usize) -> (usize, usize) {
-    if a.cs == 1 { (steps, 1) } else { (1, MR) }
+pub(super) fn tile_strides(row_major: bool, steps: usize) -> (usize, usize) {
+    if row_major { (steps, 1) } else { (1, MR) }
 }
 
 /// Packs rows `r0..r0 + MR` and reduction indices `k0..k0 + kc` of `a` (m x k) in the layout

@@ -136,11 +136,10 @@ pub fn mod_gemm(
     rhs: View<'_, f64>,
     threads: usize,
 ) -> Vec<i32> {
-    // The VNNI kernel packs a row-major `rhs` with vector loads; a transposed one is packed
-    // element by element, which made conv1's and conv2's weight gradients 40 % and 15 %
-    // slower than f64 and the others no faster (docs/PERFORMANCE.md), so those products stay
-    // on f64.
-    if rhs.cs == 1 && uses_vnni(ring) {
+    // The VNNI kernel packs a row-major `rhs` with vector loads and a transposed one by
+    // vector transposition; any other stride would be packed element by element, which costs
+    // more than the kernel gains (docs/PERFORMANCE.md).
+    if crate::vnni::packs_fast(rhs, n) && uses_vnni(ring) {
         return crate::vnni::mod_gemm(ring, (m, n, k), lhs, rhs, threads);
     }
     mod_gemm_f64(ring, (m, n, k), lhs, rhs, threads)

@@ -65,7 +65,7 @@ impl Arith for RingArith {
         threads: usize,
     ) -> Vec<i32> {
         match &lhs.packed {
-            Some(p) if rhs.cs == 1 => {
+            Some(p) if vnni::packs_fast(rhs, n) => {
                 assert_eq!(p.shape(), (m, k), "prepared operand of another shape");
                 vnni::mod_gemm_packed(p, n, rhs, threads)
             }

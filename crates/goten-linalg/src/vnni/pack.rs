@@ -18,7 +18,7 @@ pub(super) fn pair(first: u32, second: u32) -> i32 {
 /// 1.5 * 2^52: adding it to an integer-valued f64 below 2^51 in magnitude leaves the integer's
 /// two's complement in the low mantissa bits, a conversion without the saturating checks of
 /// `as` that vectorizes.
-const MAGIC: f64 = 6_755_399_441_055_744.0;
+pub(super) const MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// The canonical residue in `[0, 2^k)` of a centered residue held as f64 (an exact integer
 /// by the caller's contract).
@@ -220,13 +220,24 @@ pub(super) fn pack_panel(
         }
     } else {
         let at = |kk: usize, j: usize| b.data[b.off + (k0 + kk) * b.rs + (j0 + j) * b.cs];
-        for (s, dst) in cross.chunks_exact_mut(NR).enumerate() {
+        // A transposed operand (each column contiguous): blocks of 16 reduction indices by
+        // vector transposition, the rest element by element.
+        #[cfg(target_arch = "x86_64")]
+        let done = if b.rs == 1 && cols == NR {
+            // SAFETY: this function requires AVX-512 F and BW, all `transposed` needs.
+            unsafe { super::transposed::pack(cross, ll, b, (j0, k0, kc), hm) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        for (s, dst) in cross.chunks_exact_mut(NR).enumerate().skip(done) {
             for (j, d) in dst.iter_mut().enumerate().take(cols) {
                 let (lo, hi) = limbs(at(s, j), h, mask);
                 *d = pair(lo, hi);
             }
         }
-        for (s, dst) in ll.chunks_exact_mut(NR).enumerate().take(sl) {
+        for (s, dst) in ll.chunks_exact_mut(NR).enumerate().take(sl).skip(done / 2) {
             for (j, d) in dst.iter_mut().enumerate().take(cols) {
                 let l1 = if 2 * s + 1 < kc {
                     limbs(at(2 * s + 1, j), h, mask).0

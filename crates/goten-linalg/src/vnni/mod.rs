@@ -25,7 +25,7 @@
 //!
 //! Measured (docs/PERFORMANCE.md, "Exact products on 16-bit limbs"): faster than the f64
 //! kernel where `rhs` is row-major (convolution forward +20 %, input gradient +40 to +60 %)
-//! or transposed in whole panels ([`transposed`]: weight gradients +15 to +35 %); other
+//! or transposed in whole panels (module `transposed`: weight gradients +15 to +35 %); other
 //! strides are packed element by element, slower than f64, so [`crate::gemm::mod_gemm`]
 //! keeps them there ([`packs_fast`]).
 #![allow(unsafe_code)]
@@ -239,7 +239,7 @@ fn tile_rows(
 }
 
 /// A left operand packed once for several products (a convolution's weights, shared by every
-/// group of images): every reduction block's tiles, in [`tile_strides`] order.
+/// group of images): every reduction block's tiles, in the order of `pack::tile_strides`.
 pub struct PackedLhs {
     ring: Ring,
     m: usize,

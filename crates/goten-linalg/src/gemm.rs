@@ -145,8 +145,8 @@ pub fn mod_gemm(
     mod_gemm_f64(ring, (m, n, k), lhs, rhs, threads)
 }
 
-/// Whether this process computes products modulo `ring` with a row-major right operand on the
-/// VNNI kernel.
+/// Whether this process computes products modulo `ring` on the VNNI kernel (for right operands
+/// that [`crate::vnni::packs_fast`] accepts).
 pub fn uses_vnni(ring: Ring) -> bool {
     crate::vnni::kernel() == crate::vnni::Kernel::Vnni && crate::vnni::supports(ring)
 }

@@ -85,7 +85,7 @@ pub fn kernel() -> Kernel {
 }
 
 /// What the CPU devices' exact products run on in this process, for benchmark reports: `vnni`
-/// (16-bit limbs where the second operand is row-major, f64 elsewhere) or `f64`.
+/// (16-bit limbs where [`packs_fast`] holds, f64 elsewhere) or `f64`.
 pub fn describe(ring: Ring) -> &'static str {
     if crate::gemm::uses_vnni(ring) {
         "vnni"
@@ -126,7 +126,7 @@ fn split(ring: Ring) -> (u32, u32) {
     (k.div_ceil(2), ((1u64 << k) - 1) as u32)
 }
 
-/// `c[r][j] += (sum of the cross steps) << h + (sum of the lo-lo steps)` for one tile and one
+/// `c[r][j] = (sum of the cross steps) << h + (sum of the lo-lo steps)` for one tile and one
 /// panel, wrapping. `a` and `b` are a packed tile and panel of `kc + sl` steps.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -190,10 +190,8 @@ fn microkernel(
         // SAFETY: each row of `c` holds NR = 32 i32, two unaligned 512-bit stores.
         unsafe {
             let p = out.as_mut_ptr();
-            let old0 = _mm512_loadu_si512(p.cast());
-            let old1 = _mm512_loadu_si512(p.add(16).cast());
-            _mm512_storeu_si512(p.cast(), _mm512_add_epi32(old0, row[0]));
-            _mm512_storeu_si512(p.add(16).cast(), _mm512_add_epi32(old1, row[1]));
+            _mm512_storeu_si512(p.cast(), row[0]);
+            _mm512_storeu_si512(p.add(16).cast(), row[1]);
         }
     }
 }
@@ -224,7 +222,6 @@ fn tile_rows(
     let per_panel = (ks.0 + ks.1) * NR;
     let mut out = [[0i32; NR]; MR];
     for (p, panel) in panels.chunks(per_panel).enumerate() {
-        out.iter_mut().for_each(|r| r.fill(0));
         // SAFETY: only dispatched after `supports` confirmed AVX-512 F, BW and VNNI.
         unsafe { microkernel(tile.0, tile.1, panel, ks, h, &mut out) };
         let j0 = p * NR;
@@ -499,6 +496,41 @@ mod tests {
                 let got = mod_gemm_packed(&packed, n, View::rows(&b, n), threads);
                 assert_eq!(got, want, "{m}x{n}x{k}, {threads} threads");
             }
+        }
+    }
+
+    /// The dispatch above the kernel: where VNNI runs, `RingArith` packs a prepared operand and
+    /// its products, with a row-major, a transposed and a strided right operand (the last on
+    /// f64), equal the f64 kernel's.
+    #[test]
+    fn ring_arith_dispatches_to_vnni_and_falls_back_exactly() {
+        use crate::{Arith, RingArith};
+        let ring = Ring::DEFAULT;
+        let ra = RingArith { ring, threads: 2 };
+        let (m, n, k) = (16, 64, 40);
+        let a = operand(ring, m * k, 11, 0);
+        let b = operand(ring, 2 * k * n, 12, 3);
+        let prepared = ra.prepare(View::rows(&a, k), (m, k));
+        assert_eq!(
+            prepared.packed.is_some(),
+            crate::gemm::uses_vnni(ring),
+            "prepare packs exactly where the VNNI kernel runs"
+        );
+        let bt: Vec<f64> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+        let rhs = [
+            View::rows(&b, n),
+            View::transposed(&bt, k),
+            View {
+                data: &b,
+                off: 0,
+                rs: 2 * n,
+                cs: 2,
+            },
+        ];
+        for v in rhs {
+            let want = crate::gemm::mod_gemm_f64(ring, (m, n, k), View::rows(&a, k), v, 1);
+            assert_eq!(ra.gemm_prepared((m, n, k), &prepared, v, 2), want);
+            assert_eq!(ra.gemm((m, n, k), View::rows(&a, k), v, 2), want);
         }
     }
 

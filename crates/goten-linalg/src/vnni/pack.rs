@@ -34,6 +34,44 @@ pub(super) fn limbs(x: f64, h: u32, mask: u32) -> (u32, u32) {
     (c & ((1 << h) - 1), c >> h)
 }
 
+/// Which limb goes in the low half of a cross word: the left operand's tiles pair
+/// `(hi, lo)`, the right operand's panels `(lo, hi)`, so one `vpdpwssd` lane sums
+/// `hi_a lo_b + lo_a hi_b`.
+#[derive(Clone, Copy)]
+pub(super) enum Side {
+    Lhs,
+    Rhs,
+}
+
+/// Packs one lane (a tile row or a panel column) element by element, for layouts the vector
+/// loops do not cover: cross word `s` at `out[s * stride]` for `s` in `from..kc`, then lo-lo
+/// word `s` at `out[(kc + s) * stride]` for `s` in `from / 2..ceil(kc / 2)`, reading reduction
+/// index `kk` from `x(kk)`. `from` (even) is how many indices a vector loop already packed.
+#[inline(always)]
+fn pack_lane(
+    out: &mut [i32],
+    (stride, from, kc): (usize, usize, usize),
+    side: Side,
+    x: impl Fn(usize) -> f64,
+    (h, mask): (u32, u32),
+) {
+    for s in from..kc {
+        let (lo, hi) = limbs(x(s), h, mask);
+        out[s * stride] = match side {
+            Side::Lhs => pair(hi, lo),
+            Side::Rhs => pair(lo, hi),
+        };
+    }
+    for s in from / 2..kc.div_ceil(2) {
+        let l1 = if 2 * s + 1 < kc {
+            limbs(x(2 * s + 1), h, mask).0
+        } else {
+            0
+        };
+        out[(kc + s) * stride] = pair(limbs(x(2 * s), h, mask).0, l1);
+    }
+}
+
 /// Where word `s` of tile row `r` lies in a packed tile: `r * row + s * step`. Row-major
 /// operands are packed row by row (each row a contiguous read), all others step by step
 /// (a transposed operand's tile rows are contiguous at each reduction index).
@@ -81,10 +119,6 @@ fn pack_tile_steps(
         cross.fill(0);
         ll.fill(0);
     }
-    let col = |kk: usize| {
-        let base = a.off + r0 * a.rs + (k0 + kk) * a.cs;
-        move |r: usize| a.data[base + r * a.rs]
-    };
     if a.rs == 1 && rows == MR {
         // The tile's rows are contiguous at each reduction index: vectors of MR.
         let run = |kk: usize| &a.data[a.off + r0 + (k0 + kk) * a.cs..][..MR];
@@ -107,23 +141,17 @@ fn pack_tile_steps(
         }
         return;
     }
-    for (s, dst) in cross.chunks_exact_mut(MR).enumerate() {
-        let at = col(s);
-        for (r, d) in dst.iter_mut().enumerate().take(rows) {
-            let (lo, hi) = limbs(at(r), h, mask);
-            *d = pair(hi, lo);
-        }
-    }
-    for (s, dst) in ll.chunks_exact_mut(MR).enumerate() {
-        let (at0, at1) = (col(2 * s), col(2 * s + 1));
-        for (r, d) in dst.iter_mut().enumerate().take(rows) {
-            let l1 = if 2 * s + 1 < kc {
-                limbs(at1(r), h, mask).0
-            } else {
-                0
-            };
-            *d = pair(limbs(at0(r), h, mask).0, l1);
-        }
+    // Element by element: the rows' lanes interleave at a stride of MR words.
+    let words = &mut out[..(kc + kc.div_ceil(2)) * MR];
+    for r in 0..rows {
+        let base = a.off + (r0 + r) * a.rs + k0 * a.cs;
+        pack_lane(
+            &mut words[r..],
+            (MR, 0, kc),
+            Side::Lhs,
+            |kk| a.data[base + kk * a.cs],
+            hm,
+        );
     }
 }
 
@@ -163,19 +191,14 @@ fn pack_tile_rows(
                 ll[kc / 2] = pair(l, 0);
             }
         } else {
-            let at = |kk: usize| a.data[a.off + row * a.rs + (k0 + kk) * a.cs];
-            for (s, d) in cross.iter_mut().enumerate() {
-                let (lo, hi) = limbs(at(s), h, mask);
-                *d = pair(hi, lo);
-            }
-            for (s, d) in ll.iter_mut().enumerate() {
-                let l1 = if 2 * s + 1 < kc {
-                    limbs(at(2 * s + 1), h, mask).0
-                } else {
-                    0
-                };
-                *d = pair(limbs(at(2 * s), h, mask).0, l1);
-            }
+            let base = a.off + row * a.rs + k0 * a.cs;
+            pack_lane(
+                dst,
+                (1, 0, kc),
+                Side::Lhs,
+                |kk| a.data[base + kk * a.cs],
+                hm,
+            );
         }
     }
 }
@@ -219,7 +242,6 @@ pub(super) fn pack_panel(
             }
         }
     } else {
-        let at = |kk: usize, j: usize| b.data[b.off + (k0 + kk) * b.rs + (j0 + j) * b.cs];
         // A transposed operand (each column contiguous): blocks of 16 reduction indices by
         // vector transposition, the rest element by element.
         #[cfg(target_arch = "x86_64")]
@@ -231,21 +253,11 @@ pub(super) fn pack_panel(
         };
         #[cfg(not(target_arch = "x86_64"))]
         let done = 0;
-        for (s, dst) in cross.chunks_exact_mut(NR).enumerate().skip(done) {
-            for (j, d) in dst.iter_mut().enumerate().take(cols) {
-                let (lo, hi) = limbs(at(s, j), h, mask);
-                *d = pair(lo, hi);
-            }
-        }
-        for (s, dst) in ll.chunks_exact_mut(NR).enumerate().take(sl).skip(done / 2) {
-            for (j, d) in dst.iter_mut().enumerate().take(cols) {
-                let l1 = if 2 * s + 1 < kc {
-                    limbs(at(2 * s + 1, j), h, mask).0
-                } else {
-                    0
-                };
-                *d = pair(limbs(at(2 * s, j), h, mask).0, l1);
-            }
+        // A column's lane interleaves at a stride of NR words.
+        for j in 0..cols {
+            let base = b.off + k0 * b.rs + (j0 + j) * b.cs;
+            let x = |kk: usize| b.data[base + kk * b.rs];
+            pack_lane(&mut out[j..], (NR, done, kc), Side::Rhs, x, hm);
         }
     }
 }

@@ -43,6 +43,25 @@ pub(super) enum Side {
     Rhs,
 }
 
+/// Lo-lo words of one step across lanes: `dst[i] = (lo(first[i]), lo(second[i]))`, the second
+/// limb zero past an odd reduction's end. A plain zip the compiler vectorizes.
+#[inline(always)]
+fn lo_lo_words(dst: &mut [i32], first: &[f64], second: Option<&[f64]>, (h, mask): (u32, u32)) {
+    let lom = (1u32 << h) - 1;
+    match second {
+        Some(second) => {
+            for ((d, &x0), &x1) in dst.iter_mut().zip(first).zip(second) {
+                *d = pair(canon(x0, mask) & lom, canon(x1, mask) & lom);
+            }
+        }
+        None => {
+            for (d, &x0) in dst.iter_mut().zip(first) {
+                *d = pair(canon(x0, mask) & lom, 0);
+            }
+        }
+    }
+}
+
 /// Packs one lane (a tile row or a panel column) element by element, for layouts the vector
 /// loops do not cover: cross word `s` at `out[s * stride]` for `s` in `from..kc`, then lo-lo
 /// word `s` at `out[(kc + s) * stride]` for `s` in `from / 2..ceil(kc / 2)`, reading reduction
@@ -129,15 +148,12 @@ fn pack_tile_steps(
             }
         }
         for (s, dst) in ll.chunks_exact_mut(MR).enumerate() {
-            if 2 * s + 1 < kc {
-                for ((d, &x0), &x1) in dst.iter_mut().zip(run(2 * s)).zip(run(2 * s + 1)) {
-                    *d = pair(canon(x0, mask) & lom, canon(x1, mask) & lom);
-                }
-            } else {
-                for (d, &x0) in dst.iter_mut().zip(run(2 * s)) {
-                    *d = pair(canon(x0, mask) & lom, 0);
-                }
-            }
+            lo_lo_words(
+                dst,
+                run(2 * s),
+                (2 * s + 1 < kc).then(|| run(2 * s + 1)),
+                hm,
+            );
         }
         return;
     }
@@ -231,15 +247,12 @@ pub(super) fn pack_panel(
             }
         }
         for (s, dst) in ll.chunks_exact_mut(NR).enumerate().take(sl) {
-            if 2 * s + 1 < kc {
-                for ((d, &x0), &x1) in dst.iter_mut().zip(row(2 * s)).zip(row(2 * s + 1)) {
-                    *d = pair(canon(x0, mask) & lom, canon(x1, mask) & lom);
-                }
-            } else {
-                for (d, &x0) in dst.iter_mut().zip(row(2 * s)) {
-                    *d = pair(canon(x0, mask) & lom, 0);
-                }
-            }
+            lo_lo_words(
+                dst,
+                row(2 * s),
+                (2 * s + 1 < kc).then(|| row(2 * s + 1)),
+                hm,
+            );
         }
     } else {
         // A transposed operand (each column contiguous): blocks of 16 reduction indices by
